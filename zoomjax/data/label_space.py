@@ -1,0 +1,67 @@
+"""Label spaces as data: which of the 1000 ImageNet classes a dataset scores, and what counts as correct.
+
+Conventions used everywhere in zoomjax:
+- Model outputs are 1000-way logits in the standard sorted-WNID order (TFDS imagenet2012 labels.txt).
+- Labels are 1000-way class indices, stored per image as a fixed-width int32 vector padded with -1
+  (single-label datasets use width 1; multi-label datasets such as ReaL or ImageNet-Hard use more).
+- Predictions are taken as the argmax over the *masked* logits (classes outside the dataset's subset set to
+  -inf) and stay in 1000-way index space, so one `is_correct` serves every dataset.
+"""
+import dataclasses
+from typing import Optional, Sequence, Tuple
+
+import jax.numpy as jnp
+import numpy as np
+
+NUM_IMAGENET_CLASSES = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpace:
+  name: str
+  # 1000-way indices the dataset is scored on (ImageNet-A/R: 200, ObjectNet: 113); None means all 1000.
+  class_subset: Optional[Tuple[int, ...]] = None
+  # True when an image may have several correct labels (ReaL, IN+ReaL, ImageNet-Hard).
+  multi_label: bool = False
+  # Width of the -1-padded label vector per image.
+  max_labels: int = 1
+  num_classes: int = NUM_IMAGENET_CLASSES
+
+  def logit_mask(self) -> np.ndarray:
+    """Boolean (num_classes,) mask of the scored classes."""
+    mask = np.zeros(self.num_classes, bool)
+    if self.class_subset is None:
+      mask[:] = True
+    else:
+      mask[list(self.class_subset)] = True
+    return mask
+
+  @property
+  def num_scored_classes(self) -> int:
+    return self.num_classes if self.class_subset is None else len(self.class_subset)
+
+
+def mask_logits(logits, mask):
+  """Sets logits of classes outside `mask` to -inf (works for numpy and jax arrays)."""
+  if mask is None:
+    return logits
+  return jnp.where(jnp.asarray(mask), logits, -jnp.inf)
+
+
+def is_correct(pred, labels):
+  """pred: (...,) int 1000-way predictions; labels: (..., L) int, -1 padded. -> (...,) bool.
+
+  A prediction is correct iff it is one of the image's labels (single- and multi-label alike).
+  """
+  pred = np.asarray(pred) if isinstance(pred, np.ndarray) else pred
+  xp = np if isinstance(pred, np.ndarray) and isinstance(labels, np.ndarray) else jnp
+  labels = xp.asarray(labels)
+  return xp.any((labels >= 0) & (labels == xp.asarray(pred)[..., None]), axis=-1)
+
+
+def pad_labels(labels: Sequence[int], width: int) -> np.ndarray:
+  """A list of 1000-way labels -> int32 (width,) vector padded with -1."""
+  labels = list(labels)
+  if len(labels) > width:
+    raise ValueError(f"{len(labels)} labels {labels} exceed the label width {width}")
+  return np.array(labels + [-1] * (width - len(labels)), np.int32)

@@ -1,0 +1,1 @@
+"""One module per experiment kind; each exposes `run(config, workdir)`."""
