@@ -1,0 +1,215 @@
+"""Writes tests/golden/*.npz: expected outputs of the reference libraries on seeded weights.
+
+Runs ONLY in a throwaway venv with torch/torchvision/timm/open_clip (never a zoomjax dependency):
+
+  /work/refvenv/bin/python experiments/make_goldens.py            # all goldens
+  /work/refvenv/bin/python experiments/make_goldens.py resnet18   # some
+
+Versions used for the committed files: torch 2.14.1, torchvision 0.29.1, timm 1.0.31, open_clip_torch 3.3.0.
+Each golden stores the source state dict's key names/shapes (`spec`), the input shape and the reference
+outputs. Weights and inputs come from tests/golden/seeded_weights.py (numpy only), so the JAX tests rebuild the
+identical state dict, convert it with zoomjax's converter and compare. Nothing large is written.
+"""
+import os
+import pathlib
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "golden"))
+import seeded_weights as sw  # noqa: E402
+
+OUT = REPO / "tests" / "golden"
+torch.set_grad_enabled(False)
+torch.backends.mkldnn.enabled = False  # Plain fp32 kernels for the reference numbers.
+
+
+def spec_of(model) -> sw.Spec:
+  return [(k, tuple(v.shape), "i" if not v.dtype.is_floating_point else "f")
+          for k, v in model.state_dict().items()]
+
+
+def load_seeded(model, seed=0):
+  spec = spec_of(model)
+  sd = sw.seeded_state_dict(spec, seed)
+  model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+  return model.eval(), spec
+
+
+def save(name, **arrays):
+  path = OUT / f"{name}.npz"
+  np.savez_compressed(path, **arrays)
+  print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
+
+
+# ------------------------------------------------------------------------------------------ CNNs
+
+def golden_cnn(name, ctor, size, **kw):
+  model, spec = load_seeded(ctor(**kw))
+  x = sw.seeded_images((2, 3, size, size))
+  logits = model(torch.from_numpy(x)).numpy()
+  save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits)
+
+
+def golden_resnet_prelogits(name, ctor, size):
+  """Also stores pre_logits (global-average features) to check the intermediates contract."""
+  model, spec = load_seeded(ctor())
+  x = torch.from_numpy(sw.seeded_images((2, 3, size, size)))
+  feats = {}
+  model.avgpool.register_forward_hook(lambda m, i, o: feats.__setitem__("pre", o.flatten(1)))
+  logits = model(x).numpy()
+  save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits,
+       pre_logits=feats["pre"].numpy())
+
+
+def golden_adaptive_pool():
+  """torch AdaptiveAvgPool2d on odd sizes (the AlexNet/VGG head at non-224 inputs)."""
+  rows = {}
+  for i, (h, w, oh, ow) in enumerate([(10, 13, 7, 7), (3, 5, 6, 6), (1, 1, 7, 7), (14, 14, 7, 7), (6, 6, 6, 6)]):
+    x = sw.seeded_images((1, 2, h, w), seed=i)
+    rows[f"out_{i}"] = torch.nn.AdaptiveAvgPool2d((oh, ow))(torch.from_numpy(x)).numpy()
+    rows[f"cfg_{i}"] = np.array([h, w, oh, ow])
+  save("adaptive_pool", **rows)
+
+
+# ------------------------------------------------------------------------------------------- ViT
+
+TINY_VIT = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32)
+
+
+def golden_vit_torchvision():
+  from torchvision.models.vision_transformer import VisionTransformer
+  model, spec = load_seeded(VisionTransformer(**TINY_VIT, num_classes=10))
+  x = sw.seeded_images((2, 3, 32, 32))
+  logits = model(torch.from_numpy(x)).numpy()
+  save("vit_torchvision_tiny", spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits)
+
+
+def _timm_vit(**kw):
+  from timm.models.vision_transformer import VisionTransformer
+  return VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0,
+                           num_classes=10, **kw)
+
+
+def golden_vit_timm():
+  model, spec = load_seeded(_timm_vit())
+  x = sw.seeded_images((2, 3, 32, 32))
+  logits = model(torch.from_numpy(x)).numpy()
+  save("vit_timm_tiny", spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits)
+
+
+def golden_vit_npz():
+  """vit_jax and big_vision .npz layouts, loaded into timm by timm's own `_load_weights`.
+
+  The npz arrays are seeded by their npz key names, so the test rebuilds the npz dict from `spec` alone.
+  """
+  from timm.models.vision_transformer import _load_weights
+  d, heads, mlp, depth, n, classes = 16, 2, 32, 2, 16, 10
+  dh = d // heads
+  common = [("embedding/kernel", (8, 8, 3, d)), ("embedding/bias", (d,)), ("cls", (1, 1, d)),
+            ("Transformer/encoder_norm/scale", (d,)), ("Transformer/encoder_norm/bias", (d,)),
+            ("head/kernel", (d, classes)), ("head/bias", (classes,))]
+
+  def block(prefix, names, stack=()):
+    ln0, mha, ln1, mlpb = names
+    s = tuple(stack)
+    return [(f"{prefix}{ln0}/scale", s + (d,)), (f"{prefix}{ln0}/bias", s + (d,)),
+            *[(f"{prefix}{mha}/{q}/kernel", s + (d, heads, dh)) for q in ("query", "key", "value")],
+            *[(f"{prefix}{mha}/{q}/bias", s + (heads, dh)) for q in ("query", "key", "value")],
+            (f"{prefix}{mha}/out/kernel", s + (heads, dh, d)), (f"{prefix}{mha}/out/bias", s + (d,)),
+            (f"{prefix}{ln1}/scale", s + (d,)), (f"{prefix}{ln1}/bias", s + (d,)),
+            (f"{prefix}{mlpb}/Dense_0/kernel", s + (d, mlp)), (f"{prefix}{mlpb}/Dense_0/bias", s + (mlp,)),
+            (f"{prefix}{mlpb}/Dense_1/kernel", s + (mlp, d)), (f"{prefix}{mlpb}/Dense_1/bias", s + (d,))]
+
+  pre_linen = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
+  linen = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
+  layouts = {
+      # vit_jax / AugReg: pre-Linen numbering, pos-embedding with the cls slot, all under opt/target/.
+      "vit_npz_vitjax": ("opt/target/", [("Transformer/posembed_input/pos_embedding", (1, 1 + n, d))]
+                         + [kv for i in range(depth)
+                            for kv in block(f"Transformer/encoderblock_{i}/", pre_linen)], {}),
+      # big_vision, unrolled blocks: Linen numbering, top-level pos_embedding added before the cls token.
+      "vit_npz_bigvision": ("params/", [("pos_embedding", (1, n, d))]
+                            + [kv for i in range(depth)
+                               for kv in block(f"Transformer/encoderblock_{i}/", linen)],
+                            dict(no_embed_class=True)),
+      # big_vision with nn.scan: every block stacked on a leading axis under Transformer/encoderblock/.
+      "vit_npz_bigvision_scan": ("params/", [("pos_embedding", (1, n, d))]
+                                 + block("Transformer/encoderblock/", linen, stack=(depth,)),
+                                 dict(no_embed_class=True)),
+  }
+  for name, (prefix, extra, timm_kw) in layouts.items():
+    spec = [(prefix + k, s, "f") for k, s in common + extra]
+    arrays = sw.seeded_state_dict(spec)
+    model = _timm_vit(**timm_kw).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "w.npz")
+      np.savez(path, **arrays)
+      _load_weights(model, path)
+    x = sw.seeded_images((2, 3, 32, 32))
+    logits = model(torch.from_numpy(x)).numpy()
+    save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits)
+
+
+# ------------------------------------------------------------------------------------------ CLIP
+
+def golden_clip():
+  """A tiny open_clip ViT CLIP (OpenAI key names; QuickGELU) on seeded images and token ids."""
+  import open_clip
+  from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+  vocab = 1000
+  model = open_clip.CLIP(
+      embed_dim=12,
+      vision_cfg=CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32, mlp_ratio=2.0),
+      text_cfg=CLIPTextCfg(context_length=77, vocab_size=vocab, width=24, heads=2, layers=2, mlp_ratio=2.0),
+      quick_gelu=True)
+  model, spec = load_seeded(model)
+  x = sw.seeded_images((2, 3, 32, 32))
+  tokens = sw.seeded_tokens(3, 77, vocab, lengths=(5, 12, 77))
+  img = model.encode_image(torch.from_numpy(x)).numpy()
+  txt = model.encode_text(torch.from_numpy(tokens)).numpy()
+  img_f, txt_f, scale = model(torch.from_numpy(x), torch.from_numpy(tokens))[:3]
+  logits_per_image = (scale * img_f @ txt_f.T).numpy()
+  save("clip_tiny", spec=sw.encode_spec(spec), input_shape=np.array(x.shape), tokens=tokens,
+       image_features=img, text_features=txt, logits_per_image=logits_per_image)
+
+
+# ------------------------------------------------------------------------------------- tokenizer
+
+def golden_tokenizer():
+  """open_clip's SimpleTokenizer on a synthetic vocabulary (always testable) and, ids only, on the real one."""
+  from open_clip.tokenizer import SimpleTokenizer, default_bpe
+  merges = sw.synthetic_bpe_merges()
+  rows = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "vocab.txt.gz")
+    sw.write_bpe_vocab(path, merges)
+    rows["synthetic"] = SimpleTokenizer(path)(list(sw.TOKENIZER_TEXTS)).numpy().astype(np.int32)
+  rows["real"] = SimpleTokenizer(default_bpe())(list(sw.TOKENIZER_TEXTS)).numpy().astype(np.int32)
+  save("clip_tokenizer", **rows)
+
+
+def main(argv):
+  import torchvision.models as tvm
+  jobs = {
+      "resnet18": lambda: golden_resnet_prelogits("resnet18", tvm.resnet18, 64),
+      "resnet50": lambda: golden_resnet_prelogits("resnet50", tvm.resnet50, 64),
+      "alexnet": lambda: golden_cnn("alexnet", tvm.alexnet, 64),
+      "vgg16": lambda: golden_cnn("vgg16", tvm.vgg16, 64),
+      "adaptive_pool": golden_adaptive_pool,
+      "vit_torchvision": golden_vit_torchvision,
+      "vit_timm": golden_vit_timm,
+      "vit_npz": golden_vit_npz,
+      "clip": golden_clip,
+      "tokenizer": golden_tokenizer,
+  }
+  for name in argv or jobs:
+    torch.manual_seed(0)
+    jobs[name]()
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

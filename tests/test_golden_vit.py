@@ -1,0 +1,78 @@
+"""Golden tests: torchvision, timm and .npz (vit_jax / big_vision) ViT layouts -> one zoomjax ViT module.
+
+The npz goldens were computed by timm after loading the npz with timm's own `_load_weights`, so they also
+pin the meaning of each npz layout (position embedding with or without the cls slot, block numbering, scan).
+"""
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zoomjax.checkpoints import convert_timm, convert_torchvision, convert_vit_npz
+from zoomjax.models import vit
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
+sw = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sw)
+
+# The tiny config both reference libraries were built with (exact GELU, LayerNorm eps 1e-6).
+TINY = dict(num_classes=10, patch_size=8, width=16, depth=2, num_heads=2, mlp_dim=32)
+
+
+def load_golden(name):
+  g = dict(np.load(GOLDEN / f"{name}.npz"))
+  state = sw.seeded_state_dict(sw.decode_spec(g["spec"]))
+  x = sw.seeded_images(tuple(g["input_shape"])).transpose(0, 2, 3, 1)
+  return g, state, x
+
+
+def rel_err(got, want):
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-12))
+
+
+_apply = jax.jit(vit.VisionTransformer(**TINY).apply)
+
+CASES = {
+    "vit_torchvision_tiny": lambda s: convert_torchvision.convert_vit(s, num_heads=2),
+    "vit_timm_tiny": lambda s: convert_timm.convert_vit(s, num_heads=2),
+    "vit_npz_vitjax": convert_vit_npz.convert_vit_npz,
+    "vit_npz_bigvision": convert_vit_npz.convert_vit_npz,
+    "vit_npz_bigvision_scan": convert_vit_npz.convert_vit_npz,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_vit_layout_matches_reference(name):
+  g, state, x = load_golden(name)
+  variables = CASES[name](state)
+  logits, inter = _apply(variables, jnp.asarray(x))
+  assert rel_err(logits, g["logits"]) < 1e-4, name
+  assert inter["feature_map"].shape == (2, 4, 4, 16)
+  assert inter["pre_logits"].shape == (2, 16)
+
+
+def test_npz_config_is_read_from_the_file():
+  _, state, _ = load_golden("vit_npz_bigvision_scan")
+  cfg = convert_vit_npz.vit_npz_config(state)
+  assert cfg == dict(TINY, representation_size=None)
+
+
+def test_tanh_gelu_changes_outputs():
+  """vit_jax/big_vision were trained with tanh GELU; the attribute must really switch the activation."""
+  g, state, x = load_golden("vit_npz_vitjax")
+  variables = convert_vit_npz.convert_vit_npz(state)
+  logits, _ = vit.VisionTransformer(**TINY, gelu_approximate=True).apply(variables, jnp.asarray(x))
+  err = rel_err(logits, g["logits"])
+  assert 1e-6 < err < 5e-2
+
+
+def test_wrong_input_size_is_a_clear_error():
+  _, state, _ = load_golden("vit_timm_tiny")
+  variables = convert_timm.convert_vit(state, num_heads=2)
+  with pytest.raises(ValueError, match="position embedding"):
+    vit.VisionTransformer(**TINY).apply(variables, jnp.zeros((1, 48, 48, 3)))

@@ -1,0 +1,229 @@
+"""torchvision state dicts (ResNet, AlexNet, VGG, ViT) -> Flax variables of zoomjax's modules.
+
+Every converter takes the flat `{torch_name: np.ndarray}` dict a checkpoint reader returns and gives back
+`{"params": ..., "batch_stats": ...}` (nested). Each one consumes every source key it understands and fails
+naming the keys it did not use, so a checkpoint of the wrong architecture never loads half-way.
+"""
+from typing import Dict, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+from flax import traverse_util
+
+Flat = Mapping[str, np.ndarray]
+
+# Buffers torch keeps that have no meaning at inference.
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+
+class KeyTaker:
+  """Reads source arrays by name, remembers which were used, and reports the rest.
+
+  Why: a silent partial conversion (wrong depth, wrong variant) is the worst loading bug; this makes the
+  converter itself fail with the exact missing/unused names.
+  """
+
+  def __init__(self, flat: Flat, what: str, prefix: str = ""):
+    self.flat = {k: v for k, v in flat.items()}
+    self.what = what
+    self.prefix = prefix
+    self.used = set()
+    self.out: Dict[str, np.ndarray] = {}
+
+  def has(self, key: str) -> bool:
+    return self.prefix + key in self.flat
+
+  def take(self, key: str) -> np.ndarray:
+    full = self.prefix + key
+    if full not in self.flat:
+      near = sorted(k for k in self.flat if k.rsplit(".", 1)[0] == full.rsplit(".", 1)[0])[:5]
+      raise KeyError(f"{self.what}: checkpoint has no key {full!r}"
+                     + (f" (similar keys: {near})" if near else "")
+                     + f"; it has {len(self.flat)} keys, e.g. {sorted(self.flat)[:5]}")
+    self.used.add(full)
+    return np.asarray(self.flat[full])
+
+  def put(self, path: str, value: np.ndarray) -> None:
+    """Stores `value` at 'collection/a/b' in the output tree (float32 unless integer)."""
+    value = np.asarray(value)
+    if value.dtype.kind == "f" or value.dtype == np.dtype("V2"):
+      value = value.astype(np.float32)
+    self.out[path] = value
+
+  def finish(self, ignore: Iterable[str] = ()) -> dict:
+    ignore = tuple(ignore)
+    left = sorted(k for k in self.flat if k not in self.used and k.startswith(self.prefix)
+                  and not k.endswith(_IGNORED_SUFFIXES) and not any(k.startswith(self.prefix + i)
+                                                                    for i in ignore))
+    if left:
+      raise ValueError(f"{self.what}: {len(left)} checkpoint keys were not used (wrong architecture or "
+                       f"variant?): {left[:10]}{' ...' if len(left) > 10 else ''}")
+    return traverse_util.unflatten_dict(self.out, sep="/")
+
+  # Layout helpers shared by the torch-family converters.
+  def conv(self, src: str, dst: str, bias: bool = False) -> None:
+    """torch Conv2d weight (O, I, kh, kw) -> flax kernel (kh, kw, I, O)."""
+    self.put(f"params/{dst}/kernel", self.take(f"{src}.weight").transpose(2, 3, 1, 0))
+    if bias:
+      self.put(f"params/{dst}/bias", self.take(f"{src}.bias"))
+
+  def dense(self, src: str, dst: str, bias: bool = True) -> None:
+    """torch Linear weight (out, in) -> flax kernel (in, out)."""
+    self.put(f"params/{dst}/kernel", self.take(f"{src}.weight").T)
+    if bias:
+      self.put(f"params/{dst}/bias", self.take(f"{src}.bias"))
+
+  def norm(self, src: str, dst: str) -> None:
+    """LayerNorm weight/bias -> scale/bias."""
+    self.put(f"params/{dst}/scale", self.take(f"{src}.weight"))
+    self.put(f"params/{dst}/bias", self.take(f"{src}.bias"))
+
+  def bn(self, src: str, dst: str) -> None:
+    """BatchNorm2d -> params scale/bias + batch_stats mean/var."""
+    self.norm(src, dst)
+    self.put(f"batch_stats/{dst}/mean", self.take(f"{src}.running_mean"))
+    self.put(f"batch_stats/{dst}/var", self.take(f"{src}.running_var"))
+
+  def packed_attention(self, src: str, dst: str, num_heads: int) -> None:
+    """torch nn.MultiheadAttention (packed q;k;v) -> flax MultiHeadDotProductAttention."""
+    w = self.take(f"{src}.in_proj_weight")  # (3D, D)
+    b = self.take(f"{src}.in_proj_bias")  # (3D,)
+    d = w.shape[1]
+    self.qkv(w, b, dst, num_heads)
+    ow = self.take(f"{src}.out_proj.weight")  # (D, D): (out, in)
+    self.put(f"params/{dst}/out/kernel", ow.T.reshape(num_heads, d // num_heads, d))
+    self.put(f"params/{dst}/out/bias", self.take(f"{src}.out_proj.bias"))
+
+  def qkv(self, w: np.ndarray, b: np.ndarray, dst: str, num_heads: int) -> None:
+    """Packed (3D, D) weight / (3D,) bias -> query/key/value kernels (D, H, Dh), biases (H, Dh)."""
+    three_d, d = w.shape
+    if three_d != 3 * d or d % num_heads:
+      raise ValueError(f"{self.what}: packed qkv weight {w.shape} does not fit width {d} x {num_heads} heads")
+    dh = d // num_heads
+    w = w.reshape(3, num_heads, dh, d).transpose(0, 3, 1, 2)
+    b = b.reshape(3, num_heads, dh)
+    for i, name in enumerate(("query", "key", "value")):
+      self.put(f"params/{dst}/{name}/kernel", w[i])
+      self.put(f"params/{dst}/{name}/bias", b[i])
+
+
+def count_blocks(flat: Flat, prefix: str) -> int:
+  """Number of consecutive integer-indexed children `prefix{i}.` present in the checkpoint."""
+  n = 0
+  while any(k.startswith(f"{prefix}{n}.") for k in flat):
+    n += 1
+  return n
+
+
+def flatten_torch_fc(w: np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
+  """First Linear after a torch NCHW flatten (out, C*H*W) -> flax kernel for an NHWC flatten (H*W*C, out)."""
+  out = w.shape[0]
+  if w.shape[1] != channels * height * width:
+    raise ValueError(f"linear weight {w.shape} does not match a {channels}x{height}x{width} feature map")
+  return w.reshape(out, channels, height, width).transpose(2, 3, 1, 0).reshape(height * width * channels, out)
+
+
+# ----------------------------------------------------------------------------------------------- ResNet
+
+def convert_resnet(flat: Flat, stage_sizes: Optional[Sequence[int]] = None, bottleneck: Optional[bool] = None,
+                   what: str = "torchvision ResNet") -> dict:
+  """torchvision/timm ResNet v1.5 (`conv1`, `bn1`, `layer{s}.{b}.*`, `fc`) -> zoomjax.models.resnet.ResNet.
+
+  Flax names follow scenic's ResNet: `stem_conv`, `init_bn`, `ResidualBlock_{k}` (k counts over all stages)
+  with `conv{1,2,3}`/`bn{1,2,3}` and `proj_conv`/`proj_bn`, and `output_projection`.
+  """
+  t = KeyTaker(flat, what)
+  if stage_sizes is None:
+    stage_sizes = [count_blocks(flat, f"layer{s}.") for s in range(1, 5)]
+  if bottleneck is None:
+    bottleneck = t.has("layer1.0.conv3.weight")
+  t.conv("conv1", "stem_conv")
+  t.bn("bn1", "init_bn")
+  k = 0
+  for s, n in enumerate(stage_sizes, start=1):
+    for b in range(n):
+      src, dst = f"layer{s}.{b}", f"ResidualBlock_{k}"
+      for i in (1, 2, 3) if bottleneck else (1, 2):
+        t.conv(f"{src}.conv{i}", f"{dst}/conv{i}")
+        t.bn(f"{src}.bn{i}", f"{dst}/bn{i}")
+      if t.has(f"{src}.downsample.0.weight"):
+        t.conv(f"{src}.downsample.0", f"{dst}/proj_conv")
+        t.bn(f"{src}.downsample.1", f"{dst}/proj_bn")
+      k += 1
+  t.dense("fc", "output_projection")
+  return t.finish()
+
+
+# --------------------------------------------------------------------------------------- AlexNet / VGG
+
+# torchvision `features.{i}` indices of the convolutions, in order.
+ALEXNET_CONVS = (0, 3, 6, 8, 10)
+
+
+def convert_alexnet(flat: Flat) -> dict:
+  """torchvision AlexNet -> zoomjax.models.alexnet.AlexNet (conv1..5, fc6..8)."""
+  t = KeyTaker(flat, "torchvision AlexNet")
+  for i, idx in enumerate(ALEXNET_CONVS, start=1):
+    t.conv(f"features.{idx}", f"conv{i}", bias=True)
+  _classifier(t, (1, 4, 6), channels=256, pool=6)
+  return t.finish()
+
+
+def vgg_conv_indices(cfg: Sequence) -> list:
+  """torchvision `features.{i}` indices of the convolutions of a VGG config (ints = conv widths, 'M' = pool)."""
+  idx, out = 0, []
+  for v in cfg:
+    if v == "M":
+      idx += 1
+    else:
+      out.append(idx)
+      idx += 2  # conv, ReLU (no-BN variants)
+  return out
+
+
+def convert_vgg(flat: Flat, cfg: Sequence) -> dict:
+  """torchvision VGG (no BN) -> zoomjax.models.vgg.VGG (conv{stage}_{i}, fc6..8)."""
+  from zoomjax.models.vgg import vgg_layer_names  # Names live with the module.
+  t = KeyTaker(flat, "torchvision VGG")
+  names = vgg_layer_names(cfg)
+  for idx, name in zip(vgg_conv_indices(cfg), names):
+    t.conv(f"features.{idx}", name, bias=True)
+  channels = [v for v in cfg if v != "M"][-1]
+  _classifier(t, (0, 3, 6), channels=channels, pool=7)
+  return t.finish()
+
+
+def _classifier(t: KeyTaker, indices: Sequence[int], channels: int, pool: int) -> None:
+  first, second, third = indices
+  t.put("params/fc6/kernel", flatten_torch_fc(t.take(f"classifier.{first}.weight"), channels, pool, pool))
+  t.put("params/fc6/bias", t.take(f"classifier.{first}.bias"))
+  t.dense(f"classifier.{second}", "fc7")
+  t.dense(f"classifier.{third}", "fc8")
+
+
+# ------------------------------------------------------------------------------------------------- ViT
+
+def convert_vit(flat: Flat, num_heads: int) -> dict:
+  """torchvision VisionTransformer (`conv_proj`, `class_token`, `encoder.*`, `heads.head`) -> zoomjax ViT.
+
+  torchvision adds `encoder.pos_embedding` (1, 1+N, D) after the class token is concatenated, exactly
+  like vit_jax's `Transformer/posembed_input/pos_embedding`.
+  """
+  t = KeyTaker(flat, "torchvision ViT")
+  t.conv("conv_proj", "embedding", bias=True)
+  t.put("params/cls", t.take("class_token"))
+  t.put("params/Transformer/posembed_input/pos_embedding", t.take("encoder.pos_embedding"))
+  depth = count_blocks(flat, "encoder.layers.encoder_layer_")
+  if depth == 0:
+    raise KeyError("torchvision ViT: no `encoder.layers.encoder_layer_0.*` keys in the checkpoint")
+  for i in range(depth):
+    src, dst = f"encoder.layers.encoder_layer_{i}", f"Transformer/encoderblock_{i}"
+    t.norm(f"{src}.ln_1", f"{dst}/LayerNorm_0")
+    t.packed_attention(f"{src}.self_attention", f"{dst}/MultiHeadDotProductAttention_1", num_heads)
+    t.norm(f"{src}.ln_2", f"{dst}/LayerNorm_2")
+    # Older torchvision files name the MLP linears linear_1/linear_2.
+    fc1, fc2 = ("mlp.0", "mlp.3") if t.has(f"{src}.mlp.0.weight") else ("mlp.linear_1", "mlp.linear_2")
+    t.dense(f"{src}.{fc1}", f"{dst}/MlpBlock_3/Dense_0")
+    t.dense(f"{src}.{fc2}", f"{dst}/MlpBlock_3/Dense_1")
+  t.norm("encoder.ln", "Transformer/encoder_norm")
+  t.dense("heads.head", "head")
+  return t.finish()

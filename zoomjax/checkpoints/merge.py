@@ -1,0 +1,92 @@
+"""The single load-and-merge gate: converted checkpoint tree vs the model's own variable shapes.
+
+Why one gate: a converter bug, a wrong variant or a fine-tuned head must fail loudly with the complete
+two-sided difference, never load half a model. `dont_load` keeps the model's fresh initialisation for
+matching leaves (big_vision `merge_params` semantics), e.g. a new classification head.
+"""
+import re
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from zoomjax.checkpoints.errors import CheckpointError
+
+_MAX_LISTED = 25
+
+
+def _flat(tree: Mapping[str, Any]) -> dict:
+  return traverse_util.flatten_dict(dict(tree), sep="/") if tree else {}
+
+
+def _listing(title: str, lines: List[str]) -> str:
+  if not lines:
+    return ""
+  shown = lines[:_MAX_LISTED]
+  more = f"\n    ... and {len(lines) - _MAX_LISTED} more" if len(lines) > _MAX_LISTED else ""
+  return f"\n  {title} ({len(lines)}):\n    " + "\n    ".join(shown) + more
+
+
+def merge_into(reference: Mapping[str, Any], converted: Mapping[str, Any], *, path_for_errors: str,
+               dont_load: Sequence[str] = (),
+               init: Optional[Callable[[], Mapping[str, Any]]] = None) -> dict:
+  """Checks `converted` against `reference` leaf by leaf and returns the merged variables.
+
+  Args:
+    reference: the model's variables or their shapes (`jax.eval_shape(module.init, ...)`), nested.
+    converted: the checkpoint converted to the same nested layout (numpy arrays).
+    path_for_errors: the checkpoint file, named in every error.
+    dont_load: regexes matched (`re.fullmatch`) against '/'-joined leaf paths such as
+      `params/head/kernel`; matching leaves keep the model's initialisation and are neither required in
+      nor taken from the checkpoint.
+    init: computes real initial variables; needed only when `dont_load` matches a leaf and `reference`
+      holds shapes (it is called at most once).
+  Returns:
+    Nested dict of jax arrays with the reference's structure; floating leaves in the reference's dtype
+    (float32), every leaf cast to the reference dtype.
+  """
+  patterns = [re.compile(p) for p in dont_load]
+
+  def skipped(key: str) -> bool:
+    return any(p.fullmatch(key) for p in patterns)
+
+  ref, got = _flat(reference), _flat(converted)
+  missing, mismatch = [], []
+  for key, r in ref.items():
+    if skipped(key):
+      continue
+    if key not in got:
+      missing.append(f"{key} {tuple(r.shape)}")
+    elif tuple(np.shape(got[key])) != tuple(r.shape):
+      mismatch.append(f"{key}: model {tuple(r.shape)} vs checkpoint {tuple(np.shape(got[key]))}")
+  unexpected = [f"{k} {tuple(np.shape(v))}" for k, v in got.items() if k not in ref and not skipped(k)]
+  if missing or unexpected or mismatch:
+    raise CheckpointError(
+        f"{path_for_errors}: checkpoint does not fit the model"
+        + _listing("missing in checkpoint", missing)
+        + _listing("unexpected in checkpoint", unexpected)
+        + _listing("shape mismatch", mismatch))
+
+  inited = None
+  out = {}
+  for key, r in ref.items():
+    if skipped(key):
+      if not hasattr(r, "shape") or isinstance(r, jax.ShapeDtypeStruct):
+        if inited is None:
+          if init is None:
+            raise CheckpointError(f"{path_for_errors}: dont_load matched {key!r} but no initialised "
+                                  "variables were given (pass init=...)")
+          inited = _flat(init())
+        r = inited[key]
+      out[key] = jax.numpy.asarray(r)
+      continue
+    value = np.asarray(got[key])
+    out[key] = jax.numpy.asarray(value.astype(r.dtype, copy=False))
+  return traverse_util.unflatten_dict(out, sep="/")
+
+
+def unused_patterns(reference: Mapping[str, Any], dont_load: Iterable[str]) -> List[str]:
+  """The `dont_load` regexes that match no leaf of `reference` (usually a typo worth reporting)."""
+  keys = list(_flat(reference))
+  return [p for p in dont_load if not any(re.fullmatch(p, k) for k in keys)]

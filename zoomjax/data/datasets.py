@@ -1,0 +1,358 @@
+"""Every evaluation set by name: `get_dataset(name, **kwargs) -> Dataset`.
+
+Names (kwargs in brackets; `data_dir` defaults to TFDS's, `$TFDS_DATA_DIR` or ~/tensorflow_datasets):
+  imagenet2012        ImageNet val, 1000-way. A prepared TFDS `imagenet2012` (array_record) in data_dir, else
+                      built by TFDS's official builder from manual_dir/ILSVRC2012_img_val.tar (needs TensorFlow,
+                      once). [data_dir, manual_dir, split='validation']
+  imagenet2012_real   ImageNet val with ReaL labels: variant 'real' (default; multi-label, the 3,163 images
+                      with an empty ReaL set are not in the dataset -> 46,837) or 'union' ({original} | ReaL,
+                      50,000). Labels from real_json=PATH/real.json over imagenet2012's images, or a prepared
+                      TFDS `imagenet2012_real` in data_dir. [real_json, variant, data_dir, manual_dir]
+  imagenet_a / imagenet_r   200-class masks. [data_dir, manual_dir]
+  imagenet_sketch     1000-way. [data_dir, manual_dir]
+  imagenet_v2         variant 'matched-frequency' (default) | 'threshold-0.7' | 'top-images'. [variant, ...]
+  objectnet           113-class mask, the paper's filing of ObjectNet under one WNID per class. [manual_dir]
+  imagenet_hard       multi-label (<= 10), no mask, from the published parquet files. [manual_dir]
+  demo_photos         4 real photos shipped in scikit-image / matplotlib (multi-label, no network).
+  folder:PATH         class sub-folders named by WNID, or PATH/labels.csv (file,label). [label_space]
+For A/R/Sketch/V2/ObjectNet/Hard: a build of ours (`builders.ZoomjaxImages`) in data_dir is used, or made from
+manual_dir (array_record, no TensorFlow needed), or an official TFDS build of the same dataset in data_dir.
+`notes/data.md` lists exactly which files to place where.
+
+Examples are ordered by id (file name or path inside the dataset), so index i means the same image on every
+machine and for every process count.
+"""
+import functools
+import json
+import os
+import pathlib
+import re
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+
+from zoomjax.data import classes, decode, files
+from zoomjax.data import label_space as ls
+from zoomjax.data.dataset import Dataset
+
+_V2_VARIANTS = {  # user spelling -> (our config suffix, official TFDS config)
+    "matched-frequency": ("matched-frequency", "matched-frequency"),
+    "threshold-0.7": ("threshold0.7", "threshold-0.7"),
+    "threshold0.7": ("threshold0.7", "threshold-0.7"),
+    "top-images": ("top-images", "topimages"),
+    "topimages": ("top-images", "topimages"),
+}
+
+# Packaged demo photos: (package, path inside it, WNIDs judged correct by eye).
+# coffee.png is an espresso in a demitasse cup on a saucer: espresso and cup, not "coffee mug" (a saucer-less
+# cylindrical mug). chelsea.png is a tabby-patterned cat, for which ImageNet's three domestic-cat classes overlap.
+DEMO_PHOTOS = (
+    ("skimage", "data/chelsea.png", ("n02124075", "n02123045", "n02123159")),  # Egyptian cat, tabby, tiger cat
+    ("skimage", "data/coffee.png", ("n07920052", "n07930864")),  # espresso, cup
+    ("skimage", "data/rocket.jpg", ("n03773504", "n04008634", "n04266014")),  # missile, projectile, space shuttle
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", ("n03763968",)),  # military uniform
+)
+
+def _skip_decoding():
+  import tensorflow_datasets as tfds
+  return {"image": tfds.decode.SkipDecoding()}
+
+
+def _text(x) -> str:
+  x = x.item() if isinstance(x, np.ndarray) else x
+  return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+
+
+def _labels_list(x) -> list:
+  return [int(v) for v in np.asarray(x).reshape(-1)]
+
+
+def _unique_ids(ids):
+  if len(set(ids)) == len(ids):
+    return list(ids)
+  return [f"{x}#{k}" for k, x in enumerate(ids)]
+
+
+def _from_index(name, space, source, index, info) -> Dataset:
+  """A Dataset over a TFDS data source given its per-record index (ids/labels/hw), sorted by id."""
+  ids = _unique_ids(index["ids"])
+  order = sorted(range(len(ids)), key=lambda k: ids[k])
+  perm = np.asarray(order, np.int64)
+  hw = np.asarray(index["hw"], np.int64).reshape(-1, 2)[perm] if len(perm) else None
+  fetch = lambda i: source[int(perm[i])]["image"]
+  return Dataset(name, space, [ids[k] for k in order], [index["labels"][k] for k in order], fetch, sizes=hw,
+                 info=info)
+
+
+def _scan(source, label_fn, num_workers: int = 2) -> Dict[str, Any]:
+  """Reads every record once for its id, labels and header size (official TFDS builds have no index)."""
+  import concurrent.futures
+
+  def one(j):
+    rec = source[j]
+    fname = _text(rec.get("file_name", f"{j:08d}"))
+    try:
+      hw = list(decode.image_size(rec["image"], fname))
+    except decode.DecodeError:
+      hw = [-1, -1]
+    return fname, label_fn(rec), hw
+
+  with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
+    rows = list(pool.map(one, range(len(source))))
+  return {"ids": [r[0] for r in rows], "labels": [r[1] for r in rows], "hw": [r[2] for r in rows]}
+
+
+def _official_source(tfds_name: str, split: str, data_dir):
+  """`tfds.data_source` of an official TFDS build in data_dir, or None when there is none."""
+  import tensorflow_datasets as tfds
+  try:
+    return tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False, decoders=_skip_decoding())
+  except Exception as e:  # TFDS raises several types for "not prepared"; distinguish below.
+    err = e
+  builder = tfds.builder(tfds_name, data_dir=data_dir)
+  if builder.is_prepared():
+    raise RuntimeError(
+        f"{builder.data_dir} holds a TFDS {tfds_name} build that cannot be read by random access ({err}). zoomjax "
+        f"reads array_record builds; convert once with `tfds convert_format --dataset_dir={builder.data_dir} "
+        f"--out_file_format=array_record` (needs TensorFlow).") from err
+  return None
+
+
+def _official_index(tfds_name, split, data_dir, label_fn, num_workers):
+  """(source, index, info) of an official TFDS build in data_dir, or None. The index (ids, labels, sizes in
+  record order) is read from our sidecar or made by one scan and cached next to the data when writable."""
+  source = _official_source(tfds_name, split, data_dir)
+  if source is None:
+    return None
+  import tensorflow_datasets as tfds
+  from zoomjax.data import builders
+
+  bdir = tfds.builder(tfds_name, data_dir=data_dir).data_dir
+  index = builders.read_index(bdir, split)
+  if index is None or len(index["ids"]) != len(source):
+    index = _scan(source, label_fn, num_workers)
+    builders.write_index(bdir, split, index)
+  return source, index, {"source": f"tfds {tfds_name} split {split} at {bdir}"}
+
+
+def _official_dataset(name, space, tfds_name, split, data_dir, label_fn, num_workers):
+  found = _official_index(tfds_name, split, data_dir, label_fn, num_workers)
+  return None if found is None else _from_index(name, space, *found)
+
+
+def _ours(config: str, name, space, data_dir, manual_dir, num_workers) -> Optional[Dataset]:
+  """Our array_record build of `config`: read it if present, else make it from manual_dir, else None."""
+  from zoomjax.data import builders
+
+  builder = builders.ZoomjaxImages(config=config, data_dir=data_dir)
+  split = builder.builder_config.split
+  if not builder.is_prepared():
+    if manual_dir is None:
+      return None
+    if not os.path.isdir(os.path.expanduser(manual_dir)):
+      raise _missing(name, config, data_dir, manual_dir, None)
+    import tensorflow_datasets as tfds
+    builder.download_and_prepare(
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(os.path.expanduser(manual_dir))))
+    builder.write_index()
+  source = builder.as_data_source(split=split, decoders=_skip_decoding())
+  index = builders.read_index(builder.data_dir, split)
+  if index is None or len(index["ids"]) != len(source):
+    index = _scan(source, lambda r: _labels_list(r["labels"]), num_workers)
+    builders.write_index(builder.data_dir, split, index)
+  return _from_index(name, space, source, index, {"source": f"zoomjax_images/{config} at {builder.data_dir}"})
+
+
+def _missing(name: str, config: str, data_dir, manual_dir, official: Optional[str]) -> FileNotFoundError:
+  from zoomjax.data import builders
+
+  cfg = {c.name: c for c in builders.CONFIGS}[config]
+  where = manual_dir or "<manual_dir>"
+  expected = ("**/*.parquet (the published ImageNet-Hard files)" if cfg.parquet
+              else " or ".join(cfg.candidates) + " (or class folders directly)")
+  return FileNotFoundError(
+      f"dataset {name!r} not found. Pass manual_dir=DIR holding {expected} in {where}"
+      + (f", or data_dir holding a prepared TFDS {official} (array_record)" if official else "")
+      + f"; looked for builds in data_dir={data_dir or '<TFDS default>'}.")
+
+
+def _local_images(name, config, space, official, official_split, data_dir, manual_dir, num_workers):
+  ds = _ours(config, name, space, data_dir, manual_dir, num_workers)
+  if ds is None and official:
+    ds = _official_dataset(name, space, official, official_split, data_dir,
+                           lambda r: _labels_list(r["label"]), num_workers)
+  if ds is None:
+    raise _missing(name, config, data_dir, manual_dir, official)
+  return ds
+
+
+def _imagenet2012(split, data_dir, manual_dir, num_workers) -> Dataset:
+  split = split or "validation"
+  ds = _official_dataset("imagenet2012", ls.IMAGENET_1K, "imagenet2012", split, data_dir,
+                         lambda r: _labels_list(r["label"]), num_workers)
+  if ds is not None:
+    return ds
+  if manual_dir is None:
+    raise FileNotFoundError(
+        f"imagenet2012 not found in data_dir={data_dir or '<TFDS default>'}. Pass data_dir holding a prepared TFDS "
+        f"imagenet2012 (array_record), or manual_dir=DIR holding DIR/ILSVRC2012_img_val.tar (from image-net.org).")
+  tar = pathlib.Path(manual_dir).expanduser() / "ILSVRC2012_img_val.tar"
+  if not tar.exists():
+    raise FileNotFoundError(f"imagenet2012: {tar} is missing; place ILSVRC2012_img_val.tar (6.3 GB, image-net.org) "
+                            f"in manual_dir={manual_dir}")
+  import tensorflow_datasets as tfds  # The official builder reads the tar through TensorFlow (tf.io.gfile).
+  builder = tfds.builder("imagenet2012", data_dir=data_dir, file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(tar.parent)))
+  ds = _official_dataset("imagenet2012", ls.IMAGENET_1K, "imagenet2012", split, data_dir,
+                         lambda r: _labels_list(r["label"]), num_workers)
+  if ds is None:
+    raise RuntimeError(f"imagenet2012 was prepared from {tar} but cannot be read from data_dir={data_dir}")
+  return ds
+
+
+_VAL_ID = re.compile(r"ILSVRC2012_val_(\d{8})")
+
+
+def load_real_json(path) -> list:
+  """The 50,000 ReaL label lists of Beyer et al. (index = val image number - 1)."""
+  path = pathlib.Path(path).expanduser()
+  if not path.exists():
+    raise FileNotFoundError(f"ReaL labels {path} not found; place real.json from "
+                            f"github.com/google-research/reassessed-imagenet there")
+  real = json.loads(path.read_text())
+  if not isinstance(real, list) or len(real) != 50000:
+    raise ValueError(f"{path}: expected a list of 50,000 label lists, got {type(real).__name__} "
+                     f"of length {len(real) if hasattr(real, '__len__') else '?'}")
+  return real
+
+
+def _imagenet_real(variant, real_json, split, data_dir, manual_dir, num_workers) -> Dataset:
+  variant = variant or "real"
+  if variant not in ("real", "union"):
+    raise ValueError(f"imagenet2012_real variant must be 'real' or 'union', got {variant!r}")
+  space = ls.REAL if variant == "real" else ls.IMAGENET_REAL_UNION
+  name = f"imagenet2012_real/{variant}"
+
+  def keep(base_ids, labels, fetch_base, sizes, info):
+    rows = [k for k, lab in enumerate(labels) if lab]
+    return Dataset(name, space, [base_ids[k] for k in rows], [labels[k] for k in rows],
+                   lambda i: fetch_base(rows[i]), sizes=None if sizes is None else sizes[rows],
+                   info={**info, "variant": variant, "dropped_empty": len(labels) - len(rows)})
+
+  if real_json is None:  # An official imagenet2012_real build (its builder fetches real.json from GitHub).
+    found = _official_index("imagenet2012_real", split or "validation", data_dir,
+                            lambda r: [_labels_list(r["original_label"]), sorted(set(_labels_list(r["real_label"])))],
+                            num_workers)
+    if found is None:
+      raise FileNotFoundError(f"imagenet2012_real needs real_json=PATH/real.json (github.com/google-research/"
+                              f"reassessed-imagenet) plus imagenet2012, or a prepared TFDS imagenet2012_real in "
+                              f"data_dir={data_dir or '<TFDS default>'}")
+    source, index, info = found
+    rows = [k for k, (_, rl) in enumerate(index["labels"]) if rl or variant == "union"]
+    sub = {"ids": [index["ids"][k] for k in rows], "hw": [index["hw"][k] for k in rows],
+           "labels": [index["labels"][k][1] if variant == "real" else
+                      list(dict.fromkeys(index["labels"][k][0] + index["labels"][k][1])) for k in rows]}
+    sub_source = _Rows(source, rows)
+    return _from_index(name, space, sub_source, sub,
+                       {**info, "variant": variant, "dropped_empty": len(index["ids"]) - len(rows)})
+  real = load_real_json(real_json)
+  base = _imagenet2012(split, data_dir, manual_dir, num_workers)
+  labels = []
+  for k, fid in enumerate(base.ids):
+    m = _VAL_ID.search(fid)
+    if not m:
+      raise ValueError(f"imagenet2012_real: example {fid!r} is not an ILSVRC2012_val_XXXXXXXX file, so it has no "
+                       f"ReaL entry")
+    rl = sorted(set(int(x) for x in real[int(m.group(1)) - 1]))
+    orig = [int(x) for x in base.labels[k] if x >= 0]
+    labels.append(rl if variant == "real" else list(dict.fromkeys(orig + rl)))
+  return keep(base.ids, labels, base.fetch, base._sizes, {**base.info, "real_json": str(real_json)})
+
+
+class _Rows:
+  """A row subset of a data source (random access)."""
+
+  def __init__(self, source, rows):
+    self._source, self._rows = source, list(rows)
+
+  def __len__(self):
+    return len(self._rows)
+
+  def __getitem__(self, i):
+    return self._source[self._rows[i]]
+
+
+def _folder(path: str, label_space, num_workers) -> Dataset:
+  root = pathlib.Path(path).expanduser()
+  if not root.is_dir():
+    raise FileNotFoundError(f"folder:{path}: {root} is not a directory (expected <wnid>/<image> sub-folders or "
+                            f"a labels.csv with columns file,label)")
+  rows = files.csv_rows(root) if (root / "labels.csv").exists() else files.folder_rows(root)
+  if label_space is None:
+    width = max(len(r[2]) for r in rows)
+    space = ls.IMAGENET_1K if width == 1 else ls.LabelSpace(f"folder_multi_label", multi_label=True, max_labels=width)
+  else:
+    space = ls.get_label_space(label_space)
+  paths = [r[1] for r in rows]
+  return Dataset(f"folder:{path}", space, [r[0] for r in rows], [r[2] for r in rows], lambda i: paths[i],
+                 info={"source": str(root)})
+
+
+def _demo_photos() -> Dataset:
+  import importlib.util
+  ids, paths, labels = [], [], []
+  for pkg, rel, wnids in DEMO_PHOTOS:
+    spec = importlib.util.find_spec(pkg)
+    if spec is None:
+      raise FileNotFoundError(f"demo_photos: package {pkg} is not installed (it ships {rel})")
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.exists():
+      raise FileNotFoundError(f"demo_photos: {path} is missing from the installed {pkg}")
+    ids.append(path.name)
+    paths.append(str(path))
+    labels.append([classes.index_of(w) for w in wnids])
+  return Dataset("demo_photos", ls.DEMO_PHOTOS, ids, labels, lambda i: paths[i], info={"source": "packages"})
+
+
+NAMES = ("imagenet2012", "imagenet2012_real", "imagenet_a", "imagenet_r", "imagenet_sketch", "imagenet_v2",
+         "objectnet", "imagenet_hard", "demo_photos", "folder:PATH")
+
+
+def get_dataset(name: str, *, data_dir=None, manual_dir=None, split: Optional[str] = None, real_json=None,
+                variant: Optional[str] = None, label_space=None, num_workers: int = 2) -> Dataset:
+  """The dataset `name` (see the module docstring); a clear error naming the files to place where."""
+  if data_dir is not None:
+    data_dir = os.fspath(os.path.expanduser(data_dir))
+  if name.startswith("folder:"):
+    return _folder(name[len("folder:"):], label_space, num_workers)
+  if "/" in name and variant is None:  # 'imagenet_v2/threshold-0.7', 'imagenet2012_real/union'
+    name, variant = name.split("/", 1)
+  if name == "demo_photos":
+    return _demo_photos()
+  if name == "imagenet2012":
+    return _imagenet2012(split, data_dir, manual_dir, num_workers)
+  if name in ("imagenet2012_real", "imagenet_real"):
+    return _imagenet_real(variant, real_json, split, data_dir, manual_dir, num_workers)
+  if name == "imagenet_a":
+    return _local_images(name, "imagenet_a", ls.IMAGENET_A_200, "imagenet_a", "test", data_dir, manual_dir, num_workers)
+  if name == "imagenet_r":
+    return _local_images(name, "imagenet_r", ls.IMAGENET_R_200, "imagenet_r", "test", data_dir, manual_dir, num_workers)
+  if name == "imagenet_sketch":
+    return _local_images(name, "imagenet_sketch", ls.IMAGENET_1K, "imagenet_sketch", "test", data_dir, manual_dir,
+                         num_workers)
+  if name == "imagenet_v2":
+    variant = variant or "matched-frequency"
+    if variant not in _V2_VARIANTS:
+      raise ValueError(f"imagenet_v2 variant {variant!r}; choose one of {sorted(set(_V2_VARIANTS))}")
+    ours, official = _V2_VARIANTS[variant]
+    return _local_images(f"imagenet_v2/{ours}", f"imagenet_v2-{ours}", ls.IMAGENET_1K, f"imagenet_v2/{official}",
+                         "test", data_dir, manual_dir, num_workers)
+  if name == "objectnet":
+    return _local_images(name, "objectnet", ls.OBJECTNET_113, None, None, data_dir, manual_dir, num_workers)
+  if name == "imagenet_hard":
+    ds = _local_images(name, "imagenet_hard", ls.IMAGENET_HARD, None, None, data_dir, manual_dir, num_workers)
+    if len(ds) != 10980:
+      ds.info["warning"] = f"{len(ds)} examples; the final ImageNet-Hard (2023-05-25) has 10,980"
+    return ds
+  raise KeyError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}")

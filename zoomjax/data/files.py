@@ -1,0 +1,203 @@
+"""Local file layouts: image folders, tar/zip archives, labels.csv, ImageNet-Hard parquet.
+
+Everything here is plain Python (no TFDS): it turns what a user downloaded into `(id, source, labels)` rows,
+where `source` is a path or the encoded bytes. `builders.py` feeds these rows to TFDS; `folder:PATH` reads
+them in place.
+"""
+import csv
+import os
+import pathlib
+import tarfile
+import zipfile
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from zoomjax.data import classes
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+# A label directory name -> 1000-way index. WNID folders (ImageFolder layout, A/R/Sketch/ObjectNet) or
+# 0..999 class-index folders (ImageNetV2's layout).
+LabelFn = Callable[[str], int]
+
+
+def is_image(path: str) -> bool:
+  name = os.path.basename(path)
+  return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def wnid_label(dirname: str) -> int:
+  return classes.index_of(dirname)
+
+
+def index_label(dirname: str) -> int:
+  if not dirname.isdigit() or not 0 <= int(dirname) < classes.NUM_CLASSES:
+    raise KeyError(f"{dirname!r} is not a class-index folder 0..999 (ImageNetV2 layout)")
+  return int(dirname)
+
+
+def iter_archive(path: Union[str, os.PathLike]) -> Iterator[Tuple[str, bytes]]:
+  """(member path, bytes) of every image in a .tar[.gz]/.tgz/.zip, streamed in archive order."""
+  path = str(path)
+  if path.endswith(".zip"):
+    with zipfile.ZipFile(path) as zf:
+      for info in zf.infolist():
+        if not info.is_dir() and is_image(info.filename):
+          yield info.filename, zf.read(info)
+  else:
+    with tarfile.open(path, "r|*") as tf:  # Stream mode: one pass, also for .tar.gz.
+      for member in tf:
+        if member.isfile() and is_image(member.name):
+          yield member.name, tf.extractfile(member).read()
+
+
+def list_images(root: Union[str, os.PathLike]) -> List[str]:
+  """Sorted relative paths ('/'-separated) of all images under a folder."""
+  root = str(root)
+  out = []
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    out.extend(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/") for f in filenames if is_image(f))
+  return sorted(out)
+
+
+def label_from_parent(relpath: str, label_fn: LabelFn, where: str) -> int:
+  parts = relpath.split("/")
+  if len(parts) < 2:
+    raise ValueError(f"{where}/{relpath}: images must sit in class folders (<class>/<file>), not at the top level")
+  try:
+    return label_fn(parts[-2])
+  except KeyError as e:
+    raise ValueError(f"{where}/{relpath}: class folder {parts[-2]!r} is not a valid class name: {e}") from None
+
+
+def folder_rows(root: Union[str, os.PathLike], label_fn: LabelFn = wnid_label) -> List[Tuple[str, str, List[int]]]:
+  """(id=relative path, absolute path, [label]) for a class-folder tree, sorted by path."""
+  root = pathlib.Path(root)
+  rels = list_images(root)
+  if not rels:
+    raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+  return [(rel, str(root / rel), [label_from_parent(rel, label_fn, str(root))]) for rel in rels]
+
+
+def parse_label_field(text: str, where: str) -> List[int]:
+  """'417' | 'n01440764' | '417 418' / '417;418' / '417|418' (multi-label) -> 1000-way indices."""
+  out = []
+  for tok in text.replace(";", " ").replace("|", " ").replace(",", " ").split():
+    if tok.lstrip("-").isdigit():
+      idx = int(tok)
+      if not 0 <= idx < classes.NUM_CLASSES:
+        raise ValueError(f"{where}: label {idx} is outside 0..999")
+    else:
+      try:
+        idx = classes.index_of(tok)
+      except KeyError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if idx not in out:
+      out.append(idx)
+  if not out:
+    raise ValueError(f"{where}: empty label")
+  return out
+
+
+def csv_rows(root: Union[str, os.PathLike], csv_name: str = "labels.csv") -> List[Tuple[str, str, List[int]]]:
+  """Rows of `labels.csv` (columns file,label[,wnid,...]) in file order.
+
+  `file` is relative to the csv's folder (or its `images/` sub-folder); `label` is a 1000-way index, a WNID,
+  or several separated by spaces/';'/'|' (multi-label). A `wnid` column, when present, must agree.
+  """
+  root = pathlib.Path(root)
+  path = root / csv_name
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    if not reader.fieldnames or "file" not in reader.fieldnames or "label" not in reader.fieldnames:
+      raise ValueError(f"{path}: needs a header with columns 'file' and 'label', got {reader.fieldnames}")
+    rows, seen = [], set()
+    for line, rec in enumerate(reader, start=2):
+      where = f"{path}:{line}"
+      labels = parse_label_field(rec["label"] or "", where)
+      if rec.get("wnid") and classes.index_of(rec["wnid"].strip()) not in labels:
+        raise ValueError(f"{where}: label {rec['label']} disagrees with wnid {rec['wnid']}")
+      fname = rec["file"].strip()
+      if fname in seen:
+        raise ValueError(f"{where}: file {fname} listed twice")
+      seen.add(fname)
+      candidates = [root / fname, root / "images" / fname]
+      found = next((c for c in candidates if c.exists()), None)
+      if found is None:
+        raise FileNotFoundError(f"{where}: {fname} not found; looked for {' and '.join(map(str, candidates))}")
+      rows.append((fname, str(found), labels))
+  if not rows:
+    raise ValueError(f"{path} lists no images")
+  return rows
+
+
+def find_source(manual_dir: Union[str, os.PathLike], candidates: Sequence[str],
+                label_fn: Optional[LabelFn] = None) -> pathlib.Path:
+  """The first candidate archive/folder present in manual_dir, else manual_dir itself when it already holds
+  class folders; a FileNotFoundError naming every accepted location otherwise."""
+  manual_dir = pathlib.Path(manual_dir).expanduser()
+  for name in candidates:
+    if (manual_dir / name).exists():
+      return manual_dir / name
+  if manual_dir.is_dir() and label_fn is not None:
+    subdirs = [d.name for d in manual_dir.iterdir() if d.is_dir()]
+    ok = []
+    for d in subdirs:
+      try:
+        label_fn(d)
+        ok.append(d)
+      except KeyError:
+        pass
+    if ok:
+      return manual_dir
+  expected = "\n".join(f"  {manual_dir / c}" for c in candidates)
+  raise FileNotFoundError(
+      f"none of the expected files is in manual_dir={manual_dir}. Place one of:\n{expected}\n"
+      + (f"  or class folders directly in {manual_dir}/<class>/<image>" if label_fn else ""))
+
+
+def source_rows(source: pathlib.Path, label_fn: LabelFn) -> Iterator[Tuple[str, Union[str, bytes], List[int]]]:
+  """(id, path-or-bytes, [label]) from a class-folder tree or an archive of one (ids are paths inside it)."""
+  name = source.name.lower()
+  if source.is_file() and name.endswith(ARCHIVE_SUFFIXES):
+    n = 0
+    for rel, data in iter_archive(source):
+      n += 1
+      yield rel, data, [label_from_parent(rel, label_fn, str(source))]
+    if n == 0:
+      raise FileNotFoundError(f"{source} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+  else:
+    yield from folder_rows(source, label_fn)
+
+
+def parquet_files(manual_dir: Union[str, os.PathLike]) -> List[pathlib.Path]:
+  manual_dir = pathlib.Path(manual_dir).expanduser()
+  files = sorted(manual_dir.rglob("*.parquet")) if manual_dir.is_dir() else []
+  if not files:
+    raise FileNotFoundError(
+        f"no ImageNet-Hard parquet files under manual_dir={manual_dir}. Place the published files there, e.g.\n"
+        f"  {manual_dir}/data/validation-00000-of-0000N.parquet ... (HF taesiri/imagenet-hard, split validation)")
+  return files
+
+
+def hard_rows(manual_dir: Union[str, os.PathLike]) -> Iterator[Tuple[str, bytes, List[int], str]]:
+  """(id, image bytes, labels, origin) from the ImageNet-Hard parquet files (HF `datasets` image struct)."""
+  import pyarrow.parquet as pq
+
+  for path in parquet_files(manual_dir):
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    missing = {"image", "label"} - set(names)
+    if missing:
+      raise ValueError(f"{path}: missing columns {sorted(missing)}; has {names}")
+    row = 0
+    for batch in pf.iter_batches(batch_size=64, columns=[c for c in ("image", "label", "origin") if c in names]):
+      for rec in batch.to_pylist():
+        img = rec["image"]
+        data = img.get("bytes") if isinstance(img, dict) else img
+        if not data:
+          raise ValueError(f"{path} row {row}: image has no embedded bytes")
+        labels = [int(x) for x in (rec["label"] or []) if x is not None and int(x) >= 0]
+        yield f"{path.name}:{row:06d}", data, labels, rec.get("origin") or ""
+        row += 1

@@ -1,0 +1,186 @@
+"""Host input pipeline for sweeps: canvas-bucketed, fixed-size, masked batches, split over processes.
+
+`make_batches` yields dicts of numpy arrays:
+  image  uint8 (B, Hc, Wc, 3)  the image at the top-left of a zero canvas (the zoom kernel's input)
+  hw     int32 (B, 2)          true (height, width) of each image
+  labels int32 (B, L)          1000-way labels, -1 padded (L = dataset.label_space.max_labels)
+  mask   bool  (B,)            False for padding slots and for images that failed to decode
+  index  int64 (B,)            global example index, -1 where mask is False
+
+Why a plan first: a jit-compiled step needs one canvas shape per batch, and on several hosts every process
+must run the same number of steps with the same shape at each step (one global computation). So we read
+image sizes from headers (cheap, cached by our builds), then plan *global* steps of `process_count *
+batch_size` slots by streaming the examples through per-bucket queues (a step is emitted when a bucket's queue
+fills; partial queues are flushed at the end in order of first appearance). Process p takes slots
+[p*B, (p+1)*B) of every step. The plan depends only on `indices`, the sizes, `canvas_fn`, `batch_size` and
+`process_count`, never on timing, so the order is deterministic; and since the sweep keys results by global
+index, results do not depend on the process count either. All processes must pass the same `indices`.
+
+Decoding runs in a thread pool (PIL releases the GIL while decoding) `prefetch` batches ahead; batches come
+out in plan order whatever the completion order. `device_prefetch` then moves them to the device ahead of use.
+"""
+import collections
+import concurrent.futures
+import dataclasses
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from zoomjax.data import decode
+from zoomjax.data.dataset import Dataset
+
+CanvasFn = Callable[[int, int], Tuple[int, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """One global step: a canvas shape and process_count * batch_size global indices (-1 = padding)."""
+  canvas: Tuple[int, int]
+  indices: np.ndarray
+
+
+def plan_steps(indices: Sequence[int], sizes: np.ndarray, canvas_fn: CanvasFn, slots: int) -> List[Step]:
+  """Groups indices (with their (h, w) sizes; h < 0 = unreadable, left out) into steps of `slots` by canvas."""
+  queues: Dict[Tuple[int, int], List[int]] = collections.OrderedDict()
+  steps = []
+  for idx, (h, w) in zip(indices, sizes):
+    if h < 0:
+      continue
+    canvas = tuple(int(c) for c in canvas_fn(int(h), int(w)))
+    if len(canvas) != 2 or canvas[0] < h or canvas[1] < w:
+      raise ValueError(f"canvas_fn({h}, {w}) returned {canvas}, which does not hold the image (example {idx})")
+    queue = queues.setdefault(canvas, [])
+    queue.append(int(idx))
+    if len(queue) == slots:
+      steps.append(Step(canvas, np.asarray(queue, np.int64)))
+      queues[canvas] = []
+  for canvas, queue in queues.items():
+    if queue:
+      steps.append(Step(canvas, np.asarray(queue + [-1] * (slots - len(queue)), np.int64)))
+  return steps
+
+
+def _empty_batch(batch_size: int, canvas, width: int) -> Dict[str, np.ndarray]:
+  return {
+      "image": np.zeros((batch_size, *canvas, 3), np.uint8),
+      "hw": np.zeros((batch_size, 2), np.int32),
+      "labels": np.full((batch_size, width), -1, np.int32),
+      "mask": np.zeros((batch_size,), bool),
+      "index": np.full((batch_size,), -1, np.int64),
+  }
+
+
+def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indices: Optional[Sequence[int]] = None,
+                 process_index: int = 0, process_count: int = 1, num_workers: int = 2, on_error: str = "skip",
+                 prefetch: int = 2) -> Iterator[Dict[str, np.ndarray]]:
+  """Batches of `dataset[indices]` for process `process_index` of `process_count` (see the module docstring).
+
+  on_error='skip': an unreadable image becomes a masked slot and is listed in `dataset.skipped`;
+  on_error='raise': the first unreadable image raises `decode.DecodeError` naming it.
+  """
+  if on_error not in ("skip", "raise"):
+    raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+  if batch_size < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"bad batch_size={batch_size} or process {process_index} of {process_count}")
+  indices = np.arange(len(dataset), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+  if len(indices) and (indices.min() < 0 or indices.max() >= len(dataset)):
+    raise IndexError(f"indices must lie in 0..{len(dataset) - 1} for {dataset.name}")
+  sizes = dataset.sizes(indices, num_workers=num_workers)
+  if on_error == "raise" and (sizes[:, 0] < 0).any():
+    bad = dataset.skipped[0]
+    raise decode.DecodeError(bad["id"], bad["reason"])
+  steps = plan_steps(indices, sizes, canvas_fn, batch_size * process_count)
+  lo, hi = process_index * batch_size, (process_index + 1) * batch_size
+  return _run(dataset, [Step(s.canvas, s.indices[lo:hi]) for s in steps], batch_size, num_workers, on_error,
+              prefetch)
+
+
+def _run(dataset, steps, batch_size, num_workers, on_error, prefetch):
+  """Generator over planned local steps; decoding in a pool, `prefetch` batches in flight."""
+  width = dataset.label_space.max_labels
+
+  def fill(batch, slot, idx):
+    try:
+      ex = dataset.read(idx)
+    except decode.DecodeError:
+      if on_error == "raise":
+        raise
+      return
+    h, w = ex["image"].shape[:2]
+    if h > batch["image"].shape[1] or w > batch["image"].shape[2]:
+      dataset.record_skip(idx, f"decoded size {h}x{w} differs from its header; does not fit its canvas")
+      if on_error == "raise":
+        raise decode.DecodeError(ex["id"], "decoded size differs from the header size")
+      return
+    batch["image"][slot, :h, :w] = ex["image"]
+    batch["hw"][slot] = (h, w)
+    batch["labels"][slot] = ex["labels"]
+    batch["mask"][slot] = True
+    batch["index"][slot] = idx
+
+  pool = concurrent.futures.ThreadPoolExecutor(num_workers) if num_workers > 0 else None
+  pending = collections.deque()
+  it = iter(steps)
+
+  def submit():
+    step = next(it, None)
+    if step is None:
+      return False
+    batch = _empty_batch(batch_size, step.canvas, width)
+    jobs = [(slot, int(idx)) for slot, idx in enumerate(step.indices) if idx >= 0]
+    if pool is None:
+      futures = []
+      for slot, idx in jobs:
+        fill(batch, slot, idx)
+    else:
+      futures = [pool.submit(fill, batch, slot, idx) for slot, idx in jobs]
+    pending.append((batch, futures))
+    return True
+
+  try:
+    for _ in range(max(1, prefetch)):
+      if not submit():
+        break
+    while pending:
+      batch, futures = pending.popleft()
+      for f in futures:
+        f.result()  # Re-raises a DecodeError under on_error='raise'.
+      submit()
+      yield batch
+  finally:
+    if pool is not None:
+      pool.shutdown(wait=True, cancel_futures=True)
+
+
+def num_steps(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indices=None, process_count: int = 1,
+              num_workers: int = 2) -> int:
+  """How many batches `make_batches` yields on every process (e.g. for progress bars)."""
+  indices = np.arange(len(dataset), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+  sizes = dataset.sizes(indices, num_workers=num_workers)
+  return len(plan_steps(indices, sizes, canvas_fn, batch_size * process_count))
+
+
+def device_prefetch(iterator: Iterable, size: int = 2, sharding=None) -> Iterator:
+  """Moves batches to the device `size` ahead of use (`jax.device_put`, asynchronous).
+
+  With `sharding` (e.g. NamedSharding(mesh, P('data'))) each array is laid out over the mesh; on several
+  processes every process passes its local batch and gets the global array
+  (`jax.make_array_from_process_local_data`).
+  """
+  import jax
+
+  def put(batch):
+    if sharding is None:
+      return jax.device_put(batch)
+    if jax.process_count() > 1:
+      return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    return jax.device_put(batch, sharding)
+
+  queue = collections.deque()
+  it = iter(iterator)
+  for batch in it:
+    queue.append(put(batch))
+    if len(queue) >= size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

@@ -1,0 +1,105 @@
+"""ResNet v1.5 (torchvision layout: stride on the 3x3 conv) with PyTorch-exact padding.
+
+Padding is explicit everywhere: Flax's 'SAME' pads (0, 1) on stride-2 layers where torch pads (1, 1), which
+silently shifts every feature map of a converted checkpoint (ecosystem.md §3c).
+Parameter names follow scenic's ResNet (`stem_conv`, `init_bn`, `ResidualBlock_{k}`, `output_projection`).
+"""
+import functools
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoomjax.models.layers import BatchNorm
+
+
+class ResidualBlock(nn.Module):
+  """Basic (two 3x3) or bottleneck (1x1, 3x3 strided, 1x1 x4) residual block."""
+  filters: int
+  strides: int
+  bottleneck: bool
+  project: bool  # 1x1 conv + BN on the shortcut (torchvision `downsample`).
+  dtype: Any = jnp.float32
+  bn_prior_strength: Optional[float] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
+    bn = functools.partial(BatchNorm, epsilon=1e-5, prior_strength=self.bn_prior_strength, dtype=self.dtype)
+    s = (self.strides, self.strides)
+    if self.bottleneck:
+      out_ch = self.filters * 4
+      y = nn.relu(bn(name="bn1")(conv(self.filters, (1, 1), name="conv1")(x)))
+      y = conv(self.filters, (3, 3), s, padding=((1, 1), (1, 1)), name="conv2")(y)
+      y = nn.relu(bn(name="bn2")(y))
+      y = bn(name="bn3")(conv(out_ch, (1, 1), name="conv3")(y))
+    else:
+      out_ch = self.filters
+      y = conv(self.filters, (3, 3), s, padding=((1, 1), (1, 1)), name="conv1")(x)
+      y = nn.relu(bn(name="bn1")(y))
+      y = conv(self.filters, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
+      y = bn(name="bn2")(y)
+    if self.project:
+      x = bn(name="proj_bn")(conv(out_ch, (1, 1), s, name="proj_conv")(x))
+    return nn.relu(y + x)
+
+
+class ResNet(nn.Module):
+  """ResNet v1.5. Input NHWC, normalised; returns (logits, intermediates).
+
+  intermediates: `stem` (after max-pool), `stage_{1..4}`, `feature_map` (= last stage, (B, h, w, C)) and
+  `pre_logits` (global average, (B, C)).
+  """
+  stage_sizes: Sequence[int]
+  bottleneck: bool
+  num_classes: int = 1000
+  width: int = 64
+  dtype: Any = jnp.float32
+  bn_prior_strength: Optional[float] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array):
+    out = {}
+    x = x.astype(self.dtype)
+    x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, dtype=self.dtype,
+                param_dtype=jnp.float32, name="stem_conv")(x)
+    x = BatchNorm(epsilon=1e-5, prior_strength=self.bn_prior_strength, dtype=self.dtype, name="init_bn")(x)
+    x = nn.relu(x)
+    # torch pads max-pool with -inf; flax's max_pool pads with its init value -inf too.
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    out["stem"] = x
+    k = 0
+    in_ch = self.width
+    expansion = 4 if self.bottleneck else 1
+    for s, n in enumerate(self.stage_sizes):
+      filters = self.width * 2 ** s
+      for b in range(n):
+        strides = 2 if (s > 0 and b == 0) else 1
+        project = b == 0 and (strides != 1 or in_ch != filters * expansion)
+        x = ResidualBlock(filters, strides, self.bottleneck, project, dtype=self.dtype,
+                          bn_prior_strength=self.bn_prior_strength, name=f"ResidualBlock_{k}")(x)
+        in_ch = filters * expansion
+        k += 1
+      out[f"stage_{s + 1}"] = x
+    out["feature_map"] = x
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    out["pre_logits"] = x
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                      name="output_projection")(x.astype(self.dtype))
+    return logits.astype(jnp.float32), out
+
+
+STAGES = {
+    18: ((2, 2, 2, 2), False),
+    34: ((3, 4, 6, 3), False),
+    50: ((3, 4, 6, 3), True),
+    101: ((3, 4, 23, 3), True),
+}
+
+
+def resnet(depth: int, **kw) -> ResNet:
+  if depth not in STAGES:
+    raise ValueError(f"ResNet depth {depth} not supported; choose one of {sorted(STAGES)}")
+  stages, bottleneck = STAGES[depth]
+  return ResNet(stage_sizes=stages, bottleneck=bottleneck, **kw)

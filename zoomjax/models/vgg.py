@@ -1,0 +1,57 @@
+"""VGG without BatchNorm (torchvision layout; the zoom paper's VGG-16 is `vgg16(pretrained=True)`)."""
+from typing import Any, List, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoomjax.models.alexnet import adaptive_avg_pool, classifier_head
+
+# torchvision's configurations: ints are 3x3 conv widths, "M" a 2x2/2 max-pool.
+CFGS = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+
+
+def vgg_layer_names(cfg: Sequence) -> List[str]:
+  """Conv names `conv{stage}_{i}` (Caffe/Simonyan style), one per int in cfg."""
+  names, stage, i = [], 1, 1
+  for v in cfg:
+    if v == "M":
+      stage, i = stage + 1, 1
+    else:
+      names.append(f"conv{stage}_{i}")
+      i += 1
+  return names
+
+
+class VGG(nn.Module):
+  """VGG; returns (logits, intermediates) with `feature_map` (after the last pool) and `pre_logits` (fc7)."""
+  cfg: Sequence = CFGS[16]
+  num_classes: int = 1000
+  hidden: int = 4096
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array):
+    x = x.astype(self.dtype)
+    names = iter(vgg_layer_names(self.cfg))
+    for v in self.cfg:
+      if v == "M":
+        x = nn.max_pool(x, (2, 2), (2, 2), padding="VALID")
+      else:
+        x = nn.relu(nn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, param_dtype=jnp.float32,
+                            name=next(names))(x))
+    out = {"feature_map": x}
+    x = adaptive_avg_pool(x, (7, 7))
+    logits, out["pre_logits"] = classifier_head(x, self.num_classes, self.dtype, self.hidden)
+    return logits.astype(jnp.float32), out
+
+
+def vgg(depth: int, **kw) -> VGG:
+  if depth not in CFGS:
+    raise ValueError(f"VGG depth {depth} not supported; choose one of {sorted(CFGS)}")
+  return VGG(cfg=CFGS[depth], **kw)

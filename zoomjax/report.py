@@ -1,0 +1,225 @@
+"""`report.html` of a sweep: our numbers next to the paper's, the figures, and a gallery of zoom rescues.
+
+The page is static HTML with relative links to PNG/JPEG files under `<workdir>/report/`, so a workdir can be
+copied and opened anywhere. A few lines of script flag images that fail to load (visibly and on the console),
+so a broken report is noticed, not silently half-rendered.
+"""
+import datetime
+import html
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from zoomjax import analyses as A
+from zoomjax import paper_numbers as P
+from zoomjax import plots
+
+ASSETS = "report"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222}
+h1{font-size:22px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3} td.l,th.l{text-align:left} .muted{color:#777;font-size:13px}
+.figs img{max-width:560px;margin:4px} .gallery{display:flex;flex-wrap:wrap;gap:14px}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px;width:540px} .card img{height:160px;margin-right:4px}
+.card .row{display:flex;align-items:flex-end} .ok{color:#17803d} .bad{color:#b42318}
+.missing{outline:3px solid #b42318}
+code{background:#f6f6f6;padding:1px 4px}
+"""
+
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var bad = 0;
+  for (var i = 0; i < document.images.length; i++) {
+    var im = document.images[i];
+    if (!(im.complete && im.naturalWidth > 0)) {
+      bad++; im.classList.add('missing'); im.alt = 'missing: ' + im.getAttribute('src');
+      console.error('report image failed to load: ' + im.getAttribute('src'));
+    }
+  }
+  document.body.setAttribute('data-images-ok', String(document.images.length - bad));
+});
+"""
+
+
+def _pct(x: Optional[float]) -> str:
+  return "–" if x is None or (isinstance(x, float) and x != x) else f"{100 * x:.2f}"
+
+
+def _num(x) -> str:
+  return "–" if x is None else (f"{x:.2f}" if isinstance(x, float) else str(x))
+
+
+def _esc(s) -> str:
+  return html.escape(str(s))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left_cols: int = 1) -> str:
+  th = "".join(f'<th class="{"l" if i < left_cols else ""}">{_esc(h)}</th>' for i, h in enumerate(header))
+  body = []
+  for row in rows:
+    body.append("<tr>" + "".join(f'<td class="{"l" if i < left_cols else ""}">{c}</td>'
+                                 for i, c in enumerate(row)) + "</tr>")
+  return f"<table><tr>{th}</tr>{''.join(body)}</table>"
+
+
+def _save_image(arr: np.ndarray, path: str, max_side: Optional[int] = None) -> str:
+  img = Image.fromarray(np.asarray(np.clip(np.round(arr), 0, 255), np.uint8))
+  if max_side and max(img.size) > max_side:
+    img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+  img.save(path, quality=90)
+  return path
+
+
+def _class(class_names: Sequence[str], k) -> str:
+  k = int(k)
+  return class_names[k] if 0 <= k < len(class_names) else f"class {k}"
+
+
+def gallery_candidates(rec, limit: int) -> List[Dict]:
+  """Images the 1-crop view gets wrong and some zoom gets right, with their best view (highest p_true)."""
+  names = [str(n) for n in rec.view_names]
+  if A.ONE_CROP_VIEW not in names:
+    return []
+  C = A.correctness(rec.top1, rec.labels)
+  j = names.index(A.ONE_CROP_VIEW)
+  best = A.best_view(C, rec.p_true)
+  out = []
+  for i in np.flatnonzero(~C[:, j] & (best >= 0))[:limit]:
+    b = int(best[i])
+    out.append({"row": int(i), "index": int(rec.index[i]), "id": str(rec.ids[i]),
+                "labels": [int(x) for x in rec.labels[i] if x >= 0],
+                "one_crop_view": A.ONE_CROP_VIEW, "one_crop_pred": int(rec.top1[i, j]),
+                "one_crop_p": float(rec.p_max[i, j]), "best_view": names[b], "best_pred": int(rec.top1[i, b]),
+                "best_p": float(rec.p_true[i, b]), "num_correct_views": int(C[i].sum())})
+  return out
+
+
+def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str], model: str, dataset: str,
+                 paper_dataset: Optional[str] = None, command: str = "", wall_time_s: Optional[float] = None,
+                 read_image: Optional[Callable[[int], np.ndarray]] = None,
+                 render_view: Optional[Callable[[np.ndarray, str], np.ndarray]] = None,
+                 gallery_size: int = 12, top_k: int = 36) -> str:
+  """Writes `<workdir>/report.html` and its figures; returns the page's path.
+
+  read_image(global index) -> uint8 (H, W, 3) and render_view(image, view name) -> (224, 224, 3) pixels are
+  needed for the gallery; without them the gallery lists the images without pictures.
+  """
+  assets = os.path.join(workdir, ASSETS)
+  os.makedirs(assets, exist_ok=True)
+  rel = lambda p: f"{ASSETS}/{os.path.basename(p)}"  # noqa: E731
+  paper = P.lookup(model, paper_dataset)
+  shown = P.DISPLAY_NAMES.get(model, model)
+  title = f"{shown} on {dataset}"
+  parts = [f"<h1>Zoom sweep: {_esc(title)}</h1>"]
+  when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  meta = [f"{metrics['num_images']} images x {metrics['num_views']} zoom views",
+          f"written {when}"]
+  if wall_time_s is not None:
+    meta.append(f"sweep wall time {wall_time_s / 60:.1f} min")
+  parts.append(f'<p class="muted">{" · ".join(_esc(m) for m in meta)}</p>')
+  if command:
+    parts.append(f"<p class=\"muted\">Command: <code>{_esc(command)}</code></p>")
+
+  # Headline numbers.
+  if paper_dataset and paper:
+    note = (f"Paper: {_esc(shown)} on the full {_esc(paper_dataset)} set (paper.md §2); "
+            "ours may be a subset, so expect sampling noise.")
+  elif paper_dataset:
+    note = f"The paper reports no numbers for {_esc(shown)} on {_esc(paper_dataset)}."
+  else:
+    note = "No paper dataset is associated with this data (set config.paper_dataset to compare)."
+  rows = []
+  for key, label, fmt in (("one_crop_accuracy", "1-crop accuracy (LOC:1_1_Size:256)", _pct),
+                          ("upper_bound_accuracy", f"upper bound, all {metrics['num_views']} views", _pct),
+                          ("top36_accuracy", f"upper bound, greedy top-{top_k}", _pct),
+                          ("min_cover_size", "greedy min-cover size", _num)):
+    ours = metrics.get(key)
+    theirs = paper.get(key)
+    rows.append([_esc(label), fmt(ours) if key != "min_cover_size" else _num(ours),
+                 "–" if theirs is None else (f"{theirs:.2f}" if key != "min_cover_size" else f"{theirs:.0f}")])
+  parts.append("<h2>Headline numbers (%)</h2>" + _table(["metric", "ours", "paper"], rows)
+               + f'<p class="muted">{note} Greedy ties broken by the {_esc(metrics.get("tie_order", ""))} '
+               "order (analyses.tie_order).</p>")
+
+  # Figures.
+  figs = []
+  figs.append(plots.anchor_heatmap(metrics["anchor_upper_bound"], os.path.join(assets, "anchor_upper_bound.png"),
+                                   title="per-anchor upper bound (%), rows top to bottom"))
+  paper_hm = P.ANCHOR_UPPER_BOUND.get(model, {}).get(paper_dataset or "")
+  if paper_hm:
+    figs.append(plots.anchor_heatmap(np.asarray(paper_hm) / 100, os.path.join(assets, "anchor_paper.png"),
+                                     title=f"paper: {shown} on {paper_dataset}"))
+  figs.append(plots.anchor_heatmap(metrics["top36_anchor_counts"], os.path.join(assets, "top36_anchors.png"),
+                                   title=f"anchors of the greedy top-{top_k} views", percent=False,
+                                   deltas=False, cmap="magma"))
+  figs.append(plots.accuracy_vs_scale(metrics["accuracy_vs_scale"], os.path.join(assets, "accuracy_vs_scale.png"),
+                                      title="accuracy vs scale"))
+  curve = A.coverage_curve(metrics["min_cover_gains"], metrics["num_images"])
+  figs.append(plots.coverage_curve(curve, os.path.join(assets, "coverage.png"), title="greedy min-cover",
+                                   upper_bound=metrics["upper_bound_accuracy"],
+                                   one_crop=metrics.get("one_crop_accuracy"), k=top_k))
+  parts.append("<h2>Figures</h2><div class=\"figs\">"
+               + "".join(f'<img src="{rel(p)}" alt="{_esc(os.path.basename(p))}">' for p in figs) + "</div>")
+
+  # Disentangling.
+  dis = metrics.get("disentangling", {})
+  pdis = P.DISENTANGLING.get(model, {}).get(paper_dataset or "", {})
+  cols = ["ub_in", "ub_out", "ub_224", "excl_in", "excl_out", "excl_224"]
+  rows = [["ours"] + [_pct(dis.get(c)) for c in cols]]
+  if pdis:
+    rows.append(["paper"] + [f"{pdis[c]:.2f}" for c in cols])
+  parts.append("<h2>Zoom-in vs zoom-out vs zoom-224 (%)</h2>"
+               + _table(["", "UB in", "UB out", "UB 224", "excl. in", "excl. out", "excl. 224"], rows)
+               + '<p class="muted">UB: union over the group\'s views in the model\'s own min-cover. Exclusive: '
+               "solved by the group and by neither other group (own min-cover; the paper's exclusive columns "
+               "used CLIP's min-cover for every model, a code quirk).</p>")
+
+  # Aggregation without an oracle.
+  agg = metrics.get("aggregation", {})
+  pagg = P.AGGREGATION.get(model, {}).get(paper_dataset or "", {})
+  keys = [k for k in ["1-crop"] + [f"{s} {m}" for s in ("zoom-in", "zoom-out", "zoom-224", "5-crop", "10-crop")
+                                   for m in ("max", "mean")] if k in agg]
+  rows = [[_esc(k), _pct(agg[k]), "–" if k not in pagg else f"{pagg[k]:.2f}"] for k in keys]
+  parts.append("<h2>Aggregating views without an oracle (%)</h2>" + _table(["method", "ours", "paper"], rows)
+               + '<p class="muted">max: label of the most confident view; mean: argmax of the mean softmax '
+               "over the set. 5/10-crop: Resize(256, bicubic) + FiveCrop/TenCrop(224).</p>")
+
+  # Gallery.
+  cands = gallery_candidates(rec, gallery_size)
+  cards = []
+  for g in cands:
+    truth = ", ".join(_class(class_names, k) for k in g["labels"])
+    pics = ""
+    if read_image is not None and render_view is not None:
+      image = read_image(g["index"])
+      stem = f"gallery_{g['index']:06d}"
+      p0 = _save_image(image, os.path.join(assets, f"{stem}_orig.jpg"), max_side=320)
+      p1 = _save_image(render_view(image, g["one_crop_view"]), os.path.join(assets, f"{stem}_1crop.jpg"))
+      p2 = _save_image(render_view(image, g["best_view"]), os.path.join(assets, f"{stem}_best.jpg"))
+      pics = "".join(f'<img src="{rel(p)}" alt="{a}" title="{a}">' for p, a in
+                     ((p0, "original"), (p1, g["one_crop_view"]), (p2, g["best_view"])))
+    cards.append(
+        f'<div class="card"><div class="row">{pics}</div>'
+        f"<div><b>{_esc(g['id'])}</b> · true: {_esc(truth)} · {g['num_correct_views']} views correct</div>"
+        f'<div class="bad">1-crop {_esc(g["one_crop_view"])}: {_esc(_class(class_names, g["one_crop_pred"]))} '
+        f"({100 * g['one_crop_p']:.0f}%)</div>"
+        f'<div class="ok">best {_esc(g["best_view"])}: {_esc(_class(class_names, g["best_pred"]))} '
+        f"({100 * g['best_p']:.0f}%)</div></div>")
+  parts.append(f"<h2>Rescued by zoom: 1-crop wrong, some zoom right ({len(cands)} shown)</h2>"
+               + (f'<div class="gallery">{"".join(cards)}</div>' if cards else "<p>None.</p>"))
+
+  skipped = metrics.get("skipped_files") or []
+  parts.append(f"<h2>Skipped files ({len(skipped)})</h2>"
+               + ("<ul>" + "".join(f"<li>{_esc(s)}</li>" for s in skipped) + "</ul>" if skipped else "<p>None.</p>"))
+  page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_esc(title)}</title>"
+          f"<style>{_CSS}</style></head><body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
+  path = os.path.join(workdir, "report.html")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(page)
+  os.replace(tmp, path)
+  return path

@@ -1,0 +1,330 @@
+"""The zoom sweep: stream a dataset through the zoom grid and a classifier, keep compact per-view records.
+
+One jitted step per batch of images does everything on the device that runs the model:
+  (canvas uint8 (B, Hc, Wc, 3), hw (B, 2), labels (B, L))
+    -> zoom crops (B, T, 224, 224, 3) [+ the 10 Krizhevsky crops: Resize(256) + TenCrop(224)]
+    -> normalise -> model, in chunks of `view_chunk` views per image (bounds activation memory)
+    -> masked softmax -> top-5 ids, true-label probability, max probability per view,
+       plus, per aggregation set, the top-5 of the set's mean softmax (accumulated over chunks)
+and only those compact arrays come back to the host (`zoomjax.records`).
+
+Scale-out: the step takes an optional `jax.sharding.Mesh` with a 'data' axis; the image batch is sharded over
+it and the variables are replicated (NamedSharding). Processes never talk to each other: each takes shards
+round-robin (shard k = global images [k*shard_size, (k+1)*shard_size)), writes each complete shard atomically,
+and process 0 merges when every shard file exists. Rerunning with the same workdir skips written shards.
+"""
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import periodic_actions
+
+from zoomjax import records as records_lib
+from zoomjax import resample
+
+Array = jax.Array
+
+AGG_SETS, CROP_NAMES, TOP_K = records_lib.AGG_SETS, records_lib.CROP_NAMES, records_lib.TOP_K
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSpec:
+  """Static description of every view a step computes (hashable; baked into the compiled step)."""
+  transforms: Tuple[Tuple[int, int, int], ...]  # Zoom grid (S, row, col), the grid's own order.
+  crop: int = 224
+  extra_crops: bool = True  # Add the 10 Krizhevsky crops (Resize(256) + TenCrop(crop)).
+  crop_resize: int = 256
+
+  @property
+  def view_names(self) -> List[str]:
+    return [f"LOC:{r}_{c}_Size:{s}" for s, r, c in self.transforms]
+
+  @property
+  def crop_names(self) -> List[str]:
+    return list(CROP_NAMES) if self.extra_crops else []
+
+  @property
+  def num_views(self) -> int:
+    return len(self.transforms) + len(self.crop_names)
+
+  def membership(self) -> np.ndarray:
+    """(num_views, len(AGG_SETS)) float32: 1 where a view belongs to an aggregation set."""
+    m = np.zeros((self.num_views, len(AGG_SETS)), np.float32)
+    for v, (s, _, _) in enumerate(self.transforms):
+      m[v, AGG_SETS.index("zoom-in" if s > self.crop else "zoom-out" if s < self.crop else "zoom-224")] = 1
+    t = len(self.transforms)
+    if self.extra_crops:
+      m[t:t + 5, AGG_SETS.index("5-crop")] = 1
+      m[t:t + 10, AGG_SETS.index("10-crop")] = 1
+    return m
+
+
+def resized_hw(hw: Array, size: int) -> Array:
+  """torchvision Resize(size) on PIL: short side -> size, long side -> int(size * long / short)."""
+  h, w = hw[..., 0], hw[..., 1]
+  short = jnp.minimum(h, w)
+  # Integer arithmetic, as Python's int(size * long / short) for sizes below 2**31 / size.
+  nh = jnp.where(h <= w, size, (size * h) // short)
+  nw = jnp.where(h <= w, (size * w) // short, size)
+  return jnp.stack([nh, nw], -1).astype(jnp.int32)
+
+
+def ten_crops(canvas: Array, hw: Array, *, crop: int = 224, size: int = 256,
+              dtype: Optional[Any] = None) -> Array:
+  """torchvision Resize(size, bicubic) + TenCrop(crop) of one image: (10, crop, crop, 3) float32 in [0, 255].
+
+  Order as torchvision: tl, tr, bl, br, center, then the same five of the horizontally flipped image.
+  The resize is bicubic like the zoom grid (the paper does not say which filter its 5/10-crop used).
+  """
+  rs = resized_hw(hw, size)
+  h2, w2 = rs[0] - crop, rs[1] - crop
+  # torchvision center_crop: int(round((H - crop) / 2)), Python rounds half to even as jnp.round does.
+  ct = jnp.round(h2 / 2).astype(jnp.int32)
+  cl = jnp.round(w2 / 2).astype(jnp.int32)
+  # five_crop(hflip(img)) = hflip of crops of img at mirrored lefts: tr, tl, br, bl, mirrored centre.
+  tops = jnp.stack([0, 0, h2, h2, ct, 0, 0, h2, h2, ct]).astype(jnp.int32)
+  lefts = jnp.stack([0, w2, 0, w2, cl, w2, 0, w2, 0, w2 - cl]).astype(jnp.int32)
+  box = jnp.stack([0, 0, hw[0], hw[1]]).astype(jnp.int32)
+
+  def one(top, left):
+    return resample.resize_crop(canvas, hw, box, rs, jnp.stack([top, left]), (crop, crop), "bicubic",
+                                dtype=dtype)
+
+  crops = jax.vmap(one)(tops, lefts)
+  flipped = crops[5:, :, ::-1, :]
+  return jnp.concatenate([crops[:5], flipped], 0)
+
+
+def chunking(num_views: int, max_chunk: int) -> Tuple[int, int]:
+  """(number of chunks, chunk size) covering num_views with the least padding and chunks <= max_chunk."""
+  n = -(-num_views // max(1, max_chunk))
+  return n, -(-num_views // n)
+
+
+def compact_outputs(probs: Array, labels: Array) -> Dict[str, Array]:
+  """probs (..., K) masked softmax, labels (..., L) -1 padded -> top-5 ids/probs, p_true, p_max."""
+  top_p, top_i = jax.lax.top_k(probs, TOP_K)
+  valid = labels >= 0
+  p_lab = jnp.take_along_axis(probs, jnp.where(valid, labels, 0), axis=-1)
+  p_true = jnp.max(jnp.where(valid, p_lab, 0.0), axis=-1)
+  return {"top5": top_i.astype(jnp.int32), "top5_p": top_p, "p_true": p_true, "p_max": top_p[..., 0]}
+
+
+def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Array, Array], Array],
+              spec: ViewSpec, *, logit_mask: Optional[np.ndarray] = None, view_chunk: int = 64,
+              dtype: Any = jnp.float32, mesh: Optional[jax.sharding.Mesh] = None):
+  """Builds the jitted sweep step `step(variables, canvas, hw, labels) -> dict of compact arrays`.
+
+  predict_fn(variables, float32 pixels in [0, 255] (n, crop, crop, 3)) -> logits (n, K); it normalises
+  and casts to the compute dtype itself (normalising in bfloat16 would cost precision for nothing).
+  dtype: compute dtype of the extra crops' resampling matmuls (the zoom kernel gets it through crops_fn).
+  crops_fn(canvas (B, Hc, Wc, 3), hw (B, 2)) -> zoom crops (B, T, crop, crop, 3) in the order of
+  `spec.transforms` (computed inside the step, on the model's device).
+  Outputs (B first): top5 (B, V, 5) int32, p_true/p_max (B, V) f32, agg_top5 (B, A, 5) int32,
+  agg_p (B, A, 5) f32, with V = grid views followed by the extra crops and A = len(AGG_SETS).
+  """
+  membership = jnp.asarray(spec.membership())
+  set_sizes = jnp.maximum(membership.sum(0), 1.0)
+  num_views = spec.num_views
+  n_chunks, chunk = chunking(num_views, view_chunk)
+  pad = n_chunks * chunk - num_views
+  mask = None if logit_mask is None else jnp.asarray(np.asarray(logit_mask, bool))
+  member_padded = jnp.pad(membership, ((0, pad), (0, 0))).reshape(n_chunks, chunk, -1)
+
+  def step(variables, canvas, hw, labels):
+    b = canvas.shape[0]
+    views = crops_fn(canvas, hw)
+    if spec.extra_crops:
+      extra = jax.vmap(lambda c, s: ten_crops(c, s, crop=spec.crop, size=spec.crop_resize, dtype=dtype))(
+          canvas, hw)
+      views = jnp.concatenate([views, extra], axis=1)
+    views = jnp.pad(views, ((0, 0), (0, pad), (0, 0), (0, 0), (0, 0)))
+    # (n_chunks, B * chunk, crop, crop, 3): each model call sees `chunk` views of every image of the batch.
+    views = views.reshape((b, n_chunks, chunk) + views.shape[2:]).swapaxes(0, 1)
+    views = views.reshape((n_chunks, b * chunk) + views.shape[3:])
+    lab = jnp.repeat(labels, chunk, axis=0)
+
+    def body(acc, xs):
+      pixels, member = xs
+      logits = predict_fn(variables, pixels).astype(jnp.float32)
+      if mask is not None:
+        logits = jnp.where(mask, logits, -jnp.inf)
+      probs = jax.nn.softmax(logits, axis=-1)
+      out = compact_outputs(probs, lab)
+      acc = acc + jnp.einsum("bkc,ka->bac", probs.reshape(b, chunk, -1), member,
+                             precision=jax.lax.Precision.HIGHEST)
+      out.pop("top5_p")
+      return acc, out
+
+    num_classes = jax.eval_shape(lambda v, x: predict_fn(v, x), variables,
+                                 jax.ShapeDtypeStruct((1,) + views.shape[2:], jnp.float32)).shape[-1]
+    acc0 = jnp.zeros((b, len(AGG_SETS), num_classes), jnp.float32)
+    acc, outs = jax.lax.scan(body, acc0, (views, member_padded))
+    res = {}
+    for k, v in outs.items():  # (n_chunks, B * chunk, ...) -> (B, V, ...)
+      v = v.reshape((n_chunks, b, chunk) + v.shape[2:]).swapaxes(0, 1)
+      res[k] = v.reshape((b, n_chunks * chunk) + v.shape[3:])[:, :num_views]
+    agg = compact_outputs(acc / set_sizes[None, :, None], jnp.full((b, len(AGG_SETS), 1), -1, jnp.int32))
+    empty = (membership.sum(0) == 0)[None, :, None]
+    res["agg_top5"] = jnp.where(empty, -1, agg["top5"])
+    res["agg_p"] = jnp.where(empty, 0.0, agg["top5_p"])
+    return res
+
+  if mesh is None:
+    return jax.jit(step)
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  data, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+  return jax.jit(step, in_shardings=(rep, data, data, data), out_shardings=data)
+
+
+def local_mesh() -> jax.sharding.Mesh:
+  """A 1-D 'data' mesh over this process's devices (processes share nothing but the filesystem)."""
+  return jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
+
+
+def split_outputs(out: Dict[str, np.ndarray], num_grid: int) -> Dict[str, np.ndarray]:
+  """Step outputs -> record fields (grid vs extra crops, compact dtypes)."""
+  top5 = np.asarray(out["top5"]).astype(np.int16)
+  p_true = np.asarray(out["p_true"], np.float32)
+  p_max = np.asarray(out["p_max"], np.float32)
+  return {
+      "top5": top5[:, :num_grid], "p_true": p_true[:, :num_grid], "p_max": p_max[:, :num_grid],
+      "crop_top5": top5[:, num_grid:], "crop_p_true": p_true[:, num_grid:], "crop_p_max": p_max[:, num_grid:],
+      "agg_top5": np.asarray(out["agg_top5"]).astype(np.int16), "agg_p": np.asarray(out["agg_p"], np.float32),
+  }
+
+
+class Progress(periodic_actions.PeriodicAction):
+  """Logs and writes images/s, views/s and the ETA of the sweep (clu periodic action over images done)."""
+
+  def __init__(self, *, total_images: int, views_per_image: int, writer=None, every_secs: float = 30.0,
+               log_fn: Callable[[str], None] = logging.info):
+    super().__init__(every_secs=every_secs, on_steps=[total_images])
+    self._total, self._vpi, self._writer, self._log = total_images, views_per_image, writer, log_fn
+    self._t0 = time.monotonic()
+    self._start_step = None
+    self.last: Dict[str, float] = {}
+
+  def __call__(self, step: int, t: Optional[float] = None) -> bool:
+    if self._start_step is None:
+      self._start_step = step
+    return super().__call__(step, t)
+
+  def _apply(self, step: int, t: float):
+    dt = max(t - self._previous_time, 1e-9)
+    ips = (step - self._previous_step) / dt
+    mean_ips = (step - self._start_step) / max(t - self._t0, 1e-9)
+    eta = (self._total - step) / mean_ips if mean_ips > 0 else float("inf")
+    self.last = {"images_per_sec": ips, "views_per_sec": ips * self._vpi, "eta_secs": eta,
+                 "images_done": float(step)}
+    self._log(f"sweep: {step}/{self._total} images, {ips:.2f} images/s, {ips * self._vpi:.1f} views/s, "
+              f"ETA {eta / 60:.1f} min")
+    if self._writer is not None:
+      self._writer.write_scalars(step, self.last)
+
+
+def run_shards(workdir: str, *, num_images: int, shard_size: int,
+               batches_for: Callable[[Sequence[int]], Iterable[Dict[str, np.ndarray]]],
+               compute: Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]],
+               names: Dict[str, Sequence[str]], ids_of: Callable[[int], str],
+               process_index: int = 0, process_count: int = 1,
+               progress: Optional[Callable[[int], Any]] = None,
+               on_shard_written: Optional[Callable[[int, str], None]] = None) -> List[int]:
+  """Computes and writes this process's missing shards; returns the shard ids written now.
+
+  batches_for(indices) yields batches (dicts with 'index' (B,) global index or -1 for padding, 'labels'
+  (B, L), ...) over exactly those images, in increasing order (images the data layer skips may be absent).
+  Each shard gets its own batch stream so that batch composition, hence every number, is identical whether
+  a run went through in one go or was resumed. compute(batch) -> per-row record fields (split_outputs).
+  """
+  n_shards = records_lib.num_shards(num_images, shard_size)
+  mine = records_lib.process_shards(n_shards, process_index, process_count)
+  todo = [k for k in mine if not os.path.exists(records_lib.shard_path(workdir, k))]
+  if len(todo) < len(mine):
+    logging.info("resuming: %d of this process's %d shards already written", len(mine) - len(todo), len(mine))
+  done_images = sum(len(records_lib.shard_range(k, shard_size, num_images)) for k in mine if k not in todo)
+  written = []
+  for k in todo:
+    rng = records_lib.shard_range(k, shard_size, num_images)
+    parts: List[Dict[str, np.ndarray]] = []
+    last = -1
+    for batch in batches_for(list(rng)):
+      index = np.asarray(batch["index"])
+      keep = index >= 0
+      if not keep.any():
+        continue
+      if np.any(index[keep] <= last) or np.any(np.diff(index[keep]) <= 0):
+        raise RuntimeError(f"the data stream for shard {k} is not in increasing image order: {index}")
+      if index[keep].min() < rng.start or index[keep].max() >= rng.stop:
+        raise RuntimeError(f"the data stream for shard {k} yielded images outside {rng}: {index[keep]}")
+      last = int(index[keep].max())
+      out = compute(batch)
+      part = {f: np.asarray(v)[keep] for f, v in out.items()}
+      part["index"] = index[keep].astype(np.int64)
+      part["labels"] = np.asarray(batch["labels"])[keep].astype(np.int32)
+      part["ids"] = np.asarray([ids_of(int(i)) for i in index[keep]], dtype=np.str_)
+      parts.append(part)
+      done_images += int(keep.sum())
+      if progress is not None:
+        progress(done_images)
+    rec = _records_from_parts(parts, names)
+    path = records_lib.shard_path(workdir, k)
+    records_lib.save(path, rec)
+    written.append(k)
+    if on_shard_written is not None:
+      on_shard_written(k, path)
+  return written
+
+
+def _records_from_parts(parts: List[Dict[str, np.ndarray]], names: Dict[str, Sequence[str]]):
+  kw = {}
+  if parts:
+    width = max(p["labels"].shape[1] for p in parts)
+    for p in parts:
+      p["labels"] = np.pad(p["labels"], ((0, 0), (0, width - p["labels"].shape[1])), constant_values=-1)
+    for f in records_lib.PER_IMAGE:
+      kw[f] = np.concatenate([p[f] for p in parts], 0)
+  else:  # Every image of the shard was skipped by the data layer: an empty shard keeps resume simple.
+    t, x, a = len(names["view_names"]), len(names["crop_names"]), len(names["agg_names"])
+    kw = dict(index=np.zeros(0, np.int64), ids=np.zeros(0, np.str_), labels=np.zeros((0, 1), np.int32),
+              top5=np.zeros((0, t, TOP_K), np.int16), p_true=np.zeros((0, t), np.float32),
+              p_max=np.zeros((0, t), np.float32), crop_top5=np.zeros((0, x, TOP_K), np.int16),
+              crop_p_true=np.zeros((0, x), np.float32), crop_p_max=np.zeros((0, x), np.float32),
+              agg_top5=np.zeros((0, a, TOP_K), np.int16), agg_p=np.zeros((0, a, TOP_K), np.float32))
+  for f in records_lib.NAMES:
+    kw[f] = np.asarray([str(s) for s in names[f]], dtype=np.str_)
+  return records_lib.Records(**kw)
+
+
+def wait_for_shards(workdir: str, n_shards: int, timeout_s: float, poll_s: float = 10.0) -> None:
+  """Process 0 waits for the other processes' shard files (they share only the filesystem)."""
+  t0 = time.monotonic()
+  while True:
+    missing = [k for k in range(n_shards) if not os.path.exists(records_lib.shard_path(workdir, k))]
+    if not missing:
+      return
+    if time.monotonic() - t0 > timeout_s:
+      raise TimeoutError(f"{len(missing)} shards still missing after {timeout_s:.0f}s, e.g. "
+                         f"{records_lib.shard_path(workdir, missing[0])}; rerun to resume")
+    time.sleep(poll_s)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False, default=_json_default)
+  os.replace(tmp, path)
+
+
+def _json_default(x):
+  if isinstance(x, np.generic):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  raise TypeError(f"not JSON serialisable: {type(x)}")

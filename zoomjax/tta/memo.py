@@ -1,0 +1,142 @@
+"""MEMO (Zhang, Levine & Finn) and its zoom variant MEMO + RRC as pure, batched JAX functions.
+
+One episode per image: start from the caller's variables, take `steps` optimiser steps on the marginal entropy of
+`num_views` augmented views (BatchNorm in prior mode), then predict on the standard view (Resize 256 + CenterCrop
+224, prior-mode BatchNorm with that single view's statistics). Nothing is reset because nothing is mutated: the
+adapted parameters live only inside the function, and the optimiser state is created fresh for every image (the
+official AdamW path leaks moments across images; this does not).
+"""
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from zoomjax.data.label_space import mask_logits
+from zoomjax.models.bundle import ModelBundle
+from zoomjax.tta import augment as augment_lib
+from zoomjax.tta.entropy import marginal_entropy
+
+MEMO_LR = 2.5e-4  # SGD, no momentum, no weight decay: MEMO's ResNet-50 setting (paper §3.2).
+MEMO_VIEWS = 64
+MEMO_STEPS = 1
+MEMO_PRIOR_STRENGTH = 16.0
+
+# (variables, image (Hc, Wc, 3), key, hw int32 (2,)) -> masked logits (C,)
+EpisodeFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def with_bn_prior(module, prior_strength: Optional[float]):
+  """The module with its BatchNorm layers in MEMO prior mode (None: eval mode); models without BN pass through."""
+  if not hasattr(module, "bn_prior_strength"):
+    return module
+  return module.clone(bn_prior_strength=prior_strength)
+
+
+def make_memo(bundle: ModelBundle, augmentation: augment_lib.Augmentation, *,
+              optimizer: Optional[optax.GradientTransformation] = None, num_views: int = MEMO_VIEWS,
+              steps: int = MEMO_STEPS, prior_strength: Optional[float] = MEMO_PRIOR_STRENGTH,
+              logit_mask: Optional[np.ndarray] = None, resize_size: Optional[int] = 256,
+              crop_size: Optional[int] = 224, view_method: str = "bilinear") -> EpisodeFn:
+  """Returns `adapt_and_predict(variables, image, key, hw=None) -> logits` (C,), masked to the label space.
+
+  bundle: the classifier (module, preprocessing); its variables are passed per call so the function stays pure.
+  augmentation: e.g. `augment.rrc_augmentation()` (MEMO + RRC) or `augment.augmix_augmentation()` (MEMO).
+  optimizer: any optax transformation on the `params` collection; default SGD(lr 2.5e-4).
+  num_views, steps, prior_strength: B = 64, one step, N = 16 in the paper.
+  logit_mask: (C,) bool of the dataset's classes; used for the entropy and the returned logits.
+  resize_size, crop_size, view_method: the prediction view (torchvision Resize + CenterCrop, bilinear).
+  """
+  if num_views < 2 and prior_strength is not None:
+    raise ValueError(f"num_views={num_views}: prior-mode BatchNorm needs at least 2 views for a batch variance")
+  if steps < 0:
+    raise ValueError(f"steps must be >= 0, got {steps}")
+  optimizer = optimizer if optimizer is not None else optax.sgd(MEMO_LR)
+  module = with_bn_prior(bundle.module, prior_strength)
+  normalize = bundle.preprocessing.normalize
+  mask = None if logit_mask is None else np.asarray(logit_mask, bool)
+
+  def apply(variables, pixels):
+    logits, _ = module.apply(variables, normalize(pixels))
+    return logits
+
+  def loss_fn(params, variables, views):
+    return marginal_entropy(apply({**variables, "params": params}, views), mask)
+
+  def adapt_and_predict(variables, image, key, hw=None):
+    image = jnp.asarray(image)
+    hw = augment_lib._as_hw(image, hw)  # pylint: disable=protected-access
+    params = variables["params"]
+    opt_state = optimizer.init(params)
+
+    def step(carry, step_key):
+      params, opt_state = carry
+      views = jax.vmap(augmentation, in_axes=(0, None, None))(
+          jax.random.split(step_key, num_views), image, hw)
+      loss, grads = jax.value_and_grad(loss_fn)(params, variables, views)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), loss
+
+    if steps:
+      (params, _), _ = jax.lax.scan(step, (params, opt_state), jax.random.split(key, steps))
+    view = augment_lib.standard_view(image, hw, resize_size, crop_size, view_method)
+    logits = apply({**variables, "params": params}, view[None])[0]
+    return mask_logits(logits, mask)
+
+  return adapt_and_predict
+
+
+def make_baseline(bundle: ModelBundle, *, logit_mask: Optional[np.ndarray] = None, resize_size: int = 256,
+                  crop_size: int = 224, view_method: str = "bilinear") -> EpisodeFn:
+  """Table 5's baseline rows: eval-mode BatchNorm, one standard view, the same mask; the key is unused."""
+  module = with_bn_prior(bundle.module, None)
+  normalize = bundle.preprocessing.normalize
+  mask = None if logit_mask is None else np.asarray(logit_mask, bool)
+
+  def predict(variables, image, key, hw=None):
+    del key
+    image = jnp.asarray(image)
+    hw = augment_lib._as_hw(image, hw)  # pylint: disable=protected-access
+    view = augment_lib.standard_view(image, hw, resize_size, crop_size, view_method)
+    logits, _ = module.apply(variables, normalize(view[None]))
+    return mask_logits(logits[0], mask)
+
+  return predict
+
+
+def episode_keys(key: jax.Array, indices: Sequence[int]) -> jax.Array:
+  """Per-image keys `fold_in(key, index)`: an image's episode does not depend on batching or order."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(indices, jnp.uint32))
+
+
+@functools.lru_cache(maxsize=None)
+def _vmapped(fn: EpisodeFn):
+  return jax.jit(jax.vmap(fn, in_axes=(None, 0, 0, 0)))
+
+
+def map_images(fn: EpisodeFn, variables, images: jax.Array, hws: jax.Array, keys: jax.Array,
+               chunk_size: int = 4) -> np.ndarray:
+  """Runs `fn` on every image with `vmap` (each image its own parameter copy), `chunk_size` images at a time.
+
+  images: (N, Hc, Wc, 3) zero-padded canvases; hws: (N, 2) true sizes; keys: (N,) episode keys. The last chunk is
+  padded by repeating its final image, so one executable serves every chunk. Returns (N, C) numpy logits.
+  """
+  n = images.shape[0]
+  if hws.shape != (n, 2) or keys.shape[0] != n:
+    raise ValueError(f"map_images: {n} images but hws {hws.shape} and keys {keys.shape}")
+  run = _vmapped(fn)
+  out = []
+  for start in range(0, n, chunk_size):
+    idx = np.minimum(np.arange(start, start + chunk_size), n - 1)
+    logits = run(variables, images[idx], keys[idx], hws[idx])
+    out.append(np.asarray(logits)[: min(chunk_size, n - start)])
+  return np.concatenate(out, axis=0)
+
+
+def map_images_sequential(fn: EpisodeFn, variables, images: jax.Array, hws: jax.Array,
+                          keys: jax.Array) -> np.ndarray:
+  """The same maths one image at a time (MEMO's reference loop); the baseline of the batching benchmark."""
+  run = jax.jit(fn)
+  return np.stack([np.asarray(run(variables, images[i], keys[i], hws[i])) for i in range(images.shape[0])])
