@@ -95,10 +95,13 @@ def _timm_vit(**kw):
 
 
 def golden_vit_timm():
-  model, spec = load_seeded(_timm_vit())
-  x = sw.seeded_images((2, 3, 32, 32))
-  logits = model(torch.from_numpy(x)).numpy()
-  save("vit_timm_tiny", spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits)
+  import functools
+  clip_like = dict(pre_norm=True, act_layer="quick_gelu", norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-5))
+  for name, kw in (("vit_timm_tiny", {}), ("vit_timm_clip_tiny", clip_like)):
+    model, spec = load_seeded(_timm_vit(**kw))
+    x = sw.seeded_images((2, 3, 32, 32))
+    logits = model(torch.from_numpy(x)).numpy()
+    save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits)
 
 
 def golden_vit_npz():

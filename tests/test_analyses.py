@@ -1,4 +1,5 @@
 """The study's analyses on correctness matrices whose answers are known by construction (paper.md §2)."""
+import os
 import numpy as np
 import pytest
 
@@ -185,3 +186,22 @@ def test_paper_numbers_consistent():
   assert P.paper_dataset_key("folder:/x", override="IN") == "IN"
   with pytest.raises(ValueError, match="paper_dataset"):
     P.paper_dataset_key("folder", override="imagenet")
+
+
+def test_unsolved_across_workdirs(tmp_path):
+  from zoomjax import records as R
+  import test_report  # The fake records: odd images wrong at 1-crop, image 1 rescued by a zoom.
+  a = test_report.fake_records(n=4, seed=0)
+  b = test_report.fake_records(n=4, seed=0)
+  b.top5[0, :, 0] = 999  # Model b never solves image 0; model a does.
+  b.top5[3, :, 0] = 999
+  a.top5[3, :, 0] = 998  # Neither solves image 3.
+  for name, rec in (("a", a), ("b", b.select(np.array([0, 1, 3])))):  # b never saw image 2.
+    os.makedirs(tmp_path / name)
+    R.save(str(tmp_path / name / R.FINAL_FILE), rec)
+  out = A.unsolved_across_workdirs([str(tmp_path / "a"), str(tmp_path / "b")])
+  assert out["unsolved_ids"] == ["img3.jpg"] and out["num_common_images"] == 3
+  assert out["unsolved_fraction"] == pytest.approx(1 / 3)
+  assert out["images_not_in_every_sweep"][str(tmp_path / "a")] == 1
+  with pytest.raises(FileNotFoundError, match="finish the sweep"):
+    A.unsolved_across_workdirs([str(tmp_path / "nope")])

@@ -56,6 +56,16 @@ def test_vit_layout_matches_reference(name):
   assert inter["pre_logits"].shape == (2, 16)
 
 
+def test_timm_clip_style_vit_matches():
+  """timm's fine-tuned OpenAI-CLIP ViTs: norm_pre, QuickGELU, LayerNorm eps 1e-5 (the vit_l14 entry)."""
+  g, state, x = load_golden("vit_timm_clip_tiny")
+  variables = convert_timm.convert_vit(state, num_heads=2)
+  model = vit.VisionTransformer(**TINY, pre_norm=True, activation="quick_gelu", layernorm_epsilon=1e-5,
+                                embedding_bias=False)
+  logits, _ = model.apply(variables, jnp.asarray(x))
+  assert rel_err(logits, g["logits"]) < 1e-4
+
+
 def test_npz_config_is_read_from_the_file():
   _, state, _ = load_golden("vit_npz_bigvision_scan")
   cfg = convert_vit_npz.vit_npz_config(state)

@@ -302,3 +302,35 @@ def nan_to_none(x):
   if isinstance(x, (list, tuple)):
     return [nan_to_none(v) for v in x]
   return x
+
+
+def solved_by_image(rec) -> Dict[str, bool]:
+  """{image id: solved by at least one zoom view} of one sweep's records."""
+  C = correctness(rec.top1, rec.labels)
+  return {str(i): bool(s) for i, s in zip(rec.ids, C.any(axis=1))}
+
+
+def unsolved_across_workdirs(workdirs: Sequence[str]) -> Dict:
+  """Images that no model solves with any zoom view, over several sweeps' workdirs (paper.md §2.2: 0.39 %
+  of IN+ReaL for the 5 IN-trained models). Images are matched by id; only images every sweep saw count."""
+  import os  # pylint: disable=g-import-not-at-top
+  from zoomjax import records as records_lib  # pylint: disable=g-import-not-at-top
+  per = {}
+  for w in workdirs:
+    path = os.path.join(w, records_lib.FINAL_FILE)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} does not exist: finish the sweep in {w} first")
+    per[w] = solved_by_image(records_lib.load(path))
+  unsolved = unsolved_by_all(per)
+  common = set.intersection(*(set(d) for d in per.values())) if per else set()
+  return {"workdirs": list(workdirs), "num_common_images": len(common), "unsolved_ids": unsolved,
+          "unsolved_fraction": len(unsolved) / len(common) if common else float("nan"),
+          "images_not_in_every_sweep": {w: len(set(d) - common) for w, d in per.items()}}
+
+
+if __name__ == "__main__":
+  import json  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  if len(sys.argv) < 3 or sys.argv[1] != "unsolved":
+    sys.exit("usage: python -m zoomjax.analyses unsolved WORKDIR [WORKDIR ...]")
+  print(json.dumps(nan_to_none(unsolved_across_workdirs(sys.argv[2:])), indent=2))

@@ -17,6 +17,7 @@ Arrays (N images, T grid views, X extra crops, A aggregation sets, L label width
   crop_top5 / crop_p_true / crop_p_max: the same for the X extra views (5-crop then its 5 flips)
   agg_top5 (N, A, 5) int16, agg_p (N, A, 5) f32: top-5 of the mean masked softmax of each aggregation set
   view_names (T,), crop_names (X,), agg_names (A,): str, identical in every shard of a run.
+  skipped (S,) str: "<id>: <reason>" for the shard's images the data layer could not read (not in the arrays).
 """
 import dataclasses
 import os
@@ -28,6 +29,8 @@ import numpy as np
 PER_IMAGE = ("index", "ids", "labels", "top5", "p_true", "p_max", "crop_top5", "crop_p_true", "crop_p_max",
              "agg_top5", "agg_p")
 NAMES = ("view_names", "crop_names", "agg_names")
+# Per shard, concatenated on merge: "id: reason" of images the data layer could not read.
+SKIPPED = "skipped"
 FINAL_FILE = "records.npz"
 TOP_K = 5
 # Aggregation sets (paper.md §2.8); zoom sets are defined by the scale relative to the crop size.
@@ -55,6 +58,7 @@ class Records:
   view_names: np.ndarray
   crop_names: np.ndarray
   agg_names: np.ndarray
+  skipped: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.str_))
 
   def __len__(self) -> int:
     return int(self.index.shape[0])
@@ -76,7 +80,7 @@ class Records:
 
   def select(self, rows: np.ndarray) -> "Records":
     kw = {f: getattr(self, f)[rows] for f in PER_IMAGE}
-    kw.update({f: getattr(self, f) for f in NAMES})
+    kw.update({f: getattr(self, f) for f in NAMES + (SKIPPED,)})
     return Records(**kw)
 
 
@@ -114,8 +118,8 @@ def _atomic_savez(path: str, arrays: Dict[str, np.ndarray]) -> None:
 
 
 def _as_arrays(rec: Records) -> Dict[str, np.ndarray]:
-  out = {f: np.asarray(getattr(rec, f)) for f in PER_IMAGE + NAMES}
-  for f in ("ids",) + NAMES:
+  out = {f: np.asarray(getattr(rec, f)) for f in PER_IMAGE + NAMES + (SKIPPED,)}
+  for f in ("ids", SKIPPED) + NAMES:
     out[f] = np.asarray([str(x) for x in out[f]], dtype=np.str_)
   return out
 
@@ -131,8 +135,13 @@ def load(path: str) -> Records:
       missing = [f for f in PER_IMAGE + NAMES if f not in z.files]
       if missing:
         raise ValueError(f"{path} is not a zoomjax records file (missing {missing})")
-      return Records(**{f: z[f] for f in PER_IMAGE + NAMES})
-  except (OSError, EOFError) as e:
+      kw = {f: z[f] for f in PER_IMAGE + NAMES}
+      if SKIPPED in z.files:
+        kw[SKIPPED] = z[SKIPPED]
+      return Records(**kw)
+  except (OSError, EOFError, ValueError, KeyError) as e:
+    if isinstance(e, ValueError) and "not a zoomjax records file" in str(e):
+      raise
     raise ValueError(f"cannot read records file {path}: {e}; delete it to recompute that shard") from e
 
 
@@ -154,6 +163,7 @@ def concatenate(parts: Sequence[Records]) -> Records:
       arrs = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=-1) for a in arrs]
     kw[f] = np.concatenate(arrs, axis=0)
   kw.update({f: getattr(first, f) for f in NAMES})
+  kw[SKIPPED] = np.concatenate([np.asarray(p.skipped, np.str_) for p in parts])
   return Records(**kw)
 
 

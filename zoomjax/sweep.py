@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 from clu import periodic_actions
 
+from zoomjax import parallel
 from zoomjax import records as records_lib
 from zoomjax import resample
 
@@ -178,14 +179,13 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
 
   if mesh is None:
     return jax.jit(step)
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  data, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-  return jax.jit(step, in_shardings=(rep, data, data, data), out_shardings=data)
+  # Variables replicated, image batch (and every output) split over the mesh's 'data' axis.
+  return parallel.data_parallel_jit(step, mesh, num_args=4)
 
 
 def local_mesh() -> jax.sharding.Mesh:
   """A 1-D 'data' mesh over this process's devices (processes share nothing but the filesystem)."""
-  return jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
+  return parallel.make_mesh(scope="local")
 
 
 def split_outputs(out: Dict[str, np.ndarray], num_grid: int) -> Dict[str, np.ndarray]:
@@ -212,8 +212,9 @@ class Progress(periodic_actions.PeriodicAction):
     self.last: Dict[str, float] = {}
 
   def __call__(self, step: int, t: Optional[float] = None) -> bool:
-    if self._start_step is None:
-      self._start_step = step
+    t = time.monotonic() if t is None else t
+    if self._start_step is None:  # Rates count from the first call (resumed work is not "done now").
+      self._start_step, self._t0 = step, t
     return super().__call__(step, t)
 
   def _apply(self, step: int, t: float):
@@ -233,15 +234,17 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
                batches_for: Callable[[Sequence[int]], Iterable[Dict[str, np.ndarray]]],
                compute: Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]],
                names: Dict[str, Sequence[str]], ids_of: Callable[[int], str],
+               skipped_in: Callable[[range], List[str]] = lambda rng: [],
                process_index: int = 0, process_count: int = 1,
                progress: Optional[Callable[[int], Any]] = None,
                on_shard_written: Optional[Callable[[int, str], None]] = None) -> List[int]:
   """Computes and writes this process's missing shards; returns the shard ids written now.
 
-  batches_for(indices) yields batches (dicts with 'index' (B,) global index or -1 for padding, 'labels'
-  (B, L), ...) over exactly those images, in increasing order (images the data layer skips may be absent).
-  Each shard gets its own batch stream so that batch composition, hence every number, is identical whether
-  a run went through in one go or was resumed. compute(batch) -> per-row record fields (split_outputs).
+  batches_for(indices) yields batches (dicts with 'index' (B,) global index, -1 for padding and unreadable
+  images, 'labels' (B, L), ...) over exactly those images, in any order. Each shard gets its own batch stream,
+  so batch composition, hence every number, is the same whether a run went through in one go or was resumed.
+  compute(batch) -> per-row record fields (split_outputs). skipped_in(range) -> "id: reason" of the images
+  in the range that the data layer could not read (stored with the shard, so resumes keep the list).
   """
   n_shards = records_lib.num_shards(num_images, shard_size)
   mine = records_lib.process_shards(n_shards, process_index, process_count)
@@ -253,27 +256,30 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
   for k in todo:
     rng = records_lib.shard_range(k, shard_size, num_images)
     parts: List[Dict[str, np.ndarray]] = []
-    last = -1
+    seen = set()
     for batch in batches_for(list(rng)):
       index = np.asarray(batch["index"])
       keep = index >= 0
       if not keep.any():
         continue
-      if np.any(index[keep] <= last) or np.any(np.diff(index[keep]) <= 0):
-        raise RuntimeError(f"the data stream for shard {k} is not in increasing image order: {index}")
-      if index[keep].min() < rng.start or index[keep].max() >= rng.stop:
-        raise RuntimeError(f"the data stream for shard {k} yielded images outside {rng}: {index[keep]}")
-      last = int(index[keep].max())
+      got = [int(i) for i in index[keep]]
+      if any(i not in rng or i in seen for i in got):
+        raise RuntimeError(f"the data stream for shard {k} ({rng}) yielded unexpected images {got}")
+      seen.update(got)
       out = compute(batch)
       part = {f: np.asarray(v)[keep] for f, v in out.items()}
       part["index"] = index[keep].astype(np.int64)
       part["labels"] = np.asarray(batch["labels"])[keep].astype(np.int32)
-      part["ids"] = np.asarray([ids_of(int(i)) for i in index[keep]], dtype=np.str_)
+      part["ids"] = np.asarray([ids_of(i) for i in got], dtype=np.str_)
       parts.append(part)
-      done_images += int(keep.sum())
+      done_images += len(got)
       if progress is not None:
         progress(done_images)
+    skipped = list(skipped_in(rng))
+    done_images += len(rng) - len(seen)
     rec = _records_from_parts(parts, names)
+    rec = rec.select(np.argsort(rec.index, kind="stable"))  # Buckets reorder images; shards store index order.
+    rec.skipped = np.asarray(skipped, dtype=np.str_)
     path = records_lib.shard_path(workdir, k)
     records_lib.save(path, rec)
     written.append(k)
@@ -290,7 +296,7 @@ def _records_from_parts(parts: List[Dict[str, np.ndarray]], names: Dict[str, Seq
       p["labels"] = np.pad(p["labels"], ((0, 0), (0, width - p["labels"].shape[1])), constant_values=-1)
     for f in records_lib.PER_IMAGE:
       kw[f] = np.concatenate([p[f] for p in parts], 0)
-  else:  # Every image of the shard was skipped by the data layer: an empty shard keeps resume simple.
+  else:  # Every image of the shard was unreadable: an empty shard keeps resume simple.
     t, x, a = len(names["view_names"]), len(names["crop_names"]), len(names["agg_names"])
     kw = dict(index=np.zeros(0, np.int64), ids=np.zeros(0, np.str_), labels=np.zeros((0, 1), np.int32),
               top5=np.zeros((0, t, TOP_K), np.int16), p_true=np.zeros((0, t), np.float32),

@@ -130,12 +130,14 @@ def synthetic_bpe_merges(num_merges: int = 300, corpus: str = TOKENIZER_CORPUS) 
 
 
 def write_bpe_vocab(path: str, merges: Sequence[Tuple[str, str]]) -> None:
-  """Writes merges in the format of `bpe_simple_vocab_16e6.txt.gz` (gzip, a header line, 'a b' per line)."""
+  """Writes merges in the format of `bpe_simple_vocab_16e6.txt.gz` (gzip, a header line, 'a b' per line).
+
+  No trailing newline: the reference keeps every line up to its fixed cut-off, which a short file never reaches.
+  """
   import gzip
+  lines = ["#version: 0.2 synthetic zoomjax test vocabulary"] + [f"{a} {b}" for a, b in merges]
   with gzip.open(path, "wt", encoding="utf-8") as f:
-    f.write("#version: 0.2 synthetic zoomjax test vocabulary\n")
-    for a, b in merges:
-      f.write(f"{a} {b}\n")
+    f.write("\n".join(lines))
 
 
 TOKENIZER_TEXTS = (
@@ -146,5 +148,6 @@ TOKENIZER_TEXTS = (
     "  graffiti of the  &amp; hammerhead\n\tray ",
     "café naïve über — 東京 ½",
     "an unseenword zzqx",
+    "the dog\u2019s \u201cbowl\u201d \ufb01sh \uff21\uff22",
     " ".join(["a photo of a tiger shark"] * 20),  # longer than the context: truncated, ends with eot
 )

@@ -11,13 +11,13 @@ __all__ = ["convert_resnet", "convert_vit"]
 
 def convert_vit(flat: Flat, num_heads: int) -> dict:
   """timm VisionTransformer with a class token (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}`,
-  `norm`, `head`) -> zoomjax.models.vit.VisionTransformer.
+  `norm`, `head`, and `norm_pre` for CLIP-derived models) -> zoomjax.models.vit.VisionTransformer.
 
   `pos_embed` normally includes the cls slot (1, 1+N, D); models built with `no_embed_class=True` store
   (1, N, D) added before the cls token, which equals a zero cls slot.
   """
   t = KeyTaker(flat, "timm ViT")
-  t.conv("patch_embed.proj", "embedding", bias=True)
+  t.conv("patch_embed.proj", "embedding", bias=t.has("patch_embed.proj.bias"))
   cls = t.take("cls_token")
   pe = t.take("pos_embed")
   d = cls.shape[-1]
@@ -25,6 +25,8 @@ def convert_vit(flat: Flat, num_heads: int) -> dict:
     pe = np.concatenate([np.zeros((1, 1, d), pe.dtype), pe], axis=1)
   t.put("params/cls", cls)
   t.put("params/Transformer/posembed_input/pos_embedding", pe)
+  if t.has("norm_pre.weight"):
+    t.norm("norm_pre", "Transformer/ln_pre")
   depth = count_blocks(flat, "blocks.")
   if depth == 0:
     raise KeyError("timm ViT: no `blocks.0.*` keys in the checkpoint")

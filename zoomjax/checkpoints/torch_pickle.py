@@ -207,6 +207,16 @@ _ALLOWED: Dict[Tuple[str, str], Callable[..., Any]] = {
 }
 
 
+# TorchScript's own container helpers (torch/jit/_pickle.py): identities on already-built values.
+_TORCHSCRIPT_ALLOWED: Dict[Tuple[str, str], Callable[..., Any]] = {
+    ("torch.jit._pickle", "build_intlist"): list,
+    ("torch.jit._pickle", "build_tensorlist"): list,
+    ("torch.jit._pickle", "build_doublelist"): list,
+    ("torch.jit._pickle", "build_boollist"): list,
+    ("torch.jit._pickle", "restore_type_tag"): lambda value, type_str: value,
+}
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
   """Resolves only allow-listed globals, to inert stand-ins; anything else is refused."""
 
@@ -224,6 +234,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
       return _StorageType(name, _STORAGE_DTYPES[name])
     if module == "torch" and name in _TORCH_DTYPES:
       return _DType(name)
+    if self._torchscript and (module, name) in _TORCHSCRIPT_ALLOWED:
+      return _TORCHSCRIPT_ALLOWED[(module, name)]
     if self._torchscript and module.startswith("__torch__"):
       return _script_type(f"{module}.{name}")
     raise CheckpointError(

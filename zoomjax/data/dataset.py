@@ -72,6 +72,15 @@ class Dataset:
     with self._lock:
       self._skipped.setdefault(int(index), reason)
 
+  def subset(self, rows: Sequence[int], name: Optional[str] = None) -> "Dataset":
+    """The examples `rows` (in that order) as a new Dataset sharing this one's source."""
+    rows = [int(r) for r in rows]
+    parent = self._fetch
+    out = Dataset(name or self.name, self.label_space, [self.ids[r] for r in rows],
+                  [[int(x) for x in self.labels[r] if x >= 0] for r in rows], lambda i: parent(rows[i]),
+                  sizes=self._sizes[rows], info={**self.info, "rows_of_parent": len(self)})
+    return out
+
   def fetch(self, i: int) -> Union[bytes, str]:
     """The encoded image (bytes) or its path."""
     return self._fetch(int(i))

@@ -22,12 +22,11 @@ manual_dir (array_record, no TensorFlow needed), or an official TFDS build of th
 Examples are ordered by id (file name or path inside the dataset), so index i means the same image on every
 machine and for every process count.
 """
-import functools
 import json
 import os
 import pathlib
 import re
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -291,7 +290,7 @@ def _folder(path: str, label_space, num_workers) -> Dataset:
   rows = files.csv_rows(root) if (root / "labels.csv").exists() else files.folder_rows(root)
   if label_space is None:
     width = max(len(r[2]) for r in rows)
-    space = ls.IMAGENET_1K if width == 1 else ls.LabelSpace(f"folder_multi_label", multi_label=True, max_labels=width)
+    space = ls.IMAGENET_1K if width == 1 else ls.LabelSpace("folder_multi_label", multi_label=True, max_labels=width)
   else:
     space = ls.get_label_space(label_space)
   paths = [r[1] for r in rows]
@@ -319,9 +318,31 @@ NAMES = ("imagenet2012", "imagenet2012_real", "imagenet_a", "imagenet_r", "image
          "objectnet", "imagenet_hard", "demo_photos", "folder:PATH")
 
 
+_SLICE = re.compile(r"^(?P<split>[^\[]*)(\[(?P<a>-?\d*):(?P<b>-?\d*)\])?$")
+
+
 def get_dataset(name: str, *, data_dir=None, manual_dir=None, split: Optional[str] = None, real_json=None,
                 variant: Optional[str] = None, label_space=None, num_workers: int = 2) -> Dataset:
-  """The dataset `name` (see the module docstring); a clear error naming the files to place where."""
+  """The dataset `name` (see the module docstring); a clear error naming the files to place where.
+
+  `split` names the TFDS split of official builds ('validation' for imagenet2012); a trailing `[a:b]` (also
+  alone, e.g. '[:100]') keeps examples a..b-1 *after* sorting by id, the same way for every source.
+  """
+  m = _SLICE.match(split or "")
+  if m is None:
+    raise ValueError(f"split {split!r}: use 'name', 'name[a:b]' or '[a:b]' with integer bounds")
+  ds = _get(name, data_dir=data_dir, manual_dir=manual_dir, split=m.group("split") or None, real_json=real_json,
+            variant=variant, label_space=label_space, num_workers=num_workers)
+  if m.group(2):
+    a, b = (int(x) if x else None for x in (m.group("a"), m.group("b")))
+    rows = range(len(ds))[a:b]
+    if not rows:
+      raise ValueError(f"split {split!r} selects no examples of the {len(ds)} in {ds.name}")
+    ds = ds.subset(rows)
+  return ds
+
+
+def _get(name, *, data_dir, manual_dir, split, real_json, variant, label_space, num_workers) -> Dataset:
   if data_dir is not None:
     data_dir = os.fspath(os.path.expanduser(data_dir))
   if name.startswith("folder:"):

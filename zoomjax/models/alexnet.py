@@ -6,6 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoomjax.checkpoints.convert_torchvision import convert_alexnet
+from zoomjax.models import registry
+from zoomjax.models.resnet import TORCHVISION_PREPROCESSING
+
 
 def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
   """(out, in) averaging matrix of torch's AdaptiveAvgPool along one axis.
@@ -71,3 +75,15 @@ class AlexNet(nn.Module):
     x = adaptive_avg_pool(x, (6, 6))
     logits, out["pre_logits"] = classifier_head(x, self.num_classes, self.dtype)
     return logits.astype(jnp.float32), out
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+registry.register(registry.ModelSpec(
+    name="alexnet",
+    make_module=AlexNet,
+    preprocessing=TORCHVISION_PREPROCESSING,
+    convert=convert_alexnet,
+    checkpoint_hint=("Pass torchvision's IMAGENET1K_V1 file `alexnet-owt-7be5be79.pth` "
+                     "(https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)."),
+    num_params=61_100_840))

@@ -12,6 +12,7 @@ Building the head needs the text tower, the BPE vocabulary and class names, so i
 a small file (`python -m zoomjax.models.clip --help`); the registered classifiers read it with the checkpoint.
 """
 import argparse
+import functools
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import flax.linen as nn
@@ -19,7 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoomjax.models.vit import Encoder1DBlock
+from zoomjax.checkpoints.convert_clip import convert_clip_zero_shot
+from zoomjax.models import registry
+from zoomjax.models.bundle import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from zoomjax.models.vit import CLIP_PREPROCESSING, Encoder1DBlock
 
 _CLIP_NAMES = ("ln_1", "attn", "ln_2", "mlp")
 
@@ -214,8 +218,9 @@ def openai_config(name: str) -> Dict[str, Dict[str, Any]]:
   return {"vision": vision, "text": text}
 
 
-def config_from_state_dict(flat: Dict[str, np.ndarray]) -> Dict[str, Dict[str, Any]]:
-  """Reads tower sizes off an OpenAI/open_clip state dict (head width 64, as in every released ViT CLIP)."""
+def config_from_state_dict(flat: Dict[str, np.ndarray], vision_head_width: int = 64,
+                           text_head_width: int = 64) -> Dict[str, Dict[str, Any]]:
+  """Reads tower sizes off an OpenAI/open_clip state dict (head width 64 in every released ViT CLIP)."""
   def depth(prefix):
     n = 0
     while f"{prefix}transformer.resblocks.{n}.ln_1.weight" in flat:
@@ -223,7 +228,7 @@ def config_from_state_dict(flat: Dict[str, np.ndarray]) -> Dict[str, Dict[str, A
     return n
   conv = flat["visual.conv1.weight"]
   vw = conv.shape[0]
-  vision = dict(patch_size=int(conv.shape[-1]), width=int(vw), depth=depth("visual."), num_heads=int(vw // 64),
+  vision = dict(patch_size=int(conv.shape[-1]), width=int(vw), depth=depth("visual."), num_heads=int(vw // vision_head_width),
                 mlp_dim=int(flat["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
                 embed_dim=int(flat["visual.proj"].shape[1]))
   out = {"vision": vision}
@@ -231,7 +236,7 @@ def config_from_state_dict(flat: Dict[str, np.ndarray]) -> Dict[str, Dict[str, A
     tw = flat["token_embedding.weight"].shape[1]
     out["text"] = dict(vocab_size=int(flat["token_embedding.weight"].shape[0]),
                        context_length=int(flat["positional_embedding"].shape[0]), width=int(tw),
-                       depth=depth(""), num_heads=int(tw // 64),
+                       depth=depth(""), num_heads=int(tw // text_head_width),
                        mlp_dim=int(flat["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
                        embed_dim=int(flat["text_projection"].shape[1]))
   return out
@@ -295,6 +300,33 @@ def build_zero_shot_checkpoint(checkpoint: str, vocab: str, class_names: str, ou
   tensors["zeroshot_head"] = head.astype(np.float32)
   save_file(tensors, out)
   print(f"wrote {out}: image tower of {checkpoint} + zero-shot head {head.shape}")
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+# Exact 'params' counts: the image tower (= open_clip's `visual`, 87,849,216 / 303,966,208) + the (E, 1000) head.
+NUM_PARAMS = {"clip_vit_b32": 88_361_216, "clip_vit_l14": 304_734_208, "clip_vit_l14_zoompaper": 304_734_208}
+# The zoom study fed CLIP the ImageNet-normalised zoom crops (paper.md §5), not CLIP's own normalisation.
+ZOOM_PAPER_CLIP_PREPROCESSING = Preprocessing(input_size=224, resize_size=224, resize_method="bicubic",
+                                              mean=IMAGENET_MEAN, std=IMAGENET_STD)
+_HINT = ("Pass a zero-shot classifier file built once from OpenAI's `{file}` (or open_clip's "
+         "`{oc}`) with `python -m zoomjax.models.clip --checkpoint {file} --vocab bpe_simple_vocab_16e6.txt.gz "
+         "--classnames classnames.txt --out {out}`; classnames.txt holds the 1000 curated OpenAI class names, "
+         "one per line. For fp16 as in the paper pass dtype=jnp.float16.")
+
+for _name, _arch, _pp in (("clip_vit_b32", "ViT-B/32", CLIP_PREPROCESSING),
+                          ("clip_vit_l14", "ViT-L/14", CLIP_PREPROCESSING),
+                          ("clip_vit_l14_zoompaper", "ViT-L/14", ZOOM_PAPER_CLIP_PREPROCESSING)):
+  _vision = openai_config(_arch)["vision"]
+  _file = _arch.replace("/", "-") + ".pt"
+  registry.register(registry.ModelSpec(
+      name=_name,
+      make_module=functools.partial(ZeroShotClassifier, _vision),
+      preprocessing=_pp,
+      convert=functools.partial(convert_clip_zero_shot, vision_heads=_vision["num_heads"]),
+      checkpoint_hint=_HINT.format(file=_file, oc=f"open_clip_pytorch_model.bin of {_arch.replace('/', '-')}"
+                                   "-quickgelu/openai", out=f"{_name}.safetensors"),
+      num_params=NUM_PARAMS[_name]))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -11,6 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoomjax.checkpoints.convert_torchvision import convert_resnet
+from zoomjax.models import registry
+from zoomjax.models.bundle import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from zoomjax.models.layers import BatchNorm
 
 
@@ -103,3 +106,34 @@ def resnet(depth: int, **kw) -> ResNet:
     raise ValueError(f"ResNet depth {depth} not supported; choose one of {sorted(STAGES)}")
   stages, bottleneck = STAGES[depth]
   return ResNet(stage_sizes=stages, bottleneck=bottleneck, **kw)
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+# torchvision's IMAGENET1K_V1 evaluation transform: Resize(256, bilinear) -> CenterCrop(224) -> ImageNet mean/std.
+TORCHVISION_PREPROCESSING = Preprocessing(input_size=224, resize_size=256, resize_method="bilinear",
+                                          mean=IMAGENET_MEAN, std=IMAGENET_STD)
+# Exact 'params' counts (BN running statistics excluded), equal to torchvision's `num_params`.
+NUM_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+              "resnet101": 44_549_160, "resnet_tiny": 143_312}
+_FILES = {18: "resnet18-f37072fd.pth", 34: "resnet34-b627a593.pth", 50: "resnet50-0676ba61.pth",
+          101: "resnet101-63fe2227.pth"}
+
+for _depth, _file in _FILES.items():
+  registry.register(registry.ModelSpec(
+      name=f"resnet{_depth}",
+      make_module=functools.partial(resnet, _depth),
+      preprocessing=TORCHVISION_PREPROCESSING,
+      convert=functools.partial(convert_resnet, stage_sizes=STAGES[_depth][0], bottleneck=STAGES[_depth][1]),
+      checkpoint_hint=(f"Pass torchvision's IMAGENET1K_V1 file `{_file}` (https://download.pytorch.org/models/"
+                       f"{_file}, the zoom paper's weights) or a timm `resnet{_depth}.*` model.safetensors."),
+      num_params=NUM_PARAMS[f"resnet{_depth}"]))
+
+# A 0.14M-parameter ResNet (basic blocks, width 8) for fast tests of other modules (random_init=True).
+registry.register(registry.ModelSpec(
+    name="resnet_tiny",
+    make_module=functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), bottleneck=False, width=8),
+    preprocessing=TORCHVISION_PREPROCESSING,
+    convert=functools.partial(convert_resnet, stage_sizes=(1, 1, 1, 1), bottleneck=False),
+    checkpoint_hint="resnet_tiny is a testing model: use random_init=True.",
+    num_params=NUM_PARAMS["resnet_tiny"]))

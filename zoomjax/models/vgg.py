@@ -1,11 +1,15 @@
 """VGG without BatchNorm (torchvision layout; the zoom paper's VGG-16 is `vgg16(pretrained=True)`)."""
+import functools
 from typing import Any, List, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoomjax.checkpoints.convert_torchvision import convert_vgg
+from zoomjax.models import registry
 from zoomjax.models.alexnet import adaptive_avg_pool, classifier_head
+from zoomjax.models.resnet import TORCHVISION_PREPROCESSING
 
 # torchvision's configurations: ints are 3x3 conv widths, "M" a 2x2/2 max-pool.
 CFGS = {
@@ -55,3 +59,15 @@ def vgg(depth: int, **kw) -> VGG:
   if depth not in CFGS:
     raise ValueError(f"VGG depth {depth} not supported; choose one of {sorted(CFGS)}")
   return VGG(cfg=CFGS[depth], **kw)
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+registry.register(registry.ModelSpec(
+    name="vgg16",
+    make_module=functools.partial(vgg, 16),
+    preprocessing=TORCHVISION_PREPROCESSING,
+    convert=functools.partial(convert_vgg, cfg=CFGS[16]),
+    checkpoint_hint=("Pass torchvision's IMAGENET1K_V1 file `vgg16-397923af.pth` (no BatchNorm; "
+                     "https://download.pytorch.org/models/vgg16-397923af.pth)."),
+    num_params=138_357_544))

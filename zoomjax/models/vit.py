@@ -2,17 +2,24 @@
 
 One module serves torchvision, timm, vit_jax (AugReg .npz) and big_vision checkpoints; they differ only in
 numerics that are attributes here: GELU (`gelu_approximate`: torchvision/timm exact erf, vit_jax/big_vision
-Flax's default tanh approximation) and `layernorm_epsilon` (1e-6 for all four families).
+Flax's default tanh approximation) and `layernorm_epsilon` (1e-6 for all four families). timm's fine-tuned
+OpenAI-CLIP ViTs (`vit_large_patch14_clip_224.openai_ft_in1k`) add `pre_norm`, QuickGELU and eps 1e-5.
 Names: embedding, cls, Transformer/posembed_input/pos_embedding (1, 1+N, D, added after the cls token),
 Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3},
 Transformer/encoder_norm, optional pre_logits, head.
 """
 import functools
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from zoomjax.checkpoints import convert_timm, convert_torchvision, convert_vit_npz
+from zoomjax.models import registry
+from zoomjax.models.bundle import Preprocessing
+from zoomjax.models.resnet import TORCHVISION_PREPROCESSING
 
 
 class MlpBlock(nn.Module):
@@ -80,14 +87,19 @@ class Encoder(nn.Module):
   mlp_dim: int
   layernorm_epsilon: float = 1e-6
   gelu_approximate: bool = False
+  activation: str = "gelu"
+  pre_norm: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = AddPositionEmbs(name="posembed_input")(x)
+    if self.pre_norm:  # CLIP-derived ViTs (timm `norm_pre`, CLIP `ln_pre`).
+      x = nn.LayerNorm(epsilon=self.layernorm_epsilon, dtype=self.dtype, param_dtype=jnp.float32,
+                       name="ln_pre")(x)
     for i in range(self.depth):
       x = Encoder1DBlock(self.num_heads, self.mlp_dim, self.layernorm_epsilon, self.gelu_approximate,
-                         dtype=self.dtype, name=f"encoderblock_{i}")(x)
+                         self.activation, dtype=self.dtype, name=f"encoderblock_{i}")(x)
     return nn.LayerNorm(epsilon=self.layernorm_epsilon, dtype=self.dtype, param_dtype=jnp.float32,
                         name="encoder_norm")(x)
 
@@ -108,19 +120,22 @@ class VisionTransformer(nn.Module):
   representation_size: Optional[int] = None
   layernorm_epsilon: float = 1e-6
   gelu_approximate: bool = False
+  activation: str = "gelu"  # "quick_gelu" for timm's fine-tuned OpenAI-CLIP ViTs
+  pre_norm: bool = False  # LayerNorm after the position embedding (CLIP-derived ViTs)
+  embedding_bias: bool = True  # CLIP-derived ViTs have none
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array):
     p = self.patch_size
-    x = nn.Conv(self.width, (p, p), (p, p), padding="VALID", dtype=self.dtype, param_dtype=jnp.float32,
-                name="embedding")(x.astype(self.dtype))
+    x = nn.Conv(self.width, (p, p), (p, p), padding="VALID", use_bias=self.embedding_bias, dtype=self.dtype,
+                param_dtype=jnp.float32, name="embedding")(x.astype(self.dtype))
     b, h, w, d = x.shape
     x = x.reshape(b, h * w, d)
     cls = self.param("cls", nn.initializers.zeros, (1, 1, d), jnp.float32)
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, d)), x], axis=1)
     x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.layernorm_epsilon, self.gelu_approximate,
-                dtype=self.dtype, name="Transformer")(x)
+                self.activation, self.pre_norm, dtype=self.dtype, name="Transformer")(x)
     out = {"encoded": x, "feature_map": x[:, 1:].reshape(b, h, w, d)}
     x = x[:, 0]
     if self.representation_size is not None:
@@ -130,3 +145,61 @@ class VisionTransformer(nn.Module):
     logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
     return logits.astype(jnp.float32), out
 
+
+
+# ------------------------------------------------------------------------------------ checkpoints, registry
+
+def convert_checkpoint(flat: Dict[str, np.ndarray], num_heads: int) -> dict:
+  """Any supported ViT layout -> variables, recognised by its keys (torchvision, timm, vit_jax/big_vision npz)."""
+  if "conv_proj.weight" in flat:
+    return convert_torchvision.convert_vit(flat, num_heads)
+  if "patch_embed.proj.weight" in flat:
+    return convert_timm.convert_vit(flat, num_heads)
+  if any(k.endswith("embedding/kernel") for k in flat):
+    return convert_vit_npz.convert_vit_npz(flat)
+  raise KeyError("not a ViT checkpoint zoomjax knows: expected torchvision `conv_proj.weight`, timm "
+                 f"`patch_embed.proj.weight` or npz `embedding/kernel`; keys start with {sorted(flat)[:5]}")
+
+
+# AugReg weights (vit_jax .npz or timm's `.augreg_in21k_ft_in1k` safetensors): timm's eval transform.
+AUGREG_PREPROCESSING = Preprocessing(input_size=224, resize_size=248, resize_method="bicubic",
+                                     mean=(127.5,) * 3, std=(127.5,) * 3)
+# OpenAI CLIP normalisation in pixel units (timm's fine-tuned CLIP ViTs, crop_pct 1.0).
+CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
+CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
+CLIP_PREPROCESSING = Preprocessing(input_size=224, resize_size=224, resize_method="bicubic", mean=CLIP_MEAN,
+                                   std=CLIP_STD)
+
+B32 = dict(patch_size=32, width=768, depth=12, num_heads=12, mlp_dim=3072)
+B16 = dict(B32, patch_size=16)
+L14_CLIP = dict(patch_size=14, width=1024, depth=24, num_heads=16, mlp_dim=4096, pre_norm=True,
+                activation="quick_gelu", layernorm_epsilon=1e-5, embedding_bias=False)
+TINY = dict(patch_size=32, width=16, depth=2, num_heads=2, mlp_dim=32)
+
+_TV = "https://download.pytorch.org/models/"
+_ENTRIES = (
+    ("vit_b32", B32, TORCHVISION_PREPROCESSING, 88_224_232,
+     f"Pass torchvision's IMAGENET1K_V1 file `vit_b_32-d86f8d99.pth` ({_TV}vit_b_32-d86f8d99.pth), the zoom "
+     "paper's ViT-B/32."),
+    ("vit_b16", B16, TORCHVISION_PREPROCESSING, 86_567_656,
+     f"Pass torchvision's IMAGENET1K_V1 file `vit_b_16-c867db91.pth` ({_TV}vit_b_16-c867db91.pth)."),
+    ("vit_l14", L14_CLIP, CLIP_PREPROCESSING, 304_204_776,
+     "Pass timm's `vit_large_patch14_clip_224.openai_ft_in1k` model.safetensors (HF hub "
+     "timm/vit_large_patch14_clip_224.openai_ft_in1k): OpenAI CLIP ViT-L/14 fine-tuned on ImageNet-1k."),
+    ("vit_b32_augreg", dict(B32, gelu_approximate=True), AUGREG_PREPROCESSING, 88_224_232,
+     "Pass an AugReg file: vit_jax `B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0--imagenet2012-"
+     "steps_20k-lr_0.01-res_224.npz` (gs://vit_models/augreg/), a big_vision .npz, or timm "
+     "`vit_base_patch32_224.augreg_in21k_ft_in1k` model.safetensors (timm computes exact GELU: pass "
+     "gelu_approximate=False for timm parity)."),
+    ("vit_b16_augreg", dict(B16, gelu_approximate=True), AUGREG_PREPROCESSING, 86_567_656,
+     "Pass an AugReg B/16 .npz (gs://vit_models/augreg/) or timm `vit_base_patch16_224.augreg_in21k_ft_in1k` "
+     "model.safetensors (pass gelu_approximate=False for timm parity)."),
+    ("vit_tiny", TINY, TORCHVISION_PREPROCESSING, 71_464,
+     "vit_tiny is a testing model (patch 32, width 16, 2 blocks, 224 input): use random_init=True."),
+)
+
+for _name, _cfg, _pp, _n, _hint in _ENTRIES:
+  registry.register(registry.ModelSpec(
+      name=_name, make_module=functools.partial(VisionTransformer, **_cfg), preprocessing=_pp,
+      convert=functools.partial(convert_checkpoint, num_heads=_cfg["num_heads"]), checkpoint_hint=_hint,
+      num_params=_n))

@@ -247,12 +247,16 @@ def augmix_chain(key: jax.Array, img: jax.Array, severity: float = 1.0, max_dept
   """One AugMix chain: depth ~ randint(1, max_depth + 1) ops drawn uniformly with replacement."""
   k_depth, k_ops = jax.random.split(key)
   depth = jax.random.randint(k_depth, (), 1, max_depth + 1)
-  for step, k in enumerate(jax.random.split(k_ops, max_depth)):
+
+  def step(img, inputs):
+    index, k = inputs
     k_op, k_level, k_sign = jax.random.split(k, 3)
     op = jax.random.randint(k_op, (), 0, len(AUGMIX_OPS))
     level = jax.random.uniform(k_level, (), minval=0.1, maxval=severity)
     sign = jnp.where(jax.random.bernoulli(k_sign), -1.0, 1.0)
-    img = augmix_op(img, jnp.where(step < depth, op, -1), level, sign, fill)
+    return augmix_op(img, jnp.where(index < depth, op, -1), level, sign, fill), None
+
+  img, _ = jax.lax.scan(step, img, (jnp.arange(max_depth), jax.random.split(k_ops, max_depth)))
   return img
 
 
@@ -268,8 +272,13 @@ def augmix(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, severity
   k_rrc, k_flip, k_w, k_m, k_chains = jax.random.split(key, 5)
   x = random_resized_crop(k_rrc, canvas, hw, size, "bilinear")
   x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)
-  ws = jax.random.dirichlet(k_w, jnp.full((width,), alpha, jnp.float32))
-  m = jax.random.beta(k_m, alpha, alpha)
+  if alpha == 1.0:  # The paper's case, in closed form: gamma samplers cost seconds of compile time on CPU.
+    e = jax.random.exponential(k_w, (width,))
+    ws = e / jnp.sum(e)  # Dirichlet(1, ..., 1) = normalised Exp(1) draws
+    m = jax.random.uniform(k_m, ())  # Beta(1, 1) = U(0, 1)
+  else:
+    ws = jax.random.dirichlet(k_w, jnp.full((width,), alpha, jnp.float32))
+    m = jax.random.beta(k_m, alpha, alpha)
   chains = jax.vmap(lambda k: augmix_chain(k, x, severity, max_depth, fill))(jax.random.split(k_chains, width))
   mix = jnp.tensordot(ws, chains, axes=1)
   return m * x + (1.0 - m) * mix

@@ -1,0 +1,134 @@
+"""Benchmark: zoom-sweep throughput end to end vs the model alone vs the authors' way.
+
+  .venv/bin/python experiments/bench_sweep.py --model efficientnet_lite0 --data demo_photos --grid small --runs 5
+
+Three ways to get the same per-view predictions for the same images:
+  end-to-end   the sweep as it runs: make_batches (decode, canvas) -> one jitted step (zoom kernel + 10 crops
+               + model in view chunks + masked softmax + compact records) -> numpy records.
+  model-only   the same jitted model calls on the same chunk shapes, on views already in device memory
+               (no data pipeline, no zoom kernel): the floor the pipeline is measured against.
+  authors      the original recipe (ZoomIsAllYouNeed eval-IN-trained.py): for every view, PIL Resize(S, bicubic)
+               of every image, crop at the anchor with black padding, normalise, one model pass per view over
+               the images (same jitted model, batch = the images).
+Prints views/s (median of --runs, after one warm-up) and the ratios, measured in the same process.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from configs import zoom_sweep as zoom_sweep_config  # noqa: E402
+from zoomjax import data as data_lib  # noqa: E402
+from zoomjax import sweep  # noqa: E402
+from zoomjax import zoom  # noqa: E402
+from zoomjax.jobs import zoom_sweep as job  # noqa: E402
+
+
+def timed(fn, runs):
+  fn()  # Warm-up (compile).
+  times = []
+  for _ in range(runs):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), times
+
+
+def authors_views(dataset, indices, transforms, predict, variables, mean, std):
+  """One pass per view over the images, PIL resize + crop per image and view (the authors' loop)."""
+  images = [Image.fromarray(dataset.read(i)["image"]) for i in indices]
+  preds = []
+  for s, r, c in transforms:
+    batch = []
+    for im in images:
+      w, h = im.size
+      nw, nh = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+      res = im.resize((nw, nh), Image.Resampling.BICUBIC)
+      tw, th = nw // 3, nh // 3
+      ax, ay = c * tw + tw // 2, r * th + th // 2
+      crop = res.crop((ax - 112, ay - 112, ax + 112, ay + 112))  # PIL pads with black outside.
+      batch.append((np.asarray(crop, np.float32) - mean) / std)
+    preds.append(np.asarray(predict(variables, jnp.asarray(np.stack(batch)))))
+  return preds
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--model", default="efficientnet_lite0")
+  ap.add_argument("--data", default="demo_photos")
+  ap.add_argument("--grid", default="small", help="paper | small | tiny | S1/S2/...")
+  ap.add_argument("--limit", type=int, default=4)
+  ap.add_argument("--batch_size", type=int, default=2)
+  ap.add_argument("--view_chunk", type=int, default=48)
+  ap.add_argument("--runs", type=int, default=5)
+  ap.add_argument("--authors_views", type=int, default=18, help="views timed for the authors' way (per run)")
+  args = ap.parse_args()
+
+  config = zoom_sweep_config.get_config(f"model={args.model},data={args.data},grid={args.grid}")
+  config.batch_size, config.view_chunk = args.batch_size, args.view_chunk
+  config.model.random_init = args.model.endswith("tiny")
+  dataset, bundle, grid, spec, step, variables = job.build(config)
+  indices = list(range(min(args.limit, len(dataset))))
+  n_views = len(indices) * spec.num_views
+
+  def end_to_end():
+    for batch in data_lib.make_batches(dataset, batch_size=args.batch_size, canvas_fn=zoom.canvas_size,
+                                       indices=indices, num_workers=2):
+      sweep.split_outputs(step(variables, batch["image"], batch["hw"], batch["labels"]), len(spec.transforms))
+
+  # Model-only: the step's model calls (same chunking, same softmax + compact outputs), views pre-made.
+  module, pp = bundle.module, bundle.preprocessing
+  n_chunks, chunk = sweep.chunking(spec.num_views, args.view_chunk)
+  n_steps = -(-len(indices) // args.batch_size)
+  views = jax.device_put(jnp.asarray(np.random.default_rng(0).uniform(
+      0, 255, (n_chunks, args.batch_size * chunk, spec.crop, spec.crop, 3)).astype(np.float32)))
+  labels = jnp.zeros((args.batch_size * chunk, 1), jnp.int32)
+
+  @jax.jit
+  def model_only(variables, views):
+    def body(_, x):
+      logits, _ = module.apply(variables, pp.normalize(x))
+      return None, sweep.compact_outputs(jax.nn.softmax(logits.astype(jnp.float32)), labels)
+    return jax.lax.scan(body, None, views)[1]
+
+  def model_only_all():
+    for _ in range(n_steps):
+      jax.block_until_ready(model_only(variables, views))
+
+  model_views = n_steps * n_chunks * args.batch_size * chunk  # Includes the padding the step also computes.
+
+  predict = jax.jit(lambda v, x: module.apply(v, x)[0])
+  mean, std = np.asarray(pp.mean, np.float32), np.asarray(pp.std, np.float32)
+  sub = list(spec.transforms)[::max(1, len(spec.transforms) // args.authors_views)][:args.authors_views]
+
+  def authors():
+    authors_views(dataset, indices, sub, predict, variables, mean, std)
+
+  t_e2e, _ = timed(end_to_end, args.runs)
+  t_model, _ = timed(model_only_all, args.runs)
+  t_auth, _ = timed(authors, args.runs)
+  e2e = n_views / t_e2e
+  model = model_views / t_model
+  auth = len(indices) * len(sub) / t_auth
+  print(f"{args.model} on {args.data}: {len(indices)} images x {spec.num_views} views ({len(spec.transforms)} zoom "
+        f"+ {len(spec.crop_names)} crops), grid {args.grid}, batch {args.batch_size} images x chunk {chunk} "
+        f"views, {jax.devices()[0].platform}, median of {args.runs}")
+  print("| pipeline | views/s | ratio |")
+  print("|---|---|---|")
+  print(f"| model only (same chunk shapes, views in memory) | {model:.1f} | 1.00 |")
+  print(f"| end-to-end sweep (decode + zoom + crops + model + records) | {e2e:.1f} | {e2e / model:.2f} |")
+  print(f"| authors' way (PIL per view, one pass per view; {len(sub)} views) | {auth:.1f} | {auth / model:.2f} |")
+  print(f"pipeline overhead on top of the model: {100 * (model / e2e - 1):.1f}% "
+        f"(target <= 10%); end-to-end vs authors: {e2e / auth:.2f}x")
+
+
+if __name__ == "__main__":
+  main()

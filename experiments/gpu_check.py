@@ -1,0 +1,247 @@
+"""Accelerator check: the matrix-product ceiling, then the 324-view zoom sweep's throughput per model.
+
+  python experiments/gpu_check.py --out gpu_check.json            # one GPU: < 5 min, compiles included
+  python experiments/gpu_check.py --quick --out /tmp/quick.json   # CPU smoke test (tiny model, tiny grid)
+
+What it measures, in one process, nothing from the network (random weights, synthetic images):
+  1. the bf16 and fp32 matrix-product ceiling (TFLOP/s, square products of side --matmul-n);
+  2. per model, the sweep's own jitted step (`zoomjax.sweep.make_step`: zoom grid + 10 crops computed on the
+     device, chunked model calls, compact outputs) on synthetic ~500x375 images in the 512 canvas bucket,
+     batch sharded over every local device (`zoomjax.parallel`): views/s, images/s, FLOPs per image from
+     XLA's cost analysis (zoom kernel + views x model), the achieved fraction of the ceiling, and the projected
+     time for the 50,000-image ImageNet validation set.
+Prints a table and writes everything to --out (JSON).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+# The paper's 36 scales (configs/zoom_sweep.py holds the same list; that file needs ml_collections, which the
+# accelerator image lacks, so the list is repeated here and checked against it when it can be imported).
+PAPER_SCALES = (10, 16, 32, 48, 64, 96, 122, 128, 192, 224, 235, 240, 256, 288, 320, 348, 384, 448, 460, 512,
+                573, 576, 640, 664, 672, 680, 686, 690, 700, 720, 768, 798, 832, 896, 911, 1024)
+QUICK_SCALES = (224, 256)
+# Synthetic image sizes (h, w): ImageNet val's most common shapes, all in the 512 canvas bucket.
+IMAGE_SIZES = ((375, 500), (500, 375), (333, 500), (375, 500), (500, 333), (400, 500), (375, 500), (500, 500))
+
+
+def _import_sweep():
+  """zoomjax.sweep; its progress logger subclasses clu's PeriodicAction, and clu (with TensorFlow) is not on
+  the accelerator image, so a minimal stand-in for `clu.periodic_actions` is installed when clu is missing."""
+  try:
+    from zoomjax import sweep  # pylint: disable=g-import-not-at-top
+    return sweep
+  except ImportError as e:
+    if "clu" not in str(e) and "tensorflow" not in str(e):
+      raise
+  clu = types.ModuleType("clu")
+  pa = types.ModuleType("clu.periodic_actions")
+
+  class PeriodicAction:  # Only what zoomjax.sweep.Progress needs; gpu_check never calls it.
+    def __init__(self, *, every_secs=None, on_steps=None, **kw):
+      del every_secs, on_steps, kw
+      self._previous_time, self._previous_step = time.monotonic(), 0
+
+    def __call__(self, step, t=None):
+      return False
+
+  pa.PeriodicAction = PeriodicAction
+  clu.periodic_actions = pa
+  sys.modules.setdefault("clu", clu)
+  sys.modules["clu.periodic_actions"] = pa
+  from zoomjax import sweep  # pylint: disable=g-import-not-at-top
+  return sweep
+
+
+def _time(fn, reps: int) -> list:
+  out = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    out.append(time.perf_counter() - t)
+  return out
+
+
+def matmul_ceiling(n: int, dtype, reps: int, k: int = 4) -> dict:
+  """TFLOP/s of a (k*n, n) @ (n, n) product (one GEMM of 2*k*n^3 FLOPs), median of `reps` after a warm-up."""
+  key = jax.random.PRNGKey(0)
+  a = jax.random.normal(key, (k * n, n), jnp.float32).astype(dtype)
+  b = jax.random.normal(jax.random.fold_in(key, 1), (n, n), jnp.float32).astype(dtype)
+  precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
+  f = jax.jit(lambda a, b: jnp.dot(a, b, precision=precision, preferred_element_type=jnp.float32))
+  jax.block_until_ready(f(a, b))
+  times = _time(lambda: f(a, b), reps)
+  flops = 2.0 * k * n ** 3
+  med = statistics.median(times)
+  return {"n": n, "k": k, "dtype": jnp.dtype(dtype).name, "median_s": med, "tflops": flops / med / 1e12,
+          "times_s": times}
+
+
+def _flops(fn, *args) -> float:
+  """FLOPs of one call from XLA's cost analysis of the compiled function (0 if the backend gives none)."""
+  lowered = jax.jit(fn).lower(*args)
+  # The HLO before optimisation: on GPU, compiled convolutions become library calls the analysis may not count.
+  for get in (lowered.cost_analysis, lambda: lowered.compile().cost_analysis()):
+    cost = get()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0] if cost else {}
+    flops = float((cost or {}).get("flops", 0.0))
+    if flops > 0:
+      return flops
+  return 0.0
+
+
+def synthetic_batch(batch: int, canvas_fn, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  sizes = [IMAGE_SIZES[i % len(IMAGE_SIZES)] for i in range(batch)]
+  hc = max(canvas_fn(h, w)[0] for h, w in sizes)
+  wc = max(canvas_fn(h, w)[1] for h, w in sizes)
+  canvas = np.zeros((batch, hc, wc, 3), np.uint8)
+  for i, (h, w) in enumerate(sizes):
+    canvas[i, :h, :w] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+  hw = np.asarray(sizes, np.int32)
+  labels = np.stack([rng.integers(0, 1000, batch), np.full(batch, -1)], 1).astype(np.int32)
+  return canvas, hw, labels
+
+
+def bench_model(name: str, *, scales, dtype, batch_per_device: int, view_chunk: int, reps: int,
+                num_images: int, ceiling_tflops: float) -> dict:
+  from zoomjax import models, parallel, zoom  # pylint: disable=g-import-not-at-top
+  sweep = _import_sweep()
+  overrides = {} if dtype == jnp.float32 else {"dtype": dtype}
+  t0 = time.perf_counter()
+  bundle = models.load(name, random_init=True, seed=0, **overrides)
+  init_s = time.perf_counter() - t0
+  grid = zoom.ZoomGrid(tuple(scales), anchors=3, crop=224)
+  spec = sweep.ViewSpec(transforms=tuple(tuple(int(v) for v in t) for t in grid.transforms), crop=224,
+                        extra_crops=True)
+  module, pp = bundle.module, bundle.preprocessing
+
+  def predict_fn(variables, pixels):
+    logits, _ = module.apply(variables, pp.normalize(pixels).astype(dtype))
+    return logits
+
+  zoom_kw = {} if dtype == jnp.float32 else {"dtype": dtype}
+  crops_fn = lambda canvas, hw: zoom.zoom_crops_batch(canvas, hw, grid, **zoom_kw)  # noqa: E731
+  mesh = parallel.make_mesh()
+  batch = batch_per_device * mesh.size
+  step = sweep.make_step(predict_fn, crops_fn, spec, view_chunk=view_chunk, dtype=dtype, mesh=mesh)
+  variables = parallel.replicate(bundle.variables, mesh)
+  canvas, hw, labels = synthetic_batch(batch, zoom.canvas_size)
+  args = parallel.shard_batch((canvas, hw, labels), mesh)
+
+  t0 = time.perf_counter()
+  compiled = step.lower(variables, *args).compile() if hasattr(step, "lower") else step
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(variables, *args))  # Warm-up (first-run allocations; compiles if not yet).
+  if not hasattr(step, "lower"):
+    compile_s = time.perf_counter() - t0
+  times = _time(lambda: compiled(variables, *args), reps)
+  med = statistics.median(times)
+
+  # FLOPs per image: the zoom kernel on one image + the 10 crops + every view through the model.
+  c1, hw1 = jnp.asarray(canvas[:1]), jnp.asarray(hw[:1])
+  zoom_flops = _flops(crops_fn, c1, hw1)
+  crop_flops = _flops(lambda c, s: jax.vmap(lambda a, b: sweep.ten_crops(a, b, dtype=dtype))(c, s), c1, hw1)
+  nb = 8
+  model_flops = _flops(predict_fn, bundle.variables, jnp.zeros((nb, 224, 224, 3), jnp.float32)) / nb
+  flops_per_image = zoom_flops + crop_flops + spec.num_views * model_flops
+  ips = batch / med
+  achieved = flops_per_image * ips / 1e12
+  return {
+      "model": name, "dtype": jnp.dtype(dtype).name, "devices": mesh.size, "batch_images": batch,
+      "views_per_image": spec.num_views, "grid_views": len(spec.transforms), "view_chunk": view_chunk,
+      "canvas": list(canvas.shape[1:3]), "init_s": init_s, "compile_s": compile_s, "step_median_s": med,
+      "step_times_s": times, "images_per_s": ips, "views_per_s": ips * spec.num_views,
+      "gflop_per_view_model": model_flops / 1e9, "gflop_per_image_zoom_kernel": zoom_flops / 1e9,
+      "gflop_per_image_ten_crops": crop_flops / 1e9, "gflop_per_image": flops_per_image / 1e9,
+      "achieved_tflops": achieved, "fraction_of_ceiling": achieved / ceiling_tflops if ceiling_tflops else None,
+      "projected_s_for_images": num_images / ips, "projected_images": num_images,
+  }
+
+
+def main(argv=None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true", help="CPU smoke test: tiny model, 2 scales, small matmuls")
+  p.add_argument("--out", default="", help="write the results as JSON here")
+  p.add_argument("--models", default="", help="comma-separated registered names "
+                 "(default resnet50,efficientnet_lite0; --quick: efficientnet_lite_tiny)")
+  p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+  p.add_argument("--batch", type=int, default=0, help="images per device per step (default 16; quick 1)")
+  p.add_argument("--view-chunk", type=int, default=0, help="views per image per model call (default 167)")
+  p.add_argument("--reps", type=int, default=0, help="timed steps (default 5; quick 2)")
+  p.add_argument("--matmul-n", type=int, default=0, help="matrix side (default 8192; quick 256)")
+  p.add_argument("--images", type=int, default=50_000, help="dataset size for the projection")
+  a = p.parse_args(argv)
+  models_ = [m for m in (a.models or ("efficientnet_lite_tiny" if a.quick else
+                                       "resnet50,efficientnet_lite0")).split(",") if m]
+  batch = a.batch or (1 if a.quick else 16)
+  chunk = a.view_chunk or (14 if a.quick else 167)
+  reps = a.reps or (2 if a.quick else 5)
+  n = a.matmul_n or (256 if a.quick else 8192)
+  scales = QUICK_SCALES if a.quick else PAPER_SCALES
+  dtype = jnp.dtype(a.dtype)
+  try:  # Keep the repeated scale list honest where configs/ can be imported.
+    from configs import zoom_sweep as cfg  # pylint: disable=g-import-not-at-top
+    assert tuple(cfg.PAPER_SCALES) == PAPER_SCALES, "PAPER_SCALES differ from configs/zoom_sweep.py"
+  except ImportError:
+    pass
+
+  t_start = time.perf_counter()
+  dev = jax.devices()[0]
+  info = {"backend": jax.default_backend(), "device_kind": dev.device_kind, "local_devices": jax.local_device_count(),
+          "jax": jax.__version__, "python": platform.python_version(), "quick": a.quick}
+  print(f"# gpu_check: {info}", flush=True)
+  ceilings = {}
+  for dt in (jnp.bfloat16, jnp.float32):
+    r = matmul_ceiling(n, dt, reps=max(3, reps))
+    ceilings[r["dtype"]] = r
+    print(f"matmul {r['dtype']:>8} {n}x{n}x{r['k'] * n}: {r['tflops']:8.2f} TFLOP/s "
+          f"(median of {len(r['times_s'])})", flush=True)
+  ceiling = ceilings[dtype.name]["tflops"]
+  results = []
+  for name in models_:
+    r = bench_model(name, scales=scales, dtype=dtype, batch_per_device=batch, view_chunk=chunk, reps=reps,
+                    num_images=a.images, ceiling_tflops=ceiling)
+    results.append(r)
+    print(f"{name}: compile {r['compile_s']:.1f} s, step {r['step_median_s'] * 1e3:.1f} ms", flush=True)
+  total_s = time.perf_counter() - t_start
+
+  hdr = (f"{'model':<24} {'dtype':>8} {'dev':>3} {'views/img':>9} {'GFLOP/img':>10} {'views/s':>10} "
+         f"{'images/s':>9} {'TFLOP/s':>8} {'of ceil':>7} {'50k proj':>10}")
+  print()
+  print(hdr)
+  print("-" * len(hdr))
+  for r in results:
+    frac = r["fraction_of_ceiling"]
+    print(f"{r['model']:<24} {r['dtype']:>8} {r['devices']:>3} {r['views_per_image']:>9} "
+          f"{r['gflop_per_image']:>10.1f} {r['views_per_s']:>10.1f} {r['images_per_s']:>9.2f} "
+          f"{r['achieved_tflops']:>8.2f} {(f'{100 * frac:.1f}%' if frac else '-'):>7} "
+          f"{r['projected_s_for_images'] / 60:>8.1f} min")
+  print(f"\nceiling ({dtype.name}, {n}^3): {ceiling:.2f} TFLOP/s; total wall time {total_s:.1f} s")
+  out = {"info": info, "matmul": ceilings, "models": results, "total_s": total_s,
+         "command": " ".join(["python", "experiments/gpu_check.py"] + (argv if argv is not None else sys.argv[1:]))}
+  if a.out:
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+      json.dump(out, f, indent=2)
+    print(f"wrote {a.out}")
+  return out
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,92 @@
+"""Golden tests for CLIP: open_clip (OpenAI key names, QuickGELU) -> zoomjax CLIP, both towers."""
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zoomjax.checkpoints import convert_clip
+from zoomjax.models import clip
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
+sw = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sw)
+
+# The tiny open_clip model of experiments/make_goldens.py (head width 16 vision / 12 text).
+VISION = dict(patch_size=8, width=32, depth=2, num_heads=2, mlp_dim=64, embed_dim=12)
+TEXT = dict(vocab_size=1000, context_length=77, width=24, depth=2, num_heads=2, mlp_dim=48, embed_dim=12)
+
+
+def rel_err(got, want):
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-12))
+
+
+@pytest.fixture(scope="module")
+def golden():
+  g = dict(np.load(GOLDEN / "clip_tiny.npz"))
+  state = sw.seeded_state_dict(sw.decode_spec(g["spec"]))
+  x = sw.seeded_images(tuple(g["input_shape"])).transpose(0, 2, 3, 1)
+  return g, state, x
+
+
+def test_clip_towers_match_open_clip(golden):
+  g, state, x = golden
+  variables = convert_clip.convert_clip(state, vision_heads=2, text_heads=2)
+  model = clip.CLIP(VISION, TEXT)
+  img = model.apply(variables, jnp.asarray(x), method=clip.CLIP.encode_image)
+  txt = model.apply(variables, jnp.asarray(g["tokens"]), method=clip.CLIP.encode_text)
+  assert rel_err(img, g["image_features"]) < 1e-4
+  assert rel_err(txt, g["text_features"]) < 1e-4
+  logits, _ = jax.jit(model.apply)(variables, jnp.asarray(x), jnp.asarray(g["tokens"]))
+  assert rel_err(logits, g["logits_per_image"]) < 1e-4
+
+
+def test_zero_shot_classifier_is_100_cos(golden):
+  g, state, x = golden
+  # A head made of the golden text embeddings: logits must be 100 * cos(image, text).
+  txt = g["text_features"] / np.linalg.norm(g["text_features"], axis=-1, keepdims=True)
+  flat = {k: v for k, v in state.items()}
+  flat["zeroshot_head"] = txt.T.astype(np.float32)
+  variables = convert_clip.convert_clip_zero_shot(flat, vision_heads=2)
+  assert "text" not in variables["params"]
+  logits, inter = clip.ZeroShotClassifier(VISION, num_classes=3).apply(variables, jnp.asarray(x))
+  img = g["image_features"] / np.linalg.norm(g["image_features"], axis=-1, keepdims=True)
+  np.testing.assert_allclose(logits, 100.0 * img @ txt.T, rtol=1e-4, atol=1e-3)
+  assert inter["feature_map"].shape == (2, 4, 4, 32)
+  del flat["zeroshot_head"]
+  with pytest.raises(KeyError, match="python -m zoomjax.models.clip"):
+    convert_clip.convert_clip_zero_shot(flat)
+
+
+def test_zero_shot_head_averages_normalised_template_embeddings():
+  """Known answer: class c's two templates embed to (b_c +- n_c) * s_t with n_c orthogonal to b_c.
+
+  Normalising per template cancels the scales s_t and the mean cancels the noise, so the head is b_c/|b_c|;
+  averaging unnormalised embeddings would not give that.
+  """
+  rng = np.random.default_rng(0)
+  base = rng.standard_normal((3, 5))
+  unit = base / np.linalg.norm(base, axis=1, keepdims=True)
+  noise = rng.standard_normal((3, 5))
+  noise -= np.sum(noise * unit, axis=1, keepdims=True) * unit
+
+  def encode(tokens):  # tokens: (T, 1) = [class id * 10 + template id]
+    c, t = tokens[:, 0] // 10, tokens[:, 0] % 10
+    sign = np.where(t % 2 == 0, 1.0, -1.0)[:, None]
+    return (base[c] + sign * noise[c]) * (1.0 + 3 * t)[:, None]
+
+  names = ["0", "1", "2"]
+  tok = lambda texts: np.array([[int(s.split("|")[0]) * 10 + int(s.split("|")[1])] for s in texts])
+  head = clip.zero_shot_head(encode, tok, names, templates=("{}|0", "{}|1"))
+  assert head.shape == (5, 3)
+  np.testing.assert_allclose(head, unit.T, atol=1e-6)
+
+
+def test_config_from_state_dict(golden):
+  _, state, _ = golden
+  cfg = clip.config_from_state_dict(state, vision_head_width=16, text_head_width=12)
+  assert cfg == {"vision": VISION, "text": TEXT}

@@ -1,0 +1,65 @@
+"""zoomjax's CLIP tokenizer against open_clip's SimpleTokenizer (ids computed by experiments/make_goldens.py).
+
+The synthetic vocabulary (BPE merges learned on a small corpus, written in the real file's format) makes the
+main test independent of third-party files; the real-vocabulary test runs when the file is available
+(ZOOMJAX_CLIP_VOCAB=/path/to/bpe_simple_vocab_16e6.txt.gz) and is skipped otherwise.
+"""
+import importlib.util
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from zoomjax.models import clip, clip_tokenizer
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
+sw = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sw)
+
+
+@pytest.fixture(scope="module")
+def synthetic_tokenizer(tmp_path_factory):
+  path = tmp_path_factory.mktemp("vocab") / "vocab.txt.gz"
+  sw.write_bpe_vocab(str(path), sw.synthetic_bpe_merges())
+  return clip_tokenizer.ClipTokenizer(str(path))
+
+
+def test_matches_open_clip_on_synthetic_vocab(synthetic_tokenizer):
+  want = np.load(GOLDEN / "clip_tokenizer.npz")["synthetic"]
+  got = synthetic_tokenizer(list(sw.TOKENIZER_TEXTS))
+  assert got.dtype == np.int32 and got.shape == (len(sw.TOKENIZER_TEXTS), 77)
+  for text, g, w in zip(sw.TOKENIZER_TEXTS, got, want):
+    np.testing.assert_array_equal(g, w, err_msg=text)
+
+
+def test_structure_and_round_trip(synthetic_tokenizer):
+  tok = synthetic_tokenizer
+  ids = tok(["a photo of a goldfish.", " ".join(["tiger"] * 100)])
+  assert ids[0, 0] == tok.sot_token_id and tok.eot_token_id in ids[0]
+  assert tok.eot_token_id == tok.vocab_size - 1 == ids.max()  # the eot pooling relies on it
+  assert ids[1, -1] == tok.eot_token_id and (ids[1] != 0).all()  # truncated, eot kept
+  assert tok.decode(ids[0]) == "a photo of a goldfish ."
+  assert clip_tokenizer.pre_tokenize("it's 12 o'clock!!") == ["it", "'s", "1", "2", "o", "'", "clock", "!!"]
+
+
+def test_missing_vocab_names_the_file(tmp_path):
+  with pytest.raises(FileNotFoundError, match="bpe_simple_vocab_16e6"):
+    clip_tokenizer.ClipTokenizer(str(tmp_path / "nope.txt.gz"))
+
+
+def test_templates_are_the_80_openai_prompts():
+  t = clip.OPENAI_IMAGENET_TEMPLATES
+  assert len(t) == 80 == len(set(t)) and all(s.count("{}") == 1 for s in t)
+  assert t[0] == "a bad photo of a {}." and t[-1] == "a tattoo of the {}."
+
+
+def test_matches_open_clip_on_real_vocab():
+  path = os.environ.get("ZOOMJAX_CLIP_VOCAB", "")
+  if not os.path.exists(path):
+    pytest.skip("set ZOOMJAX_CLIP_VOCAB to bpe_simple_vocab_16e6.txt.gz to run")
+  want = np.load(GOLDEN / "clip_tokenizer.npz")["real"]
+  got = clip_tokenizer.ClipTokenizer(path)(list(sw.TOKENIZER_TEXTS))
+  for text, g, w in zip(sw.TOKENIZER_TEXTS, got, want):
+    np.testing.assert_array_equal(g, w, err_msg=text)

@@ -1,0 +1,108 @@
+"""The zoom_sweep job end to end: tiny random model, 3 packaged photos, a 2-scale grid; resume after a failure."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import demo as demo_config
+from configs import zoom_sweep as config_lib
+from zoomjax import records as R
+from zoomjax.jobs import zoom_sweep as job
+
+jax.config.update("jax_disable_most_optimizations", True)
+
+
+def small_config(**overrides):
+  c = config_lib.get_config("runlocal=1,data=demo_photos,limit=3,grid=224/256")
+  c.shard_size = 2  # Shards {0, 1} and {2}.
+  c.batch_size = 1
+  c.view_chunk = 16  # 18 zoom views + 10 crops = 28 views -> 2 chunks of 14.
+  c.gallery_size = 2
+  for k, v in overrides.items():
+    setattr(c, k, v)
+  return c
+
+
+class Boom(Exception):
+  pass
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  work = str(tmp_path_factory.mktemp("ref"))
+  metrics = job.run(small_config(), work)
+  return work, metrics
+
+
+def test_job_outputs(reference):
+  work, metrics = reference
+  with open(os.path.join(work, "metrics.json")) as f:
+    on_disk = json.load(f)
+  for key in ("num_images", "one_crop_accuracy", "upper_bound_accuracy", "top36_accuracy", "min_cover_size",
+              "anchor_upper_bound", "skipped_files", "aggregation", "disentangling", "accuracy_vs_scale"):
+    assert key in on_disk, key
+  assert on_disk["num_images"] == 3 and on_disk["num_views"] == 18
+  assert np.asarray(on_disk["anchor_upper_bound"]).shape == (3, 3)
+  assert set(on_disk["aggregation"]) >= {"zoom-in max", "zoom-in mean", "5-crop mean", "10-crop max"}
+  assert on_disk["upper_bound_accuracy"] >= on_disk["top36_accuracy"] >= on_disk["one_crop_accuracy"]
+  rec = R.load(os.path.join(work, R.FINAL_FILE))
+  assert rec.top5.shape == (3, 18, 5) and rec.crop_top5.shape == (3, 10, 5) and rec.agg_top5.shape == (3, 5, 5)
+  assert list(rec.ids) == ["chelsea.png", "coffee.png", "rocket.jpg"]
+  assert rec.labels.shape[1] == 3  # demo_photos are multi-label.
+  assert np.all((rec.p_true >= 0) & (rec.p_true <= rec.p_max + 1e-6))
+  # The max of a mean of softmaxes is at most the mean of their maxima (zoom-224 = the 9 views at S=224).
+  z224 = [i for i, n in enumerate(rec.view_names) if n.endswith("_Size:224")]
+  sets = list(rec.agg_names)
+  assert np.all(rec.agg_p[:, sets.index("zoom-224"), 0] <= rec.p_max[:, z224].mean(1) + 1e-5)
+  assert np.all(rec.agg_p[:, sets.index("10-crop"), 0] <= rec.crop_p_max.mean(1) + 1e-5)
+  assert np.all(rec.agg_p[:, sets.index("zoom-out"), 0] == 0)  # No scale below 224 in this grid.
+  assert os.path.exists(os.path.join(work, "config.json"))
+  assert os.path.exists(os.path.join(work, "report.html"))
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(work))
+  assert sorted(os.listdir(os.path.join(work, R.SHARD_DIR))) == ["shard_000000.npz", "shard_000001.npz"]
+
+
+def test_resume_after_failure_gives_identical_arrays(reference, tmp_path):
+  ref_work, _ = reference
+  work = str(tmp_path)
+
+  def fail_after_first(k, path):
+    raise Boom(f"injected failure after shard {k}")
+
+  with pytest.raises(Boom):
+    job.run(small_config(), work, after_shard=fail_after_first)
+  first = os.path.join(work, R.SHARD_DIR, "shard_000000.npz")
+  assert os.listdir(os.path.join(work, R.SHARD_DIR)) == ["shard_000000.npz"]
+  assert not os.path.exists(os.path.join(work, "metrics.json"))
+  before = os.stat(first)
+  written = []
+  job.run(small_config(), work, after_shard=lambda k, p: written.append(k))
+  assert written == [1]  # Only the missing shard was computed.
+  after = os.stat(first)
+  assert (before.st_mtime_ns, before.st_ino) == (after.st_mtime_ns, after.st_ino)
+  a = R.load(os.path.join(ref_work, R.FINAL_FILE))
+  b = R.load(os.path.join(work, R.FINAL_FILE))
+  for f in R.PER_IMAGE + R.NAMES:
+    np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+
+
+def test_resume_refuses_a_different_config(reference):
+  work, _ = reference
+  with pytest.raises(ValueError, match="grid"):
+    job.run(small_config(grid=config_lib.get_config("grid=tiny").grid), work)
+
+
+def test_configs_parse():
+  c = config_lib.get_config("model=resnet50,data=folder:/x/y,grid=paper,limit=20,paper=IN")
+  assert c.model.name == "resnet50" and c.data.name == "folder:/x/y" and c.limit == 20
+  assert len(c.grid.scales) == 36 and c.paper_dataset == "IN"
+  assert config_lib.get_config("grid=64/128").grid.scales == (64, 128)
+  with pytest.raises(ValueError, match="unknown config args"):
+    config_lib.get_config("modle=x")
+  with pytest.raises(ValueError, match="grid="):
+    config_lib.get_config("grid=huge")
+  d = demo_config.get_config()
+  assert d.model.name == "efficientnet_lite0" and d.data.name == "demo_photos" and len(d.grid.scales) == 36
+  assert not d.model.random_init

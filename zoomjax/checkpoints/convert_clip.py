@@ -1,0 +1,80 @@
+"""OpenAI CLIP / open_clip ViT state dicts -> zoomjax.models.clip variables.
+
+Key names (OpenAI `.pt` and open_clip `open_clip_pytorch_model.bin` / `.safetensors` share them):
+`visual.{conv1.weight (no bias), class_embedding (D,), positional_embedding (1+N, D), ln_pre, transformer.
+resblocks.{i}.{ln_1, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj},
+ln_post, proj (D, E)}` and top-level text keys `token_embedding.weight, positional_embedding, transformer.*,
+ln_final, text_projection (D_t, E)`, `logit_scale`. `proj`/`text_projection` are already (in, out).
+Heads default to width // 64, as in every released ViT CLIP.
+"""
+from typing import Optional
+
+from zoomjax.checkpoints.convert_torchvision import Flat, KeyTaker, count_blocks
+
+# Scalars OpenAI's archives carry next to the weights; `attn_mask` is rebuilt from the context length.
+_IGNORE = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+
+
+def _strip(flat: Flat) -> dict:
+  flat = dict(flat)
+  if flat and all(k.startswith("module.") for k in flat):  # DDP-wrapped training checkpoints.
+    flat = {k[len("module."):]: v for k, v in flat.items()}
+  return flat
+
+
+def _tower_blocks(t: KeyTaker, src: str, dst: str, num_heads: int) -> None:
+  depth = count_blocks(t.flat, f"{src}transformer.resblocks.")
+  if depth == 0:
+    raise KeyError(f"{t.what}: no `{src}transformer.resblocks.0.*` keys")
+  for i in range(depth):
+    s, d = f"{src}transformer.resblocks.{i}", f"{dst}/transformer/resblocks_{i}"
+    t.norm(f"{s}.ln_1", f"{d}/ln_1")
+    t.packed_attention(f"{s}.attn", f"{d}/attn", num_heads)
+    t.norm(f"{s}.ln_2", f"{d}/ln_2")
+    t.dense(f"{s}.mlp.c_fc", f"{d}/mlp/c_fc")
+    t.dense(f"{s}.mlp.c_proj", f"{d}/mlp/c_proj")
+
+
+def _visual(t: KeyTaker, dst: str, num_heads: Optional[int]) -> None:
+  if t.has("visual.attnpool.c_proj.weight") or t.has("visual.layer1.0.conv1.weight"):
+    raise ValueError("CLIP: ResNet image towers (RN50, ...) are not supported; use a ViT CLIP")
+  width = t.flat["visual.conv1.weight"].shape[0] if t.has("visual.conv1.weight") else 0
+  t.conv("visual.conv1", f"{dst}/conv1")
+  t.put(f"params/{dst}/class_embedding", t.take("visual.class_embedding"))
+  t.put(f"params/{dst}/positional_embedding", t.take("visual.positional_embedding"))
+  t.norm("visual.ln_pre", f"{dst}/ln_pre")
+  _tower_blocks(t, "visual.", dst, num_heads or width // 64)
+  t.norm("visual.ln_post", f"{dst}/ln_post")
+  t.put(f"params/{dst}/proj", t.take("visual.proj"))
+
+
+def convert_clip(flat: Flat, vision_heads: Optional[int] = None, text_heads: Optional[int] = None) -> dict:
+  """Full CLIP (both towers, logit_scale) -> variables of `zoomjax.models.clip.CLIP`."""
+  t = KeyTaker(_strip(flat), "CLIP")
+  _visual(t, "visual", vision_heads)
+  t.put("params/text/token_embedding/embedding", t.take("token_embedding.weight"))
+  t.put("params/text/positional_embedding", t.take("positional_embedding"))
+  _tower_blocks(t, "", "text", text_heads or t.flat["token_embedding.weight"].shape[1] // 64)
+  t.norm("ln_final", "text/ln_final")
+  t.put("params/text/text_projection", t.take("text_projection"))
+  t.put("params/logit_scale", t.take("logit_scale").reshape(()))
+  return t.finish(ignore=_IGNORE)
+
+
+def convert_clip_zero_shot(flat: Flat, vision_heads: Optional[int] = None) -> dict:
+  """Image tower + `zeroshot_head` (E, C) -> variables of `zoomjax.models.clip.ZeroShotClassifier`.
+
+  The head is written once by `python -m zoomjax.models.clip` (text tower, vocabulary and class names);
+  text-tower keys, if present, are ignored here.
+  """
+  flat = _strip(flat)
+  if "zeroshot_head" not in flat:
+    raise KeyError("CLIP zero-shot classifier: the checkpoint has no `zeroshot_head`. Build the classifier "
+                   "file once with `python -m zoomjax.models.clip --checkpoint CLIP.pt --vocab "
+                   "bpe_simple_vocab_16e6.txt.gz --classnames classnames.txt --out clip_zeroshot.safetensors` "
+                   "and pass that file as the checkpoint")
+  t = KeyTaker(flat, "CLIP zero-shot classifier")
+  _visual(t, "visual", vision_heads)
+  t.put("params/zeroshot_head", t.take("zeroshot_head"))
+  text = [k for k in flat if not k.startswith("visual.") and k != "zeroshot_head"]
+  return t.finish(ignore=tuple(text) + _IGNORE)

@@ -1,0 +1,223 @@
+"""Job `zoom_sweep`: sweep a dataset through the zoom grid and a model, then analyse and report.
+
+Workdir layout (rerunning with the same workdir resumes; nothing already written is rewritten):
+  config.json       written first; a rerun with a config that changes the results is refused
+  shards/           shard_<k>.npz, one per global image range, written atomically when complete
+  records.npz       all shards merged (process 0)
+  metrics.json      headline numbers and every analysis (process 0)
+  report.html, report/   figures and gallery (process 0)
+  events.out.tfevents.*  clu/TensorBoard scalars: images/s, views/s, ETA
+"""
+import json
+import os
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from zoomjax import analyses
+from zoomjax import paper_numbers
+from zoomjax import parallel
+from zoomjax import records as records_lib
+from zoomjax import sweep
+
+# Config fields that change the numbers; a resumed run must agree on all of them.
+RESULT_FIELDS = ("model", "data", "limit", "grid", "extra_crops", "shard_size", "batch_size", "view_chunk",
+                 "dtype")
+
+
+def _dtype(name: str):
+  if name not in ("float32", "bfloat16"):
+    raise ValueError(f"config.dtype must be 'float32' or 'bfloat16', got {name!r}")
+  return jnp.dtype(name)
+
+
+def _check_or_write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes config.json first; on resume refuses a config whose results would differ."""
+  path = os.path.join(workdir, "config.json")
+  new = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    diff = [k for k in RESULT_FIELDS if old.get(k) != new.get(k)]
+    if diff:
+      raise ValueError(f"{workdir} holds a sweep with a different config ({', '.join(diff)}: "
+                       f"{[old.get(k) for k in diff]} vs {[new.get(k) for k in diff]}); "
+                       "use a new --workdir or delete the old one")
+    if old == new:
+      return
+  sweep.write_json_atomic(path, new)
+
+
+def _grid(config):
+  from zoomjax import zoom  # pylint: disable=g-import-not-at-top
+  return zoom.ZoomGrid(tuple(int(s) for s in config.grid.scales), anchors=int(config.grid.anchors),
+                       crop=int(config.grid.crop))
+
+
+def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] = None):
+  """(dataset, bundle, grid, spec, step, variables) for a config; shared by the job and the benchmark."""
+  from zoomjax import data, models, zoom  # pylint: disable=g-import-not-at-top
+  kw = {k: v for k, v in config.data.to_dict().items() if k != "name" and v not in (None, "")}
+  dataset = data.get_dataset(config.data.name, **kw)
+  dtype = _dtype(config.dtype)
+  overrides = {} if dtype == jnp.float32 else {"dtype": dtype}
+  bundle = models.load(config.model.name, config.model.get("checkpoint") or None,
+                       random_init=bool(config.model.random_init), seed=int(config.model.seed), **overrides)
+  grid = _grid(config)
+  spec = sweep.ViewSpec(transforms=tuple(tuple(int(v) for v in t) for t in grid.transforms),
+                        crop=int(config.grid.crop), extra_crops=bool(config.extra_crops))
+  if spec.view_names != list(grid.names):
+    raise RuntimeError(f"zoom grid names {list(grid.names)[:3]} do not follow LOC:<row>_<col>_Size:<S>")
+  module, pp = bundle.module, bundle.preprocessing
+
+  def predict_fn(variables, pixels):
+    logits, _ = module.apply(variables, pp.normalize(pixels).astype(dtype))
+    return logits
+
+  zoom_kw = {} if dtype == jnp.float32 else {"dtype": dtype}
+  crops_fn = lambda canvas, hw: zoom.zoom_crops_batch(canvas, hw, grid, **zoom_kw)  # noqa: E731
+  space = dataset.label_space
+  mask = None if space.class_subset is None else space.logit_mask()
+  mesh = mesh if mesh is not None else sweep.local_mesh()
+  parallel.check_batch_size(int(config.batch_size), mesh)
+  jitted = sweep.make_step(predict_fn, crops_fn, spec, logit_mask=mask, view_chunk=int(config.view_chunk),
+                           dtype=dtype, mesh=mesh)
+  variables = parallel.replicate(bundle.variables, mesh)
+
+  def step(variables, image, hw, labels):
+    """Host batch -> device (split over 'data') -> jitted step -> compact numpy records."""
+    args = parallel.shard_batch((image, hw, labels), mesh)
+    return parallel.to_host(jitted(variables, *args))
+
+  step.jitted = jitted
+  return dataset, bundle, grid, spec, step, variables
+
+
+def render_view_fn(grid_crop: int):
+  """(image, view name) -> the view's pixels, for the report gallery (host side, one view at a time)."""
+  from zoomjax import zoom  # pylint: disable=g-import-not-at-top
+
+  def render(image: np.ndarray, name: str) -> np.ndarray:
+    s, r, c = analyses.parse_view_name(name)
+    crops = zoom.zoom_crops(jnp.asarray(image), zoom.ZoomGrid((s,), anchors=3, crop=grid_crop))
+    return np.asarray(crops[r * 3 + c])
+
+  return render
+
+
+def summary_table(metrics: Dict[str, Any], paper: Dict[str, float]) -> str:
+  rows = [("images", str(metrics["num_images"]), ""), ("views per image", str(metrics["num_views"]), "")]
+  for key, label in (("one_crop_accuracy", "1-crop (LOC:1_1_Size:256)"),
+                     ("upper_bound_accuracy", "upper bound (all views)"), ("top36_accuracy", "greedy top-36")):
+    v = metrics.get(key)
+    rows.append((label, "-" if v is None else f"{100 * v:.2f}%",
+                 f"{paper[key]:.2f}%" if key in paper else ""))
+  rows.append(("min-cover size", str(metrics["min_cover_size"]),
+               f"{paper['min_cover_size']:.0f}" if "min_cover_size" in paper else ""))
+  w = max(len(r[0]) for r in rows)
+  lines = [f"{'':{w}}  {'ours':>8}  {'paper':>8}"]
+  lines += [f"{a:{w}}  {b:>8}  {c:>8}" for a, b, c in rows]
+  return "\n".join(lines)
+
+
+def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, dataset=None,
+                       wall_time_s: Optional[float] = None, command: str = "") -> Dict[str, Any]:
+  """metrics.json, figures and report.html from merged records (process 0)."""
+  from zoomjax import report  # pylint: disable=g-import-not-at-top
+  metrics = analyses.record_metrics(rec, k=int(config.top_k), tie=config.tie_order, crop=int(config.grid.crop),
+                                    anchors=int(config.grid.anchors))
+  metrics["skipped_files"] = [str(s) for s in rec.skipped]
+  metrics["model"] = config.model.name
+  metrics["dataset"] = config.data.name
+  pds = paper_numbers.paper_dataset_key(config.data.name, config.get("paper_dataset") or None)
+  metrics["paper_dataset"] = pds
+  metrics["paper"] = paper_numbers.lookup(config.model.name, pds)
+  metrics["scales"] = [int(s) for s in config.grid.scales]
+  if wall_time_s is not None:
+    metrics["sweep_wall_time_s"] = wall_time_s
+  metrics = analyses.nan_to_none(metrics)
+  sweep.write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
+  if config.get("report", True):
+    read_image = None
+    if dataset is not None:
+      read_image = lambda i: dataset.read(i)["image"]  # noqa: E731
+    class_names = dataset.class_names if dataset is not None else [str(i) for i in range(1000)]
+    path = report.write_report(workdir, rec, metrics, class_names=class_names, model=config.model.name,
+                               dataset=config.data.name, paper_dataset=pds, command=command,
+                               wall_time_s=wall_time_s, read_image=read_image,
+                               render_view=render_view_fn(int(config.grid.crop)),
+                               gallery_size=int(config.gallery_size), top_k=int(config.top_k))
+    metrics["report"] = path
+  return metrics
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None) -> Optional[Dict[str, Any]]:
+  """Runs (or resumes) the sweep; process 0 merges, analyses and reports. Returns the metrics on process 0.
+
+  after_shard(k, path): called after each shard file is written (tests inject failures here).
+  """
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  from zoomjax import data, zoom  # pylint: disable=g-import-not-at-top
+  pid, pcount = jax.process_index(), jax.process_count()
+  os.makedirs(workdir, exist_ok=True)
+  if pid == 0:
+    _check_or_write_config(config, workdir)
+  writer = metric_writers.create_default_writer(workdir, just_logging=pid > 0, asynchronous=False)
+  t_start = time.monotonic()
+  dataset, bundle, grid, spec, step, variables = build(config)
+  num_images = len(dataset) if int(config.limit) <= 0 else min(int(config.limit), len(dataset))
+  shard_size = int(config.shard_size)
+  n_shards = records_lib.num_shards(num_images, shard_size)
+  mine = records_lib.process_shards(n_shards, pid, pcount)
+  total_mine = sum(len(records_lib.shard_range(k, shard_size, num_images)) for k in mine)
+  logging.info("zoom sweep: %s on %s, %d images x %d views (%d grid + %d crops), %d shards of %d",
+               config.model.name, dataset.name, num_images, spec.num_views, len(spec.transforms),
+               len(spec.crop_names), n_shards, shard_size)
+  progress = sweep.Progress(total_images=total_mine, views_per_image=spec.num_views, writer=writer,
+                            every_secs=float(config.progress_every_secs), log_fn=_log)
+  names = {"view_names": spec.view_names, "crop_names": spec.crop_names, "agg_names": list(sweep.AGG_SETS)}
+  t = len(spec.transforms)
+
+  def batches_for(indices):
+    return data.make_batches(dataset, batch_size=int(config.batch_size), canvas_fn=zoom.canvas_size,
+                             indices=indices, num_workers=int(config.num_workers), on_error=config.on_error,
+                             prefetch=int(config.prefetch))
+
+  def compute(batch):
+    out = step(variables, batch["image"], batch["hw"], batch["labels"])
+    return sweep.split_outputs(out, t)
+
+  def skipped_in(rng):
+    return [f"{s['id']}: {s['reason']}" for s in dataset.skipped if s["index"] in rng]
+
+  written = sweep.run_shards(workdir, num_images=num_images, shard_size=shard_size, batches_for=batches_for,
+                             compute=compute, names=names, ids_of=lambda i: dataset.ids[i],
+                             skipped_in=skipped_in, process_index=pid, process_count=pcount, progress=progress,
+                             on_shard_written=after_shard)
+  wall = time.monotonic() - t_start
+  writer.write_scalars(total_mine, {"sweep_wall_time_s": wall, "shards_written": len(written)})
+  writer.flush()
+  if pid != 0:
+    return None
+  sweep.wait_for_shards(workdir, n_shards, float(config.merge_timeout_s))
+  rec = records_lib.merge_shards(workdir, n_shards)
+  command = config.get("command", "") or ""
+  metrics = analyse_and_report(config, workdir, rec, dataset=dataset, wall_time_s=wall, command=command)
+  writer.write_scalars(total_mine, {k: metrics[k] for k in ("one_crop_accuracy", "upper_bound_accuracy",
+                                                            "top36_accuracy") if metrics.get(k) is not None})
+  writer.flush()
+  writer.close()
+  print(summary_table(metrics, metrics["paper"]))
+  if metrics.get("report"):
+    print(f"report: {os.path.abspath(metrics['report'])}")
+  return metrics
+
+
+def _log(msg: str) -> None:
+  logging.info(msg)
+  print(msg, flush=True)

@@ -1,0 +1,62 @@
+"""Zoom aggregation at test time (paper §2.8): predict from many zoom views without adaptation or an oracle.
+
+"mean": argmax of the softmax averaged over the views; "max": the label of the single most confident view
+(highest max-softmax). The paper does not define the two; these are its most plausible reading (paper.md §2.8).
+Both use the dataset's logit mask inside the softmax, like every other prediction in zoomjax.
+"""
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoomjax.data.label_space import mask_logits
+from zoomjax.models.bundle import ModelBundle
+from zoomjax.tta.memo import EpisodeFn, with_bn_prior
+
+# (canvas (Hc, Wc, 3), hw int32 (2,)) -> (V, crop, crop, 3) float32 pixels in [0, 255], e.g. the zoom-in grid.
+CropsFn = Callable[[jax.Array, jax.Array], jax.Array]
+AGGREGATIONS = ("mean", "max")
+
+
+def aggregate(view_logits: jax.Array, how: str, mask: Optional[np.ndarray] = None) -> jax.Array:
+  """(V, C) per-view logits -> (C,) scores whose argmax is the aggregated prediction.
+
+  mean: log of the mean masked softmax; max: the masked logits of the most confident view.
+  """
+  if how not in AGGREGATIONS:
+    raise ValueError(f"aggregation {how!r} is not one of {AGGREGATIONS}")
+  logp = jax.nn.log_softmax(mask_logits(view_logits.astype(jnp.float32), mask), axis=-1)
+  if how == "mean":
+    return jax.nn.logsumexp(logp, axis=0) - jnp.log(view_logits.shape[0])
+  best = jnp.argmax(jnp.max(logp, axis=-1))
+  return logp[best]
+
+
+def make_zoom_tta(bundle: ModelBundle, crops_fn: CropsFn, how: str = "mean", *,
+                  logit_mask: Optional[np.ndarray] = None, view_chunk: int = 32) -> EpisodeFn:
+  """`predict(variables, image, key, hw=None) -> (C,)` aggregated over `crops_fn`'s views (key unused).
+
+  Views go through the model `view_chunk` at a time (lax.map), bounding activation memory; BatchNorm is in eval
+  mode as in the zoom study.
+  """
+  if how not in AGGREGATIONS:
+    raise ValueError(f"aggregation {how!r} is not one of {AGGREGATIONS}")
+  module = with_bn_prior(bundle.module, None)
+  normalize = bundle.preprocessing.normalize
+  mask = None if logit_mask is None else np.asarray(logit_mask, bool)
+
+  def predict(variables, image, key, hw=None):
+    del key
+    image = jnp.asarray(image)
+    hw = jnp.asarray(image.shape[:2] if hw is None else hw, jnp.int32)
+    views = crops_fn(image, hw)
+    v = views.shape[0]
+    chunk = min(view_chunk, v)
+    n = -(-v // chunk)
+    idx = np.minimum(np.arange(n * chunk), v - 1).reshape(n, chunk)
+    logits = jax.lax.map(lambda i: module.apply(variables, normalize(views[i]))[0], jnp.asarray(idx))
+    logits = logits.reshape(n * chunk, -1)[:v]
+    return aggregate(logits, how, mask)
+
+  return predict
