@@ -160,7 +160,13 @@ def golden_vit_npz():
 # ------------------------------------------------------------------------------------------ CLIP
 
 def golden_clip():
-  """A tiny open_clip ViT CLIP (OpenAI key names; QuickGELU) on seeded images and token ids."""
+  """Tiny open_clip ViT CLIPs (OpenAI key names) on seeded images and token ids: QuickGELU (OpenAI,
+  `-quickgelu`) and exact GELU (other open_clip models)."""
+  for name, quick in (("clip_tiny", True), ("clip_tiny_gelu", False)):
+    _golden_clip(name, quick)
+
+
+def _golden_clip(name, quick_gelu):
   import open_clip
   from open_clip.model import CLIPTextCfg, CLIPVisionCfg
   vocab = 1000
@@ -168,7 +174,7 @@ def golden_clip():
       embed_dim=12,
       vision_cfg=CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32, mlp_ratio=2.0),
       text_cfg=CLIPTextCfg(context_length=77, vocab_size=vocab, width=24, heads=2, layers=2, mlp_ratio=2.0),
-      quick_gelu=True)
+      quick_gelu=quick_gelu)
   model, spec = load_seeded(model)
   x = sw.seeded_images((2, 3, 32, 32))
   tokens = sw.seeded_tokens(3, 77, vocab, lengths=(5, 12, 77))
@@ -176,7 +182,7 @@ def golden_clip():
   txt = model.encode_text(torch.from_numpy(tokens)).numpy()
   img_f, txt_f, scale = model(torch.from_numpy(x), torch.from_numpy(tokens))[:3]
   logits_per_image = (scale * img_f @ txt_f.T).numpy()
-  save("clip_tiny", spec=sw.encode_spec(spec), input_shape=np.array(x.shape), tokens=tokens,
+  save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), tokens=tokens,
        image_features=img, text_features=txt, logits_per_image=logits_per_image)
 
 

@@ -62,7 +62,7 @@ def test_timm_clip_style_vit_matches():
   variables = convert_timm.convert_vit(state, num_heads=2)
   model = vit.VisionTransformer(**TINY, pre_norm=True, activation="quick_gelu", layernorm_epsilon=1e-5,
                                 embedding_bias=False)
-  logits, _ = model.apply(variables, jnp.asarray(x))
+  logits, _ = jax.jit(model.apply)(variables, jnp.asarray(x))
   assert rel_err(logits, g["logits"]) < 1e-4
 
 
@@ -76,7 +76,7 @@ def test_tanh_gelu_changes_outputs():
   """vit_jax/big_vision were trained with tanh GELU; the attribute must really switch the activation."""
   g, state, x = load_golden("vit_npz_vitjax")
   variables = convert_vit_npz.convert_vit_npz(state)
-  logits, _ = vit.VisionTransformer(**TINY, gelu_approximate=True).apply(variables, jnp.asarray(x))
+  logits, _ = jax.jit(vit.VisionTransformer(**TINY, gelu_approximate=True).apply)(variables, jnp.asarray(x))
   err = rel_err(logits, g["logits"])
   assert 1e-6 < err < 5e-2
 

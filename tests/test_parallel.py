@@ -151,7 +151,11 @@ def _worker() -> None:
   got = run8(parallel.replicate(bundle.variables, mesh8), *parallel.shard_batch((canvas, keys, hws), mesh8))
   assert len(got.sharding.device_set) == 8
   got = parallel.to_host(got)
-  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg="MEMO logits: 8 devices vs 1")
+  # Random-init logits are small (~1e-4), so the tolerance is relative to their scale. Distinct rows guard
+  # against the failure seen with jit in_shardings (every image got image 0's answer).
+  scale = np.abs(ref).max()
+  assert np.abs(ref[0] - ref[1]).max() > 1e-2 * scale
+  np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * scale, err_msg="MEMO logits: 8 devices vs 1")
   np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
   print("WORKER OK", flush=True)
 
@@ -165,5 +169,6 @@ def test_eight_fake_devices_give_the_one_device_answers(tmp_path):
 
 
 if __name__ == "__main__":
+  jax.config.update("jax_disable_most_optimizations", True)  # Compile time dominates these tiny programs.
   jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/zoomjax/jax-tests"))
   _worker()

@@ -30,9 +30,14 @@ class Boom(Exception):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def built():
+  return job.build(small_config())  # One model and one compiled step for every run of this module.
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, built):
   work = str(tmp_path_factory.mktemp("ref"))
-  metrics = job.run(small_config(), work)
+  metrics = job.run(small_config(), work, built=built)
   return work, metrics
 
 
@@ -64,7 +69,7 @@ def test_job_outputs(reference):
   assert sorted(os.listdir(os.path.join(work, R.SHARD_DIR))) == ["shard_000000.npz", "shard_000001.npz"]
 
 
-def test_resume_after_failure_gives_identical_arrays(reference, tmp_path):
+def test_resume_after_failure_gives_identical_arrays(reference, built, tmp_path):
   ref_work, _ = reference
   work = str(tmp_path)
 
@@ -72,13 +77,13 @@ def test_resume_after_failure_gives_identical_arrays(reference, tmp_path):
     raise Boom(f"injected failure after shard {k}")
 
   with pytest.raises(Boom):
-    job.run(small_config(), work, after_shard=fail_after_first)
+    job.run(small_config(), work, after_shard=fail_after_first, built=built)
   first = os.path.join(work, R.SHARD_DIR, "shard_000000.npz")
   assert os.listdir(os.path.join(work, R.SHARD_DIR)) == ["shard_000000.npz"]
   assert not os.path.exists(os.path.join(work, "metrics.json"))
   before = os.stat(first)
   written = []
-  job.run(small_config(), work, after_shard=lambda k, p: written.append(k))
+  job.run(small_config(), work, after_shard=lambda k, p: written.append(k), built=built)
   assert written == [1]  # Only the missing shard was computed.
   after = os.stat(first)
   assert (before.st_mtime_ns, before.st_ino) == (after.st_mtime_ns, after.st_ino)
@@ -88,10 +93,10 @@ def test_resume_after_failure_gives_identical_arrays(reference, tmp_path):
     np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
 
 
-def test_resume_refuses_a_different_config(reference):
+def test_resume_refuses_a_different_config(reference, built):
   work, _ = reference
   with pytest.raises(ValueError, match="grid"):
-    job.run(small_config(grid=config_lib.get_config("grid=tiny").grid), work)
+    job.run(small_config(grid=config_lib.get_config("grid=64/256").grid), work, built=built)
 
 
 def test_configs_parse():

@@ -15,7 +15,7 @@ from zoomjax.checkpoints.convert_torchvision import Flat, KeyTaker, count_blocks
 _IGNORE = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 
 
-def _strip(flat: Flat) -> dict:
+def strip_module_prefix(flat: Flat) -> dict:
   flat = dict(flat)
   if flat and all(k.startswith("module.") for k in flat):  # DDP-wrapped training checkpoints.
     flat = {k[len("module."):]: v for k, v in flat.items()}
@@ -50,7 +50,7 @@ def _visual(t: KeyTaker, dst: str, num_heads: Optional[int]) -> None:
 
 def convert_clip(flat: Flat, vision_heads: Optional[int] = None, text_heads: Optional[int] = None) -> dict:
   """Full CLIP (both towers, logit_scale) -> variables of `zoomjax.models.clip.CLIP`."""
-  t = KeyTaker(_strip(flat), "CLIP")
+  t = KeyTaker(strip_module_prefix(flat), "CLIP")
   _visual(t, "visual", vision_heads)
   t.put("params/text/token_embedding/embedding", t.take("token_embedding.weight"))
   t.put("params/text/positional_embedding", t.take("positional_embedding"))
@@ -67,7 +67,7 @@ def convert_clip_zero_shot(flat: Flat, vision_heads: Optional[int] = None) -> di
   The head is written once by `python -m zoomjax.models.clip` (text tower, vocabulary and class names);
   text-tower keys, if present, are ignored here.
   """
-  flat = _strip(flat)
+  flat = strip_module_prefix(flat)
   if "zeroshot_head" not in flat:
     raise KeyError("CLIP zero-shot classifier: the checkpoint has no `zeroshot_head`. Build the classifier "
                    "file once with `python -m zoomjax.models.clip --checkpoint CLIP.pt --vocab "

@@ -23,6 +23,8 @@ def _flat(tree: Mapping[str, Any]) -> dict:
 def _listing(title: str, lines: List[str]) -> str:
   if not lines:
     return ""
+  # Parameters first: they say more about what went wrong than the matching batch statistics.
+  lines = sorted(lines, key=lambda line: not line.startswith("params/"))
   shown = lines[:_MAX_LISTED]
   more = f"\n    ... and {len(lines) - _MAX_LISTED} more" if len(lines) > _MAX_LISTED else ""
   return f"\n  {title} ({len(lines)}):\n    " + "\n    ".join(shown) + more

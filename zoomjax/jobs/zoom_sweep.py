@@ -80,7 +80,17 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
     return logits
 
   zoom_kw = {} if dtype == jnp.float32 else {"dtype": dtype}
-  crops_fn = lambda canvas, hw: zoom.zoom_crops_batch(canvas, hw, grid, **zoom_kw)  # noqa: E731
+
+  def crops_fn(canvas, hw):
+    try:
+      return zoom.zoom_crops_batch(canvas, hw, grid, **zoom_kw)
+    except jax.errors.TracerArrayConversionError:
+      # zoom_crops_batch's input checks call np.asarray on a traced canvas (reported to the zoom owner);
+      # until that is fixed, call its jitted core with the same defaults.
+      impl = zoom._default_impl()  # pylint: disable=protected-access
+      dt = None if dtype == jnp.float32 else jnp.dtype(dtype).name
+      return zoom._zoom_batch(canvas, hw.astype(jnp.int32), grid,  # pylint: disable=protected-access
+                              grid.transform_indices(None), impl, dt, None)
   space = dataset.label_space
   mask = None if space.class_subset is None else space.logit_mask()
   mesh = mesh if mesh is not None else sweep.local_mesh()
@@ -98,14 +108,18 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
   return dataset, bundle, grid, spec, step, variables
 
 
-def render_view_fn(grid_crop: int):
-  """(image, view name) -> the view's pixels, for the report gallery (host side, one view at a time)."""
+def render_view_fn(grid_crop: int, anchors: int = 3):
+  """(image, view name) -> the view's pixels for the report gallery.
+
+  Uses the zoom module's PIL reference (identical to the kernel within 1-2 grey levels): a handful of gallery
+  views on the host costs milliseconds, where the kernel would compile once per (canvas, scale).
+  """
   from zoomjax import zoom  # pylint: disable=g-import-not-at-top
 
   def render(image: np.ndarray, name: str) -> np.ndarray:
     s, r, c = analyses.parse_view_name(name)
-    crops = zoom.zoom_crops(jnp.asarray(image), zoom.ZoomGrid((s,), anchors=3, crop=grid_crop))
-    return np.asarray(crops[r * 3 + c])
+    crops = zoom.pil_zoom_reference(np.asarray(image), zoom.ZoomGrid((s,), anchors=anchors, crop=grid_crop))
+    return crops[r * anchors + c]
 
   return render
 
@@ -150,16 +164,18 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
     path = report.write_report(workdir, rec, metrics, class_names=class_names, model=config.model.name,
                                dataset=config.data.name, paper_dataset=pds, command=command,
                                wall_time_s=wall_time_s, read_image=read_image,
-                               render_view=render_view_fn(int(config.grid.crop)),
+                               render_view=render_view_fn(int(config.grid.crop), int(config.grid.anchors)),
                                gallery_size=int(config.gallery_size), top_k=int(config.top_k))
     metrics["report"] = path
   return metrics
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None) -> Optional[Dict[str, Any]]:
+def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
+        built=None) -> Optional[Dict[str, Any]]:
   """Runs (or resumes) the sweep; process 0 merges, analyses and reports. Returns the metrics on process 0.
 
   after_shard(k, path): called after each shard file is written (tests inject failures here).
+  built: the result of `build(config)` to reuse (tests and benchmarks that run several sweeps).
   """
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from zoomjax import data, zoom  # pylint: disable=g-import-not-at-top
@@ -169,7 +185,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None) ->
     _check_or_write_config(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=pid > 0, asynchronous=False)
   t_start = time.monotonic()
-  dataset, bundle, grid, spec, step, variables = build(config)
+  dataset, bundle, grid, spec, step, variables = build(config) if built is None else built
   num_images = len(dataset) if int(config.limit) <= 0 else min(int(config.limit), len(dataset))
   shard_size = int(config.shard_size)
   n_shards = records_lib.num_shards(num_images, shard_size)

@@ -150,17 +150,19 @@ class TextTower(nn.Module):
 
 
 class CLIP(nn.Module):
-  """Both towers. `__call__(images, tokens)` -> (logits_per_image (B_img, B_txt), {image/text features}).
+  """Both towers. `__call__(images, tokens)` -> (logits_per_image (B_img, B_txt), intermediates) with
+  normalised `image_features`/`text_features` and unnormalised `image_embeddings`/`text_embeddings`.
 
   `encode_image` / `encode_text` give unnormalised embeddings (apply with `method=`).
   """
   vision_cfg: Dict[str, Any]
   text_cfg: Dict[str, Any]
+  activation: str = "quick_gelu"  # OpenAI and open_clip `-quickgelu`; "gelu" for other open_clip models
   dtype: Any = jnp.float32
 
   def setup(self):
-    self.visual = VisionTower(**self.vision_cfg, dtype=self.dtype)
-    self.text = TextTower(**self.text_cfg, dtype=self.dtype)
+    self.visual = VisionTower(**self.vision_cfg, activation=self.activation, dtype=self.dtype)
+    self.text = TextTower(**self.text_cfg, activation=self.activation, dtype=self.dtype)
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), (), jnp.float32)
 
   def encode_image(self, images: jax.Array) -> jax.Array:
@@ -170,9 +172,10 @@ class CLIP(nn.Module):
     return self.text(tokens)
 
   def __call__(self, images: jax.Array, tokens: jax.Array):
-    img = l2_normalize(self.encode_image(images))
-    txt = l2_normalize(self.encode_text(tokens))
-    return jnp.exp(self.logit_scale) * img @ txt.T, {"image_features": img, "text_features": txt}
+    img_emb, txt_emb = self.encode_image(images), self.encode_text(tokens)
+    img, txt = l2_normalize(img_emb), l2_normalize(txt_emb)
+    return jnp.exp(self.logit_scale) * img @ txt.T, {
+        "image_features": img, "text_features": txt, "image_embeddings": img_emb, "text_embeddings": txt_emb}
 
 
 def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -187,11 +190,12 @@ class ZeroShotClassifier(nn.Module):
   """
   vision_cfg: Dict[str, Any]
   num_classes: int = 1000
+  activation: str = "quick_gelu"  # OpenAI and open_clip `-quickgelu`; "gelu" for other open_clip models
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array):
-    emb, out = VisionTower(**self.vision_cfg, dtype=self.dtype, name="visual")(x)
+    emb, out = VisionTower(**self.vision_cfg, activation=self.activation, dtype=self.dtype, name="visual")(x)
     emb = l2_normalize(emb)
     out["image_features"] = emb
     head = self.param("zeroshot_head", nn.initializers.zeros, (self.vision_cfg["embed_dim"], self.num_classes),
@@ -228,7 +232,8 @@ def config_from_state_dict(flat: Dict[str, np.ndarray], vision_head_width: int =
     return n
   conv = flat["visual.conv1.weight"]
   vw = conv.shape[0]
-  vision = dict(patch_size=int(conv.shape[-1]), width=int(vw), depth=depth("visual."), num_heads=int(vw // vision_head_width),
+  vision = dict(patch_size=int(conv.shape[-1]), width=int(vw), depth=depth("visual."),
+                num_heads=int(vw // vision_head_width),
                 mlp_dim=int(flat["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
                 embed_dim=int(flat["visual.proj"].shape[1]))
   out = {"vision": vision}
@@ -276,19 +281,19 @@ def read_class_names(path: str) -> list:
 
 
 def build_zero_shot_checkpoint(checkpoint: str, vocab: str, class_names: str, out: str,
-                               batch_size: int = 80) -> None:
+                               activation: str = "quick_gelu") -> None:
   """Writes `out` (.safetensors): the image-tower weights of `checkpoint` plus `zeroshot_head` (E, C)."""
   from safetensors.numpy import save_file
 
   from zoomjax.checkpoints import read_checkpoint
-  from zoomjax.checkpoints.convert_clip import convert_clip
+  from zoomjax.checkpoints.convert_clip import convert_clip, strip_module_prefix
   from zoomjax.models.clip_tokenizer import ClipTokenizer
 
-  flat = read_checkpoint(checkpoint)
+  flat = strip_module_prefix(read_checkpoint(checkpoint))
   cfg = config_from_state_dict(flat)
   if "text" not in cfg:
     raise ValueError(f"{checkpoint}: no text tower (token_embedding.weight) to build the zero-shot head from")
-  model = CLIP(cfg["vision"], cfg["text"])
+  model = CLIP(cfg["vision"], cfg["text"], activation=activation)
   variables = convert_clip(flat)
   tok = ClipTokenizer(vocab, context_length=cfg["text"]["context_length"])
   encode = jax.jit(lambda v, t: model.apply(v, t, method=CLIP.encode_text))
@@ -338,8 +343,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   p.add_argument("--vocab", required=True, help="bpe_simple_vocab_16e6.txt.gz (ships with open_clip/CLIP)")
   p.add_argument("--classnames", required=True, help="text file, one class name per line, 1000 lines")
   p.add_argument("--out", required=True, help="output .safetensors")
+  p.add_argument("--activation", default="quick_gelu", choices=("quick_gelu", "gelu"),
+                 help="quick_gelu: OpenAI and open_clip *-quickgelu models; gelu: other open_clip models "
+                      "(then load the classifier with activation='gelu' too)")
   a = p.parse_args(argv)
-  build_zero_shot_checkpoint(a.checkpoint, a.vocab, a.classnames, a.out)
+  build_zero_shot_checkpoint(a.checkpoint, a.vocab, a.classnames, a.out, a.activation)
 
 
 if __name__ == "__main__":

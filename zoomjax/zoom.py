@@ -1,0 +1,450 @@
+"""The zoom grid of "Zoom is what you need" as one jit-compiled XLA computation per canvas shape.
+
+A zoom transform (S, r, c) resizes an image like torchvision `Resize(S, BICUBIC)` on PIL (short side -> S,
+long side -> (S * long) // short, PIL bicubic a=-0.5, antialiased when downscaling), then crops a `crop`^2
+window centred on anchor (r, c) of an n x n grid of tiles (integer arithmetic of ../shared/reference/paper.md
+§1.1), black (0) outside the resized image. The output matches PIL to 1-2 grey levels on a few pixels.
+
+Images of any size share one executable: each image sits at the top-left of a zero-padded canvas whose shape
+comes from a few buckets (`canvas_size`), and its true size `hw` is a traced argument. Two interchangeable
+implementations compute the same numbers:
+- 'dense': per scale two matmuls with (n*crop, canvas side) weight matrices (`resample.resample_matrix`).
+  Maps onto matrix units; the default on GPU/TPU.
+- 'sparse': per scale only the K non-zero taps of each output pixel, as K 1-D gathers fused with FMAs.
+  ~50x fewer FLOPs; the default on CPU, where XLA's dense matmuls cannot keep up with PIL.
+"""
+import dataclasses
+import functools
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoomjax.resample import (FILTERS, pil_resize_crop_reference, pil_vertical_first, resample_matrix,
+                              resize_crop, separable_apply, to_uint8_range)
+
+__all__ = [
+    "PAPER_SCALES", "ZoomGrid", "zoom_geometry", "zoom_crops", "zoom_crops_batch", "canvas_size",
+    "to_canvas", "resize_crop", "resample_matrix", "pil_zoom_reference", "DEFAULT_BUCKETS",
+    "pil_resize_crop_reference", "pil_vertical_first",
+]
+
+Array = jax.Array
+
+# paper.md §1.2: 27 hand-picked sizes + int(linspace(10, 1024, 10)), deduplicated (10 appears twice), sorted.
+PAPER_SCALES = (10, 16, 32, 48, 64, 96, 122, 128, 192, 224, 235, 240, 256, 288, 320, 348, 384, 448, 460, 512,
+                573, 576, 640, 664, 672, 680, 686, 690, 700, 720, 768, 798, 832, 896, 911, 1024)
+
+# Canvas side buckets: each side independently rounds up to the next bucket; beyond the last one, to the next
+# multiple of 512 (computed on demand, so any image works; each new size compiles once).
+DEFAULT_BUCKETS = (256, 384, 512, 768, 1024, 1536, 2048)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZoomGrid:
+  """Scales x n x n anchors; transforms are ordered scale-major, then anchor row, then anchor column."""
+  scales: Tuple[int, ...]
+  anchors: int = 3
+  crop: int = 224
+
+  def __post_init__(self):
+    try:
+      scales = tuple(int(s) for s in self.scales)
+    except TypeError as e:
+      raise ValueError(f"ZoomGrid scales must be a sequence of ints, got {self.scales!r}") from e
+    if not scales:
+      raise ValueError("ZoomGrid needs at least one scale")
+    if any(s != v for s, v in zip(scales, self.scales)):
+      raise ValueError(f"ZoomGrid scales must be integers, got {self.scales!r}")
+    bad = [s for s in scales if s <= 0]
+    if bad:
+      raise ValueError(f"ZoomGrid scales must be positive, got {bad}")
+    dups = sorted({s for s in scales if scales.count(s) > 1})
+    if dups:
+      raise ValueError(f"ZoomGrid scales must be unique, duplicated: {dups}")
+    if int(self.anchors) != self.anchors or self.anchors < 1:
+      raise ValueError(f"ZoomGrid anchors must be an int >= 1, got {self.anchors!r}")
+    if int(self.crop) != self.crop or self.crop <= 0:
+      raise ValueError(f"ZoomGrid crop must be a positive int, got {self.crop!r}")
+    object.__setattr__(self, "scales", scales)
+    object.__setattr__(self, "anchors", int(self.anchors))
+    object.__setattr__(self, "crop", int(self.crop))
+
+  @classmethod
+  def paper(cls) -> "ZoomGrid":
+    """The paper's 36 scales x 3 x 3 anchors = 324 transforms of 224^2."""
+    return cls(PAPER_SCALES, 3, 224)
+
+  @property
+  def transforms(self) -> List[Tuple[int, int, int]]:
+    """(S, row, col) per transform, scale-major."""
+    n = self.anchors
+    return [(s, r, c) for s in self.scales for r in range(n) for c in range(n)]
+
+  @property
+  def names(self) -> List[str]:
+    """The notebooks' names, e.g. 'LOC:1_1_Size:256' (row first, then column)."""
+    return [f"LOC:{r}_{c}_Size:{s}" for s, r, c in self.transforms]
+
+  @property
+  def num_transforms(self) -> int:
+    return len(self.scales) * self.anchors**2
+
+  def index(self, name: str) -> int:
+    """Position of a transform name in `names` / in the T axis of the crops."""
+    try:
+      return self.names.index(name)
+    except ValueError:
+      raise ValueError(f"{name!r} is not a transform of {self}") from None
+
+  def transform_indices(self, transforms) -> Tuple[int, ...]:
+    """None | slice | int | names | ints -> a tuple of transform indices (validated)."""
+    t = self.num_transforms
+    if transforms is None:
+      return tuple(range(t))
+    if isinstance(transforms, slice):
+      return tuple(range(t))[transforms]
+    if isinstance(transforms, (int, np.integer, str)):
+      transforms = [transforms]
+    out = []
+    for v in np.asarray(transforms, dtype=object).reshape(-1).tolist():
+      i = self.index(v) if isinstance(v, str) else int(v)
+      if not -t <= i < t:
+        raise ValueError(f"transform index {v} out of range for {t} transforms")
+      out.append(i % t)
+    return tuple(out)
+
+
+def zoom_geometry(h, w, scale, anchors: int = 3, crop: int = 224):
+  """(resized_h, resized_w, tops, lefts) of paper.md §1.1 for an h x w image at scale S.
+
+  Works on Python ints (returns ints and tuples) and on traced jnp ints (returns arrays).
+  tile = side // n; anchor = i * tile + tile // 2; window start = anchor - crop // 2.
+  """
+  if all(isinstance(v, (int, np.integer)) for v in (h, w, scale)):
+    h, w, scale = int(h), int(w), int(scale)
+    if w <= h:  # torchvision: the width is the short side (ties too).
+      out_w, out_h = scale, (scale * h) // w
+    else:
+      out_h, out_w = scale, (scale * w) // h
+    th, tw = out_h // anchors, out_w // anchors
+    tops = tuple(r * th + th // 2 - crop // 2 for r in range(anchors))
+    lefts = tuple(c * tw + tw // 2 - crop // 2 for c in range(anchors))
+    return out_h, out_w, tops, lefts
+  h, w, scale = (jnp.asarray(v, jnp.int32) for v in (h, w, scale))
+  portrait = w <= h
+  out_h = jnp.where(portrait, (scale * h) // jnp.maximum(w, 1), scale)
+  out_w = jnp.where(portrait, scale, (scale * w) // jnp.maximum(h, 1))
+  i = jnp.arange(anchors, dtype=jnp.int32)
+  th, tw = out_h // anchors, out_w // anchors
+  return out_h, out_w, i * th + th // 2 - crop // 2, i * tw + tw // 2 - crop // 2
+
+
+# ----------------------------------------------------------------------------------------------- canvases
+
+
+def canvas_size(h: int, w: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> Tuple[int, int]:
+  """The canvas (Hc, Wc) an h x w image is padded to: each side rounds up to a bucket independently.
+
+  Sides beyond the largest bucket round up to a multiple of 512, so every image gets a canvas (e.g. a
+  1 x 2000 image -> (256, 2048), 3000 x 5000 -> (3072, 5120)); each distinct canvas compiles once.
+  """
+  h, w = int(h), int(w)
+  if h < 1 or w < 1:
+    raise ValueError(f"image size must be positive, got {h} x {w}")
+  buckets = sorted(int(b) for b in buckets)
+  if not buckets or buckets[0] < 1:
+    raise ValueError(f"canvas buckets must be positive ints, got {buckets}")
+
+  def side(n):
+    for b in buckets:
+      if n <= b:
+        return b
+    return -(-n // 512) * 512
+
+  return side(h), side(w)
+
+
+def _check_image(image) -> np.ndarray:
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"expected an RGB image of shape (H, W, 3), got shape {image.shape}")
+  if image.shape[0] < 1 or image.shape[1] < 1:
+    raise ValueError(f"image is empty: shape {image.shape}")
+  if image.dtype != np.uint8:
+    raise ValueError(f"expected a uint8 image (PIL's 8-bit RGB), got dtype {image.dtype}")
+  return image
+
+
+def to_canvas(image, canvas_hw: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """Pads an (h, w, 3) uint8 image at the top-left of a zero canvas -> (canvas, hw int32 [h, w])."""
+  image = _check_image(image)
+  h, w = image.shape[:2]
+  hc, wc = canvas_size(h, w) if canvas_hw is None else (int(canvas_hw[0]), int(canvas_hw[1]))
+  if h > hc or w > wc:
+    raise ValueError(f"image {h} x {w} does not fit the canvas {hc} x {wc}")
+  canvas = np.zeros((hc, wc, 3), np.uint8)
+  canvas[:h, :w] = image
+  return canvas, np.array([h, w], np.int32)
+
+
+# ------------------------------------------------------------------------------------------ dense kernel
+
+
+def _window_matrix(n_in, size, out_len, starts, crop):
+  """Stacked resample matrices of the n windows [start, start + crop) of one axis: (n * crop, n_in)."""
+  mats = jax.vmap(lambda s: resample_matrix(n_in, size, 0, size, out_len, s, crop, "bicubic"))(starts)
+  return mats.reshape(-1, n_in)
+
+
+def _blocks_to_crops(x, n, crop):
+  """(n*crop, n*crop, C) -> (n*n, crop, crop, C), anchor row-major."""
+  c = x.shape[-1]
+  return x.reshape(n, crop, n, crop, c).transpose(0, 2, 1, 3, 4).reshape(n * n, crop, crop, c)
+
+
+def _dense_scale(canvas, hw, scale, n, crop, dtype):
+  """All n*n crops of one (traced) scale of one image with two dense matmuls."""
+  hc, wc = canvas.shape[:2]
+  out_h, out_w, tops, lefts = zoom_geometry(hw[0], hw[1], scale, n, crop)
+  rows = _window_matrix(hc, hw[0], out_h, tops, crop)
+  cols = _window_matrix(wc, hw[1], out_w, lefts, crop)
+  return _blocks_to_crops(separable_apply(canvas, rows, cols, dtype=dtype), n, crop)
+
+
+def _dense_image(canvas, hw, scales, n, crop, dtype, scale_batch):
+  fn = lambda s: _dense_scale(canvas, hw, s, n, crop, dtype)
+  out = jax.lax.map(fn, jnp.asarray(scales, jnp.int32), batch_size=scale_batch)
+  return out.reshape((-1,) + out.shape[2:])
+
+
+# ----------------------------------------------------------------------------------------- sparse kernel
+
+_SUPPORT = FILTERS["bicubic"][1]
+_KERNEL = FILTERS["bicubic"][0]
+# Scales needing at most this many taps run the window path with unrolled gathers; the rest (strong
+# downscales, mostly zoom-out) resize once into a small strip with dense matmuls.
+_MAX_UNROLLED_TAPS = 12
+# Tap-count tiers: scales are grouped by tier so one loop body serves many scales (bounds compile time).
+_TAP_TIERS = (4, 5, 6, 8, 10, 12)
+# Strip side = _STRIP_ASPECT * S + 1 covers images up to this aspect ratio; wider ones take a fallback.
+_STRIP_ASPECT = 2
+# Strip sides shared by groups of small scales.
+_STRIP_TIERS = (64, 128, 256, 512)
+
+
+def _max_taps(scale: int, short_bound: int) -> int:
+  """Static upper bound on the non-zero bicubic taps per output pixel at scale S.
+
+  The filter scale is in_len / out_len <= short / (S - 1) on both axes (the long side is floored), and an
+  open interval of length 2 * support * fs holds at most ceil(2 * support * fs) integers.
+  """
+  fs = max(1.0, short_bound / max(scale - 1, 1))
+  return int(math.ceil(2 * _SUPPORT * fs - 1e-9))
+
+
+def _tap_geometry(size, out_len, positions):
+  """Filter scale, centres, first tap and validity of output positions along one axis (PIL's maths)."""
+  scale = size.astype(jnp.float32) / jnp.maximum(out_len, 1).astype(jnp.float32)
+  fs = jnp.maximum(scale, 1.0)
+  centre = (positions.astype(jnp.float32) + 0.5) * scale
+  start = jnp.ceil(centre - _SUPPORT * fs - 0.5).astype(jnp.int32)
+  valid_out = (positions >= 0) & (positions < out_len)
+  return fs, centre, start, valid_out
+
+
+def _taps(size, out_len, positions, k):
+  """Tap indices and renormalised weights (P, k) of output positions (traced) along one axis."""
+  fs, centre, start, valid_out = _tap_geometry(size, out_len, positions)
+  idx = start[:, None] + jnp.arange(k, dtype=jnp.int32)[None, :]
+  w = _KERNEL((idx.astype(jnp.float32) + 0.5 - centre[:, None]) / fs)
+  w = jnp.where((idx >= 0) & (idx < size) & valid_out[:, None], w, 0.0)
+  total = jnp.sum(w, axis=1, keepdims=True)
+  w = jnp.where(total != 0.0, w / jnp.where(total != 0.0, total, 1.0), 0.0)
+  return idx, w
+
+
+def _gather_pass(x, idx, w, axis, n_in):
+  """sum_k take(x, idx[:, k], axis) * w[:, k] as K unrolled 1-D gathers (XLA fuses them with the FMAs)."""
+  idx = jnp.clip(idx, 0, n_in - 1)
+  shape = [1] * x.ndim
+  shape[axis] = -1
+  acc = None
+  for k in range(idx.shape[1]):
+    term = jnp.take(x, idx[:, k], axis=axis, mode="clip") * w[:, k].reshape(shape)
+    acc = term if acc is None else acc + term
+  return acc
+
+
+def _sparse_windows(x, hw, scale, n, crop, k):
+  """All n*n crops of one traced scale: K static taps at the n*crop window positions of each axis."""
+  hc, wc = x.shape[:2]
+  out_h, out_w, tops, lefts = zoom_geometry(hw[0], hw[1], scale, n, crop)
+  ar = jnp.arange(crop, dtype=jnp.int32)
+  cols = (lefts[:, None] + ar[None, :]).reshape(-1)
+  rows = (tops[:, None] + ar[None, :]).reshape(-1)
+  ci, cw = _taps(hw[1], out_w, cols, k)
+  ri, rw = _taps(hw[0], out_h, rows, k)
+  tmp = to_uint8_range(_gather_pass(x, ci, cw, 1, wc))  # Horizontal first, like PIL.
+  # Materialise each pass: otherwise XLA fuses the producer into every gather and recomputes it per tap.
+  tmp = jax.lax.optimization_barrier(tmp)
+  out = jax.lax.optimization_barrier(to_uint8_range(_gather_pass(tmp, ri, rw, 0, hc)))
+  return _blocks_to_crops(out, n, crop)
+
+
+def _sparse_strip(x, hw, scale, n, crop, r):
+  """Strong downscales: resize the image once into an (r, r) strip, then cut the n*n windows from it.
+
+  The strip is small (r ~ 2S), so two dense matmuls are cheap here and need no tap bound. `scale` may be
+  traced; when the resized long side exceeds r (aspect ratio > ~2, rare) the windows are computed with
+  dense window matrices instead (a real branch: images are processed one at a time on this path).
+  """
+  hc, wc = x.shape[:2]
+  out_h, out_w, tops, lefts = zoom_geometry(hw[0], hw[1], scale, n, crop)
+
+  def strip():
+    rows = resample_matrix(hc, hw[0], 0, hw[0], out_h, 0, r, "bicubic")
+    cols = resample_matrix(wc, hw[1], 0, hw[1], out_w, 0, r, "bicubic")
+    img = jnp.pad(separable_apply(x, rows, cols), ((crop, crop), (crop, crop), (0, 0)))
+    return jnp.stack([jax.lax.dynamic_slice(img, (tops[i] + crop, lefts[j] + crop, 0), (crop, crop, 3))
+                      for i in range(n) for j in range(n)])
+
+  def windows():
+    return _dense_scale(x, hw, scale, n, crop, None)
+
+  if r >= n * crop:
+    return windows()
+  return jax.lax.cond(jnp.maximum(out_h, out_w) <= r, strip, windows)
+
+
+def _sparse_image(canvas, hw, scales, n, crop):
+  """The crops of `scales` (static) for one image, scale-major.
+
+  Scales are grouped so that one loop body serves a whole group (compile time grows with the number of
+  distinct bodies, not of scales): window scales by tap tier (unrolled gathers), strip scales by side.
+  """
+  x = canvas.astype(jnp.float32)
+  short_bound = min(canvas.shape[:2])
+  groups = {}  # (kind, static size) -> scales, in order
+  for s in scales:
+    k = _max_taps(s, short_bound)
+    if k > _MAX_UNROLLED_TAPS:
+      r = min(n * crop, _STRIP_ASPECT * s + 1)
+      side = next((t for t in _STRIP_TIERS if t >= r), n * crop)
+      groups.setdefault(("strip", min(side, n * crop)), []).append(s)
+    else:
+      groups.setdefault(("windows", next(t for t in _TAP_TIERS if t >= k)), []).append(s)
+  results = {}
+  for (kind, size), group in groups.items():
+    if kind == "strip":
+      fn = lambda s, size=size: _sparse_strip(x, hw, s, n, crop, size)
+    else:
+      fn = lambda s, size=size: _sparse_windows(x, hw, s, n, crop, size)
+    out = jax.lax.map(fn, jnp.asarray(group, jnp.int32))
+    for i, s in enumerate(group):
+      results[s] = out[i]
+  return jnp.concatenate([results[s] for s in scales])
+
+
+# -------------------------------------------------------------------------------------------- public API
+
+
+def _default_impl() -> str:
+  return "sparse" if jax.default_backend() == "cpu" else "dense"
+
+
+@functools.partial(jax.jit, static_argnames=("grid", "transforms", "impl", "dtype", "scale_batch"))
+def _zoom_batch(canvas, hw, grid, transforms, impl, dtype, scale_batch):
+  idx = np.asarray(transforms)
+  per_scale = grid.anchors**2
+  needed = sorted(set((idx // per_scale).tolist()))
+  scales = tuple(grid.scales[i] for i in needed)
+  n, crop = grid.anchors, grid.crop
+  if impl == "dense":
+    batch = scale_batch or len(scales)
+    out = jax.vmap(lambda c, s: _dense_image(c, s, scales, n, crop, dtype, batch))(canvas, hw)
+  else:
+    # One image at a time: the strip fallback is a real branch, and memory stays one image deep.
+    out = jax.lax.map(lambda a: _sparse_image(a[0], a[1], scales, n, crop), (canvas, hw))
+  local = np.array([needed.index(i // per_scale) * per_scale + i % per_scale for i in idx.tolist()])
+  if np.array_equal(local, np.arange(out.shape[1])):
+    return out
+  return out[:, local]
+
+
+def zoom_crops_batch(canvas, hw, grid: ZoomGrid, *, transforms=None, impl: Optional[str] = None,
+                     dtype=None, scale_batch: Optional[int] = None) -> Array:
+  """Zoom crops of a batch of images on a shared canvas: (B, Hc, Wc, 3) uint8, hw (B, 2) -> (B, T, c, c, 3).
+
+  Each image sits at the top-left of its canvas; `hw` holds the true (height, width) and is traced, so one
+  executable serves every image size that fits the canvas shape. Output: float32 in [0, 255] (integer
+  values, like PIL's uint8), transforms in `grid` order, black outside the image.
+
+  transforms: None (all), a slice, indices or names: compute only those (and only their scales), e.g. to
+    bound memory in a sweep (`range(i, j)` chunks of whole scales cost nothing extra). Static: each distinct
+    subset compiles once.
+  impl: 'dense' (two matmuls per scale; default off CPU), 'sparse' (K-tap gathers; default on CPU).
+  dtype: compute dtype of the dense matmuls (e.g. jnp.bfloat16); ignored by 'sparse'.
+  scale_batch: dense only, how many scales are computed at once (default all; lower it to bound memory).
+  """
+  if not isinstance(grid, ZoomGrid):
+    raise ValueError(f"grid must be a ZoomGrid, got {type(grid).__name__}")
+  shape, dt = np.shape(canvas), getattr(canvas, "dtype", np.asarray(canvas).dtype)
+  if len(shape) != 4 or shape[-1] != 3:
+    raise ValueError(f"canvas must be (B, Hc, Wc, 3), got shape {shape}")
+  if min(shape) < 1:
+    raise ValueError(f"canvas is empty: shape {shape}")
+  if dt != np.uint8:
+    raise ValueError(f"canvas must be uint8 (PIL's 8-bit RGB), got {dt}")
+  if np.shape(hw) != (shape[0], 2):
+    raise ValueError(f"hw must be (B, 2) = ({shape[0]}, 2), got {np.shape(hw)}")
+  if not isinstance(hw, jax.core.Tracer):
+    hw_np = np.asarray(hw)
+    if np.any(hw_np < 1) or np.any(hw_np > np.array(shape[1:3])):
+      raise ValueError(f"hw {hw_np.tolist()} must be >= 1 and fit the canvas {shape[1:3]}")
+  impl = impl or _default_impl()
+  if impl not in ("dense", "sparse"):
+    raise ValueError(f"impl must be 'dense' or 'sparse', got {impl!r}")
+  if dtype is not None:
+    dtype = jnp.dtype(dtype).name
+  idx = grid.transform_indices(transforms)
+  if not idx:
+    raise ValueError("no transforms selected")
+  return _zoom_batch(jnp.asarray(canvas), jnp.asarray(hw, jnp.int32), grid, idx, impl, dtype, scale_batch)
+
+
+def zoom_crops(image, grid: ZoomGrid, **kwargs) -> Array:
+  """All zoom crops of one uint8 (H, W, 3) image -> float32 (T, crop, crop, 3) in [0, 255].
+
+  The image is padded to its `canvas_size` bucket, so images of similar size reuse one executable.
+  Keyword arguments as in `zoom_crops_batch`.
+  """
+  canvas, hw = to_canvas(image)
+  return zoom_crops_batch(canvas[None], hw[None], grid, **kwargs)[0]
+
+
+def pil_zoom_reference(image: np.ndarray, grid: ZoomGrid, horizontal_first: bool = True) -> np.ndarray:
+  """The authors' pipeline in PIL (host-side, for tests and benchmarks): (T, crop, crop, 3) uint8.
+
+  Resizes once per scale then crops every anchor (identical to re-resizing per view). With
+  `horizontal_first` the two passes are run explicitly (width, then height), which is what every Pillow did
+  before 13.0 (the authors' setup); Pillow >= 13 runs the height first for strong downscales of images
+  taller than twice their width (see `resample.pil_vertical_first`).
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = _check_image(image)
+  pil = Image.fromarray(image)
+  h, w = image.shape[:2]
+  out = []
+  for s in grid.scales:
+    oh, ow, tops, lefts = zoom_geometry(h, w, s, grid.anchors, grid.crop)
+    if horizontal_first:
+      resized = pil.resize((ow, h), Image.Resampling.BICUBIC).resize((ow, oh), Image.Resampling.BICUBIC)
+    else:
+      resized = pil.resize((ow, oh), Image.Resampling.BICUBIC)
+    for t in tops:
+      for l in lefts:
+        out.append(np.asarray(resized.crop((l, t, l + grid.crop, t + grid.crop))))
+  return np.stack(out)
