@@ -15,7 +15,7 @@ def get_config(arg=None):
   runlocal = arg is not None and "runlocal" in arg
   c = zoom_sweep.get_config("runlocal=1,data=demo_photos,limit=0" if runlocal else
                             "model=efficientnet_lite0,data=demo_photos,grid=paper")
-  c.batch_size = 2  # 2 photos per step: 668 views through the model in chunks of 48 per photo.
+  c.canvas = "max"  # The 4 photos fall in 3 canvas buckets: one 768^2 canvas compiles the step once.
   c.shard_size = 2  # Two shards: an interrupted demo resumes at the second photo pair.
   c.gallery_size = 4  # Every photo the 1-crop gets wrong and some zoom gets right.
   c.progress_every_secs = 10.0

@@ -76,9 +76,12 @@ def get_config(arg=None):
   c.grid.crop = 224  # Square crop side; also the zoom-in/out threshold.
   c.extra_crops = True  # Also Resize(256) + TenCrop(224) views for the 5/10-crop aggregation baselines.
 
-  c.batch_size = 2  # Images per jitted step (a multiple of the local device count).
+  c.batch_size = 1  # Images per jitted step (a multiple of the local device count; raise it on accelerators:
+  # on CPU one image already gives the model batches of view_chunk views, and images of different canvas
+  # buckets never share a step, so bigger batches mostly add padding).
   c.view_chunk = 48  # Views per image per model call inside the step (bounds activation memory).
   c.shard_size = 2 if runlocal else 16  # Images per shard file (the unit of resumption).
+  c.canvas = "buckets"  # 'buckets' (one compile per canvas bucket) | 'max' (one canvas for all; few images).
   c.dtype = "float32"  # Compute dtype of the model and zoom kernel: float32 | bfloat16.
   c.num_workers = 2  # Decoding threads.
   c.prefetch = 2  # Batches decoded ahead.

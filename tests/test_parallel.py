@@ -88,6 +88,18 @@ def test_single_process_coordination_is_a_no_op():
 # --- 8 fake CPU devices against one device, in a subprocess. ---
 
 
+def assert_same_records(got: dict, want: dict, what: str) -> None:
+  """Class ids bit-identical; probabilities within 1e-6 relative (a device's batch size can change XLA's
+  kernel choice for a reduction by a rounding step, about 2e-7 measured)."""
+  assert sorted(got) == sorted(want), (sorted(got), sorted(want))
+  for k in want:
+    g, w = np.asarray(got[k]), np.asarray(want[k])
+    if np.issubdtype(w.dtype, np.floating):
+      np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-12, err_msg=f"{what}: field {k}")
+    else:
+      np.testing.assert_array_equal(g, w, err_msg=f"{what}: field {k}")
+
+
 def _tiny_model():
   from zoomjax import models  # pylint: disable=g-import-not-at-top
   return models.load("efficientnet_lite_tiny", random_init=True, seed=0)
@@ -139,8 +151,7 @@ def _worker() -> None:
     if mesh is mesh8:
       assert len(out["top5"].sharding.device_set) == 8
     outs.append(parallel.to_host(out))
-  for k in outs[0]:
-    np.testing.assert_array_equal(outs[0][k], outs[1][k], err_msg=f"sweep step field {k}: 8 devices vs 1")
+  assert_same_records(outs[0], outs[1], "sweep step, 8 devices vs 1")
 
   # 2) Batched MEMO (vmap over images, one parameter copy per image) sharded over 8 devices.
   fn = memo.make_memo(bundle, augment.rrc_augmentation(size=24), num_views=4, steps=1, resize_size=28,

@@ -27,7 +27,7 @@ from zoomjax import sweep
 
 # Config fields that change the numbers; a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "data", "limit", "grid", "extra_crops", "shard_size", "batch_size", "view_chunk",
-                 "dtype")
+                 "dtype", "canvas")
 
 
 def _dtype(name: str):
@@ -199,8 +199,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
   names = {"view_names": spec.view_names, "crop_names": spec.crop_names, "agg_names": list(sweep.AGG_SETS)}
   t = len(spec.transforms)
 
+  canvas_fn = _canvas_fn(config.get("canvas", "buckets"), dataset, num_images, int(config.num_workers))
+
   def batches_for(indices):
-    return data.make_batches(dataset, batch_size=int(config.batch_size), canvas_fn=zoom.canvas_size,
+    return data.make_batches(dataset, batch_size=int(config.batch_size), canvas_fn=canvas_fn,
                              indices=indices, num_workers=int(config.num_workers), on_error=config.on_error,
                              prefetch=int(config.prefetch))
 
@@ -232,6 +234,21 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
   if metrics.get("report"):
     print(f"report: {os.path.abspath(metrics['report'])}")
   return metrics
+
+
+def _canvas_fn(mode: str, dataset, num_images: int, num_workers: int):
+  """'buckets': zoom.canvas_size per image (one compile per bucket; best for big datasets).
+  'max': one canvas that holds every image of the run (one compile; best for a handful of photos)."""
+  from zoomjax import zoom  # pylint: disable=g-import-not-at-top
+  if mode == "buckets":
+    return zoom.canvas_size
+  if mode != "max":
+    raise ValueError(f"config.canvas must be 'buckets' or 'max', got {mode!r}")
+  sizes = dataset.sizes(np.arange(num_images), num_workers=num_workers)
+  ok = sizes[:, 0] > 0
+  hmax, wmax = (int(v) for v in sizes[ok].max(0)) if ok.any() else (1, 1)
+  canvas = zoom.canvas_size(hmax, wmax)
+  return lambda h, w: canvas
 
 
 def _log(msg: str) -> None:
