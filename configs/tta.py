@@ -88,7 +88,7 @@ def get_config(arg=None):
   c.view.method = "bilinear"  # MEMO's torchvision default (the zoom study's 1-crop uses bicubic).
 
   c.zoom = ml_collections.ConfigDict()
-  c.zoom.scales = ()  # (): the paper's zoom-in scales (S > 224).
+  c.zoom.scales = (96, 160) if runlocal else ()  # (): the paper's 26 zoom-in scales (S > 224).
   c.zoom.anchors = 3  # anchors x anchors crop centres.
   c.zoom.view_chunk = 32  # Zoom views per model call (bounds activation memory).
 

@@ -65,15 +65,15 @@ def main():
   ap.add_argument("--model", default="efficientnet_lite0")
   ap.add_argument("--data", default="demo_photos")
   ap.add_argument("--grid", default="small", help="paper | small | tiny | S1/S2/...")
-  ap.add_argument("--limit", type=int, default=4)
-  ap.add_argument("--batch_size", type=int, default=2)
+  ap.add_argument("--limit", type=int, default=2)
+  ap.add_argument("--batch_size", type=int, default=1)
   ap.add_argument("--view_chunk", type=int, default=48)
   ap.add_argument("--runs", type=int, default=5)
   ap.add_argument("--authors_views", type=int, default=18, help="views timed for the authors' way (per run)")
   args = ap.parse_args()
 
   config = zoom_sweep_config.get_config(f"model={args.model},data={args.data},grid={args.grid}")
-  config.batch_size, config.view_chunk = args.batch_size, args.view_chunk
+  config.batch_size, config.view_chunk, config.canvas = args.batch_size, args.view_chunk, "max"
   config.model.random_init = args.model.endswith("tiny")
   dataset, bundle, grid, spec, step, variables = job.build(config)
   indices = list(range(min(args.limit, len(dataset))))

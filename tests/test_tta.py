@@ -300,10 +300,11 @@ def _canvases(sizes, side=48, seed=0):
   return jnp.asarray(canvases), jnp.asarray(sizes, jnp.int32)
 
 
-def _memo(bundle, **kw):
+def _memo(bundle, augmentation=None, **kw):
   kw.setdefault("num_views", 4)
   kw.setdefault("optimizer", optax.sgd(0.05))
-  return memo.make_memo(bundle, augment.rrc_augmentation(SIZE), resize_size=36, crop_size=SIZE, **kw)
+  augmentation = augmentation or augment.rrc_augmentation(SIZE)
+  return memo.make_memo(bundle, augmentation, resize_size=36, crop_size=SIZE, **kw)
 
 
 def test_memo_adapts_without_touching_the_callers_variables():
@@ -312,7 +313,8 @@ def test_memo_adapts_without_touching_the_callers_variables():
   before = jax.tree.map(np.array, bundle.variables)
   mask = np.zeros(NUM_CLASSES, bool)
   mask[:6] = True
-  adapt = jax.jit(_memo(bundle, logit_mask=mask))
+  aug = augment.augmix_augmentation(SIZE)  # MEMO's own views here; the batched test below uses RRC
+  adapt = jax.jit(_memo(bundle, aug, logit_mask=mask))
   key = jax.random.PRNGKey(0)
   logits = adapt(bundle.variables, canvases[0], key, hws[0])
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, bundle.variables))
@@ -325,24 +327,25 @@ def test_memo_adapts_without_touching_the_callers_variables():
                                                              bundle.preprocessing.normalize(view[None]))
   np.testing.assert_allclose(no_step[mask], manual[0][mask], rtol=1e-5, atol=1e-5)
   assert not np.allclose(no_step[mask], logits[mask])
-  # A step lowers the marginal entropy of the views it was computed on.
-  views = jax.vmap(augment.rrc_augmentation(SIZE), in_axes=(0, None, None))(
+  # The episode by hand: the step's views (key -> step key -> view keys), one SGD step, predict.
+  views = jax.jit(jax.vmap(aug, in_axes=(0, None, None)))(
       jax.random.split(jax.random.split(key, 1)[0], 4), canvases[0], hws[0])
   prior = memo.with_bn_prior(bundle.module, 16.0)
   loss = lambda p: marginal_entropy(prior.apply({**bundle.variables, "params": p},
                                                 bundle.preprocessing.normalize(views))[0], mask)
   params = bundle.variables["params"]
   stepped = jax.tree.map(lambda p, g: p - 0.05 * g, params, jax.grad(loss)(params))
-  assert float(loss(stepped)) < float(loss(params))
+  assert float(loss(stepped)) < float(loss(params))  # the step lowers the marginal entropy
+  by_hand, _ = prior.apply({**bundle.variables, "params": stepped}, bundle.preprocessing.normalize(view[None]))
+  np.testing.assert_allclose(logits[mask], by_hand[0][mask], rtol=1e-4, atol=1e-4)
 
 
 def test_memo_batched_equals_one_at_a_time():
   bundle = tiny_bundle(seed=1)
   canvases, hws = _canvases([(40, 44), (48, 30), (33, 48)], seed=10)
   keys = memo.episode_keys(jax.random.PRNGKey(4), range(3))
-  # AugMix views, two steps and a stateful optimiser: everything a per-image episode carries.
-  adapt = memo.make_memo(bundle, augment.augmix_augmentation(SIZE), num_views=3, steps=2, resize_size=36,
-                         crop_size=SIZE, optimizer=optax.sgd(0.05, momentum=0.9))
+  # Two steps and a stateful optimiser: everything a per-image episode carries.
+  adapt = _memo(bundle, num_views=3, steps=2, optimizer=optax.sgd(0.05, momentum=0.9))
   batched = memo.map_images(adapt, bundle.variables, canvases, hws, keys, chunk_size=2)
   sequential = memo.map_images_sequential(adapt, bundle.variables, canvases, hws, keys)
   np.testing.assert_allclose(batched, sequential, rtol=1e-4, atol=1e-4)

@@ -138,11 +138,18 @@ def test_pil_parity_real_photos_and_batch(val100_dir):
   hc = max(canvas_size(*p.shape[:2])[0] for p in photos)
   wc = max(canvas_size(*p.shape[:2])[1] for p in photos)
   pairs = [to_canvas(p, (hc, wc)) for p in photos]
-  batch = np.asarray(zoom_crops_batch(np.stack([c for c, _ in pairs]), np.stack([h for _, h in pairs]), grid))
+  canvas, hw = np.stack([c for c, _ in pairs]), np.stack([h for _, h in pairs])
+  batch = np.asarray(zoom_crops_batch(canvas, hw, grid))
   for img, got in zip(photos, batch):
     ref = pil_zoom_reference(img, grid)
     _assert_pil_parity(got, ref)
-  np.testing.assert_array_equal(batch[1], np.asarray(zoom_crops(photos[1], grid)))
+  # Each image's crops do not depend on its neighbours in the batch...
+  swapped = np.asarray(zoom_crops_batch(canvas[::-1], hw[::-1], grid))
+  np.testing.assert_array_equal(batch, swapped[::-1])
+  # ...and on a smaller canvas (other tap bounds, other float summation order) they differ by rounding only.
+  single = np.asarray(zoom_crops(photos[1], grid))
+  assert canvas_size(*photos[1].shape[:2]) != (hc, wc)
+  assert np.abs(single - batch[1]).max() <= 1 and np.mean(single != batch[1]) < 1e-5
 
 
 def test_full_paper_grid_on_a_photo(val100_dir):

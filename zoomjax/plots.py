@@ -61,7 +61,9 @@ def coverage_curve(curve: Sequence[float], path: str, *, title: str, upper_bound
   y = 100 * np.asarray(curve, float)
   x = np.arange(1, len(y) + 1)
   fig, ax = plt.subplots(figsize=(6, 3.4))
-  ax.plot(x, y, "-", lw=1.5, label="greedy cover")
+  ax.plot(np.r_[0, x], np.r_[0.0, y], "-", marker="o" if len(y) <= 40 else None, ms=3, lw=1.5,
+          drawstyle="steps-post", label="greedy cover")
+  ax.set_xlim(0, max(len(y), 1) * 1.05 + 0.5)
   ax.axhline(100 * upper_bound, color="C2", ls=":", lw=1, label=f"upper bound {100 * upper_bound:.1f}%")
   if one_crop is not None:
     ax.axhline(100 * one_crop, color="C3", ls="--", lw=1, label=f"1-crop {100 * one_crop:.1f}%")

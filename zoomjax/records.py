@@ -178,3 +178,13 @@ def merge_shards(workdir: str, n_shards: int, out_path: Optional[str] = None) ->
     raise ValueError(f"shards in {workdir} are not in increasing image order")
   save(out_path or os.path.join(workdir, FINAL_FILE), rec)
   return rec
+
+
+def load_available(workdir: str) -> Records:
+  """Every shard written so far, in order (a look at a sweep that is still running; never written back)."""
+  shard_dir = os.path.join(workdir, SHARD_DIR)
+  names = sorted(f for f in os.listdir(shard_dir) if f.startswith("shard_") and f.endswith(".npz")) \
+      if os.path.isdir(shard_dir) else []
+  if not names:
+    raise FileNotFoundError(f"no shards in {shard_dir} yet")
+  return concatenate([load(os.path.join(shard_dir, n)) for n in names])

@@ -25,7 +25,8 @@ table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding
 th{background:#f3f3f3} td.l,th.l{text-align:left} .muted{color:#777;font-size:13px}
 .figs img{max-width:560px;margin:4px} .gallery{display:flex;flex-wrap:wrap;gap:14px}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px;width:540px} .card img{height:160px;margin-right:4px}
-.card .row{display:flex;align-items:flex-end} .ok{color:#17803d} .bad{color:#b42318}
+.card .row{display:flex;align-items:flex-end} figure{margin:0 4px 0 0}
+figcaption{font-size:11px;color:#555;text-align:center} .ok{color:#17803d} .bad{color:#b42318}
 .missing{outline:3px solid #b42318}
 code{background:#f6f6f6;padding:1px 4px}
 """
@@ -170,6 +171,10 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   pdis = P.DISENTANGLING.get(model, {}).get(paper_dataset or "", {})
   cols = ["ub_in", "ub_out", "ub_224", "excl_in", "excl_out", "excl_224"]
   rows = [["ours"] + [_pct(dis.get(c)) for c in cols]]
+  by_group = metrics.get("solved_fraction_by_group", {})
+  if by_group:
+    rows.append(["ours, every view of the group"] + [_pct(by_group.get(g)) for g in ("in", "out", "224")]
+                + ["", "", ""])
   if pdis:
     rows.append(["paper"] + [f"{pdis[c]:.2f}" for c in cols])
   parts.append("<h2>Zoom-in vs zoom-out vs zoom-224 (%)</h2>"
@@ -200,8 +205,9 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
       p0 = _save_image(image, os.path.join(assets, f"{stem}_orig.jpg"), max_side=320)
       p1 = _save_image(render_view(image, g["one_crop_view"]), os.path.join(assets, f"{stem}_1crop.jpg"))
       p2 = _save_image(render_view(image, g["best_view"]), os.path.join(assets, f"{stem}_best.jpg"))
-      pics = "".join(f'<img src="{rel(p)}" alt="{a}" title="{a}">' for p, a in
-                     ((p0, "original"), (p1, g["one_crop_view"]), (p2, g["best_view"])))
+      pics = "".join(f'<figure><img src="{rel(p)}" alt="{_esc(a)}" title="{_esc(a)}">'
+                     f"<figcaption>{_esc(a)}</figcaption></figure>" for p, a in
+                     ((p0, "original"), (p1, "1-crop " + g["one_crop_view"]), (p2, "best " + g["best_view"])))
     cards.append(
         f'<div class="card"><div class="row">{pics}</div>'
         f"<div><b>{_esc(g['id'])}</b> · true: {_esc(truth)} · {g['num_correct_views']} views correct</div>"

@@ -246,11 +246,24 @@ def _max_taps(scale: int, short_bound: int) -> int:
 
 
 def _tap_geometry(size, out_len, positions):
-  """Filter scale, centres, first tap and validity of output positions along one axis (PIL's maths)."""
-  scale = size.astype(jnp.float32) / jnp.maximum(out_len, 1).astype(jnp.float32)
+  """Filter scale, centres, first tap and validity of output positions along one axis (PIL's maths).
+
+  The first tap is ceil(centre - support * fs - 0.5), computed in exact integer arithmetic: in float, XLA
+  may duplicate it into several fusions that round differently (FMA contraction), so the gather and the
+  weights could disagree by one tap whenever a centre lands on an integer boundary.
+  """
+  size = jnp.asarray(size, jnp.int32)
+  out_len = jnp.maximum(jnp.asarray(out_len, jnp.int32), 1)
+  scale = size.astype(jnp.float32) / out_len.astype(jnp.float32)
   fs = jnp.maximum(scale, 1.0)
   centre = (positions.astype(jnp.float32) + 0.5) * scale
-  start = jnp.ceil(centre - _SUPPORT * fs - 0.5).astype(jnp.int32)
+  support = int(_SUPPORT)
+  # 2 * out * (centre - support * fs - 0.5) is an integer: (2u + 1) * size - (2 * support * max(size, out) + out).
+  num = (2 * positions + 1) * size - (2 * support * jnp.maximum(size, out_len) + out_len)
+  start_int = -((-num) // (2 * out_len))
+  start_float = jnp.ceil(centre - _SUPPORT * fs - 0.5).astype(jnp.int32)  # Huge outputs only (overflow).
+  exact = (positions.astype(jnp.float32) + 2.0) * size.astype(jnp.float32) < 1e9
+  start = jnp.where(exact, start_int, start_float)
   valid_out = (positions >= 0) & (positions < out_len)
   return fs, centre, start, valid_out
 

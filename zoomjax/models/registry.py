@@ -6,6 +6,7 @@ convert it to the module's variable tree, and pass it through the load-and-merge
 registry entry, never in a global default, because checkpoints of one architecture disagree on it.
 """
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -76,9 +77,24 @@ def count_params(variables: Mapping[str, Any]) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(variables.get("params", {}))))
 
 
+# An initialisation runs once, so optimising its (random-number heavy) program only costs compile time:
+# at level 0 XLA:CPU compiles EfficientNet-Lite0's init about 2x faster and runs it as fast.
+_ONE_SHOT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_init(module: nn.Module, input_shape: Tuple[int, ...]) -> Callable[..., Any]:
+  lowered = jax.jit(module.init).lower(jax.random.PRNGKey(0), jax.ShapeDtypeStruct(input_shape, jnp.float32))
+  try:
+    return lowered.compile(compiler_options=_ONE_SHOT_COMPILER_OPTIONS)
+  except Exception:  # pylint: disable=broad-except  A backend that rejects the options: compile normally.
+    return lowered.compile()
+
+
 def _init(module: nn.Module, spec: ModelSpec, seed: int) -> Any:
-  x = jnp.zeros(_dummy_input(spec).shape, jnp.float32)
-  return jax.jit(module.init)(jax.random.PRNGKey(seed), x)
+  """Exactly `module.init(PRNGKey(seed), zeros)`, compiled once per module configuration."""
+  shape = _dummy_input(spec).shape
+  return _compiled_init(module, shape)(jax.random.PRNGKey(seed), jnp.zeros(shape, jnp.float32))
 
 
 def resolve_checkpoint(spec: ModelSpec, checkpoint: Optional[str]) -> str:

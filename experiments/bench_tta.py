@@ -1,0 +1,101 @@
+"""Throughput of MEMO + RRC and MEMO + AugMix: images adapted at once (vmap) vs one at a time, same maths.
+
+  PYTHONPATH=. .venv/bin/python experiments/bench_tta.py --model efficientnet_lite_tiny --views 16 --images 4
+
+Every timing is the median of --repeats runs after one compile/warm-up run; ratios are against the
+one-at-a-time MEMO + AugMix baseline measured in the same process, so they survive a noisy shared machine.
+Also times the view generators alone (64 views per image) to show where RRC's advantage comes from.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from zoomjax import models
+from zoomjax.tta import augment, memo
+
+SIZES = ((375, 500), (500, 375), (333, 500), (500, 400), (427, 640), (480, 640), (360, 480), (500, 500))
+
+
+def synthetic_canvases(n: int, side: int = 640):
+  """Smooth random photos of ImageNet-like sizes in zero-padded square canvases."""
+  rng = np.random.default_rng(0)
+  canvases = np.zeros((n, side, side, 3), np.uint8)
+  hws = np.zeros((n, 2), np.int32)
+  for i in range(n):
+    h, w = SIZES[i % len(SIZES)]
+    small = rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8)
+    canvases[i, :h, :w] = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC))
+    hws[i] = (h, w)
+  return jnp.asarray(canvases), jnp.asarray(hws)
+
+
+def timed(fn, repeats: int) -> float:
+  fn()  # compile + warm-up
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", default="efficientnet_lite_tiny")
+  parser.add_argument("--views", type=int, default=16, help="MEMO views per image (paper: 64)")
+  parser.add_argument("--images", type=int, default=4, help="images per timed run (= the vmap batch)")
+  parser.add_argument("--size", type=int, default=224, help="view side")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--out", default="", help="also write the results as JSON here")
+  args = parser.parse_args()
+
+  bundle = models.load(args.model, random_init=True)
+  canvases, hws = synthetic_canvases(args.images)
+  keys = memo.episode_keys(jax.random.PRNGKey(0), range(args.images))
+  augs = {"MEMO + RRC": augment.rrc_augmentation(args.size), "MEMO + AugMix": augment.augmix_augmentation(args.size)}
+  rows = []
+  for name, aug in augs.items():
+    fn = memo.make_memo(bundle, aug, num_views=args.views, resize_size=256 * args.size // 224,
+                        crop_size=args.size)
+    for mode, run in [
+        ("batched (vmap)", lambda: memo.map_images(fn, bundle.variables, canvases, hws, keys, args.images)),
+        ("one at a time", lambda: memo.map_images_sequential(fn, bundle.variables, canvases, hws, keys))]:
+      s = timed(run, args.repeats)
+      rows.append({"method": name, "mode": mode, "seconds": s, "images_per_second": args.images / s})
+  # The view generators alone, 64 views of one image, vmapped.
+  for name, aug in augs.items():
+    gen = jax.jit(jax.vmap(aug, in_axes=(0, None, None)))
+    vkeys = jax.random.split(jax.random.PRNGKey(1), 64)
+    s = timed(lambda: gen(vkeys, canvases[0], hws[0]).block_until_ready(), args.repeats)
+    rows.append({"method": name.replace("MEMO + ", "") + " views only", "mode": "64 views", "seconds": s,
+                 "images_per_second": None, "views_per_second": 64 / s})
+
+  base = next(r for r in rows if r["method"] == "MEMO + AugMix" and r["mode"] == "one at a time")["seconds"]
+  print(f"model {args.model}, {args.views} views/image, {args.images} images, view {args.size}px, "
+        f"median of {args.repeats}, jax {jax.__version__} on {jax.devices()[0].platform}")
+  print("| method | mode | s per run | images/s | speed vs AugMix one-at-a-time |")
+  print("|---|---|---|---|---|")
+  for r in rows:
+    if r["images_per_second"] is None:
+      print(f"| {r['method']} | {r['mode']} | {r['seconds']:.3f} | ({r['views_per_second']:.0f} views/s) | |")
+    else:
+      print(f"| {r['method']} | {r['mode']} | {r['seconds']:.3f} | {r['images_per_second']:.3f} | "
+            f"{base / r['seconds']:.2f}x |")
+  by = {(r["method"], r["mode"]): r["seconds"] for r in rows}
+  for name in augs:
+    print(f"{name}: batched / one-at-a-time speed-up {by[(name, 'one at a time')] / by[(name, 'batched (vmap)')]:.2f}x")
+  for mode in ("batched (vmap)", "one at a time"):
+    print(f"RRC / AugMix speed-up ({mode}): {by[('MEMO + AugMix', mode)] / by[('MEMO + RRC', mode)]:.2f}x")
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
