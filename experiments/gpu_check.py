@@ -105,6 +105,20 @@ def _flops(fn, *args) -> float:
   return 0.0
 
 
+def _flop_counts(sweep, spec, predict_fn, crops_fn, variables, canvas, hw, dtype) -> dict:
+  """GFLOPs per image: the zoom kernel on one image + the 10 crops + every view through the model."""
+  c1, hw1 = jnp.asarray(canvas[:1]), jnp.asarray(hw[:1])
+  zoom_flops = _flops(crops_fn, c1, hw1)
+  crop_flops = 0.0
+  if spec.extra_crops:
+    crop_flops = _flops(lambda c, s: jax.vmap(lambda a, b: sweep.ten_crops(a, b, dtype=dtype))(c, s), c1, hw1)
+  nb = 8
+  model_flops = _flops(predict_fn, variables, jnp.zeros((nb, 224, 224, 3), jnp.float32)) / nb
+  total = zoom_flops + crop_flops + spec.num_views * model_flops
+  return {"gflop_per_view_model": model_flops / 1e9, "gflop_per_image_zoom_kernel": zoom_flops / 1e9,
+          "gflop_per_image_ten_crops": crop_flops / 1e9, "gflop_per_image": total / 1e9}
+
+
 def synthetic_batch(batch: int, canvas_fn, seed: int = 0):
   rng = np.random.default_rng(seed)
   sizes = [IMAGE_SIZES[i % len(IMAGE_SIZES)] for i in range(batch)]
@@ -119,7 +133,7 @@ def synthetic_batch(batch: int, canvas_fn, seed: int = 0):
 
 
 def bench_model(name: str, *, scales, dtype, batch_per_device: int, view_chunk: int, reps: int,
-                num_images: int, ceiling_tflops: float) -> dict:
+                num_images: int, ceiling_tflops: float, zoom_impl=None, flops_only: bool = False) -> dict:
   from zoomjax import models, parallel, zoom  # pylint: disable=g-import-not-at-top
   sweep = _import_sweep()
   overrides = {} if dtype == jnp.float32 else {"dtype": dtype}
@@ -136,7 +150,15 @@ def bench_model(name: str, *, scales, dtype, batch_per_device: int, view_chunk: 
     return logits
 
   zoom_kw = {} if dtype == jnp.float32 else {"dtype": dtype}
+  if zoom_impl:
+    zoom_kw["impl"] = zoom_impl
   crops_fn = lambda canvas, hw: zoom.zoom_crops_batch(canvas, hw, grid, **zoom_kw)  # noqa: E731
+  if flops_only:
+    canvas, hw, _ = synthetic_batch(1, zoom.canvas_size)
+    f = _flop_counts(sweep, spec, predict_fn, crops_fn, bundle.variables, canvas, hw, dtype)
+    return {"model": name, "dtype": jnp.dtype(dtype).name, "views_per_image": spec.num_views,
+            "grid_views": len(spec.transforms), "canvas": list(canvas.shape[1:3]),
+            "zoom_impl": zoom_impl or zoom._default_impl(), **f}  # pylint: disable=protected-access
   mesh = parallel.make_mesh()
   batch = batch_per_device * mesh.size
   step = sweep.make_step(predict_fn, crops_fn, spec, view_chunk=view_chunk, dtype=dtype, mesh=mesh)
@@ -153,25 +175,45 @@ def bench_model(name: str, *, scales, dtype, batch_per_device: int, view_chunk: 
   times = _time(lambda: compiled(variables, *args), reps)
   med = statistics.median(times)
 
-  # FLOPs per image: the zoom kernel on one image + the 10 crops + every view through the model.
-  c1, hw1 = jnp.asarray(canvas[:1]), jnp.asarray(hw[:1])
-  zoom_flops = _flops(crops_fn, c1, hw1)
-  crop_flops = _flops(lambda c, s: jax.vmap(lambda a, b: sweep.ten_crops(a, b, dtype=dtype))(c, s), c1, hw1)
-  nb = 8
-  model_flops = _flops(predict_fn, bundle.variables, jnp.zeros((nb, 224, 224, 3), jnp.float32)) / nb
-  flops_per_image = zoom_flops + crop_flops + spec.num_views * model_flops
+  f = _flop_counts(sweep, spec, predict_fn, crops_fn, bundle.variables, canvas[:1], hw[:1], dtype)
   ips = batch / med
-  achieved = flops_per_image * ips / 1e12
-  return {
+  achieved = f["gflop_per_image"] * 1e9 * ips / 1e12
+  return {**f,
       "model": name, "dtype": jnp.dtype(dtype).name, "devices": mesh.size, "batch_images": batch,
       "views_per_image": spec.num_views, "grid_views": len(spec.transforms), "view_chunk": view_chunk,
       "canvas": list(canvas.shape[1:3]), "init_s": init_s, "compile_s": compile_s, "step_median_s": med,
       "step_times_s": times, "images_per_s": ips, "views_per_s": ips * spec.num_views,
-      "gflop_per_view_model": model_flops / 1e9, "gflop_per_image_zoom_kernel": zoom_flops / 1e9,
-      "gflop_per_image_ten_crops": crop_flops / 1e9, "gflop_per_image": flops_per_image / 1e9,
+      "zoom_impl": zoom_impl or zoom._default_impl(),  # pylint: disable=protected-access
       "achieved_tflops": achieved, "fraction_of_ceiling": achieved / ceiling_tflops if ceiling_tflops else None,
       "projected_s_for_images": num_images / ips, "projected_images": num_images,
   }
+
+
+def flops_table(a, models_, scales, dtype) -> dict:
+  """FLOP counts per image and the time the whole dataset would take at fractions of an assumed ceiling."""
+  rows = [bench_model(m, scales=scales, dtype=dtype, batch_per_device=1, view_chunk=1, reps=0, num_images=a.images,
+                      ceiling_tflops=0.0, zoom_impl=a.zoom_impl or None, flops_only=True) for m in models_]
+  fracs = (1.0, 0.5, 0.3)
+  hdr = (f"{'model':<20} {'views':>5} {'GFLOP/view':>10} {'zoom GFLOP/img':>14} {'10crop GFLOP/img':>16} "
+         f"{'GFLOP/img':>9} {'PFLOP/' + str(a.images // 1000) + 'k':>9} " +
+         " ".join(f"{'min@' + str(int(100 * f)) + '%':>8}" for f in fracs))
+  print(hdr)
+  print("-" * len(hdr))
+  for r in rows:
+    total = r["gflop_per_image"] * 1e9 * a.images
+    r["pflop_dataset"] = total / 1e15
+    r["minutes_at_fraction"] = {str(f): total / (f * a.assume_tflops * 1e12) / 60 for f in fracs}
+    print(f"{r['model']:<20} {r['views_per_image']:>5} {r['gflop_per_view_model']:>10.3f} "
+          f"{r['gflop_per_image_zoom_kernel']:>14.2f} {r['gflop_per_image_ten_crops']:>16.2f} "
+          f"{r['gflop_per_image']:>9.1f} {r['pflop_dataset']:>9.1f} " +
+          " ".join(f"{r['minutes_at_fraction'][str(f)]:>8.1f}" for f in fracs))
+  print(f"\n(minutes for {a.images} images at the given fraction of {a.assume_tflops:.0f} TFLOP/s)")
+  out = {"flops_only": True, "assume_tflops": a.assume_tflops, "models": rows}
+  if a.out:
+    with open(a.out, "w") as f:
+      json.dump(out, f, indent=2)
+    print(f"wrote {a.out}")
+  return out
 
 
 def main(argv=None) -> dict:
@@ -186,6 +228,12 @@ def main(argv=None) -> dict:
   p.add_argument("--reps", type=int, default=0, help="timed steps (default 5; quick 2)")
   p.add_argument("--matmul-n", type=int, default=0, help="matrix side (default 8192; quick 256)")
   p.add_argument("--images", type=int, default=50_000, help="dataset size for the projection")
+  p.add_argument("--zoom-impl", default="", choices=("", "dense", "sparse"),
+                 help="zoom kernel implementation (default: zoomjax.zoom's choice for the backend)")
+  p.add_argument("--flops-only", action="store_true", help="only XLA FLOP counts (no timing; cheap on CPU), "
+                 "with the time each would take at --assume-tflops")
+  p.add_argument("--assume-tflops", type=float, default=790.0, help="ceiling for --flops-only projections "
+                 "(H200 bf16 dense matmul measured here: about 790)")
   a = p.parse_args(argv)
   models_ = [m for m in (a.models or ("efficientnet_lite_tiny" if a.quick else
                                        "resnet50,efficientnet_lite0")).split(",") if m]
@@ -201,6 +249,8 @@ def main(argv=None) -> dict:
   except ImportError:
     pass
 
+  if a.flops_only:
+    return flops_table(a, models_, scales, dtype)
   t_start = time.perf_counter()
   dev = jax.devices()[0]
   info = {"backend": jax.default_backend(), "device_kind": dev.device_kind, "local_devices": jax.local_device_count(),
@@ -216,7 +266,7 @@ def main(argv=None) -> dict:
   results = []
   for name in models_:
     r = bench_model(name, scales=scales, dtype=dtype, batch_per_device=batch, view_chunk=chunk, reps=reps,
-                    num_images=a.images, ceiling_tflops=ceiling)
+                    num_images=a.images, ceiling_tflops=ceiling, zoom_impl=a.zoom_impl or None)
     results.append(r)
     print(f"{name}: compile {r['compile_s']:.1f} s, step {r['step_median_s'] * 1e3:.1f} ms", flush=True)
   total_s = time.perf_counter() - t_start

@@ -128,7 +128,7 @@ def write_torch_zip(path, obj, prefix="archive", byteorder="little", extra=None)
     zf.writestr(f"{prefix}/.data/serialization_id", "0123456789")
 
 
-def write_torch_legacy(path, obj):
+def write_torch_legacy(path, obj, claimed_numel=None):
   raw, storages = _dump(obj, legacy=True)
   with open(path, "wb") as f:
     for header in (torch_pickle.LEGACY_MAGIC_NUMBER, torch_pickle.LEGACY_PROTOCOL_VERSION,
@@ -137,7 +137,7 @@ def write_torch_legacy(path, obj):
     f.write(raw)
     pickle.dump([st.key for st in storages], f, protocol=2)
     for st in storages:
-      f.write(struct.pack("<q", st.data.size))
+      f.write(struct.pack("<q", (claimed_numel or {}).get(st.key, st.data.size)))
       f.write(st.data.tobytes())
 
 
@@ -285,6 +285,10 @@ def test_truncated_files_name_file_and_key(tmp_path):
     read_checkpoint(cut)
   cut.write_bytes(raw[:300])  # Inside the main pickle.
   with pytest.raises(CheckpointError, match=r"cut\.pth.*(corrupt|truncated)"):
+    read_checkpoint(cut)
+  # A corrupt size header claiming 8 TB is reported, not allocated.
+  write_torch_legacy(cut, state, claimed_numel={"0": 2**40})
+  with pytest.raises(CheckpointError, match=r"cut\.pth: key 'w'.*storage '0'.*of 4398046511104 bytes"):
     read_checkpoint(cut)
   write_torch_zip(full, state)
   cut.write_bytes(full.read_bytes()[:-200])  # The zip directory is at the end.

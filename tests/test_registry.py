@@ -4,6 +4,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 
 import zoomjax.models as zm
 from zoomjax.checkpoints import CheckpointError
@@ -95,16 +96,44 @@ def test_foreign_checkpoint_is_rejected_by_the_converter(tmp_path):
     zm.load("efficientnet_lite0", str(tmp_path / "resnet.safetensors"))
 
 
-def test_new_head_through_dont_load():
-  """Fine-tuning setup: real backbone, fresh 10-way head; the converted 1000-way head is not loaded."""
-  bundle = zm.load("efficientnet_lite0", num_classes=10, dont_load=[r"params/head/.*"])
-  assert bundle.num_classes == 10
-  assert bundle.variables["params"]["head"]["kernel"].shape == (1280, 10)
-  ref = zm.load("efficientnet_lite0")
-  np.testing.assert_array_equal(bundle.variables["params"]["stem_conv"]["kernel"],
-                                ref.variables["params"]["stem_conv"]["kernel"])
-  with pytest.raises(CheckpointError, match=r"shape mismatch.*params/head/kernel: model \(1280, 10\)"):
-    zm.load("efficientnet_lite0", num_classes=10)
+def to_efficientnet_pytorch(variables):
+  """Our variables -> an efficientnet_pytorch state dict (the inverse of the converter), for round trips."""
+  block = {"expand_conv": "_expand_conv", "expand_bn": "_bn0", "dw_conv": "_depthwise_conv",
+           "dw_bn": "_bn1", "project_conv": "_project_conv", "project_bn": "_bn2"}
+  top = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head", "head_bn": "_bn1"}
+  leaf = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+  out = {}
+  for path, value in traverse_util.flatten_dict(jax.device_get(variables), sep="/").items():
+    parts = path.split("/")[1:]
+    value = np.asarray(value)
+    if parts[0] == "head":
+      out["_fc." + ("weight" if parts[1] == "kernel" else "bias")] = value.T if value.ndim == 2 else value
+      continue
+    module = (f"_blocks.{parts[0].split('_')[1]}.{block[parts[1]]}" if parts[0].startswith("blocks_")
+              else top[parts[0]])
+    out[f"{module}.{'weight' if parts[-1] == 'kernel' else leaf[parts[-1]]}"] = (
+        np.transpose(value, (3, 2, 0, 1)) if parts[-1] == "kernel" else value)
+  return out
+
+
+def test_torch_layout_round_trip_and_new_head_through_dont_load(tmp_path):
+  """A tiny model saved in the efficientnet_pytorch layout loads back exactly; with `num_classes=10` and
+  `dont_load` it keeps the backbone and gets a fresh head (the fine-tuning set-up)."""
+  from safetensors.numpy import save_file
+  src = zm.load("efficientnet_lite_tiny", random_init=True, seed=5)
+  path = str(tmp_path / "tiny.safetensors")
+  # safetensors.numpy writes a non-contiguous array's raw memory (silently transposing it): make C order.
+  save_file({k: np.ascontiguousarray(v) for k, v in to_efficientnet_pytorch(src.variables).items()}, path)
+  back = zm.load("efficientnet_lite_tiny", path)
+  for (p, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(src.variables),
+                            jax.tree_util.tree_leaves_with_path(back.variables)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(p))
+  new = zm.load("efficientnet_lite_tiny", path, num_classes=10, dont_load=[r"params/head/.*"])
+  assert new.num_classes == 10 and new.variables["params"]["head"]["kernel"].shape == (32, 10)
+  np.testing.assert_array_equal(new.variables["params"]["stem_conv"]["kernel"],
+                                src.variables["params"]["stem_conv"]["kernel"])
+  with pytest.raises(CheckpointError, match=r"(?s)shape mismatch.*params/head/kernel: model \(32, 10\)"):
+    zm.load("efficientnet_lite_tiny", path, num_classes=10)
 
 
 def test_loading_does_not_initialise(monkeypatch):

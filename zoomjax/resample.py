@@ -78,8 +78,18 @@ def resample_matrix(n_in: int, size, box_start, box_len, out_len, offset, n_out:
   w = jnp.where(inside[None, :], w, 0.0)
   total = jnp.sum(w, axis=1, keepdims=True)
   w = jnp.where(total != 0.0, w / jnp.where(total != 0.0, total, 1.0), 0.0)
+  w = pil_fixed_point(w)
   rows_ok = (u >= 0) & (u < out_len)
   return jnp.where(rows_ok[:, None], w, 0.0)
+
+
+def pil_fixed_point(w: Array) -> Array:
+  """Rounds weights to PIL's 22-bit fixed point (round half away from zero), exactly as PIL stores them.
+
+  Decides exact .5 ties the way PIL does (frequent with bilinear and simple ratios: weights like 0.04).
+  """
+  scale = float(1 << 22)
+  return jnp.trunc(w * scale + jnp.where(w >= 0, 0.5, -0.5)) / scale
 
 
 def to_uint8_range(x: Array) -> Array:

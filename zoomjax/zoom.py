@@ -409,7 +409,10 @@ def zoom_crops_batch(canvas, hw, grid: ZoomGrid, *, transforms=None, impl: Optio
   """
   if not isinstance(grid, ZoomGrid):
     raise ValueError(f"grid must be a ZoomGrid, got {type(grid).__name__}")
-  shape, dt = np.shape(canvas), getattr(canvas, "dtype", np.asarray(canvas).dtype)
+  # Works on tracers too: zoom_crops_batch may be called inside the caller's jit (no host conversion).
+  if not hasattr(canvas, "dtype"):
+    canvas = np.asarray(canvas)
+  shape, dt = np.shape(canvas), canvas.dtype
   if len(shape) != 4 or shape[-1] != 3:
     raise ValueError(f"canvas must be (B, Hc, Wc, 3), got shape {shape}")
   if min(shape) < 1:
@@ -418,7 +421,7 @@ def zoom_crops_batch(canvas, hw, grid: ZoomGrid, *, transforms=None, impl: Optio
     raise ValueError(f"canvas must be uint8 (PIL's 8-bit RGB), got {dt}")
   if np.shape(hw) != (shape[0], 2):
     raise ValueError(f"hw must be (B, 2) = ({shape[0]}, 2), got {np.shape(hw)}")
-  if not isinstance(hw, jax.core.Tracer):
+  if not isinstance(hw, jax.core.Tracer) and not isinstance(canvas, jax.core.Tracer):
     hw_np = np.asarray(hw)
     if np.any(hw_np < 1) or np.any(hw_np > np.array(shape[1:3])):
       raise ValueError(f"hw {hw_np.tolist()} must be >= 1 and fit the canvas {shape[1:3]}")

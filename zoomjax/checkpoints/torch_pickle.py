@@ -16,6 +16,7 @@ File layouts (torch/serialization.py):
 """
 import collections
 import io
+import os
 import pickle
 import struct
 import sys
@@ -354,6 +355,7 @@ def read_torch_legacy(f: BinaryIO, path: str) -> Tuple[Any, bool]:
 
   obj = _unpickle(f, path, persistent_load)
   keys = plain("storage key list")
+  size = os.fstat(f.fileno()).st_size
   if not isinstance(keys, list):
     raise CheckpointError(f"{path}: corrupt legacy checkpoint (storage key list is {type(keys).__name__})")
   for key in keys:
@@ -369,9 +371,14 @@ def read_torch_legacy(f: BinaryIO, path: str) -> Tuple[Any, bool]:
     nbytes = numel * st.dtype.itemsize
     if numel < 0:
       raise CheckpointError(f"{path}: storage {key!r} has negative size (corrupt file)")
+    remaining = size - f.tell()
+    if nbytes > remaining:  # Never allocate what a corrupt header claims.
+      st.error = f"storage {key!r}: {max(remaining, 0)} of {nbytes} bytes present (truncated file)"
+      break
     st.data = f.read(nbytes)
-    if len(st.data) < nbytes:
-      st.error = (f"storage {key!r}: {len(st.data)} of {nbytes} bytes present (truncated file)")
+  for st in storages.values():
+    if st.data is None and st.error is None:
+      st.error = f"storage {st.key!r}: its data is missing (truncated or corrupt file)"
   return obj, not little and sys.byteorder == "little"
 
 

@@ -92,9 +92,14 @@ def _compiled_init(module: nn.Module, input_shape: Tuple[int, ...]) -> Callable[
 
 
 def _init(module: nn.Module, spec: ModelSpec, seed: int) -> Any:
-  """Exactly `module.init(PRNGKey(seed), zeros)`, compiled once per module configuration."""
+  """`module.init(PRNGKey(seed), zeros)` (to float rounding), compiled once per module configuration."""
   shape = _dummy_input(spec).shape
-  return _compiled_init(module, shape)(jax.random.PRNGKey(seed), jnp.zeros(shape, jnp.float32))
+  try:
+    hash(module)
+    compile_fn = _compiled_init
+  except TypeError:  # A module with unhashable fields: compile without the cache.
+    compile_fn = _compiled_init.__wrapped__
+  return compile_fn(module, shape)(jax.random.PRNGKey(seed), jnp.zeros(shape, jnp.float32))
 
 
 def resolve_checkpoint(spec: ModelSpec, checkpoint: Optional[str]) -> str:

@@ -1,0 +1,106 @@
+"""Inference throughput of registered models on this machine: images/s, FLOPs per image, compile time.
+
+  python experiments/bench_models.py --models efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 \\
+      --batch 32 --runs 5 --grouped_depthwise
+
+Weights are seeded random (`load(name, random_init=True)`): speed does not depend on their values. Models
+are timed round-robin (one batch of each per round) so load changes on a shared machine hit all of them
+alike; the table reports the median over rounds and the throughput ratio to the first model (the baseline),
+which is the figure to compare across machines. FLOPs come from XLA's cost analysis of the compiled program.
+`--grouped_depthwise` adds EfficientNet-Lite rows with the grouped-convolution depthwise implementation
+(the accelerator default) to show what the CPU shift-sum form buys.
+"""
+import argparse
+import statistics
+import time
+from typing import Any, Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import zoomjax.models as zm
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # Older jax returns one dict per device program.
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", float("nan")))
+
+
+def prepare(name: str, batch: int, dtype: Any, depthwise_impl: str = None) -> Dict[str, Any]:
+  """Loads random weights, compiles the batch forward; returns what `run_once` needs and the fixed costs."""
+  overrides = {"dtype": dtype} if dtype is not None else {}
+  t0 = time.perf_counter()
+  bundle = zm.load(name, random_init=True, **overrides)
+  init_s = time.perf_counter() - t0
+  module = bundle.module
+  label = name
+  if depthwise_impl is not None:
+    module = module.clone(depthwise_impl=depthwise_impl)
+    label = f"{name} ({depthwise_impl} dw)"
+  pp = bundle.preprocessing
+  x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (batch, pp.input_size, pp.input_size, 3)),
+                  jnp.float32)
+
+  def forward(variables, pixels):
+    return module.apply(variables, pp.normalize(pixels))[0]
+
+  t0 = time.perf_counter()
+  compiled = jax.jit(forward).lower(bundle.variables, x).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(bundle.variables, x))  # Warm-up (allocations, thread pools).
+  return dict(label=label, compiled=compiled, variables=bundle.variables, x=x, times=[],
+              params=zm.count_params(bundle.variables), size=pp.input_size, init_s=init_s,
+              compile_s=compile_s, gflops=_flops(compiled) / batch / 1e9)
+
+
+def run_once(entry: Dict[str, Any]) -> None:
+  t0 = time.perf_counter()
+  jax.block_until_ready(entry["compiled"](entry["variables"], entry["x"]))
+  entry["times"].append(time.perf_counter() - t0)
+
+
+def table(entries: List[Dict[str, Any]], batch: int) -> str:
+  base = batch / statistics.median(entries[0]["times"])
+  lines = [f"| model | params (M) | input | GFLOPs/img | compile (s) | median batch (ms) | img/s | "
+           f"vs {entries[0]['label']} |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for e in entries:
+    med = statistics.median(e["times"])
+    ips = batch / med
+    lines.append(f"| {e['label']} | {e['params'] / 1e6:.2f} | {e['size']} | {e['gflops']:.3f} | "
+                 f"{e['compile_s']:.1f} | {med * 1e3:.0f} | {ips:.1f} | {ips / base:.2f}x |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--models", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2",
+                  help="comma-separated registered names, or 'all' (the first is the baseline)")
+  ap.add_argument("--batch", type=int, default=32)
+  ap.add_argument("--runs", type=int, default=5, help="timed rounds (>= 5 for a stable median)")
+  ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16"])
+  ap.add_argument("--grouped_depthwise", action="store_true",
+                  help="also time EfficientNet-Lite with the grouped-conv depthwise implementation")
+  args = ap.parse_args(argv)
+  names = zm.list_models() if args.models == "all" else [m for m in args.models.split(",") if m]
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, None: None}[args.dtype]
+  entries = []
+  for name in names:
+    entries.append(prepare(name, args.batch, dtype))
+    print(f"prepared {name}: init {entries[-1]['init_s']:.1f} s, compile {entries[-1]['compile_s']:.1f} s",
+          flush=True)
+    if args.grouped_depthwise and name.startswith("efficientnet_lite"):
+      entries.append(prepare(name, args.batch, dtype, depthwise_impl="grouped"))
+  for _ in range(args.runs):
+    for e in entries:
+      run_once(e)
+  print(f"\nbackend {jax.default_backend()} ({jax.devices()[0].device_kind}), batch {args.batch}, "
+        f"{args.runs} rounds, dtype {args.dtype or 'float32'}\n")
+  print(table(entries, args.batch))
+
+
+if __name__ == "__main__":
+  main()
