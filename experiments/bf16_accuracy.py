@@ -60,6 +60,9 @@ def main(argv=None):
   p.add_argument("--limit", type=int, default=0)
   p.add_argument("--workdir", default="runs/bf16_accuracy", help="sweeps go to WORKDIR/{float32,bfloat16}")
   p.add_argument("--fp32-records", default="", help="reuse an fp32 sweep's records.npz (same images)")
+  p.add_argument("--bf16-records", default="", help="reuse a bf16 sweep's records.npz (same images)")
+  p.add_argument("--only", default="", choices=("", "float32", "bfloat16"),
+                 help="run only this dtype's sweep and stop (run both at once, then combine with --*-records)")
   p.add_argument("--out", default="")
   a = p.parse_args(argv)
   from configs import zoom_sweep as cfg  # pylint: disable=g-import-not-at-top
@@ -70,15 +73,21 @@ def main(argv=None):
     raise ValueError(f"--grid {a.grid}: must contain scale 256 (the 1-crop view LOC:1_1_Size:256)")
   data = f"folder:{a.data}"
   recs, walls = {}, {}
+  given = {"float32": a.fp32_records, "bfloat16": a.bf16_records}
   for dtype in ("float32", "bfloat16"):
-    if dtype == "float32" and a.fp32_records:
-      recs[dtype] = R.load(a.fp32_records)
+    if a.only and dtype != a.only:
+      continue
+    if given[dtype]:
+      recs[dtype] = R.load(given[dtype])
       continue
     wd = os.path.join(a.workdir, dtype)
     t = time.monotonic()
     zoom_sweep.run(_config(grid, data, a.model, dtype, a.limit), wd)
     walls[dtype] = time.monotonic() - t
     recs[dtype] = R.load(os.path.join(wd, R.FINAL_FILE))
+  if a.only:
+    print(f"{a.only} sweep done: {os.path.join(a.workdir, a.only, R.FINAL_FILE)}")
+    return None
   names = [str(n) for n in recs["bfloat16"].view_names]
   if list(recs["float32"].index) != list(recs["bfloat16"].index):
     raise ValueError("the fp32 and bf16 records hold different images; use the same --data/--limit")
@@ -94,6 +103,7 @@ def main(argv=None):
   for k in ("one_crop_accuracy", "upper_bound_accuracy"):
     res[f"delta_{k}_points"] = 100 * (res["bfloat16"][k] - res["float32"][k])
   res.update({"model": a.model, "data": a.data, "scales": list(grid), "fp32_records": a.fp32_records or None,
+              "bf16_records": a.bf16_records or None, "sweep_limit": a.limit,
               "command": " ".join(["python", "experiments/bf16_accuracy.py"] + (argv or sys.argv[1:]))})
   print(f"{'':<22}{'fp32':>10}{'bf16':>10}{'change':>10}")
   for k, label in (("one_crop_accuracy", "1-crop top-1"), ("upper_bound_accuracy", "upper bound")):

@@ -220,14 +220,16 @@ def test_torchscript_archive_reads_like_a_state_dict(tmp_path):
     # Protocol 2 pickles plain instances as NEWOBJ(cls) + BUILD(__dict__), as TorchScript does.
     return ScriptMeta(name, (), {"_module": module, "_name": name})
 
-  visual_cls, top_cls = script_class("__torch__.model.VisionTransformer"), script_class("__torch__.model.CLIP")
+  visual_cls = script_class("__torch__.model.VisionTransformer")
+  top_cls = script_class("__torch__.model.CLIP")
   visual, top = visual_cls(), top_cls()
   proj = np.arange(6, dtype=np.float16).reshape(3, 2)
   visual.__dict__.update(training=False, proj=tensor(proj, "0"), input_resolution=224,
                          patch=GlobalIntList([16, 16]))
   top.__dict__.update(training=False, visual=visual, logit_scale=tensor(np.array(4.6, np.float32), "1"))
   write_torch_zip(tmp_path / "ViT-B-16.pt", top, prefix="ViT-B-16",
-                  extra={"code/__torch__/model.py": "class CLIP(Module): ...", "constants.pkl": b"\x80\x02)."})
+                  extra={"code/__torch__/model.py": "class CLIP(Module): ...",
+                         "constants.pkl": b"\x80\x02)."})
   got = read_checkpoint(tmp_path / "ViT-B-16.pt")
   assert sorted(got) == ["logit_scale", "visual.proj"]
   np.testing.assert_array_equal(got["visual.proj"], proj)

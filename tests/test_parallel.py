@@ -180,6 +180,26 @@ def test_eight_fake_devices_give_the_one_device_answers(tmp_path):
   assert proc.returncode == 0 and "WORKER OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
+def test_gpu_check_runs_end_to_end_on_cpu_with_quick(tmp_path):
+  """experiments/gpu_check.py is meant for an accelerator; --quick proves every stage runs (tiny model/grid)."""
+  import json  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "quick.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "gpu_check.py"), "--quick", "--reps=1",
+                         "--matmul-n=128", f"--out={out}"], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  res = json.loads(out.read_text())
+  assert set(res["matmul"]) == {"bfloat16", "float32"} and all(m["tflops"] > 0 for m in res["matmul"].values())
+  (m,) = res["models"]
+  assert m["model"] == "efficientnet_lite_tiny" and m["dtype"] == "bfloat16"
+  assert m["views_per_image"] == 2 * 9 + 10 and m["images_per_s"] > 0
+  assert m["views_per_s"] == pytest.approx(m["images_per_s"] * 28)
+  assert m["gflop_per_view_model"] > 0 and m["gflop_per_image"] > 28 * m["gflop_per_view_model"]
+  assert m["projected_s_for_images"] == pytest.approx(50_000 / m["images_per_s"])
+  assert 0 < m["fraction_of_ceiling"] and "50k proj" in proc.stdout
+
+
 if __name__ == "__main__":
   jax.config.update("jax_disable_most_optimizations", True)  # Compile time dominates these tiny programs.
   jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/zoomjax/jax-tests"))

@@ -5,7 +5,6 @@ errors, JS exceptions and failed resource loads as structured events and takes a
 Install it with `apt-get update && apt-get install -y chromium` (Debian).
 """
 import base64
-import fcntl
 import io
 import json
 import os
@@ -98,21 +97,17 @@ def _chromium():
 def render_page(url: str, *, width: int = 1280, height: int = 2400, timeout: float = 90.0):
   """Loads `url` in headless Chromium; returns (images [(src, loaded)], errors [str], screenshot PNG bytes)."""
   exe = _chromium()
-  r_cmd, w_cmd = os.pipe()
-  r_out, w_out = os.pipe()
-  hi_r, hi_w = fcntl.fcntl(r_cmd, fcntl.F_DUPFD, 20), fcntl.fcntl(w_out, fcntl.F_DUPFD, 20)
-
-  def child_fds():  # Chromium reads commands on fd 3 and writes replies on fd 4.
-    os.dup2(hi_r, 3)
-    os.dup2(hi_w, 4)
-
+  r_cmd, w_cmd = os.pipe()  # Commands: we write, Chromium reads on its fd 3.
+  r_out, w_out = os.pipe()  # Replies: Chromium writes on its fd 4, we read.
   user_dir = tempfile.mkdtemp(prefix="zoomjax-chromium-")
-  proc = subprocess.Popen(
-      [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-       f"--user-data-dir={user_dir}", "--remote-debugging-pipe", f"--window-size={width},{height}", "about:blank"],
-      close_fds=False, preexec_fn=child_fds, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  for fd in (r_cmd, w_out, hi_r, hi_w):
+  args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+          f"--user-data-dir={user_dir}", "--remote-debugging-pipe", f"--window-size={width},{height}", "about:blank"]
+  # bash maps our pipe ends to fds 3/4 (dash only knows fds 0-9; no preexec_fn: forking a multithreaded JAX
+  # process is unsafe).
+  proc = subprocess.Popen([shutil.which("bash") or "sh", "-c", f'exec "$0" "$@" 3<&{r_cmd} 4>&{w_out} {r_cmd}<&- {w_out}>&-'] + args,
+                          pass_fds=(r_cmd, w_out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  for fd in (r_cmd, w_out):
     os.close(fd)
   deadline = time.monotonic() + timeout
   state = {"buf": b"", "id": 0}

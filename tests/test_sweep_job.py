@@ -111,3 +111,17 @@ def test_configs_parse():
   d = demo_config.get_config()
   assert d.model.name == "efficientnet_lite0" and d.data.name == "demo_photos" and len(d.grid.scales) == 36
   assert not d.model.random_init
+
+
+def test_real_weights_on_real_photos(val100_dir, tmp_path):
+  """CI's real-data check: EfficientNet-Lite0 on the first 4 ImageNet val photos, 2 scales (18 views)."""
+  c = config_lib.get_config(f"model=efficientnet_lite0,data=folder:{val100_dir},grid=224/256,limit=4,paper=IN")
+  c.canvas, c.report, c.shard_size = "max", False, 4
+  metrics = job.run(c, str(tmp_path))
+  # The first four val images (sea snake, garter snake, porcupine, vulture): Lite0 gets at least 3 with the
+  # 1-crop (measured: all 4), and the upper bound can only add.
+  assert metrics["num_images"] == 4
+  assert metrics["one_crop_accuracy"] >= 0.75
+  assert metrics["upper_bound_accuracy"] >= metrics["one_crop_accuracy"]
+  assert metrics["aggregation"]["10-crop mean"] >= 0.5
+  assert metrics["paper"] == {}  # The paper has no EfficientNet-Lite0 numbers.

@@ -58,7 +58,7 @@ def resample_matrix(n_in: int, size, box_start, box_len, out_len, offset, n_out:
   all zero (black outside the resized image). `n_in`/`n_out` are static (canvas side, output window);
   `size`, `box_start`, `box_len`, `out_len`, `offset` may be traced integers.
   """
-  kernel, support = _filter(method)
+  kernel, _ = _filter(method)  # Kernels are zero beyond their support: PIL's tap window is implicit.
   box_start = jnp.asarray(box_start, jnp.int32)
   box_len = jnp.asarray(box_len, jnp.int32)
   out_len = jnp.asarray(out_len, jnp.int32)
@@ -71,7 +71,6 @@ def resample_matrix(n_in: int, size, box_start, box_len, out_len, offset, n_out:
   rel = (x - box_start).astype(jnp.float32)[None, :] + 0.5
   centre = (u.astype(jnp.float32) + 0.5)[:, None] * scale
   w = kernel((rel - centre) * inv_filterscale)
-  del support  # The kernels are zero outside their support, so PIL's tap window is implicit.
   lo = jnp.maximum(box_start, 0)
   hi = jnp.minimum(box_start + box_len, jnp.asarray(size, jnp.int32))
   inside = (x >= lo) & (x < hi)

@@ -16,7 +16,7 @@ implementations compute the same numbers:
 import dataclasses
 import functools
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp

@@ -11,8 +11,8 @@ File layouts (torch/serialization.py):
   optional `<archive>/byteorder`. TorchScript archives (`torch.jit.save`, e.g. OpenAI CLIP `.pt`) use the same
   storages; their `__torch__.*` module objects are read as plain attribute containers.
 - legacy: five pickles in a row: magic number, protocol version 1001, sys info, the object (persistent ids
-  `('storage', <T>Storage, root_key, location, numel, view_metadata)`), then the list of storage keys; then for
-  each key an int64 element count followed by the raw bytes.
+  `('storage', <T>Storage, root_key, location, numel, view_metadata)`), then the list of storage keys;
+  then for each key an int64 element count followed by the raw bytes.
 """
 import collections
 import io
