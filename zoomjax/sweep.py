@@ -252,6 +252,8 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
   if len(todo) < len(mine):
     logging.info("resuming: %d of this process's %d shards already written", len(mine) - len(todo), len(mine))
   done_images = sum(len(records_lib.shard_range(k, shard_size, num_images)) for k in mine if k not in todo)
+  if progress is not None:
+    progress(done_images)  # Starts the clock: rates and ETA count only the work of this run.
   written = []
   for k in todo:
     rng = records_lib.shard_range(k, shard_size, num_images)

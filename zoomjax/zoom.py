@@ -232,7 +232,7 @@ _TAP_TIERS = (4, 5, 6, 8, 10, 12)
 # Strip side = _STRIP_ASPECT * S + 1 covers images up to this aspect ratio; wider ones take a fallback.
 _STRIP_ASPECT = 2
 # Strip sides shared by groups of small scales.
-_STRIP_TIERS = (24, 48, 96, 160, 260, 400)
+_STRIP_TIERS = (48, 160, 260, 400)
 
 
 def _max_taps(scale: int, short_bound: int) -> int:

@@ -101,11 +101,16 @@ def _read_safetensors(path: str) -> Flat:
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   try:
     return dict(load_file(path))
-  except TypeError:
-    pass  # A dtype numpy has no name for (bf16, fp8): parse the layout ourselves.
-  except Exception as e:  # safetensors raises its own SafetensorError for corrupt headers/data.
-    raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
-  return _read_safetensors_raw(path)
+  except Exception as e:  # pylint: disable=broad-except  (SafetensorError, or a dtype numpy lacks)
+    library_error = e
+  # bf16/fp8 have no numpy name the library knows: parse the (simple) layout ourselves, which also
+  # re-validates every entry and names the broken one.
+  try:
+    return _read_safetensors_raw(path)
+  except CheckpointError:
+    raise
+  except Exception:  # pylint: disable=broad-except
+    raise CheckpointError(f"{path}: corrupt safetensors file ({library_error})") from None
 
 
 def _read_safetensors_raw(path: str) -> Flat:
