@@ -88,17 +88,18 @@ def ten_crops(canvas: Array, hw: Array, *, crop: int = 224, size: int = 256,
   # torchvision center_crop: int(round((H - crop) / 2)), Python rounds half to even as jnp.round does.
   ct = jnp.round(h2 / 2).astype(jnp.int32)
   cl = jnp.round(w2 / 2).astype(jnp.int32)
-  # five_crop(hflip(img)) = hflip of crops of img at mirrored lefts: tr, tl, br, bl, mirrored centre.
-  tops = jnp.stack([0, 0, h2, h2, ct, 0, 0, h2, h2, ct]).astype(jnp.int32)
-  lefts = jnp.stack([0, w2, 0, w2, cl, w2, 0, w2, 0, w2 - cl]).astype(jnp.int32)
+  # five_crop(hflip(img)) = hflip of img's crops tr, tl, br, bl and of the centre crop at the mirrored left
+  # (w2 - cl, equal to cl unless w2 is odd): 6 resampled crops give all 10.
+  tops = jnp.stack([0, 0, h2, h2, ct, ct]).astype(jnp.int32)
+  lefts = jnp.stack([0, w2, 0, w2, cl, w2 - cl]).astype(jnp.int32)
   box = jnp.stack([0, 0, hw[0], hw[1]]).astype(jnp.int32)
 
   def one(top, left):
     return resample.resize_crop(canvas, hw, box, rs, jnp.stack([top, left]), (crop, crop), "bicubic",
                                 dtype=dtype)
 
-  crops = jax.vmap(one)(tops, lefts)
-  flipped = crops[5:, :, ::-1, :]
+  crops = jax.vmap(one)(tops, lefts)  # tl, tr, bl, br, center, mirrored center.
+  flipped = crops[jnp.array([1, 0, 3, 2, 5])][:, :, ::-1, :]
   return jnp.concatenate([crops[:5], flipped], 0)
 
 
