@@ -92,7 +92,8 @@ def get_config(arg=None):
   c.zoom.anchors = 3  # anchors x anchors crop centres.
   c.zoom.view_chunk = 32  # Zoom views per model call (bounds activation memory).
 
-  c.batch_size = 1 if runlocal else 2  # Images adapted at once (vmap, one parameter copy each).
+  # Images adapted at once (vmap, one parameter copy each). 1 on CPU: batching was slower there (notes/tta.md).
+  c.batch_size = 1
   c.canvas_multiple = 256  # Canvases are squares rounded up to this: fewer shapes = fewer compiles.
   c.num_workers = 2  # Decoding threads.
   c.on_error = "skip"  # Unreadable images: 'skip' (listed in metrics.json) or 'raise'.

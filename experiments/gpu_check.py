@@ -61,7 +61,8 @@ def _import_sweep():
 
   pa.PeriodicAction = PeriodicAction
   clu.periodic_actions = pa
-  sys.modules.setdefault("clu", clu)
+  if sys.modules.get("clu") is None:
+    sys.modules["clu"] = clu
   sys.modules["clu.periodic_actions"] = pa
   from zoomjax import sweep  # pylint: disable=g-import-not-at-top
   return sweep

@@ -99,7 +99,7 @@ def _launch(workdir, data, *, devices=1, processes=1, stop_after=0, expect=0):
   outs = []
   try:
     for proc in procs:
-      outs.append(proc.communicate(timeout=300)[0])
+      outs.append(proc.communicate(timeout=900)[0])
   finally:
     for proc in procs:
       if proc.poll() is None:

@@ -176,7 +176,7 @@ def test_eight_fake_devices_give_the_one_device_answers(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
              PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=300)
+                        text=True, timeout=900)  # Guards hangs only: shared CPUs can be slow.
   assert proc.returncode == 0 and "WORKER OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
@@ -187,7 +187,7 @@ def test_gpu_check_runs_end_to_end_on_cpu_with_quick(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
   proc = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "gpu_check.py"), "--quick", "--reps=1",
                          "--matmul-n=128", f"--out={out}"], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=600)
+                        timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   res = json.loads(out.read_text())
   assert set(res["matmul"]) == {"bfloat16", "float32"} and all(m["tflops"] > 0 for m in res["matmul"].values())

@@ -5,6 +5,7 @@ errors, JS exceptions and failed resource loads as structured events and takes a
 Install it with `apt-get update && apt-get install -y chromium` (Debian).
 """
 import base64
+import fcntl
 import io
 import json
 import os
@@ -105,9 +106,12 @@ def render_page(url: str, *, width: int = 1280, height: int = 2400, timeout: flo
           f"--user-data-dir={user_dir}", "--remote-debugging-pipe", f"--window-size={width},{height}", "about:blank"]
   # bash maps our pipe ends to fds 3/4 (dash only knows fds 0-9; no preexec_fn: forking a multithreaded JAX
   # process is unsafe).
-  proc = subprocess.Popen([shutil.which("bash") or "sh", "-c", f'exec "$0" "$@" 3<&{r_cmd} 4>&{w_out} {r_cmd}<&- {w_out}>&-'] + args,
-                          pass_fds=(r_cmd, w_out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  for fd in (r_cmd, w_out):
+  # Our ends first move to fds >= 10 so the redirections cannot clobber each other (e.g. r_cmd == 3).
+  hi_r, hi_w = fcntl.fcntl(r_cmd, fcntl.F_DUPFD, 10), fcntl.fcntl(w_out, fcntl.F_DUPFD, 10)
+  proc = subprocess.Popen([shutil.which("bash") or "sh", "-c",
+                           f'exec "$0" "$@" 3<&{hi_r} 4>&{hi_w} {hi_r}<&- {hi_w}>&-'] + args,
+                          pass_fds=(hi_r, hi_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  for fd in (r_cmd, w_out, hi_r, hi_w):
     os.close(fd)
   deadline = time.monotonic() + timeout
   state = {"buf": b"", "id": 0}

@@ -103,3 +103,9 @@ def test_zoom_tta_runs_views_through_the_model_in_chunks():
     np.testing.assert_allclose(fn({}, image, None), zoom_tta.aggregate(colours / 10.0, how), rtol=1e-5,
                                atol=1e-5)
   np.testing.assert_allclose(zoom_tta.aggregate(colours / 10.0, "max"), expect[0], rtol=1e-6)
+
+
+def test_job_zoom_aggregation_runs(tmp_path):
+  metrics = tta_job.run(tta_config.get_config("runlocal=1,method=zoom_mean,limit=1"), str(tmp_path))
+  assert metrics["method"] == "zoom_mean" and metrics["num_images"] == 1
+  assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] in (0.0, 1.0)

@@ -26,7 +26,8 @@ AUGMIX_OPS = ("autocontrast", "equalize", "rotate", "solarize", "shear_x", "shea
 Augmentation = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def _as_hw(canvas: jax.Array, hw) -> jax.Array:
+def as_hw(canvas: jax.Array, hw=None) -> jax.Array:
+  """The true (h, w) of an image in a canvas: `hw` if given, else the canvas shape; int32 (2,)."""
   if hw is None:
     hw = canvas.shape[:2]
   return jnp.asarray(hw, jnp.int32)
@@ -70,7 +71,7 @@ def random_resized_crop(key: jax.Array, canvas: jax.Array, hw=None, size: int = 
   The zoom-in view of MEMO + RRC (bicubic, the paper) and AugMix's pre-augmentation (bilinear): PIL's
   `img.crop(box).resize((size, size), method)`, antialiased when downscaling.
   """
-  hw = _as_hw(canvas, hw)
+  hw = as_hw(canvas, hw)
   box = sample_rrc_box(key, hw, scale, ratio)
   out = resize_crop(canvas, hw, box, (size, size), (0, 0), (size, size), method=method)
   return out
@@ -83,7 +84,7 @@ def standard_view(canvas: jax.Array, hw=None, resize_size: int = 256, crop_size:
   Resize: the short side becomes `resize_size`, the long side `int(resize_size * long / short)`. CenterCrop: top =
   round((H' - crop) / 2) (half to even, as Python's round).
   """
-  hw = _as_hw(canvas, hw)
+  hw = as_hw(canvas, hw)
   h, w = hw[0], hw[1]
   short, long = jnp.minimum(h, w), jnp.maximum(h, w)
   new_long = (resize_size * long) // short
@@ -268,7 +269,7 @@ def augmix(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, severity
   w ~ Dirichlet(alpha), m ~ Beta(alpha, alpha); out = m*x + (1-m)*sum_i w_i*chain_i. MEMO mixes normalised
   tensors; normalisation is affine and the weights sum to one, so mixing pixels first is the same view.
   """
-  hw = _as_hw(canvas, hw)
+  hw = as_hw(canvas, hw)
   k_rrc, k_flip, k_w, k_m, k_chains = jax.random.split(key, 5)
   x = random_resized_crop(k_rrc, canvas, hw, size, "bilinear")
   x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)

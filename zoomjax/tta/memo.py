@@ -67,7 +67,7 @@ def make_memo(bundle: ModelBundle, augmentation: augment_lib.Augmentation, *,
 
   def adapt_and_predict(variables, image, key, hw=None):
     image = jnp.asarray(image)
-    hw = augment_lib._as_hw(image, hw)  # pylint: disable=protected-access
+    hw = augment_lib.as_hw(image, hw)
     params = variables["params"]
     opt_state = optimizer.init(params)
 
@@ -98,7 +98,7 @@ def make_baseline(bundle: ModelBundle, *, logit_mask: Optional[np.ndarray] = Non
   def predict(variables, image, key, hw=None):
     del key
     image = jnp.asarray(image)
-    hw = augment_lib._as_hw(image, hw)  # pylint: disable=protected-access
+    hw = augment_lib.as_hw(image, hw)
     view = augment_lib.standard_view(image, hw, resize_size, crop_size, view_method)
     logits, _ = module.apply(variables, normalize(view[None]))
     return mask_logits(logits[0], mask)
