@@ -1,9 +1,9 @@
 """The zoom sweep job scaled out: 8 fake devices, two processes on localhost, resumes on another process count.
 
 Every run is a subprocess (`python tests/test_multiprocess.py --workdir ...`) because the device count and
-`jax.distributed` are fixed when JAX starts. The reference is one process with one device. Runs with one device
-per process must give bit-identical records; with 8 devices each device sees a batch of 1 instead of 8, which
-may move a probability by a rounding step (class ids stay identical). Loopback addresses only.
+`jax.distributed` are fixed when JAX starts. The reference is one process with one device. Every layout must
+give the same records: class ids, labels, indices and names bit-identical, probabilities within 1e-6 relative
+(a device's batch of 1 instead of 8, or XLA:CPU run to run, can move one by a rounding step). Loopback only.
 """
 import argparse
 import os
@@ -120,9 +120,9 @@ def _records(workdir):
 
 
 def _assert_identical(got, want, what):
-  assert sorted(got) == sorted(want)
-  for k in want:
-    np.testing.assert_array_equal(got[k], want[k], err_msg=f"{what}: field {k}")
+  """Ids, labels, indices and names bit-identical; probabilities within 1e-6 relative: XLA:CPU under heavy
+  load gave 1-ulp differences between two runs of the same executable on the same shard (seen once in ~6)."""
+  _assert_same(got, want, what)
 
 
 @pytest.fixture(scope="module")
