@@ -10,8 +10,10 @@ comes from a few buckets (`canvas_size`), and its true size `hw` is a traced arg
 implementations compute the same numbers:
 - 'dense': per scale two matmuls with (n*crop, canvas side) weight matrices (`resample.resample_matrix`).
   Maps onto matrix units; the default on GPU/TPU.
-- 'sparse': per scale only the K non-zero taps of each output pixel, as K 1-D gathers fused with FMAs.
-  ~50x fewer FLOPs; the default on CPU, where XLA's dense matmuls cannot keep up with PIL.
+- 'sparse': per scale only the K non-zero taps of each output pixel, as 1-D gathers of whole contiguous
+  rows fused with FMAs (K unrolled, or a loop of traced length for strong downscales), uint8 between the
+  passes, written in place into the float32 output. ~50x fewer FLOPs; the default on CPU, where XLA's
+  dense matmuls cannot keep up with PIL.
 """
 import dataclasses
 import functools
@@ -225,7 +227,7 @@ def _dense_image(canvas, hw, scales, n, crop, dtype, scale_batch):
 _SUPPORT = FILTERS["bicubic"][1]
 _KERNEL = FILTERS["bicubic"][0]
 # Scales needing at most this many taps run the window path with unrolled gathers; the rest (strong
-# downscales, mostly zoom-out) resize once into a small strip with dense matmuls.
+# downscales, mostly zoom-out) resize once into a small strip with a traced-length loop over taps.
 _MAX_UNROLLED_TAPS = 12
 # Tap-count tiers: scales are grouped by tier so one loop body serves many scales (bounds compile time).
 _TAP_TIERS = (4, 5, 6, 8, 10, 12)
@@ -372,7 +374,7 @@ def _sparse_strip(x, xt, hw, scale, n, crop, r, k):
     pos = jnp.arange(r, dtype=jnp.int32)
     ci, cw = _taps(hw[1], out_w, pos, k)
     ri, rw = _taps(hw[0], out_h, pos, k)
-    tmp = jax.lax.optimization_barrier(_rows_to_cols_u8(to_uint8_range(_loop_pass(xt, ci, cw)), hc))
+    tmp = _rows_to_cols_u8(to_uint8_range(_loop_pass(xt, ci, cw)), hc)  # A loop output: materialised.
     img = to_uint8_range(_loop_pass(tmp, ri, rw)).astype(jnp.uint8).reshape(r, r, 3)
     img = jnp.pad(img, ((crop, crop), (crop, crop), (0, 0)))
     return jnp.stack([jax.lax.dynamic_slice(img, (tops[i] + crop, lefts[j] + crop, 0), (crop, crop, 3))
@@ -386,11 +388,12 @@ def _sparse_strip(x, xt, hw, scale, n, crop, r, k):
   return jax.lax.cond(jnp.maximum(out_h, out_w) <= r, strip, windows)
 
 
-def _sparse_image(canvas, hw, scales, n, crop):
-  """The crops of `scales` (static) for one image, scale-major, uint8 (the values are PIL's uint8 anyway).
+def _sparse_image(buf, b, canvas, hw, scales, n, crop):
+  """Writes the crops of `scales` (static) for image b into buf (B, len(scales), n*n, crop, crop, 3) f32.
 
-  Every intermediate and the stacking of scales stay uint8 (4x less memory traffic than float32, which
-  dominated the run time); the caller converts to float32 once at the end.
+  Each scale's intermediates stay uint8 (exact: PIL's values) and are written once, in place, into the
+  shared float32 output (a loop carry): no per-group stacks to zero-fill and no concatenation or
+  conversion copy afterwards; on this CPU memory traffic, not arithmetic, dominated the run time.
 
   Scales are grouped so that one loop body serves a whole group (compile time grows with the number of
   distinct bodies, not of scales): window scales by tap tier (unrolled gathers), strip scales by side.
@@ -409,10 +412,7 @@ def _sparse_image(canvas, hw, scales, n, crop):
       groups.setdefault(("strip", min(side, n * crop)), []).append(s)
     else:
       groups.setdefault(("windows", next(t for t in _TAP_TIERS if t >= k)), []).append(s)
-  # Every group writes its scales in place into one uint8 buffer (a loop carry): no per-group stacks to
-  # zero-fill and no concatenation copy afterwards.
   where = {s: i for i, s in enumerate(scales)}
-  buf = jnp.zeros((len(scales), n * n, crop, crop, 3), jnp.uint8)
   for (kind, size), group in groups.items():
     if kind == "strip":
       k = max(_max_taps(s, short_bound) for s in group) + 1
@@ -423,10 +423,11 @@ def _sparse_image(canvas, hw, scales, n, crop):
     slots = jnp.asarray([where[s] for s in group], jnp.int32)
 
     def body(i, buf, fn=fn, group_scales=group_scales, slots=slots):
-      return jax.lax.dynamic_update_index_in_dim(buf, fn(group_scales[i]), slots[i], 0)
+      crops = fn(group_scales[i]).astype(buf.dtype)[None, None]
+      return jax.lax.dynamic_update_slice(buf, crops, (b, slots[i], 0, 0, 0, 0))
 
     buf = jax.lax.fori_loop(0, len(group), body, buf)
-  return buf.reshape((-1, crop, crop, 3))
+  return buf
 
 
 # -------------------------------------------------------------------------------------------- public API
@@ -452,15 +453,15 @@ def _zoom_batch(canvas, hw, grid, transforms, impl, dtype, scale_batch):
     batch = scale_batch or len(scales)
     out = jax.vmap(lambda c, s: _dense_image(c, s, scales, n, crop, dtype, batch))(canvas, hw)
   else:
-    # One image at a time: the strip fallback is a real branch, and memory stays one image deep.
-    if canvas.shape[0] == 1:  # No loop: XLA can fuse the stacking of scales into the final conversion.
-      out = _sparse_image(canvas[0], hw[0], scales, n, crop)[None]
-    else:
-      out = jax.lax.map(lambda a: _sparse_image(a[0], a[1], scales, n, crop), (canvas, hw))
+    # One image at a time (the strip fallback is a real branch), all writing into one output buffer.
+    out = jnp.zeros((canvas.shape[0], len(scales), n * n, crop, crop, 3), jnp.float32)
+    out = jax.lax.fori_loop(0, canvas.shape[0],
+                            lambda b, o: _sparse_image(o, b, canvas[b], hw[b], scales, n, crop), out)
+    out = out.reshape(out.shape[:1] + (-1, crop, crop, 3))
   local = np.array([needed.index(i // per_scale) * per_scale + i % per_scale for i in idx.tolist()])
   if not np.array_equal(local, np.arange(out.shape[1])):
     out = out[:, local]
-  return out.astype(jnp.float32)  # The sparse path works in uint8 (exact integers) until here.
+  return out
 
 
 def zoom_crops_batch(canvas, hw, grid: ZoomGrid, *, transforms=None, impl: Optional[str] = None,

@@ -82,15 +82,8 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
   zoom_kw = {} if dtype == jnp.float32 else {"dtype": dtype}
 
   def crops_fn(canvas, hw):
-    try:
-      return zoom.zoom_crops_batch(canvas, hw, grid, **zoom_kw)
-    except jax.errors.TracerArrayConversionError:
-      # zoom_crops_batch's input checks call np.asarray on a traced canvas (reported to the zoom owner);
-      # until that is fixed, call its jitted core with the same defaults.
-      impl = zoom._default_impl()  # pylint: disable=protected-access
-      dt = None if dtype == jnp.float32 else jnp.dtype(dtype).name
-      return zoom._zoom_batch(canvas, hw.astype(jnp.int32), grid,  # pylint: disable=protected-access
-                              grid.transform_indices(None), impl, dt, None)
+    return zoom.zoom_crops_batch(canvas, hw, grid, **zoom_kw)
+
   space = dataset.label_space
   mask = None if space.class_subset is None else space.logit_mask()
   mesh = mesh if mesh is not None else sweep.local_mesh()

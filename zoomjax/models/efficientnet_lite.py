@@ -148,6 +148,37 @@ class DepthwiseConv(nn.Module):
     raise ValueError(f"depthwise impl must be 'shift' or 'grouped', got {impl!r}")
 
 
+
+class PatchConv(nn.Module):
+  """A k x k TF-'SAME' conv (no bias) computed as strided patches x an einsum.
+
+  Same parameter (`kernel`, (k, k, Cin, Cout)) and initialiser as `nn.Conv`, so checkpoints and seeded inits
+  are unchanged. Why not `nn.Conv`: under `vmap` over per-image weights (batched MEMO) a convolution becomes
+  a grouped convolution, which XLA:CPU runs several times slower, while an einsum becomes a batched matmul.
+  A 1x1 kernel is a plain matmul.
+  """
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s = self.kernel_size, self.stride
+    kernel = self.param("kernel", nn.linear.default_kernel_init, (k, k, x.shape[-1], self.features),
+                        jnp.float32).astype(self.dtype)
+    x = x.astype(self.dtype)
+    if k == 1 and s == 1:
+      return jnp.einsum("nhwc,cd->nhwd", x, kernel[0, 0])
+    n, h, w, c = x.shape
+    xp = jnp.pad(x, ((0, 0), same_padding(h, k, s), same_padding(w, k, s), (0, 0)))
+    oh, ow = -(-h // s), -(-w // s)
+    patches = jnp.stack([
+        jax.lax.slice(xp, (0, a, b, 0), (n, a + (oh - 1) * s + 1, b + (ow - 1) * s + 1, c), (1, s, s, 1))
+        for a in range(k) for b in range(k)], axis=3)  # (n, oh, ow, k*k, c)
+    return jnp.einsum("nhwpc,pcd->nhwd", patches, kernel.reshape(k * k, c, self.features))
+
+
 class MBConv(nn.Module):
   """Inverted residual: [expand 1x1 -> BN -> ReLU6] -> depthwise -> BN -> ReLU6 -> project 1x1 -> BN."""
   kernel_size: int
@@ -160,8 +191,7 @@ class MBConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(nn.Conv, kernel_size=(1, 1), use_bias=False, padding="SAME",
-                             dtype=self.dtype)
+    conv = functools.partial(PatchConv, dtype=self.dtype)
     bn = functools.partial(BatchNorm, epsilon=1e-3, prior_strength=self.bn_prior_strength,
                            dtype=self.dtype)
     cin = x.shape[-1]
@@ -200,8 +230,7 @@ class EfficientNetLite(nn.Module):
     bn = functools.partial(BatchNorm, epsilon=1e-3, prior_strength=self.bn_prior_strength,
                            dtype=self.dtype)
     inter = {}
-    x = nn.Conv(self.stem_features, (3, 3), (2, 2), padding="SAME", use_bias=False, dtype=self.dtype,
-                name="stem_conv")(x.astype(self.dtype))
+    x = PatchConv(self.stem_features, 3, 2, dtype=self.dtype, name="stem_conv")(x.astype(self.dtype))
     x = jax.nn.relu6(bn(name="stem_bn")(x))
     inter["stem"] = x
     i = 0
@@ -211,7 +240,7 @@ class EfficientNetLite(nn.Module):
                    name=f"blocks_{i}")(x)
         i += 1
       inter[f"stage_{s + 1}"] = x
-    x = nn.Conv(self.head_features, (1, 1), use_bias=False, dtype=self.dtype, name="head_conv")(x)
+    x = PatchConv(self.head_features, dtype=self.dtype, name="head_conv")(x)
     x = jax.nn.relu6(bn(name="head_bn")(x))
     inter["feature_map"] = x
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
