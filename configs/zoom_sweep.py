@@ -94,5 +94,10 @@ def get_config(arg=None):
   c.progress_every_secs = 5.0 if runlocal else 30.0  # Progress log / TensorBoard interval.
   c.merge_timeout_s = 6 * 3600.0  # How long process 0 waits for the other processes' shards.
   c.command = ""  # Shown in the report (set by scripts that know the exact command line).
-  c.jax_distributed = False  # Multi-host: call jax.distributed.initialize() (zoomjax.main).
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.enabled = False  # Multi-host: jax.distributed.initialize() first (zoomjax.parallel).
+  c.distributed.coordinator_address = ""  # 'host:port' of process 0 ('' = auto / $ZOOMJAX_COORDINATOR_ADDRESS).
+  c.distributed.num_processes = 0  # 0 = auto / $ZOOMJAX_NUM_PROCESSES.
+  c.distributed.process_id = -1  # -1 = auto / $ZOOMJAX_PROCESS_ID.
+  c.distributed.initialization_timeout_s = 300  # Seconds to wait for every process to join.
   return c

@@ -17,9 +17,10 @@ def main(argv):
   del argv
   import jax  # Imported late so that --config overrides of XLA flags apply first.
 
+  from zoomjax import parallel  # pylint: disable=g-import-not-at-top
+
   config = _CONFIG.value
-  if config.get("jax_distributed", False):
-    jax.distributed.initialize()
+  parallel.initialize_from_config(config)  # jax.distributed.initialize() when config/env ask for it.
   cache_dir = config.get("compilation_cache_dir") or os.path.expanduser("~/.cache/zoomjax/jax")
   jax.config.update("jax_compilation_cache_dir", cache_dir)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

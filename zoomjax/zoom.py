@@ -330,7 +330,7 @@ def _materialise(fn, hw):
   """fn() computed into its own buffer (it becomes the output of a `cond` XLA cannot see through).
 
   Without this XLA:CPU fuses a pass into every gather of the next one and recomputes it per tap (5-15x
-  slower); `optimization_barrier` does not prevent it, as XLA:CPU removes barriers before fusion. `hw` >= 1
+  slower); `optimization_barrier` does not prevent it (jax 0.10: gone from the compiled HLO). `hw` >= 1
   always (checked by the caller), but XLA cannot know it.
   """
   shape = jax.eval_shape(fn)

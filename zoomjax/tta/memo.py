@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from zoomjax import parallel
 from zoomjax.data.label_space import mask_logits
 from zoomjax.models.bundle import ModelBundle
 from zoomjax.tta import augment as augment_lib
@@ -116,21 +117,33 @@ def _vmapped(fn: EpisodeFn):
   return jax.jit(jax.vmap(fn, in_axes=(None, 0, 0, 0)))
 
 
+@functools.lru_cache(maxsize=None)
+def _sharded(fn: EpisodeFn, mesh):
+  return parallel.data_parallel_jit(jax.vmap(fn, in_axes=(None, 0, 0, 0)), mesh, num_args=4)
+
+
 def map_images(fn: EpisodeFn, variables, images: jax.Array, hws: jax.Array, keys: jax.Array,
-               chunk_size: int = 4) -> np.ndarray:
+               chunk_size: int = 4, mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
   """Runs `fn` on every image with `vmap` (each image its own parameter copy), `chunk_size` images at a time.
 
   images: (N, Hc, Wc, 3) zero-padded canvases; hws: (N, 2) true sizes; keys: (N,) episode keys. The last chunk is
   padded by repeating its final image, so one executable serves every chunk. Returns (N, C) numpy logits.
+  With a `mesh` (zoomjax.parallel.make_mesh()) each chunk is split over its devices with the variables
+  replicated (a shard_map: `jit(in_shardings=...)` of this vmap returned wrong answers in jax 0.10.2).
   """
   n = images.shape[0]
   if hws.shape != (n, 2) or keys.shape[0] != n:
     raise ValueError(f"map_images: {n} images but hws {hws.shape} and keys {keys.shape}")
   run = _vmapped(fn)
+  if mesh is not None:
+    parallel.check_batch_size(chunk_size, mesh, "chunk_size")
+    variables = parallel.replicate(variables, mesh)
+    run = _sharded(fn, mesh)
   out = []
   for start in range(0, n, chunk_size):
     idx = np.minimum(np.arange(start, start + chunk_size), n - 1)
-    logits = run(variables, images[idx], keys[idx], hws[idx])
+    args = (images[idx], keys[idx], hws[idx])
+    logits = run(variables, *(args if mesh is None else parallel.shard_batch(args, mesh)))
     out.append(np.asarray(logits)[: min(chunk_size, n - start)])
   return np.concatenate(out, axis=0)
 
