@@ -19,6 +19,8 @@ Args (comma-separated key=value, all optional):
 Any field can be overridden with --config.<field>=value. Rerunning with the same --workdir resumes.
 """
 import ml_collections
+
+from configs import common
 from ml_collections import config_dict
 
 METHODS = ("baseline", "memo_augmix", "memo_rrc", "zoom_mean", "zoom_max")
@@ -98,10 +100,5 @@ def get_config(arg=None):
   c.num_workers = 2  # Decoding threads.
   c.on_error = "skip"  # Unreadable images: 'skip' (listed in metrics.json) or 'raise'.
   c.progress_every_secs = 5.0 if runlocal else 30.0  # Progress log interval.
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.enabled = False  # Multi-host: jax.distributed.initialize() first (zoomjax.parallel).
-  c.distributed.coordinator_address = ""  # 'host:port' of process 0 ('' = auto / $ZOOMJAX_COORDINATOR_ADDRESS).
-  c.distributed.num_processes = 0  # 0 = auto / $ZOOMJAX_NUM_PROCESSES.
-  c.distributed.process_id = -1  # -1 = auto / $ZOOMJAX_PROCESS_ID.
-  c.distributed.initialization_timeout_s = 300  # Seconds to wait for every process to join.
+  c.distributed = common.distributed_config()  # Multi-host settings (configs/common.py).
   return c

@@ -13,6 +13,8 @@ Args (comma-separated key=value, all optional):
 Rerunning with the same --workdir resumes; any field can be overridden with --config.<field>=value.
 """
 import ml_collections
+
+from configs import common
 from ml_collections import config_dict
 
 # The paper's 36 unique scales (paper.md §1.2); also zoomjax.zoom.ZoomGrid.paper().
@@ -94,10 +96,5 @@ def get_config(arg=None):
   c.progress_every_secs = 5.0 if runlocal else 30.0  # Progress log / TensorBoard interval.
   c.merge_timeout_s = 6 * 3600.0  # How long process 0 waits for the other processes' shards.
   c.command = ""  # Shown in the report (set by scripts that know the exact command line).
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.enabled = False  # Multi-host: jax.distributed.initialize() first (zoomjax.parallel).
-  c.distributed.coordinator_address = ""  # 'host:port' of process 0 ('' = auto / $ZOOMJAX_COORDINATOR_ADDRESS).
-  c.distributed.num_processes = 0  # 0 = auto / $ZOOMJAX_NUM_PROCESSES.
-  c.distributed.process_id = -1  # -1 = auto / $ZOOMJAX_PROCESS_ID.
-  c.distributed.initialization_timeout_s = 300  # Seconds to wait for every process to join.
+  c.distributed = common.distributed_config()  # Multi-host settings (configs/common.py).
   return c
