@@ -94,7 +94,7 @@ def get_config(arg=None):
   c.zoom.anchors = 3  # anchors x anchors crop centres.
   c.zoom.view_chunk = 32  # Zoom views per model call (bounds activation memory).
 
-  # Images adapted at once (vmap, one parameter copy each). 1 on CPU: batching was slower there (notes/tta.md).
+  # Images adapted at once (vmap, one parameter copy each). 1 on CPU: batching was slower there (BENCHMARKS.md).
   c.batch_size = 1
   c.canvas_multiple = 256  # Canvases are squares rounded up to this: fewer shapes = fewer compiles.
   c.num_workers = 2  # Decoding threads.

@@ -1,6 +1,6 @@
 """Accuracy change of the bf16 compute option against fp32: real EfficientNet-Lite0 on the 100 val photos.
 
-  python experiments/bf16_accuracy.py --out notes/bf16_accuracy.json            # reduced grid, ~2 x 5 min CPU
+  python experiments/bf16_accuracy.py --out bf16_accuracy.json            # reduced grid, ~2 x 5 min CPU
   python experiments/bf16_accuracy.py --grid paper --out bf16_paper.json        # the paper grid (accelerator)
 
 Runs the zoom sweep job (`zoomjax.jobs.zoom_sweep`, the product's own path) twice on the same images and grid,

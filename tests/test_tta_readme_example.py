@@ -1,20 +1,18 @@
-"""The TTA usage example of the README runs as written (README.md's `<!-- tta-example -->` block, else notes/tta.md)."""
+"""The TTA usage example of the README runs as written (the ```python block after `<!-- tta-example -->`)."""
 import pathlib
 import re
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 MARKER = "<!-- tta-example -->"
 
 
 def example_source() -> str:
-  """The first ```python block after the marker, from README.md if it has one, else from notes/tta.md."""
-  for path in (REPO / "README.md", REPO / "notes" / "tta.md"):
-    if path.exists() and MARKER in path.read_text():
-      text = path.read_text().split(MARKER, 1)[1]
-      m = re.search(r"```python\n(.*?)```", text, re.S)
-      assert m, f"{path}: no ```python block after {MARKER}"
-      return m.group(1)
-  raise AssertionError(f"no {MARKER} block in README.md or notes/tta.md")
+  """The first ```python block after the marker in README.md."""
+  text = README.read_text()
+  assert MARKER in text, f"{README}: no {MARKER} marker"
+  m = re.search(r"```python\n(.*?)```", text.split(MARKER, 1)[1], re.S)
+  assert m, f"{README}: no ```python block after {MARKER}"
+  return m.group(1)
 
 
 def test_readme_tta_example_runs(capsys):

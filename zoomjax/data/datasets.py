@@ -17,7 +17,7 @@ Names (kwargs in brackets; `data_dir` defaults to TFDS's, `$TFDS_DATA_DIR` or ~/
   folder:PATH         class sub-folders named by WNID, or PATH/labels.csv (file,label). [label_space]
 For A/R/Sketch/V2/ObjectNet/Hard: a build of ours (`builders.ZoomjaxImages`) in data_dir is used, or made from
 manual_dir (array_record, no TensorFlow needed), or an official TFDS build of the same dataset in data_dir.
-`notes/data.md` lists exactly which files to place where.
+README.md ("Datasets") lists exactly which files to place where.
 
 Examples are ordered by id (file name or path inside the dataset), so index i means the same image on every
 machine and for every process count.
