@@ -66,7 +66,6 @@ def is_correct(pred, labels):
 
   A prediction is correct iff it is one of the image's labels (single- and multi-label alike).
   """
-  pred = np.asarray(pred) if isinstance(pred, np.ndarray) else pred
   xp = np if isinstance(pred, np.ndarray) and isinstance(labels, np.ndarray) else jnp
   labels = xp.asarray(labels)
   return xp.any((labels >= 0) & (labels == xp.asarray(pred)[..., None]), axis=-1)
