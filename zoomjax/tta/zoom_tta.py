@@ -12,6 +12,7 @@ import numpy as np
 
 from zoomjax.data.label_space import mask_logits
 from zoomjax.models.bundle import ModelBundle
+from zoomjax.tta import augment
 from zoomjax.tta.memo import EpisodeFn, with_bn_prior
 
 # (canvas (Hc, Wc, 3), hw int32 (2,)) -> (V, crop, crop, 3) float32 pixels in [0, 255], e.g. the zoom-in grid.
@@ -49,7 +50,7 @@ def make_zoom_tta(bundle: ModelBundle, crops_fn: CropsFn, how: str = "mean", *,
   def predict(variables, image, key, hw=None):
     del key
     image = jnp.asarray(image)
-    hw = jnp.asarray(image.shape[:2] if hw is None else hw, jnp.int32)
+    hw = augment.as_hw(image, hw)
     views = crops_fn(image, hw)
     v = views.shape[0]
     chunk = min(view_chunk, v)
