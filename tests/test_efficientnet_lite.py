@@ -130,6 +130,22 @@ def test_shift_depthwise_equals_grouped_conv(k, stride, hw):
   np.testing.assert_allclose(shift, grouped, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("k,stride,hw", [(3, 1, (9, 11)), (5, 2, (9, 11)), (3, 2, (8, 8)), (5, 1, (4, 7)),
+                                         (5, 2, (2, 3)), (3, 2, (1, 1))])
+def test_shift_depthwise_gradient_equals_grouped_conv_gradient(k, stride, hw):
+  """The hand-written backward pass (both inputs) against autodiff of XLA's grouped convolution, also vmapped."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 2) + hw + (6,))
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, k, k, 6))
+  g = jax.random.normal(jax.random.PRNGKey(2), (3, 2, -(-hw[0] // stride), -(-hw[1] // stride), 6))
+
+  def vjp(conv):
+    return jax.jit(jax.vmap(lambda x, w, g: jax.vjp(lambda x, w: conv(x, w, stride), x, w)[1](g)))(x, w, g)
+
+  for got, want in zip(vjp(el.depthwise_conv_shift), vjp(el.depthwise_conv_grouped)):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_tiny_variants_impl_bf16_and_memo_prior_mode():
   """One tiny model, four module configurations (each one compile): impls agree, bf16 is close, and
   MEMO's prior mode mixes batch statistics in."""
