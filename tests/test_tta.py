@@ -211,6 +211,14 @@ def test_rrc_boxes_follow_the_torchvision_rule(hw):
     assert is_fb(ref).mean() > 0.01  # the wide image exercises the fallback
 
 
+def _pil_horizontal_first(img, box, size, method):
+  """crop(box).resize(size) with the width pass first, as every Pillow before 13 (MEMO's setup) resized."""
+  f = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[method]
+  top, left, bh, bw = (int(v) for v in box)
+  pil = Image.fromarray(img).crop((left, top, left + bw, top + bh))
+  return np.asarray(pil.resize((size, bh), f).resize((size, size), f))
+
+
 def test_rrc_view_is_pil_crop_then_resize():
   img = photo(45, 60)
   key = jax.random.PRNGKey(3)
@@ -223,6 +231,24 @@ def test_rrc_view_is_pil_crop_then_resize():
   canvas[:45, :60] = img
   view2 = augment.random_resized_crop(key, jnp.asarray(canvas), jnp.asarray([45, 60]), SIZE, "bicubic")
   np.testing.assert_array_equal(view, view2)
+
+
+def test_rrc_pass_order_default_is_horizontal_first_and_pil_order_follows_pillow():
+  """A tall image makes Pillow >= 13 resize some boxes vertically first; the default keeps the old order."""
+  img = photo(150, 40, seed=5)
+  keys = jax.random.split(jax.random.PRNGKey(7), 24)
+  default = jax.jit(jax.vmap(lambda k: augment.random_resized_crop(k, jnp.asarray(img), None, SIZE, "bicubic")))
+  pillow13 = jax.jit(jax.vmap(lambda k: augment.random_resized_crop(k, jnp.asarray(img), None, SIZE, "bicubic",
+                                                                     pil_order=True)))
+  boxes = np.asarray(jax.vmap(lambda k: augment.sample_rrc_box(k, jnp.asarray(img.shape[:2])))(keys))
+  got_default, got_13 = np.asarray(default(keys)), np.asarray(pillow13(keys))
+  vertical_first = 0
+  for box, a, b in zip(boxes, got_default, got_13):
+    np.testing.assert_array_less(np.abs(a - _pil_horizontal_first(img, box, SIZE, "bicubic")), 1.5)
+    np.testing.assert_array_less(np.abs(b - pil_resize_crop_reference(img, box, (SIZE, SIZE), (0, 0), (SIZE, SIZE),
+                                                                      "bicubic")), 2.5)
+    vertical_first += int(np.any(a != b))
+  assert vertical_first >= 3  # the two orders really differ on some of these boxes
 
 
 def test_standard_view_is_resize_then_center_crop():

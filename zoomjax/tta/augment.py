@@ -6,6 +6,12 @@ Outputs are float32 pixels in [0, 255] holding whole numbers, like the uint8 PIL
 ToTensor; the model bundle's `preprocessing.normalize` comes after.
 
 Randomness comes only from `jax.random` keys, so a view is a pure function of (key, image).
+
+Pass order: every resize here runs horizontally first, as every Pillow before 13.0 did (MEMO's and the zoom
+study's setup). `pil_order=True` follows the installed Pillow >= 13 instead (vertical first for strong vertical
+downscales; <= 1 grey level apart). It is off by default because the choice depends on the traced crop box:
+under `vmap` (views, images) XLA turns that branch into a select and computes both orders, doubling the cost of
+every view.
 """
 import math
 from typing import Callable, Sequence, Tuple
@@ -65,7 +71,8 @@ def sample_rrc_box(key: jax.Array, hw, scale: Tuple[float, float] = RRC_SCALE,
 
 
 def random_resized_crop(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, method: str = "bicubic",
-                        scale: Tuple[float, float] = RRC_SCALE, ratio: Tuple[float, float] = RRC_RATIO) -> jax.Array:
+                        scale: Tuple[float, float] = RRC_SCALE, ratio: Tuple[float, float] = RRC_RATIO, *,
+                        pil_order: bool = False) -> jax.Array:
   """torchvision `RandomResizedCrop(size, scale, ratio, interpolation=method)` on a PIL image -> (size, size, 3).
 
   The zoom-in view of MEMO + RRC (bicubic, the paper) and AugMix's pre-augmentation (bilinear): PIL's
@@ -73,12 +80,11 @@ def random_resized_crop(key: jax.Array, canvas: jax.Array, hw=None, size: int = 
   """
   hw = as_hw(canvas, hw)
   box = sample_rrc_box(key, hw, scale, ratio)
-  out = resize_crop(canvas, hw, box, (size, size), (0, 0), (size, size), method=method)
-  return out
+  return resize_crop(canvas, hw, box, (size, size), (0, 0), (size, size), method=method, pil_order=pil_order)
 
 
 def standard_view(canvas: jax.Array, hw=None, resize_size: int = 256, crop_size: int = 224,
-                  method: str = "bilinear") -> jax.Array:
+                  method: str = "bilinear", *, pil_order: bool = False) -> jax.Array:
   """torchvision `Resize(resize_size)` + `CenterCrop(crop_size)` on a PIL image: MEMO's prediction view.
 
   Resize: the short side becomes `resize_size`, the long side `int(resize_size * long / short)`. CenterCrop: top =
@@ -93,17 +99,16 @@ def standard_view(canvas: jax.Array, hw=None, resize_size: int = 256, crop_size:
   top = jnp.round((new_h - crop_size) / 2.0).astype(jnp.int32)
   left = jnp.round((new_w - crop_size) / 2.0).astype(jnp.int32)
   box = jnp.stack([jnp.int32(0), jnp.int32(0), h, w])
-  out = resize_crop(canvas, hw, box, jnp.stack([new_h, new_w]), jnp.stack([top, left]), (crop_size, crop_size),
-                     method=method)
-  return out
+  return resize_crop(canvas, hw, box, jnp.stack([new_h, new_w]), jnp.stack([top, left]), (crop_size, crop_size),
+                     method=method, pil_order=pil_order)
 
 
 def rrc_augmentation(size: int = 224, method: str = "bicubic", scale: Tuple[float, float] = RRC_SCALE,
-                     ratio: Tuple[float, float] = RRC_RATIO) -> Augmentation:
+                     ratio: Tuple[float, float] = RRC_RATIO, *, pil_order: bool = False) -> Augmentation:
   """MEMO + RRC's view distribution (paper §3.3): RandomResizedCrop(224, bicubic), no flip, no mixing."""
 
   def augment(key, canvas, hw):
-    return random_resized_crop(key, canvas, hw, size, method, scale, ratio)
+    return random_resized_crop(key, canvas, hw, size, method, scale, ratio, pil_order=pil_order)
 
   return augment
 
@@ -262,7 +267,8 @@ def augmix_chain(key: jax.Array, img: jax.Array, severity: float = 1.0, max_dept
 
 
 def augmix(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, severity: float = 1.0, width: int = 3,
-           max_depth: int = 3, alpha: float = 1.0, fill: Sequence[float] = AUGMIX_FILL) -> jax.Array:
+           max_depth: int = 3, alpha: float = 1.0, fill: Sequence[float] = AUGMIX_FILL, *,
+           pil_order: bool = False) -> jax.Array:
   """MEMO's AugMix view (paper §3.3) -> float32 (size, size, 3) in [0, 255].
 
   Pre-augment RandomResizedCrop(size, bilinear) + horizontal flip (p=0.5); `width` chains; mix weights
@@ -271,7 +277,7 @@ def augmix(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, severity
   """
   hw = as_hw(canvas, hw)
   k_rrc, k_flip, k_w, k_m, k_chains = jax.random.split(key, 5)
-  x = random_resized_crop(k_rrc, canvas, hw, size, "bilinear")
+  x = random_resized_crop(k_rrc, canvas, hw, size, "bilinear", pil_order=pil_order)
   x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)
   if alpha == 1.0:  # The paper's case, in closed form: gamma samplers cost seconds of compile time on CPU.
     e = jax.random.exponential(k_w, (width,))
@@ -286,10 +292,10 @@ def augmix(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, severity
 
 
 def augmix_augmentation(size: int = 224, severity: float = 1.0, width: int = 3, max_depth: int = 3,
-                        alpha: float = 1.0) -> Augmentation:
+                        alpha: float = 1.0, *, pil_order: bool = False) -> Augmentation:
   """MEMO + AugMix's view distribution with the paper's hyper-parameters by default."""
 
   def augment(key, canvas, hw):
-    return augmix(key, canvas, hw, size, severity, width, max_depth, alpha)
+    return augmix(key, canvas, hw, size, severity, width, max_depth, alpha, pil_order=pil_order)
 
   return augment

@@ -40,7 +40,7 @@ def make_memo(bundle: ModelBundle, augmentation: augment_lib.Augmentation, *,
               optimizer: Optional[optax.GradientTransformation] = None, num_views: int = MEMO_VIEWS,
               steps: int = MEMO_STEPS, prior_strength: Optional[float] = MEMO_PRIOR_STRENGTH,
               logit_mask: Optional[np.ndarray] = None, resize_size: Optional[int] = 256,
-              crop_size: Optional[int] = 224, view_method: str = "bilinear") -> EpisodeFn:
+              crop_size: Optional[int] = 224, view_method: str = "bilinear", pil_order: bool = False) -> EpisodeFn:
   """Returns `adapt_and_predict(variables, image, key, hw=None) -> logits` (C,), masked to the label space.
 
   bundle: the classifier (module, preprocessing); its variables are passed per call so the function stays pure.
@@ -49,6 +49,7 @@ def make_memo(bundle: ModelBundle, augmentation: augment_lib.Augmentation, *,
   num_views, steps, prior_strength: B = 64, one step, N = 16 in the paper.
   logit_mask: (C,) bool of the dataset's classes; used for the entropy and the returned logits.
   resize_size, crop_size, view_method: the prediction view (torchvision Resize + CenterCrop, bilinear).
+  pil_order: resize that view in Pillow >= 13's pass order (default: horizontal first, see `augment`).
   """
   if num_views < 2 and prior_strength is not None:
     raise ValueError(f"num_views={num_views}: prior-mode BatchNorm needs at least 2 views for a batch variance")
@@ -82,7 +83,7 @@ def make_memo(bundle: ModelBundle, augmentation: augment_lib.Augmentation, *,
 
     if steps:
       (params, _), _ = jax.lax.scan(step, (params, opt_state), jax.random.split(key, steps))
-    view = augment_lib.standard_view(image, hw, resize_size, crop_size, view_method)
+    view = augment_lib.standard_view(image, hw, resize_size, crop_size, view_method, pil_order=pil_order)
     logits = apply({**variables, "params": params}, view[None])[0]
     return mask_logits(logits, mask)
 
@@ -90,7 +91,7 @@ def make_memo(bundle: ModelBundle, augmentation: augment_lib.Augmentation, *,
 
 
 def make_baseline(bundle: ModelBundle, *, logit_mask: Optional[np.ndarray] = None, resize_size: int = 256,
-                  crop_size: int = 224, view_method: str = "bilinear") -> EpisodeFn:
+                  crop_size: int = 224, view_method: str = "bilinear", pil_order: bool = False) -> EpisodeFn:
   """Table 5's baseline rows: eval-mode BatchNorm, one standard view, the same mask; the key is unused."""
   module = with_bn_prior(bundle.module, None)
   normalize = bundle.preprocessing.normalize
@@ -100,7 +101,7 @@ def make_baseline(bundle: ModelBundle, *, logit_mask: Optional[np.ndarray] = Non
     del key
     image = jnp.asarray(image)
     hw = augment_lib.as_hw(image, hw)
-    view = augment_lib.standard_view(image, hw, resize_size, crop_size, view_method)
+    view = augment_lib.standard_view(image, hw, resize_size, crop_size, view_method, pil_order=pil_order)
     logits, _ = module.apply(variables, normalize(view[None]))
     return mask_logits(logits[0], mask)
 
