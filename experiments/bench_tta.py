@@ -4,10 +4,17 @@
 
 Every timing is the median of --repeats runs after one compile/warm-up run; ratios are against the
 one-at-a-time MEMO + AugMix baseline measured in the same process, so they survive a noisy shared machine.
-Also times the view generators alone (64 views per image) to show where RRC's advantage comes from.
+Also times the view generators alone (64 views per image) to show where RRC's advantage comes from, and
+reports how many CPU cores each mode kept busy (process CPU time / wall time): when one image's views already
+fill the machine, running several images at once cannot be much faster.
+
+The paper's setting with the real-weights model (slow: ~10 s per image per mode):
+  PYTHONPATH=. .venv/bin/python experiments/bench_tta.py --model efficientnet_lite0 --views 64 --images 2 --repeats 3
 """
 import argparse
 import json
+import os
+import resource
 import statistics
 import time
 
@@ -35,14 +42,21 @@ def synthetic_canvases(n: int, side: int = 640):
   return jnp.asarray(canvases), jnp.asarray(hws)
 
 
-def timed(fn, repeats: int) -> float:
+def _cpu_seconds() -> float:
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def timed(fn, repeats: int):
+  """(median wall seconds, busy cores = CPU seconds / wall seconds over the timed runs)."""
   fn()  # compile + warm-up
   times = []
+  cpu, wall = _cpu_seconds(), time.perf_counter()
   for _ in range(repeats):
     t = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t)
-  return statistics.median(times)
+  return statistics.median(times), (_cpu_seconds() - cpu) / (time.perf_counter() - wall)
 
 
 def main():
@@ -66,27 +80,30 @@ def main():
     for mode, run in [
         ("batched (vmap)", lambda: memo.map_images(fn, bundle.variables, canvases, hws, keys, args.images)),
         ("one at a time", lambda: memo.map_images_sequential(fn, bundle.variables, canvases, hws, keys))]:
-      s = timed(run, args.repeats)
-      rows.append({"method": name, "mode": mode, "seconds": s, "images_per_second": args.images / s})
+      s, cores = timed(run, args.repeats)
+      rows.append({"method": name, "mode": mode, "seconds": s, "images_per_second": args.images / s,
+                   "cores": cores})
   # The view generators alone, 64 views of one image, vmapped.
   for name, aug in augs.items():
     gen = jax.jit(jax.vmap(aug, in_axes=(0, None, None)))
     vkeys = jax.random.split(jax.random.PRNGKey(1), 64)
-    s = timed(lambda: gen(vkeys, canvases[0], hws[0]).block_until_ready(), args.repeats)
+    s, cores = timed(lambda: gen(vkeys, canvases[0], hws[0]).block_until_ready(), args.repeats)
     rows.append({"method": name.replace("MEMO + ", "") + " views only", "mode": "64 views", "seconds": s,
-                 "images_per_second": None, "views_per_second": 64 / s})
+                 "images_per_second": None, "views_per_second": 64 / s, "cores": cores})
 
   base = next(r for r in rows if r["method"] == "MEMO + AugMix" and r["mode"] == "one at a time")["seconds"]
   print(f"model {args.model}, {args.views} views/image, {args.images} images, view {args.size}px, "
-        f"median of {args.repeats}, jax {jax.__version__} on {jax.devices()[0].platform}")
-  print("| method | mode | s per run | images/s | speed vs AugMix one-at-a-time |")
-  print("|---|---|---|---|---|")
+        f"median of {args.repeats}, jax {jax.__version__} on {jax.devices()[0].platform}, "
+        f"{os.cpu_count()} CPUs")
+  print("| method | mode | s per run | images/s | speed vs AugMix one-at-a-time | busy cores |")
+  print("|---|---|---|---|---|---|")
   for r in rows:
     if r["images_per_second"] is None:
-      print(f"| {r['method']} | {r['mode']} | {r['seconds']:.3f} | ({r['views_per_second']:.0f} views/s) | |")
+      print(f"| {r['method']} | {r['mode']} | {r['seconds']:.3f} | ({r['views_per_second']:.0f} views/s) | | "
+            f"{r['cores']:.2f} |")
     else:
       print(f"| {r['method']} | {r['mode']} | {r['seconds']:.3f} | {r['images_per_second']:.3f} | "
-            f"{base / r['seconds']:.2f}x |")
+            f"{base / r['seconds']:.2f}x | {r['cores']:.2f} |")
   by = {(r["method"], r["mode"]): r["seconds"] for r in rows}
   for name in augs:
     print(f"{name}: batched / one-at-a-time speed-up {by[(name, 'one at a time')] / by[(name, 'batched (vmap)')]:.2f}x")
