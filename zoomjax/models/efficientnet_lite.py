@@ -137,22 +137,27 @@ def _depthwise_fwd(x, kernel, stride):
 
 
 def _depthwise_bwd(stride, residuals, g):
-  """Input gradient: the transposed conv as one more shift-sum (g dilated by the stride, kernel flipped).
+  """Input gradient (5x5): the transposed conv as one more shift-sum (g dilated by the stride, kernel flipped);
+  3x3 kernels keep JAX's own input gradient, which is faster there (measured per shape).
 
   Kernel gradient: k*k sums over (N, H, W) of window(a, b) * g. As whole-tensor reductions XLA:CPU makes k*k
   passes over memory (~120 ms per layer at 16 views); a loop over images keeps each image's slices in cache and
-  is ~3x faster (measured on the shapes of EfficientNet-Lite0, experiments/bench_tta.py).
+  is ~2-3x faster (measured on the shapes of EfficientNet-Lite0, experiments/bench_depthwise.py).
   """
   x, kernel = residuals
   k = kernel.shape[0]
   n, h, w, c = x.shape
   oh, ow = g.shape[1:3]
   (top, _), (left, _) = same_padding(h, k, stride), same_padding(w, k, stride)
-  # dx_padded[j] = sum_a g_dilated[j - a] kernel[a]; only the rows/cols of the unpadded input are kept.
-  lh, lw = stride * (oh - 1) + 1, stride * (ow - 1) + 1
-  gp = jax.lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (k - 1 - top, top + h - lh, stride - 1),
-                                               (k - 1 - left, left + w - lw, stride - 1), (0, 0, 0)))
-  dx = _shift_sum(gp, kernel[::-1, ::-1], 1, h, w).astype(x.dtype)
+  if k <= 3:
+    # 3x3: XLA's transpose of the slices (pads) is ~2x faster than the shift-sum below; 5x5: ~3x slower.
+    dx = jax.vjp(lambda x: depthwise_conv_shift_autodiff(x, kernel, stride), x)[1](g)[0]
+  else:
+    # dx_padded[j] = sum_a g_dilated[j - a] kernel[a]; only the rows/cols of the unpadded input are kept.
+    lh, lw = stride * (oh - 1) + 1, stride * (ow - 1) + 1
+    gp = jax.lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (k - 1 - top, top + h - lh, stride - 1),
+                                                 (k - 1 - left, left + w - lw, stride - 1), (0, 0, 0)))
+    dx = _shift_sum(gp, kernel[::-1, ::-1], 1, h, w).astype(x.dtype)
   xp = _pad_same(x, k, stride)
 
   def one_image(i, acc):
