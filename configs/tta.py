@@ -94,7 +94,8 @@ def get_config(arg=None):
   c.zoom.anchors = 3  # anchors x anchors crop centres.
   c.zoom.view_chunk = 32  # Zoom views per model call (bounds activation memory).
 
-  # Images adapted at once (vmap, one parameter copy each). 1 on CPU: batching was slower there (BENCHMARKS.md).
+  # Images adapted at once (vmap, one parameter copy each). 1 suits CPU: one image's views already fill the
+  # cores, so batching gained nothing there (0.9-0.95x, BENCHMARKS.md); raise it on GPU/TPU.
   c.batch_size = 1
   c.canvas_multiple = 256  # Canvases are squares rounded up to this: fewer shapes = fewer compiles.
   c.num_workers = 2  # Decoding threads.
