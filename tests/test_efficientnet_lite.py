@@ -146,6 +146,21 @@ def test_shift_depthwise_gradient_equals_grouped_conv_gradient(k, stride, hw):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n,hw", [(6, (5, 7)), (4, (200, 200)), (1, (3, 3))])
+def test_pointwise_conv_gradient_equals_einsum_gradient(n, hw):
+  """The chunked kernel gradient (chunks of images; one image per chunk above 32k positions), also vmapped."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, n) + hw + (5,))
+  w = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 3))
+  g = jax.random.normal(jax.random.PRNGKey(2), (2, n) + hw + (3,))
+
+  def vjp(conv):
+    return jax.jit(jax.vmap(lambda x, w, g: jax.vjp(conv, x, w)[1](g)))(x, w, g)
+
+  np.testing.assert_allclose(el.pointwise_conv(x[0], w[0]), jnp.einsum("nhwc,cd->nhwd", x[0], w[0]), rtol=1e-6)
+  for got, want in zip(vjp(el.pointwise_conv), vjp(lambda x, w: jnp.einsum("nhwc,cd->nhwd", x, w))):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_tiny_variants_impl_bf16_and_memo_prior_mode():
   """One tiny model, four module configurations (each one compile): impls agree, bf16 is close, and
   MEMO's prior mode mixes batch statistics in."""

@@ -209,6 +209,39 @@ class DepthwiseConv(nn.Module):
 
 
 
+@jax.custom_vjp
+def pointwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """1x1 conv (N, H, W, C) x (C, D) -> (N, H, W, D) as an einsum, with a cache-friendly kernel gradient.
+
+  The kernel gradient sum_{n,h,w} x^T g as one einsum makes XLA:CPU copy a whole activation into channel-major
+  layout first (one such copy took 177 ms of a 1.3 s MEMO step); summing image chunks of ~32k positions keeps
+  each chunk's transpose in cache and is 2-4x faster (experiments/bench_depthwise.py measures the model step).
+  """
+  return jnp.einsum("nhwc,cd->nhwd", x, kernel)
+
+
+def _pointwise_fwd(x, kernel):
+  return pointwise_conv(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(residuals, g):
+  x, kernel = residuals
+  n, h, w, c = x.shape
+  dx = jnp.einsum("nhwd,cd->nhwc", g, kernel).astype(x.dtype)
+  chunk = max([d for d in range(1, n + 1) if n % d == 0 and d * h * w <= 32768] or [1])
+  xs = x.reshape(n // chunk, chunk * h * w, c)
+  gs = g.reshape(n // chunk, chunk * h * w, g.shape[-1])
+
+  def one_chunk(i, acc):
+    return acc + jnp.einsum("mc,md->cd", xs[i], gs[i], preferred_element_type=jnp.float32)
+
+  dk = jax.lax.fori_loop(0, n // chunk, one_chunk, jnp.zeros(kernel.shape, jnp.float32))
+  return dx, dk.astype(kernel.dtype)
+
+
+pointwise_conv.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
 class PatchConv(nn.Module):
   """A k x k TF-'SAME' conv (no bias) computed as strided patches x an einsum.
 
@@ -229,7 +262,7 @@ class PatchConv(nn.Module):
                         jnp.float32).astype(self.dtype)
     x = x.astype(self.dtype)
     if k == 1 and s == 1:
-      return jnp.einsum("nhwc,cd->nhwd", x, kernel[0, 0])
+      return pointwise_conv(x, kernel[0, 0])
     n, h, w, c = x.shape
     xp = jnp.pad(x, ((0, 0), same_padding(h, k, s), same_padding(w, k, s), (0, 0)))
     oh, ow = -(-h // s), -(-w // s)
