@@ -127,7 +127,7 @@ def depthwise_conv_shift(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Ar
   """Depthwise 'SAME' conv as a sum of k*k strided slices times per-channel weights.
 
   x: (N, H, W, C); kernel: (k, k, C). Equal to the grouped convolution to float rounding. Its gradient is
-  hand-written (`_depthwise_bwd`): autodiff of the slices gave a backward pass 4-25x slower than the forward.
+  hand-written (`_depthwise_bwd`): autodiff of the slices gave a backward pass 2-25x slower than the forward.
   """
   return depthwise_conv_shift_autodiff(x, kernel, stride)
 
