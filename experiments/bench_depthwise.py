@@ -82,15 +82,14 @@ def main():
     el.depthwise_conv_shift = conv  # DepthwiseConv looks the function up at trace time.
     try:
       grad = jax.jit(jax.grad(loss))
-      rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
       rows.append((name, timed(lambda: grad(variables["params"]), args.repeats),
-                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rss0))
+                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
     finally:
       el.depthwise_conv_shift = hand_written
   print(f"\nEfficientNet-Lite0 MEMO gradient, {args.views} views of 224 px (median of {args.repeats})")
   print("| depthwise backward | s per gradient | peak RSS so far (GB) |")
   print("|---|---|---|")
-  for name, t, rss, _ in rows:
+  for name, t, rss in rows:
     print(f"| {name} | {t:.3f} | {rss / 1e6:.1f} |")
   print(f"hand-written / autodiff speed-up: {rows[1][1] / rows[0][1]:.2f}x")
 

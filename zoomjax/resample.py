@@ -170,12 +170,19 @@ def resize_crop(canvas: Array, hw, box, out_size, offset, out_hw: Sequence[int],
   return separable_apply(canvas, rows, cols, vertical_first=vfirst, dtype=dtype)
 
 
-def pil_resize_crop_reference(image: np.ndarray, box, out_size, offset, out_hw, method="bicubic") -> np.ndarray:
-  """The PIL computation `resize_crop` reproduces (host-side, for tests and benchmarks)."""
+def pil_resize_crop_reference(image: np.ndarray, box, out_size, offset, out_hw, method="bicubic",
+                              horizontal_first: bool = False) -> np.ndarray:
+  """The PIL computation `resize_crop` reproduces (host-side, for tests and benchmarks).
+
+  `horizontal_first` runs the two passes explicitly (width, then height), as every Pillow before 13 did
+  (`resize_crop(..., pil_order=False)`); otherwise the installed Pillow picks the order.
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   filters = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
   top, left, height, width = (int(v) for v in box)
   pil = Image.fromarray(np.asarray(image, np.uint8)).crop((left, top, left + width, top + height))
+  if horizontal_first:
+    pil = pil.resize((int(out_size[1]), height), filters[method])
   pil = pil.resize((int(out_size[1]), int(out_size[0])), filters[method])
   t, l = (int(v) for v in offset)
   return np.asarray(pil.crop((l, t, l + int(out_hw[1]), t + int(out_hw[0]))))

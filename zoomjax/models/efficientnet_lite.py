@@ -148,12 +148,12 @@ def _depthwise_bwd(stride, residuals, g):
   k = kernel.shape[0]
   n, h, w, c = x.shape
   oh, ow = g.shape[1:3]
-  (top, _), (left, _) = same_padding(h, k, stride), same_padding(w, k, stride)
   if k <= 3:
     # 3x3: XLA's transpose of the slices (pads) is ~2x faster than the shift-sum below; 5x5: ~3x slower.
     dx = jax.vjp(lambda x: depthwise_conv_shift_autodiff(x, kernel, stride), x)[1](g)[0]
   else:
     # dx_padded[j] = sum_a g_dilated[j - a] kernel[a]; only the rows/cols of the unpadded input are kept.
+    (top, _), (left, _) = same_padding(h, k, stride), same_padding(w, k, stride)
     lh, lw = stride * (oh - 1) + 1, stride * (ow - 1) + 1
     gp = jax.lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (k - 1 - top, top + h - lh, stride - 1),
                                                  (k - 1 - left, left + w - lw, stride - 1), (0, 0, 0)))
