@@ -8,16 +8,17 @@ through all 324 zoom views of the paper's grid plus the 10 Krizhevsky crops. A f
 prints the summary table and the path of report.html. Rerunning resumes (delete runs/demo to start over).
 `configs/demo.py:runlocal` runs the same pipeline with a tiny random model on a 2-scale grid (seconds).
 """
+from configs import common
 from configs import zoom_sweep
 
 
 def get_config(arg=None):
-  runlocal = arg is not None and "runlocal" in arg
-  c = zoom_sweep.get_config("runlocal=1,data=demo_photos,limit=0" if runlocal else
+  a = common.parse_arg(arg, runlocal=False)
+  c = zoom_sweep.get_config("runlocal,data=demo_photos,limit=0" if a.runlocal else
                             "model=efficientnet_lite0,data=demo_photos,grid=paper")
   c.canvas = "max"  # The 4 photos fall in 3 canvas buckets: one 768^2 canvas compiles the step once.
   c.shard_size = 2  # Two shards: an interrupted demo resumes at the second photo pair.
   c.gallery_size = 4  # Every photo the 1-crop gets wrong and some zoom gets right.
-  c.progress_every_secs = 10.0
-  c.command = "python -m zoomjax.main --config configs/demo.py --workdir runs/demo"
+  c.progress_every_secs = 10.0  # Progress log interval.
+  c.command = "python -m zoomjax.main --config configs/demo.py --workdir runs/demo"  # Shown in the report.
   return c

@@ -8,16 +8,17 @@ Writes <workdir>/zoom_grid.png (one row per scale, one column per anchor). Overr
 """
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
-  quick = arg is not None and "quick" in str(arg)
+  a = common.parse_arg(arg, quick=False)
   c = ml_collections.ConfigDict()
   c.experiment = "zoom_preview"  # zoomjax.jobs.<experiment>.run(config, workdir) is what main.py runs.
   c.image = ""  # Path of the photo; "" = scikit-image's packaged cat (chelsea.png), no download.
   # Scales S (short side after resizing); () = the paper's 36 scales. `quick`: one per regime.
-  c.scales = (32, 224, 256, 768) if quick else ()
+  c.scales = (32, 224, 256, 768) if a.quick else ()
   c.anchors = 3  # n x n anchor grid (the paper: 3 x 3).
   c.crop = 224  # Side of each view (the paper: 224).
   c.thumb = 112  # Side of each tile in the montage, in pixels (views are downsampled for the picture).
-  c.compilation_cache_dir = ""  # "" = ~/.cache/zoomjax/jax (main.py); the zoom kernel caches well.
-  return c
+  return common.add_common(c)

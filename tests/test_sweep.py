@@ -8,9 +8,8 @@ import pytest
 from PIL import Image
 
 from zoomjax import records as R
+from zoomjax import shards
 from zoomjax import sweep
-
-jax.config.update("jax_disable_most_optimizations", True)
 
 
 # --- The step, with a fake zoom kernel and a fake model. ---
@@ -143,9 +142,9 @@ NAMES = {"view_names": [f"LOC:1_1_Size:{s}" for s in (100, 200, 256, 300)], "cro
 
 
 def run_fake(workdir, data, n=11, shard_size=4, **kw):
-  return sweep.run_shards(str(workdir), num_images=n, shard_size=shard_size, batches_for=data.batches_for,
-                          compute=fake_compute, names=NAMES, ids_of=lambda i: f"img{i}",
-                          skipped_in=data.skipped_in, **kw)
+  return shards.run_shards(str(workdir), num_images=n, shard_size=shard_size, batches_for=data.batches_for,
+                           compute=fake_compute, empty_rows=R.empty_rows(4, 2, 5), meta=NAMES,
+                           ids_of=lambda i: f"img{i}", skipped_in=data.skipped_in, **kw)
 
 
 class Boom(Exception):
@@ -168,13 +167,13 @@ def test_shards_resume_after_failure_identical_and_untouched(tmp_path):
 
   with pytest.raises(Boom):
     run_fake(work, FakeData(11), on_shard_written=die_after_first)
-  assert sorted(os.listdir(work / R.SHARD_DIR)) == ["shard_000000.npz"]  # No temporary files left behind.
-  stat0 = os.stat(work / R.SHARD_DIR / "shard_000000.npz")
+  assert sorted(os.listdir(work / shards.SHARD_DIR)) == ["shard_000000.npz"]  # No temporary files left behind.
+  stat0 = os.stat(work / shards.SHARD_DIR / "shard_000000.npz")
   # ... resumes: only the missing shards are computed, the written one is not rewritten.
   data = FakeData(11)
   assert run_fake(work, data) == [1, 2]
   assert data.calls == [[4, 5, 6, 7], [8, 9, 10]]
-  stat1 = os.stat(work / R.SHARD_DIR / "shard_000000.npz")
+  stat1 = os.stat(work / shards.SHARD_DIR / "shard_000000.npz")
   assert (stat0.st_mtime_ns, stat0.st_ino) == (stat1.st_mtime_ns, stat1.st_ino)
   got = R.merge_shards(str(work), 3)
   for f in R.PER_IMAGE + R.NAMES + (R.SKIPPED,):
@@ -197,18 +196,18 @@ def test_shards_round_robin_over_processes_merge_to_the_same(tmp_path):
 
 def test_merge_refuses_missing_or_mixed_shards(tmp_path):
   run_fake(tmp_path, FakeData(11))
-  os.remove(R.shard_path(str(tmp_path), 1))
+  os.remove(shards.shard_path(str(tmp_path), 1))
   with pytest.raises(FileNotFoundError, match="shard_000001"):
     R.merge_shards(str(tmp_path), 3)
-  rec = R.load(R.shard_path(str(tmp_path), 0))
+  rec = R.load(shards.shard_path(str(tmp_path), 0))
   rec.view_names = np.array(["LOC:0_0_Size:1"] * 4)
-  R.save(R.shard_path(str(tmp_path), 1), rec)
-  with pytest.raises(ValueError, match="different sweeps"):
+  R.save(shards.shard_path(str(tmp_path), 1), rec)
+  with pytest.raises(ValueError, match="different runs"):
     R.merge_shards(str(tmp_path), 3)
-  with open(R.shard_path(str(tmp_path), 2), "wb") as f:
+  with open(shards.shard_path(str(tmp_path), 2), "wb") as f:
     f.write(b"truncated")
   with pytest.raises(ValueError, match="delete it"):
-    R.load(R.shard_path(str(tmp_path), 2))
+    R.load(shards.shard_path(str(tmp_path), 2))
 
 
 def test_progress_reports_images_views_eta():

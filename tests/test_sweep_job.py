@@ -9,9 +9,10 @@ import pytest
 from configs import demo as demo_config
 from configs import zoom_sweep as config_lib
 from zoomjax import records as R
+from zoomjax import shards
 from zoomjax.jobs import zoom_sweep as job
 
-jax.config.update("jax_disable_most_optimizations", True)
+pytestmark = pytest.mark.usefixtures("fast_compile_module")  # Compiles dominate; no parity check here.
 
 
 def small_config(**overrides):
@@ -66,7 +67,7 @@ def test_job_outputs(reference):
   assert os.path.exists(os.path.join(work, "config.json"))
   assert os.path.exists(os.path.join(work, "report.html"))
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(work))
-  assert sorted(os.listdir(os.path.join(work, R.SHARD_DIR))) == ["shard_000000.npz", "shard_000001.npz"]
+  assert sorted(os.listdir(os.path.join(work, shards.SHARD_DIR))) == ["shard_000000.npz", "shard_000001.npz"]
 
 
 def test_resume_after_failure_gives_identical_arrays(reference, built, tmp_path):
@@ -78,8 +79,8 @@ def test_resume_after_failure_gives_identical_arrays(reference, built, tmp_path)
 
   with pytest.raises(Boom):
     job.run(small_config(), work, after_shard=fail_after_first, built=built)
-  first = os.path.join(work, R.SHARD_DIR, "shard_000000.npz")
-  assert os.listdir(os.path.join(work, R.SHARD_DIR)) == ["shard_000000.npz"]
+  first = os.path.join(work, shards.SHARD_DIR, "shard_000000.npz")
+  assert os.listdir(os.path.join(work, shards.SHARD_DIR)) == ["shard_000000.npz"]
   assert not os.path.exists(os.path.join(work, "metrics.json"))
   before = os.stat(first)
   written = []
@@ -104,10 +105,15 @@ def test_configs_parse():
   assert c.model.name == "resnet50" and c.data.name == "folder:/x/y" and c.limit == 20
   assert len(c.grid.scales) == 36 and c.paper_dataset == "IN"
   assert config_lib.get_config("grid=64/128").grid.scales == (64, 128)
-  with pytest.raises(ValueError, match="unknown config args"):
+  with pytest.raises(ValueError, match="unknown config arg 'modle'"):
     config_lib.get_config("modle=x")
   with pytest.raises(ValueError, match="grid="):
     config_lib.get_config("grid=huge")
+  with pytest.raises(ValueError, match="positive"):
+    config_lib.get_config("grid=0/224")
+  with pytest.raises(ValueError, match="limit='x': expected int"):
+    config_lib.get_config("limit=x")
+  assert config_lib.get_config("checkpoint=/w/r50.pth,model=resnet50").model.checkpoint == "/w/r50.pth"
   d = demo_config.get_config()
   assert d.model.name == "efficientnet_lite0" and d.data.name == "demo_photos" and len(d.grid.scales) == 36
   assert not d.model.random_init

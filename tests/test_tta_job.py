@@ -1,5 +1,6 @@
 """configs/tta.py + zoomjax/jobs/tta.py end to end, and zoom aggregation maths with a fake zoom."""
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -7,56 +8,113 @@ import numpy as np
 import pytest
 
 from configs import tta as tta_config
+from zoomjax import paper_numbers
+from zoomjax import shards
 from zoomjax.jobs import tta as tta_job
 from zoomjax.tta import zoom_tta
 
 
+pytestmark = pytest.mark.usefixtures("fast_compile_module")  # Job plumbing; MEMO's maths is tests/test_tta.py.
+
+
 def test_config_args_and_errors():
   c = tta_config.get_config("method=memo_augmix,model=resnet50,checkpoint=/x/r50.pth,row=moex_cutmix,"
-                            "data=imagenet_a,views=8,steps=2,lr=0.001,prior=4,seed=3,limit=5")
+                            "data=imagenet_a,views=8,steps=2,lr=0.001,prior=4,seeds=3,limit=5")
   assert (c.method, c.model.name, c.model.checkpoint, c.data.name) == ("memo_augmix", "resnet50", "/x/r50.pth",
                                                                       "imagenet_a")
-  assert (c.memo.num_views, c.memo.steps, c.memo.lr, c.memo.prior_strength, c.seed, c.limit) == (8, 2, 1e-3, 4.0,
-                                                                                                 3, 5)
+  assert (c.memo.num_views, c.memo.steps, c.memo.lr, c.memo.prior_strength, c.seeds, c.limit) == (8, 2, 1e-3, 4.0,
+                                                                                                  (3,), 5)
   default = tta_config.get_config("")  # the paper's MEMO hyper-parameters
-  assert (default.memo.num_views, default.memo.steps, default.memo.lr, default.memo.prior_strength) == (
-      64, 1, 2.5e-4, 16.0)
+  assert (default.memo.num_views, default.memo.steps, default.memo.lr, default.memo.prior_strength,
+          default.memo.optimizer, default.seeds) == (64, 1, 2.5e-4, 16.0, "sgd", (0,))
+  assert tta_config.get_config("seeds=0;1;2").seeds == (0, 1, 2)
   with pytest.raises(ValueError, match="method"):
     tta_config.get_config("method=tent")
-  with pytest.raises(ValueError, match="unknown config args"):
+  with pytest.raises(ValueError, match="unknown config arg 'batch'"):
     tta_config.get_config("views=4,batch=3")
   with pytest.raises(ValueError, match="row"):
     tta_config.get_config("row=resnet18")
+  with pytest.raises(ValueError, match="seeds"):
+    tta_config.get_config("seeds=0;0")
+  for c in (tta_config.get_config(""), tta_config.get_config("runlocal")):
+    assert c.compilation_cache_dir == "" and not c.distributed.enabled  # The fields every config shares.
+
+
+def test_optimizer_by_name():
+  m = tta_config.get_config("optimizer=adamw,lr=1e-5,weight_decay=0.01").memo
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.zeros(3)}
+  opt = tta_job.make_optimizer(m)
+  updates, _ = opt.update(grads, opt.init(params), params)
+  np.testing.assert_allclose(updates["w"], -1e-5 * 0.01 * np.ones(3), rtol=1e-6)  # Decoupled weight decay only.
+  sgd = tta_job.make_optimizer(tta_config.get_config("lr=0.5,momentum=0.9").memo)
+  updates, _ = sgd.update({"w": jnp.ones(3)}, sgd.init(params), params)
+  np.testing.assert_allclose(updates["w"], -0.5 * np.ones(3))
+  with pytest.raises(ValueError, match="optax.adam takes no weight_decay"):
+    tta_job.make_optimizer(tta_config.get_config("optimizer=adam,weight_decay=0.1").memo)
+  with pytest.raises(ValueError, match="not an optax optimiser"):
+    tta_job.make_optimizer(tta_config.get_config("optimizer=sgdd").memo)
 
 
 def test_paper_table5_lookup():
-  assert tta_job.paper_accuracy("memo_rrc", "moex_cutmix", "imagenet_a") == 13.61
-  assert tta_job.paper_accuracy("baseline", "resnet50", "folder:/x", "IN") == 76.13
-  assert tta_job.paper_accuracy("memo_augmix", "deepaug_augmix", "objectnet") == 36.42
-  assert tta_job.paper_accuracy("memo_rrc", "", "imagenet_a") is None
-  assert tta_job.paper_accuracy("zoom_mean", "resnet50", "imagenet_a") is None
+  table5 = paper_numbers.table5
+  assert table5("memo_rrc", "moex_cutmix", "imagenet_a") == 13.61
+  assert table5("baseline", "resnet50", "folder:/x", "IN") == 76.13
+  assert table5("memo_augmix", "deepaug_augmix", "objectnet") == 36.42
+  assert table5("memo_rrc", "", "imagenet_a") is None
+  assert table5("zoom_mean", "resnet50", "imagenet_a") is None
   # Table 5's claim: RRC beats AugMix by 0.28 points over the 15 cells and 1.10 on IN-A.
-  t = tta_job.TABLE5
-  diff = [r - a for row in tta_job.TABLE5["memo_rrc"] for r, a in zip(t["memo_rrc"][row], t["memo_augmix"][row])]
+  t = paper_numbers.TABLE5
+  diff = [r - a for row in t["memo_rrc"] for r, a in zip(t["memo_rrc"][row], t["memo_augmix"][row])]
   assert abs(np.mean(diff) - 0.28) < 0.005
-  assert abs(np.mean([t["memo_rrc"][r][1] - t["memo_augmix"][r][1] for r in tta_config.ROWS]) - 1.10) < 0.005
+  assert abs(np.mean([t["memo_rrc"][r][1] - t["memo_augmix"][r][1] for r in paper_numbers.TABLE5_ROWS]) - 1.10) \
+      < 0.005
 
 
-def test_job_writes_metrics_and_resumes(tmp_path):
-  config = tta_config.get_config("runlocal=1,method=baseline,limit=2")
+def test_job_writes_metrics_resumes_through_shards_and_refuses_changes(tmp_path):
+  config = tta_config.get_config("runlocal=1,method=baseline,limit=3")
+  config.shard_size = 2  # Shards {0, 1} and {2}.
   metrics = tta_job.run(config, str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
-  for key in ("method", "num_images", "accuracy", "images_per_second", "seed", "views", "steps", "lr",
-              "prior_strength", "versions"):
+  for key in ("method", "num_images", "accuracy", "top5_accuracy", "images_per_second", "seeds", "views",
+              "steps", "lr", "prior_strength", "versions", "per_seed"):
     assert key in saved, key
-  assert saved["method"] == "baseline" and saved["num_images"] == 2 and 0 <= saved["accuracy"] <= 1
-  lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
-  assert len(lines) == 2 and metrics["accuracy"] == np.mean([json.loads(l)["correct"] for l in lines])
-  # A rerun computes nothing new and reports the same accuracy; other settings refuse the workdir.
+  assert saved["method"] == "baseline" and saved["num_images"] == 3 and 0 <= saved["accuracy"] <= 1
+  shard_dir = tmp_path / "seed_0" / shards.SHARD_DIR
+  assert sorted(os.listdir(shard_dir)) == ["shard_000000.npz", "shard_000001.npz"]
+  rows = np.load(tmp_path / "seed_0" / tta_job.RECORDS_FILE)
+  assert list(rows["ids"]) == ["chelsea.png", "coffee.png", "rocket.jpg"]
+  assert metrics["accuracy"] == np.mean(rows["correct"])
+  np.testing.assert_array_equal(rows["pred"], rows["top5"][:, 0])
+  # A lost shard is recomputed alone; a rerun with nothing missing computes nothing and agrees.
+  os.remove(shard_dir / "shard_000001.npz")
   again = tta_job.run(config, str(tmp_path))
-  assert again["images_this_run"] == 0 and again["accuracy"] == metrics["accuracy"]
-  with pytest.raises(ValueError, match="other settings"):
-    tta_job.run(tta_config.get_config("runlocal=1,method=baseline,limit=2,seed=1"), str(tmp_path))
+  assert again["images_this_run"] == 1 and again["accuracy"] == metrics["accuracy"]
+  assert tta_job.run(config, str(tmp_path))["images_this_run"] == 0
+  # Settings that change a result are refused by name.
+  for change, name in (("seeds=1", "seeds"), ("method=memo_rrc", "method"), ("views=8", "memo.num_views")):
+    other = tta_config.get_config(f"runlocal=1,method=baseline,limit=3,{change}")
+    other.shard_size = 2
+    with pytest.raises(ValueError, match=f"different config \\({name}"):
+      tta_job.run(other, str(tmp_path))
+  grid = tta_config.get_config("runlocal=1,method=baseline,limit=3")
+  grid.shard_size, grid.zoom.scales = 2, (96, 128)
+  with pytest.raises(ValueError, match="zoom"):
+    tta_job.run(grid, str(tmp_path))
+
+
+@pytest.mark.parametrize("method", tta_config.METHODS)
+def test_every_method_runs_one_image_through_the_job(method, tmp_path):
+  config = tta_config.get_config(f"runlocal=1,method={method},limit=1,seeds=0;1")
+  metrics = tta_job.run(config, str(tmp_path))
+  assert metrics["method"] == method and metrics["num_images"] == 1 and metrics["seeds"] == [0, 1]
+  accs = [s["accuracy"] for s in metrics["per_seed"]]
+  assert all(a in (0.0, 1.0) for a in accs) and metrics["accuracy"] == np.mean(accs)
+  assert metrics["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+  for seed in (0, 1):
+    rows = np.load(tmp_path / f"seed_{seed}" / tta_job.RECORDS_FILE)
+    assert rows["top5"].shape == (1, 5) and np.all(np.diff(rows["top5_p"][0]) <= 0)
+    assert 0 <= rows["p_true"][0] <= rows["top5_p"][0, 0] + 1e-6
 
 
 def test_every_method_builds_an_episode():
@@ -103,9 +161,3 @@ def test_zoom_tta_runs_views_through_the_model_in_chunks():
     np.testing.assert_allclose(fn({}, image, None), zoom_tta.aggregate(colours / 10.0, how), rtol=1e-5,
                                atol=1e-5)
   np.testing.assert_allclose(zoom_tta.aggregate(colours / 10.0, "max"), expect[0], rtol=1e-6)
-
-
-def test_job_zoom_aggregation_runs(tmp_path):
-  metrics = tta_job.run(tta_config.get_config("runlocal=1,method=zoom_mean,limit=1"), str(tmp_path))
-  assert metrics["method"] == "zoom_mean" and metrics["num_images"] == 1
-  assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] in (0.0, 1.0)

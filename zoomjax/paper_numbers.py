@@ -1,8 +1,9 @@
 """The paper's published numbers, as data, so reports can put ours next to theirs.
 
-Source: ../shared/reference/paper.md §2 (Table 1 final version of 2023-08-07; min-cover sizes; the additional
-classifiers of [NB-ADD]; per-anchor upper bounds; disentangling; aggregation). All values are percentages over
-the full datasets (ImageNet val = 50,000 images), so on a subset they are a reference, not a target.
+Source: the paper (Table 1 of the final version of 2023-08-07; min-cover sizes; the additional classifiers of
+its notebooks [NB-ADD]; per-anchor upper bounds; disentangling; aggregation; Table 5, MEMO). All values are
+percentages over the full datasets (ImageNet val = 50,000 images), so on a subset they are a reference, not a
+target.
 
 Keys: models use zoomjax model names (`resnet50`, `vit_b32`, ...), datasets the paper's abbreviations
 (`IN`, `ReaL`, `IN+ReaL`, `IN-A`, `IN-R`, `IN-S`, `ON`).
@@ -10,6 +11,12 @@ Keys: models use zoomjax model names (`resnet50`, `vit_b32`, ...), datasets the 
 from typing import Dict, Optional
 
 DATASETS = ("IN", "ReaL", "IN+ReaL", "IN-A", "IN-R", "IN-S", "ON")
+
+# The zoom grid's 36 unique scales S (short side after resizing), and its zoom-in part (S > 224, the crop).
+PAPER_SCALES = (10, 16, 32, 48, 64, 96, 122, 128, 192, 224, 235, 240, 256, 288, 320, 348, 384, 448, 460, 512,
+                573, 576, 640, 664, 672, 680, 686, 690, 700, 720, 768, 798, 832, 896, 911, 1024)
+PAPER_CROP = 224
+ZOOM_IN_SCALES = tuple(s for s in PAPER_SCALES if s > PAPER_CROP)
 
 # Paper model label -> zoomjax model name.
 MODEL_KEYS = {
@@ -272,3 +279,27 @@ def lookup(model: str, dataset: Optional[str]) -> Dict[str, float]:
   if dataset in MIN_COVER_SIZE.get(model, {}) and dataset != "IN+ReaL":
     out["min_cover_size"] = MIN_COVER_SIZE[model][dataset]
   return out
+
+
+# Table 5 (top-1 %, MEMO test-time adaptation, March-2023 draft): method -> checkpoint row -> TABLE5_COLUMNS.
+TABLE5_COLUMNS = ("IN", "IN-A", "IN-R", "IN-S", "ON")
+TABLE5_ROWS = ("resnet50", "deepaug_augmix", "moex_cutmix")
+TABLE5 = {
+    "baseline": {"resnet50": (76.13, 0.00, 36.17, 24.09, 35.92),
+                 "deepaug_augmix": (75.82, 3.87, 46.77, 32.62, 34.81),
+                 "moex_cutmix": (79.04, 7.97, 35.52, 23.96, 38.59)},
+    "memo_augmix": {"resnet50": (77.27, 0.83, 41.28, 27.63, 38.38),
+                    "deepaug_augmix": (76.27, 5.35, 50.79, 35.70, 36.42),
+                    "moex_cutmix": (79.38, 11.21, 40.65, 27.07, 40.62)},
+    "memo_rrc": {"resnet50": (77.50, 1.31, 40.81, 27.53, 38.85),
+                 "deepaug_augmix": (76.38, 5.76, 50.88, 35.65, 36.64),
+                 "moex_cutmix": (79.49, 13.61, 40.41, 26.80, 41.43)},
+}
+
+
+def table5(method: str, row: str, dataset: str, override: Optional[str] = None) -> Optional[float]:
+  """Table 5's number for (method, checkpoint row, zoomjax dataset name or paper column override), or None."""
+  column = paper_dataset_key(dataset, override)
+  if not row or column not in TABLE5_COLUMNS or method not in TABLE5:
+    return None
+  return TABLE5[method][row][TABLE5_COLUMNS.index(column)]

@@ -80,6 +80,17 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> N
                      "batch size accordingly")
 
 
+def per_process_batch(per_device: int, mesh: Mesh, what: str = "batch_size") -> int:
+  """Images per step on this process: `per_device` on each of its devices in the mesh (configs are per device,
+  so one command runs unchanged on 1, 8 or 64 devices)."""
+  if per_device < 1:
+    raise ValueError(f"{what}={per_device}: it counts images per device per step and must be at least 1")
+  k = local_batch_multiple(mesh)
+  if k == 0:
+    raise ValueError(f"the mesh {mesh.devices.tolist()} holds none of process {jax.process_index()}'s devices")
+  return per_device * k
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places every leaf (e.g. model variables, identical on every process) in full on every mesh device."""
   sharding = replicated(mesh)
@@ -124,9 +135,9 @@ def data_parallel_jit(fn: Callable[..., Any], mesh: Mesh, *, num_args: int,
 
   Arguments in `replicated_argnums` (e.g. the variables) are whole on every device; the others and every output
   are split along their leading axis over 'data'. Implemented with `jax.shard_map`: each device runs exactly
-  the single-device program on its local slice, so results do not depend on the device count. (Measured on
-  jax 0.10.2, CPU, 8 devices: `jax.jit(vmap(memo_episode), in_shardings=...)` silently returned image 0's
-  answer for every image; the same function under shard_map is right.) `fn` must be per-example independent
+  the single-device program on its local slice, so results do not depend on the device count (jit with
+  in_shardings of a vmapped MEMO episode returned wrong answers; tests/test_parallel.py). `fn` must be
+  per-example independent
   along the batch axis (no cross-example reductions), as the zoom sweep and batched MEMO are.
 
   E.g. for a vmapped MEMO episode `fn(variables, images, keys, hws)`: `data_parallel_jit(fn, mesh, num_args=4)`.
@@ -162,12 +173,11 @@ def _get(config: Any, name: str, default: Any = None) -> Any:
 
 def distributed_settings(config: Any = None, environ: Optional[dict] = None) -> DistributedSettings:
   """Settings from `config.distributed` (a block with enabled / coordinator_address / num_processes /
-  process_id / initialization_timeout_s; '' / 0 / -1 mean auto), the legacy flat `config.jax_distributed`
-  flag, and the ZOOMJAX_* environment variables (which fill fields the config leaves on auto)."""
+  process_id / initialization_timeout_s; '' / 0 / -1 mean auto) and the ZOOMJAX_* environment variables
+  (which fill fields the config leaves on auto)."""
   env = os.environ if environ is None else environ
   block = _get(config, "distributed")
-  enabled = bool(_get(block, "enabled", False)) or bool(_get(config, "jax_distributed", False))
-  enabled = enabled or env.get(ENV_ENABLE, "").lower() in ("1", "true", "yes")
+  enabled = bool(_get(block, "enabled", False)) or env.get(ENV_ENABLE, "").lower() in ("1", "true", "yes")
   address = _get(block, "coordinator_address") or env.get(ENV_COORDINATOR) or None
   num = _get(block, "num_processes")
   num = int(num) if num not in (None, "", 0) else (int(env[ENV_NUM_PROCESSES]) if env.get(ENV_NUM_PROCESSES)

@@ -1,17 +1,22 @@
-"""The sweep's figures (matplotlib, Agg backend): anchor heatmaps, accuracy vs scale, greedy coverage curve."""
-from typing import Dict, Optional, Sequence
+"""The sweep's figures: anchor heatmaps, accuracy vs scale, greedy coverage curve.
 
-import matplotlib
+Figures are `matplotlib.figure.Figure` objects rendered straight to PNG, without pyplot, so importing this
+module changes no global matplotlib state (the user's backend stays as it is).
+"""
+from typing import Dict, Optional, Sequence, Tuple
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _subplots(figsize: Tuple[float, float]):
+  fig = Figure(figsize=figsize)
+  return fig, fig.subplots()
 
 
 def _save(fig, path: str) -> str:
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return path
 
 
@@ -19,7 +24,7 @@ def anchor_heatmap(values, path: str, *, title: str, percent: bool = True, delta
                    cmap: str = "viridis") -> str:
   """3x3 heatmap drawn as the image is seen (row 0 on top); non-centre cells annotated with delta to centre."""
   v = np.asarray(values, np.float64) * (100.0 if percent else 1.0)
-  fig, ax = plt.subplots(figsize=(3.6, 3.3))
+  fig, ax = _subplots((3.6, 3.3))
   im = ax.imshow(v, cmap=cmap, origin="upper")
   n = v.shape[0]
   c = v[n // 2, n // 2]
@@ -42,7 +47,7 @@ def anchor_heatmap(values, path: str, *, title: str, percent: bool = True, delta
 def accuracy_vs_scale(avs: Dict[str, list], path: str, *, title: str, one_crop_scale: int = 256) -> str:
   """Best-of-anchors ('waterfall') and centre-anchor accuracy per scale, dashed line at the 1-crop scale."""
   s = np.asarray(avs["scales"])
-  fig, ax = plt.subplots(figsize=(6, 3.4))
+  fig, ax = _subplots((6, 3.4))
   ax.plot(s, 100 * np.asarray(avs["best_of_anchors"], float), "o-", ms=3, label="best of the anchors at S")
   ax.plot(s, 100 * np.asarray(avs["centre"], float), "s-", ms=3, label="centre anchor only")
   ax.axvline(one_crop_scale, ls="--", color="grey", lw=1)
@@ -60,7 +65,7 @@ def coverage_curve(curve: Sequence[float], path: str, *, title: str, upper_bound
   """Cumulative accuracy of the greedy min-cover picks; marks top-k and the full cover."""
   y = 100 * np.asarray(curve, float)
   x = np.arange(1, len(y) + 1)
-  fig, ax = plt.subplots(figsize=(6, 3.4))
+  fig, ax = _subplots((6, 3.4))
   ax.plot(np.r_[0, x], np.r_[0.0, y], "-", marker="o" if len(y) <= 40 else None, ms=3, lw=1.5,
           drawstyle="steps-post", label="greedy cover")
   ax.set_xlim(0, max(len(y), 1) * 1.05 + 0.5)

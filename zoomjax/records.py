@@ -6,9 +6,8 @@ probability of the true label(s) and the max probability. The one exception, agg
 reduced on device during the sweep: per image and aggregation set we keep the top-5 ids and probabilities of
 the set's mean masked softmax (its argmax is the aggregated prediction).
 
-Shard k holds the images with global index in [k * shard_size, (k + 1) * shard_size), independent of the number
-of processes, so any process layout resumes any other's partial run. A shard file appears (os.replace of a
-complete temporary file) only when all its images are done; resuming skips shards whose file exists.
+They are written through `zoomjax.shards` (one `.npz` per shard of images, merged by process 0 into
+`records.npz`).
 
 Arrays (N images, T grid views, X extra crops, A aggregation sets, L label width):
   index (N,) int64      global image index          ids (N,) str         labels (N, L) int32 (-1 padded)
@@ -21,10 +20,12 @@ Arrays (N images, T grid views, X extra crops, A aggregation sets, L label width
 """
 import dataclasses
 import os
-import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
+
+from zoomjax import atomic
+from zoomjax import shards
 
 PER_IMAGE = ("index", "ids", "labels", "top5", "p_true", "p_max", "crop_top5", "crop_p_true", "crop_p_max",
              "agg_top5", "agg_p")
@@ -38,7 +39,6 @@ AGG_SETS = ("zoom-in", "zoom-out", "zoom-224", "5-crop", "10-crop")
 # The extra views: torchvision Resize(256) + TenCrop(224) = FiveCrop, then FiveCrop of the flipped image.
 CROP_NAMES = tuple(f"5CROP:{p}_Size:256" for p in ("tl", "tr", "bl", "br", "center")) + tuple(
     f"10CROP:flip_{p}_Size:256" for p in ("tl", "tr", "bl", "br", "center"))
-SHARD_DIR = "shards"
 
 
 @dataclasses.dataclass
@@ -84,39 +84,6 @@ class Records:
     return Records(**kw)
 
 
-def shard_path(workdir: str, k: int) -> str:
-  return os.path.join(workdir, SHARD_DIR, f"shard_{k:06d}.npz")
-
-
-def num_shards(num_images: int, shard_size: int) -> int:
-  return -(-num_images // shard_size)
-
-
-def shard_range(k: int, shard_size: int, num_images: int) -> range:
-  """Global image indices of shard k."""
-  return range(k * shard_size, min((k + 1) * shard_size, num_images))
-
-
-def process_shards(n_shards: int, process_index: int, process_count: int) -> List[int]:
-  """Round-robin assignment of shards to processes."""
-  return list(range(process_index, n_shards, process_count))
-
-
-def _atomic_savez(path: str, arrays: Dict[str, np.ndarray]) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def _as_arrays(rec: Records) -> Dict[str, np.ndarray]:
   out = {f: np.asarray(getattr(rec, f)) for f in PER_IMAGE + NAMES + (SKIPPED,)}
   for f in ("ids", SKIPPED) + NAMES:
@@ -126,65 +93,52 @@ def _as_arrays(rec: Records) -> Dict[str, np.ndarray]:
 
 def save(path: str, rec: Records) -> None:
   """Writes records atomically: the file at `path` is either absent or complete."""
-  _atomic_savez(path, _as_arrays(rec))
+  atomic.savez(path, _as_arrays(rec))
+
+
+def _from_arrays(arrays: Dict[str, np.ndarray]) -> Records:
+  kw = {f: arrays[f] for f in PER_IMAGE + NAMES}
+  if SKIPPED in arrays:
+    kw[SKIPPED] = arrays[SKIPPED]
+  return Records(**kw)
 
 
 def load(path: str) -> Records:
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      missing = [f for f in PER_IMAGE + NAMES if f not in z.files]
-      if missing:
-        raise ValueError(f"{path} is not a zoomjax records file (missing {missing})")
-      kw = {f: z[f] for f in PER_IMAGE + NAMES}
-      if SKIPPED in z.files:
-        kw[SKIPPED] = z[SKIPPED]
-      return Records(**kw)
-  except (OSError, EOFError, ValueError, KeyError) as e:
-    if isinstance(e, ValueError) and "not a zoomjax records file" in str(e):
-      raise
-    raise ValueError(f"cannot read records file {path}: {e}; delete it to recompute that shard") from e
+  return _from_arrays(shards.load_arrays(path, PER_IMAGE + NAMES))
+
+
+def shard_rows(rec: Records) -> Dict[str, np.ndarray]:
+  """Per-image fields other than the shard machinery's own (what a sweep step computes)."""
+  return {f: getattr(rec, f) for f in PER_IMAGE if f not in shards.ROW_KEYS}
+
+
+def empty_rows(num_views: int, num_crops: int, num_sets: int) -> Dict[str, np.ndarray]:
+  """Zero-image record fields (a shard whose images were all unreadable)."""
+  t, x, a = num_views, num_crops, num_sets
+  return dict(top5=np.zeros((0, t, TOP_K), np.int16), p_true=np.zeros((0, t), np.float32),
+              p_max=np.zeros((0, t), np.float32), crop_top5=np.zeros((0, x, TOP_K), np.int16),
+              crop_p_true=np.zeros((0, x), np.float32), crop_p_max=np.zeros((0, x), np.float32),
+              agg_top5=np.zeros((0, a, TOP_K), np.int16), agg_p=np.zeros((0, a, TOP_K), np.float32))
 
 
 def concatenate(parts: Sequence[Records]) -> Records:
-  """Joins shard records in order; refuses shards made with different grids, crops or aggregation sets."""
+  """Joins records in order; refuses records made with different grids, crops or aggregation sets."""
   if not parts:
     raise ValueError("no records to concatenate")
   first = parts[0]
   for p in parts[1:]:
     for f in NAMES:
       if list(getattr(p, f)) != list(getattr(first, f)):
-        raise ValueError(f"shards disagree on {f}: {list(getattr(first, f))[:3]}... vs "
-                         f"{list(getattr(p, f))[:3]}...; the workdir mixes different sweeps")
-  width = max(p.labels.shape[1] for p in parts)
-  kw = {}
-  for f in PER_IMAGE:
-    arrs = [getattr(p, f) for p in parts]
-    if f == "labels":
-      arrs = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=-1) for a in arrs]
-    kw[f] = np.concatenate(arrs, axis=0)
+        raise ValueError(f"records disagree on {f}: {list(getattr(first, f))[:3]}... vs "
+                         f"{list(getattr(p, f))[:3]}...")
+  kw = shards.concat_rows([{f: getattr(p, f) for f in PER_IMAGE} for p in parts])
   kw.update({f: getattr(first, f) for f in NAMES})
   kw[SKIPPED] = np.concatenate([np.asarray(p.skipped, np.str_) for p in parts])
   return Records(**kw)
 
 
 def merge_shards(workdir: str, n_shards: int, out_path: Optional[str] = None) -> Records:
-  """Loads shards 0..n-1 in order, checks the global indices are contiguous, writes the final file."""
-  missing = [k for k in range(n_shards) if not os.path.exists(shard_path(workdir, k))]
-  if missing:
-    raise FileNotFoundError(f"{len(missing)} shard(s) missing in {workdir}/{SHARD_DIR}, e.g. "
-                            f"{shard_path(workdir, missing[0])}; rerun the sweep with the same workdir")
-  rec = concatenate([load(shard_path(workdir, k)) for k in range(n_shards)])
-  if np.any(np.diff(rec.index) <= 0):
-    raise ValueError(f"shards in {workdir} are not in increasing image order")
+  """Joins the sweep's shards 0..n-1 (`shards.merge`) and writes the final `records.npz`."""
+  rec = _from_arrays(shards.merge(workdir, n_shards, PER_IMAGE, NAMES))
   save(out_path or os.path.join(workdir, FINAL_FILE), rec)
   return rec
-
-
-def load_available(workdir: str) -> Records:
-  """Every shard written so far, in order (a look at a sweep that is still running; never written back)."""
-  shard_dir = os.path.join(workdir, SHARD_DIR)
-  names = sorted(f for f in os.listdir(shard_dir) if f.startswith("shard_") and f.endswith(".npz")) \
-      if os.path.isdir(shard_dir) else []
-  if not names:
-    raise FileNotFoundError(f"no shards in {shard_dir} yet")
-  return concatenate([load(os.path.join(shard_dir, n)) for n in names])

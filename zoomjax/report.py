@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from zoomjax import analyses as A
+from zoomjax import atomic
 from zoomjax import paper_numbers as P
 from zoomjax import plots
 
@@ -224,8 +225,5 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_esc(title)}</title>"
           f"<style>{_CSS}</style></head><body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
   path = os.path.join(workdir, "report.html")
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(page)
-  os.replace(tmp, path)
+  atomic.write_text(path, page)
   return path

@@ -9,21 +9,16 @@ One jitted step per batch of images does everything on the device that runs the 
 and only those compact arrays come back to the host (`zoomjax.records`).
 
 Scale-out: the step takes an optional `jax.sharding.Mesh` with a 'data' axis; the image batch is sharded over
-it and the variables are replicated (NamedSharding). Processes never talk to each other: each takes shards
-round-robin (shard k = global images [k*shard_size, (k+1)*shard_size)), writes each complete shard atomically,
-and process 0 merges when every shard file exists. Rerunning with the same workdir skips written shards.
+it and the variables are replicated. Shards, resumption and the merge are `zoomjax.shards`.
 """
 import dataclasses
-import json
-import os
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from clu import periodic_actions
 
 from zoomjax import parallel
 from zoomjax import records as records_lib
@@ -201,139 +196,44 @@ def split_outputs(out: Dict[str, np.ndarray], num_grid: int) -> Dict[str, np.nda
   }
 
 
-class Progress(periodic_actions.PeriodicAction):
-  """Logs and writes images/s, views/s and the ETA of the sweep (clu periodic action over images done)."""
+class Progress:
+  """Logs (and hands to `write`) images/s, views/s and the ETA at most every `every_secs` and at the end.
 
-  def __init__(self, *, total_images: int, views_per_image: int, writer=None, every_secs: float = 30.0,
-               log_fn: Callable[[str], None] = logging.info):
-    super().__init__(every_secs=every_secs, on_steps=[total_images])
-    self._total, self._vpi, self._writer, self._log = total_images, views_per_image, writer, log_fn
-    self._t0 = time.monotonic()
-    self._start_step = None
+  Hand-written rather than clu's PeriodicAction, whose import loads TensorFlow.
+  """
+
+  def __init__(self, *, total_images: int, views_per_image: int, every_secs: float = 30.0,
+               log_fn: Callable[[str], None] = logging.info,
+               write: Optional[Callable[[int, Dict[str, float]], None]] = None, what: str = "sweep"):
+    self._total, self._vpi, self._every, self._log, self._write = total_images, views_per_image, every_secs, \
+        log_fn, write
+    self._what = what
+    self._start: Optional[Tuple[int, float]] = None
+    self._previous: Optional[Tuple[int, float]] = None
     self.last: Dict[str, float] = {}
 
   def __call__(self, step: int, t: Optional[float] = None) -> bool:
+    """Reports when due; the first call starts the clock (resumed work is not "done now")."""
     t = time.monotonic() if t is None else t
-    if self._start_step is None:  # Rates count from the first call (resumed work is not "done now").
-      self._start_step, self._t0 = step, t
-    return super().__call__(step, t)
+    if self._start is None:
+      self._start = self._previous = (step, t)
+      return False
+    if t - self._previous[1] < self._every and step < self._total:
+      return False
+    if step == self._previous[0]:
+      return False
+    self._report(step, t)
+    return True
 
-  def _apply(self, step: int, t: float):
-    dt = max(t - self._previous_time, 1e-9)
-    ips = (step - self._previous_step) / dt
-    mean_ips = (step - self._start_step) / max(t - self._t0, 1e-9)
+  def _report(self, step: int, t: float):
+    (s0, t0), (sp, tp) = self._start, self._previous
+    ips = (step - sp) / max(t - tp, 1e-9)
+    mean_ips = (step - s0) / max(t - t0, 1e-9)
     eta = (self._total - step) / mean_ips if mean_ips > 0 else float("inf")
+    self._previous = (step, t)
     self.last = {"images_per_sec": ips, "views_per_sec": ips * self._vpi, "eta_secs": eta,
                  "images_done": float(step)}
-    self._log(f"sweep: {step}/{self._total} images, {ips:.2f} images/s, {ips * self._vpi:.1f} views/s, "
+    self._log(f"{self._what}: {step}/{self._total} images, {ips:.2f} images/s, {ips * self._vpi:.1f} views/s, "
               f"ETA {eta / 60:.1f} min")
-    if self._writer is not None:
-      self._writer.write_scalars(step, self.last)
-
-
-def run_shards(workdir: str, *, num_images: int, shard_size: int,
-               batches_for: Callable[[Sequence[int]], Iterable[Dict[str, np.ndarray]]],
-               compute: Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]],
-               names: Dict[str, Sequence[str]], ids_of: Callable[[int], str],
-               skipped_in: Callable[[range], List[str]] = lambda rng: [],
-               process_index: int = 0, process_count: int = 1,
-               progress: Optional[Callable[[int], Any]] = None,
-               on_shard_written: Optional[Callable[[int, str], None]] = None) -> List[int]:
-  """Computes and writes this process's missing shards; returns the shard ids written now.
-
-  batches_for(indices) yields batches (dicts with 'index' (B,) global index, -1 for padding and unreadable
-  images, 'labels' (B, L), ...) over exactly those images, in any order. Each shard gets its own batch stream,
-  so batch composition, hence every number, is the same whether a run went through in one go or was resumed.
-  compute(batch) -> per-row record fields (split_outputs). skipped_in(range) -> "id: reason" of the images
-  in the range that the data layer could not read (stored with the shard, so resumes keep the list).
-  """
-  n_shards = records_lib.num_shards(num_images, shard_size)
-  mine = records_lib.process_shards(n_shards, process_index, process_count)
-  todo = [k for k in mine if not os.path.exists(records_lib.shard_path(workdir, k))]
-  if len(todo) < len(mine):
-    logging.info("resuming: %d of this process's %d shards already written", len(mine) - len(todo), len(mine))
-  done_images = sum(len(records_lib.shard_range(k, shard_size, num_images)) for k in mine if k not in todo)
-  if progress is not None:
-    progress(done_images)  # Starts the clock: rates and ETA count only the work of this run.
-  written = []
-  for k in todo:
-    rng = records_lib.shard_range(k, shard_size, num_images)
-    parts: List[Dict[str, np.ndarray]] = []
-    seen = set()
-    for batch in batches_for(list(rng)):
-      index = np.asarray(batch["index"])
-      keep = index >= 0
-      if not keep.any():
-        continue
-      got = [int(i) for i in index[keep]]
-      if any(i not in rng or i in seen for i in got):
-        raise RuntimeError(f"the data stream for shard {k} ({rng}) yielded unexpected images {got}")
-      seen.update(got)
-      out = compute(batch)
-      part = {f: np.asarray(v)[keep] for f, v in out.items()}
-      part["index"] = index[keep].astype(np.int64)
-      part["labels"] = np.asarray(batch["labels"])[keep].astype(np.int32)
-      part["ids"] = np.asarray([ids_of(i) for i in got], dtype=np.str_)
-      parts.append(part)
-      done_images += len(got)
-      if progress is not None:
-        progress(done_images)
-    skipped = list(skipped_in(rng))
-    done_images += len(rng) - len(seen)
-    rec = _records_from_parts(parts, names)
-    rec = rec.select(np.argsort(rec.index, kind="stable"))  # Buckets reorder images; shards store index order.
-    rec.skipped = np.asarray(skipped, dtype=np.str_)
-    path = records_lib.shard_path(workdir, k)
-    records_lib.save(path, rec)
-    written.append(k)
-    if on_shard_written is not None:
-      on_shard_written(k, path)
-  return written
-
-
-def _records_from_parts(parts: List[Dict[str, np.ndarray]], names: Dict[str, Sequence[str]]):
-  kw = {}
-  if parts:
-    width = max(p["labels"].shape[1] for p in parts)
-    for p in parts:
-      p["labels"] = np.pad(p["labels"], ((0, 0), (0, width - p["labels"].shape[1])), constant_values=-1)
-    for f in records_lib.PER_IMAGE:
-      kw[f] = np.concatenate([p[f] for p in parts], 0)
-  else:  # Every image of the shard was unreadable: an empty shard keeps resume simple.
-    t, x, a = len(names["view_names"]), len(names["crop_names"]), len(names["agg_names"])
-    kw = dict(index=np.zeros(0, np.int64), ids=np.zeros(0, np.str_), labels=np.zeros((0, 1), np.int32),
-              top5=np.zeros((0, t, TOP_K), np.int16), p_true=np.zeros((0, t), np.float32),
-              p_max=np.zeros((0, t), np.float32), crop_top5=np.zeros((0, x, TOP_K), np.int16),
-              crop_p_true=np.zeros((0, x), np.float32), crop_p_max=np.zeros((0, x), np.float32),
-              agg_top5=np.zeros((0, a, TOP_K), np.int16), agg_p=np.zeros((0, a, TOP_K), np.float32))
-  for f in records_lib.NAMES:
-    kw[f] = np.asarray([str(s) for s in names[f]], dtype=np.str_)
-  return records_lib.Records(**kw)
-
-
-def wait_for_shards(workdir: str, n_shards: int, timeout_s: float, poll_s: float = 10.0) -> None:
-  """Process 0 waits for the other processes' shard files (they share only the filesystem)."""
-  t0 = time.monotonic()
-  while True:
-    missing = [k for k in range(n_shards) if not os.path.exists(records_lib.shard_path(workdir, k))]
-    if not missing:
-      return
-    if time.monotonic() - t0 > timeout_s:
-      raise TimeoutError(f"{len(missing)} shards still missing after {timeout_s:.0f}s, e.g. "
-                         f"{records_lib.shard_path(workdir, missing[0])}; rerun to resume")
-    time.sleep(poll_s)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False, default=_json_default)
-  os.replace(tmp, path)
-
-
-def _json_default(x):
-  if isinstance(x, np.generic):
-    return x.item()
-  if isinstance(x, np.ndarray):
-    return x.tolist()
-  raise TypeError(f"not JSON serialisable: {type(x)}")
+    if self._write is not None:
+      self._write(step, self.last)

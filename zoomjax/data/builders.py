@@ -25,6 +25,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from zoomjax import atomic
 from zoomjax.data import classes, decode, files, subsets
 
 INDEX_FILE = "index.json"
@@ -127,9 +128,7 @@ def write_index(data_dir, split: str, index: dict) -> bool:
   """Atomically writes an index sidecar; False (no error) when the data dir is read-only."""
   path = index_path(data_dir, split)
   try:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, path)
+    atomic.write_text(os.fspath(path), json.dumps(index))
     return True
   except OSError:
     return False

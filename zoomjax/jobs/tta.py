@@ -1,11 +1,16 @@
-"""Test-time adaptation over a dataset: baseline, MEMO + AugMix, MEMO + RRC, zoom aggregation (configs/tta.py).
+"""Job `tta`: baseline, MEMO + AugMix, MEMO + RRC or zoom aggregation over a dataset (configs/tta.py).
 
-Images stream through `zoomjax.data.make_batches` (canvas-bucketed, masked batches); each batch runs one jitted
-`vmap` of the per-image episode (each image its own parameter copy). Per-image results are appended to
-`predictions.jsonl` as they come, so a rerun with the same workdir resumes where it stopped; `metrics.json`
-is written at the end.
+Each batch of images runs one jitted, vmapped episode per image (each image its own parameter copy), split over
+this process's devices; results go through the same shard / resume / merge machinery as the zoom sweep
+(`zoomjax.shards`). Workdir layout:
+  config.json              the resume key: every field that changes a result (method, model and checkpoint,
+                           data and label space, seeds, MEMO / view / zoom settings, limit, shard size)
+  seed_<s>/shards/         per-shard records of seed s: pred, top-5 ids and probabilities, p_true, correct
+  seed_<s>/predictions.npz all shards of seed s merged (process 0)
+  metrics.json             accuracy per seed, mean and spread over seeds (process 0)
 """
 import importlib.metadata
+import inspect
 import json
 import math
 import os
@@ -20,32 +25,18 @@ import numpy as np
 import optax
 from absl import logging
 
+from zoomjax import atomic
+from zoomjax import paper_numbers
+from zoomjax import parallel
+from zoomjax import shards
+from zoomjax import sweep
 from zoomjax.tta import augment, memo, zoom_tta
 
-# Paper Table 5 (top-1 %, March-2023 draft): method -> row -> column.
-TABLE5 = {
-    "baseline": {"resnet50": (76.13, 0.00, 36.17, 24.09, 35.92), "deepaug_augmix": (75.82, 3.87, 46.77, 32.62, 34.81),
-                 "moex_cutmix": (79.04, 7.97, 35.52, 23.96, 38.59)},
-    "memo_augmix": {"resnet50": (77.27, 0.83, 41.28, 27.63, 38.38),
-                    "deepaug_augmix": (76.27, 5.35, 50.79, 35.70, 36.42),
-                    "moex_cutmix": (79.38, 11.21, 40.65, 27.07, 40.62)},
-    "memo_rrc": {"resnet50": (77.50, 1.31, 40.81, 27.53, 38.85), "deepaug_augmix": (76.38, 5.76, 50.88, 35.65, 36.64),
-                 "moex_cutmix": (79.49, 13.61, 40.41, 26.80, 41.43)},
-}
-TABLE5_COLUMNS = ("IN", "IN-A", "IN-R", "IN-S", "ON")
-_DATASET_COLUMNS = {"imagenet2012": "IN", "imagenet_a": "IN-A", "imagenet_r": "IN-R", "imagenet_sketch": "IN-S",
-                    "objectnet": "ON"}
-# The paper's zoom-in scales (S > 224, paper.md §1.2).
-ZOOM_IN_SCALES = (235, 240, 256, 288, 320, 348, 384, 448, 460, 512, 573, 576, 640, 664, 672, 680, 686, 690, 700,
-                  720, 768, 798, 832, 896, 911, 1024)
-
-
-def paper_accuracy(method: str, row: str, dataset: str, paper_dataset: str = "") -> Optional[float]:
-  """Table 5's number for (method, checkpoint row, dataset column), or None."""
-  column = paper_dataset or _DATASET_COLUMNS.get(dataset.split(":")[0])
-  if not row or column not in TABLE5_COLUMNS or method not in TABLE5:
-    return None
-  return TABLE5[method][row][TABLE5_COLUMNS.index(column)]
+# Config fields that change a result; a resumed run must agree on all of them.
+RESULT_FIELDS = ("method", "model", "data", "limit", "seeds", "memo", "view", "zoom", "shard_size",
+                 "canvas_multiple")
+FIELDS = ("pred", "top5", "top5_p", "p_true", "correct")  # Per-image record fields besides index/ids/labels.
+RECORDS_FILE = "predictions.npz"
 
 
 def library_versions() -> Dict[str, str]:
@@ -68,6 +59,24 @@ def square_canvas(multiple: int):
   return canvas_fn
 
 
+def make_optimizer(m: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """`optax.<m.optimizer>(learning_rate=m.lr, ...)` with momentum / weight_decay where the optimiser takes them."""
+  name = str(m.optimizer)
+  fn = getattr(optax, name, None)
+  if not callable(fn) or "learning_rate" not in inspect.signature(fn).parameters:
+    raise ValueError(f"memo.optimizer={name!r} is not an optax optimiser (e.g. sgd, adam, adamw)")
+  params = inspect.signature(fn).parameters
+  kw = {"learning_rate": float(m.lr)}
+  for key in ("momentum", "weight_decay"):
+    value = float(m.get(key, 0.0))
+    if key in params:
+      # optax.sgd's momentum=None means none; 0.0 would add a no-op trace.
+      kw[key] = None if (value == 0.0 and params[key].default is None) else value
+    elif value:
+      raise ValueError(f"memo.{key}={value}, but optax.{name} takes no {key}")
+  return fn(**kw)
+
+
 def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndarray) -> memo.EpisodeFn:
   """The per-image function `config.method` names."""
   method = config.method
@@ -82,13 +91,12 @@ def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndar
       aug = augment.rrc_augmentation(size)
     else:
       aug = augment.augmix_augmentation(size, float(m.severity), int(m.width), int(m.max_depth))
-    opt = optax.sgd(float(m.lr), momentum=float(m.momentum) or None)
     prior = float(m.prior_strength) if float(m.prior_strength) > 0 else None
-    return memo.make_memo(bundle, aug, optimizer=opt, num_views=int(m.num_views), steps=int(m.steps),
-                          prior_strength=prior, logit_mask=logit_mask, **view_kw)
+    return memo.make_memo(bundle, aug, optimizer=make_optimizer(m), num_views=int(m.num_views),
+                          steps=int(m.steps), prior_strength=prior, logit_mask=logit_mask, **view_kw)
   if method in ("zoom_mean", "zoom_max"):
     from zoomjax import zoom  # pylint: disable=import-outside-toplevel
-    scales = tuple(int(s) for s in config.zoom.scales) or ZOOM_IN_SCALES
+    scales = tuple(int(s) for s in config.zoom.scales) or paper_numbers.ZOOM_IN_SCALES
     grid = zoom.ZoomGrid(scales, anchors=int(config.zoom.anchors), crop=int(config.view.crop))
     crops_fn = lambda canvas, hw: zoom.zoom_crops_batch(canvas[None], hw[None], grid)[0]  # noqa: E731
     return zoom_tta.make_zoom_tta(bundle, crops_fn, method.split("_")[1], logit_mask=logit_mask,
@@ -96,137 +104,163 @@ def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndar
   raise ValueError(f"method={method!r} is not one of baseline, memo_augmix, memo_rrc, zoom_mean, zoom_max")
 
 
-def _settings(config) -> Dict[str, Any]:
-  """What must not change between a run and its resumption."""
-  return {"method": config.method, "model": config.model.name, "checkpoint": config.model.checkpoint,
-          "data": config.data.name, "split": config.data.split, "seed": int(config.seed),
-          "memo": config.memo.to_dict(), "view": config.view.to_dict()}
+def make_step(episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
+  """`step(variables, images, keys, hws, labels) -> compact outputs` over a batch, split over `mesh`."""
+
+  def step(variables, images, keys, hws, labels):
+    logits = jax.vmap(episode, in_axes=(None, 0, 0, 0))(variables, images, keys, hws)
+    return sweep.compact_outputs(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), labels)
+
+  return parallel.data_parallel_jit(step, mesh, num_args=5)
 
 
-def _read_done(path: str) -> Dict[int, Dict[str, Any]]:
-  done = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        line = line.strip()
-        if line:
-          try:
-            rec = json.loads(line)
-          except json.JSONDecodeError:
-            continue  # A line cut by a crash; the image is redone.
-          done[int(rec["index"])] = rec
-  return done
+def _seed_metrics(rows: Dict[str, np.ndarray], seed: int) -> Dict[str, Any]:
+  n = int(rows["index"].shape[0])
+  labels = rows["labels"]
+  top5_hit = ((rows["top5"][..., None] == labels[:, None, :]) & (labels[:, None, :] >= 0)).any(axis=(1, 2))
+  return {"seed": seed, "num_images": n,
+          "accuracy": float(np.mean(rows["correct"])) if n else None,
+          "top5_accuracy": float(np.mean(top5_hit)) if n else None,
+          "skipped": [str(s) for s in rows[shards.SKIPPED]]}
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  """Runs (or resumes) `config.method` over the dataset; writes predictions.jsonl and metrics.json."""
+def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, Any]]:
+  """Runs (or resumes) `config.method` for every seed; process 0 merges and writes metrics.json."""
   from zoomjax import data, models  # pylint: disable=import-outside-toplevel
-  os.makedirs(workdir, exist_ok=True)
-  settings_path = os.path.join(workdir, "tta_settings.json")
-  settings = json.loads(json.dumps(_settings(config)))
-  if os.path.exists(settings_path):
-    with open(settings_path) as f:
-      previous = json.load(f)
-    if previous != settings:
-      raise ValueError(f"{workdir} holds a run with other settings ({settings_path}: {previous}); "
-                       f"use a new --workdir")
-  else:
-    _write_json_atomic(settings_path, settings)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
+  pid, pcount = jax.process_index(), jax.process_count()
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir {workdir} is a file, not a directory")
   t_start = time.monotonic()
-  bundle = models.load(config.model.name, config.model.checkpoint, random_init=bool(config.model.random_init),
-                       seed=int(config.model.seed))
-  dataset = data.get_dataset(config.data.name, data_dir=config.data.data_dir, manual_dir=config.data.manual_dir,
-                             split=config.data.split, label_space=config.data.label_space,
-                             num_workers=int(config.num_workers))
-  num_images = len(dataset) if int(config.limit) <= 0 else min(int(config.limit), len(dataset))
+  bundle = models.load(config.model.name, config.model.get("checkpoint") or None,
+                       random_init=bool(config.model.random_init), seed=int(config.model.seed))
+  kw = {k: v for k, v in config.data.to_dict().items() if k != "name" and v not in (None, "")}
+  dataset = data.get_dataset(config.data.name, num_workers=int(config.num_workers), **kw)
+  limit = int(config.limit)
+  if limit < 0:
+    raise ValueError(f"config.limit={limit}: use 0 for all images or a positive count")
+  num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
   space = dataset.label_space
-  mask = space.logit_mask()
-  episode = build_episode(config, bundle, mask)
-  step = jax.jit(jax.vmap(episode, in_axes=(None, 0, 0, 0)))
-  base_key = jax.random.PRNGKey(int(config.seed))
-
-  pred_path = os.path.join(workdir, "predictions.jsonl")
-  done = {i: r for i, r in _read_done(pred_path).items() if i < num_images}
-  todo = [i for i in range(num_images) if i not in done]
-  logging.info("tta %s: %s on %s, %d images (%d already done)", config.method, config.model.name, dataset.name,
-               num_images, len(done))
-  t_loop, n_new, last_log = time.monotonic(), 0, time.monotonic()
-  with open(pred_path, "a") as out:
-    if todo:
-      batches = data.make_batches(dataset, batch_size=int(config.batch_size),
-                                  canvas_fn=square_canvas(int(config.canvas_multiple)), indices=todo,
-                                  num_workers=int(config.num_workers), on_error=config.on_error)
-      for batch in batches:
-        if not batch["mask"].any():
-          continue
-        # Padding slots repeat a real image (a 0x0 image has no views); their results are dropped.
-        src = np.where(batch["mask"], np.arange(len(batch["mask"])), np.argmax(batch["mask"]))
-        keys = memo.episode_keys(base_key, batch["index"][src])
-        logits = np.asarray(step(bundle.variables, jnp.asarray(batch["image"][src]), keys,
-                                 jnp.asarray(batch["hw"][src])))
-        pred = np.argmax(logits, axis=-1)
-        correct = data.is_correct(pred, batch["labels"])
-        for slot in np.flatnonzero(batch["mask"]):
-          i = int(batch["index"][slot])
-          rec = {"index": i, "id": dataset.ids[i], "pred": int(pred[slot]), "correct": bool(correct[slot]),
-                 "labels": [int(x) for x in batch["labels"][slot] if x >= 0]}
-          out.write(json.dumps(rec) + "\n")
-          done[i] = rec
-          n_new += 1
-        out.flush()
-        if time.monotonic() - last_log > float(config.progress_every_secs):
-          last_log = time.monotonic()
-          rate = n_new / (last_log - t_loop)
-          msg = f"tta {config.method}: {len(done)}/{num_images} images, {rate:.3f} images/s"
-          logging.info(msg)
-          print(msg, flush=True)
-  loop_s = time.monotonic() - t_loop
-  skipped = [{"index": int(s["index"]), "id": s["id"], "reason": s["reason"]} for s in dataset.skipped]
-  scored = [done[i] for i in sorted(done)]
-  accuracy = float(np.mean([r["correct"] for r in scored])) if scored else float("nan")
-  m = config.memo
+  episode = build_episode(config, bundle, space.logit_mask())
+  mesh = parallel.make_mesh()
+  batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
+  step = make_step(episode, mesh)
+  variables = parallel.replicate(bundle.variables, mesh)
+  shard_size = int(config.shard_size)
+  n_shards = shards.num_shards(num_images, shard_size)
+  seeds = [int(s) for s in config.seeds]
+  if pid == 0:  # Claimed only once the model and data are built: a failed start leaves the workdir reusable.
+    os.makedirs(workdir, exist_ok=True)
+    key = json.loads(config.to_json_best_effort())
+    key["label_space"] = space.name
+    shards.check_or_write_config(workdir, key, RESULT_FIELDS + ("label_space",))
   is_memo = config.method.startswith("memo")
-  metrics = {
-      "method": config.method,
-      "model": config.model.name,
-      "checkpoint": config.model.checkpoint,
-      "dataset": dataset.name,
-      "label_space": space.name,
-      "num_images": len(scored),
-      "num_skipped": len(skipped),
-      "skipped": skipped,
-      "accuracy": accuracy,
-      "accuracy_percent": 100.0 * accuracy,
-      "paper_accuracy_percent": paper_accuracy(config.method, config.model.paper_row, config.data.name,
-                                               config.paper_dataset),
-      # Throughput of the images computed in this invocation (compile time included).
-      "images_per_second": n_new / loop_s if n_new and loop_s > 0 else None,
-      "images_this_run": n_new,
-      "wall_time_s": time.monotonic() - t_start,
-      "seed": int(config.seed),
-      "views": int(m.num_views) if is_memo else (1 if config.method == "baseline" else None),
-      "steps": int(m.steps) if is_memo else 0,
-      "lr": float(m.lr) if is_memo else None,
-      "optimizer": f"sgd(momentum={float(m.momentum)})" if is_memo else None,
-      "prior_strength": float(m.prior_strength) if is_memo else None,
-      "batch_size": int(config.batch_size),
-      "devices": [str(d) for d in jax.devices()],
-      "versions": library_versions(),
-  }
-  _write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
-  msg = (f"tta {config.method} {config.model.name} on {dataset.name}: accuracy {100 * accuracy:.2f}% "
-         f"over {len(scored)} images")
+  views = int(config.memo.num_views) if is_memo else 1
+  logging.info("tta %s: %s on %s, %d images, seeds %s, %d shards of %d", config.method, config.model.name,
+               dataset.name, num_images, seeds, n_shards, shard_size)
+  canvas_fn = square_canvas(int(config.canvas_multiple))
+  num_classes = int(bundle.num_classes)
+  empty = dict(pred=np.zeros(0, np.int32), top5=np.zeros((0, 5), np.int16), top5_p=np.zeros((0, 5), np.float32),
+               p_true=np.zeros(0, np.float32), correct=np.zeros(0, bool))
+  computed = [0]
+  loop_s = 0.0
+  for seed in seeds:
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    base_key = jax.random.PRNGKey(seed)
+
+    def compute(batch, base_key=base_key):
+      real = np.asarray(batch["index"]) >= 0
+      # Padding slots repeat a real image (a 0x0 image has no views); run_shards drops their rows.
+      src = np.where(real, np.arange(len(real)), np.argmax(real))
+      args = (batch["image"][src], np.asarray(memo.episode_keys(base_key, batch["index"][src])),
+              batch["hw"][src].astype(np.int32), batch["labels"][src].astype(np.int32))
+      out = parallel.to_host(step(variables, *parallel.shard_batch(args, mesh)))
+      pred = out["top5"][:, 0].astype(np.int32)
+      computed[0] += int(real.sum())
+      return {"pred": pred, "top5": out["top5"].astype(np.int16), "top5_p": out["top5_p"].astype(np.float32),
+              "p_true": out["p_true"].astype(np.float32), "correct": data.is_correct(pred, batch["labels"])}
+
+    def batches_for(indices):
+      return data.make_batches(dataset, batch_size=batch_size, canvas_fn=canvas_fn, indices=indices,
+                               num_workers=int(config.num_workers), on_error=config.on_error)
+
+    def skipped_in(rng):
+      return [f"{s['id']}: {s['reason']}" for s in dataset.skipped if s["index"] in rng]
+
+    mine = shards.process_shards(n_shards, pid, pcount)
+    total = sum(len(shards.shard_range(k, shard_size, num_images)) for k in mine)
+    progress = sweep.Progress(total_images=total, views_per_image=views, what=f"tta {config.method} seed {seed}",
+                              every_secs=float(config.progress_every_secs), log_fn=_log)
+    t0 = time.monotonic()
+    shards.run_shards(seed_dir, num_images=num_images, shard_size=shard_size, batches_for=batches_for,
+                      compute=compute, empty_rows=empty, meta={"classes": [str(num_classes)]},
+                      ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in, process_index=pid,
+                      process_count=pcount, progress=progress)
+    loop_s += time.monotonic() - t0
+  if pid != 0:
+    return None
+  per_seed = []
+  for seed in seeds:
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    shards.wait_for_shards(seed_dir, n_shards, float(config.merge_timeout_s))
+    rows = shards.merge(seed_dir, n_shards, FIELDS, ("classes",))
+    atomic.savez(os.path.join(seed_dir, RECORDS_FILE), rows)
+    per_seed.append(_seed_metrics(rows, seed))
+  metrics = _metrics(config, dataset, space, per_seed, computed[0], loop_s, time.monotonic() - t_start)
+  atomic.write_json(os.path.join(workdir, "metrics.json"), metrics)
+  msg = (f"tta {config.method} {config.model.name} on {dataset.name}: accuracy {_percent(metrics)} over "
+         f"{metrics['num_images']} images")
   if metrics["paper_accuracy_percent"] is not None:
     msg += f" (paper: {metrics['paper_accuracy_percent']:.2f}%)"
   print(msg, flush=True)
   return metrics
+
+
+def _metrics(config, dataset, space, per_seed, computed: int, loop_s: float, wall_s: float) -> Dict[str, Any]:
+  accs = [s["accuracy"] for s in per_seed if s["accuracy"] is not None]
+  m = config.memo
+  is_memo = config.method.startswith("memo")
+  return {
+      "method": config.method,
+      "model": config.model.name,
+      "checkpoint": config.model.get("checkpoint"),
+      "dataset": dataset.name,
+      "label_space": space.name,
+      "num_images": per_seed[0]["num_images"],
+      "num_skipped": len(per_seed[0]["skipped"]),
+      "skipped": per_seed[0]["skipped"],
+      "seeds": [s["seed"] for s in per_seed],
+      "per_seed": [{k: v for k, v in s.items() if k != "skipped"} for s in per_seed],
+      "accuracy": float(np.mean(accs)) if accs else None,  # Mean over seeds.
+      "accuracy_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,  # Spread over seeds.
+      "accuracy_percent": 100.0 * float(np.mean(accs)) if accs else None,
+      "top5_accuracy": float(np.mean([s["top5_accuracy"] for s in per_seed])) if accs else None,
+      "paper_accuracy_percent": paper_numbers.table5(config.method, config.model.paper_row, config.data.name,
+                                                     config.paper_dataset or None),
+      # Throughput of the images computed in this invocation (compile time included).
+      "images_per_second": computed / loop_s if computed and loop_s > 0 else None,
+      "images_this_run": computed,
+      "wall_time_s": wall_s,
+      "views": int(m.num_views) if is_memo else (1 if config.method == "baseline" else None),
+      "steps": int(m.steps) if is_memo else 0,
+      "lr": float(m.lr) if is_memo else None,
+      "optimizer": (f"{m.optimizer}(momentum={float(m.momentum)}, weight_decay={float(m.weight_decay)})"
+                    if is_memo else None),
+      "prior_strength": float(m.prior_strength) if is_memo else None,
+      "batch_size": int(config.batch_size),
+      "devices": [str(d) for d in jax.local_devices()],
+      "versions": library_versions(),
+  }
+
+
+def _percent(metrics) -> str:
+  if metrics["accuracy_percent"] is None:
+    return "n/a"
+  out = f"{metrics['accuracy_percent']:.2f}%"
+  if metrics["accuracy_std"] is not None:
+    out += f" ± {100 * metrics['accuracy_std']:.2f} (std over {len(metrics['seeds'])} seeds)"
+  return out
+
+
+def _log(msg: str) -> None:
+  logging.info(msg)
+  print(msg, flush=True)

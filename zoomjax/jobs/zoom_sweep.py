@@ -1,7 +1,8 @@
 """Job `zoom_sweep`: sweep a dataset through the zoom grid and a model, then analyse and report.
 
 Workdir layout (rerunning with the same workdir resumes; nothing already written is rewritten):
-  config.json       written first; a rerun with a config that changes the results is refused
+  config.json       the resume key, written once the model and data are built; a rerun with a config that
+                    changes the results is refused
   shards/           shard_<k>.npz, one per global image range, written atomically when complete
   records.npz       all shards merged (process 0)
   metrics.json      headline numbers and every analysis (process 0)
@@ -20,9 +21,11 @@ import numpy as np
 from absl import logging
 
 from zoomjax import analyses
+from zoomjax import atomic
 from zoomjax import paper_numbers
 from zoomjax import parallel
 from zoomjax import records as records_lib
+from zoomjax import shards
 from zoomjax import sweep
 
 # Config fields that change the numbers; a resumed run must agree on all of them.
@@ -34,23 +37,6 @@ def _dtype(name: str):
   if name not in ("float32", "bfloat16"):
     raise ValueError(f"config.dtype must be 'float32' or 'bfloat16', got {name!r}")
   return jnp.dtype(name)
-
-
-def _check_or_write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes config.json first; on resume refuses a config whose results would differ."""
-  path = os.path.join(workdir, "config.json")
-  new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    diff = [k for k in RESULT_FIELDS if old.get(k) != new.get(k)]
-    if diff:
-      raise ValueError(f"{workdir} holds a sweep with a different config ({', '.join(diff)}: "
-                       f"{[old.get(k) for k in diff]} vs {[new.get(k) for k in diff]}); "
-                       "use a new --workdir or delete the old one")
-    if old == new:
-      return
-  sweep.write_json_atomic(path, new)
 
 
 def _grid(config):
@@ -86,8 +72,8 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
 
   space = dataset.label_space
   mask = None if space.class_subset is None else space.logit_mask()
-  mesh = mesh if mesh is not None else sweep.local_mesh()
-  parallel.check_batch_size(int(config.batch_size), mesh)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
   jitted = sweep.make_step(predict_fn, crops_fn, spec, logit_mask=mask, view_chunk=int(config.view_chunk),
                            dtype=dtype, mesh=mesh)
   variables = parallel.replicate(bundle.variables, mesh)
@@ -98,6 +84,7 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
     return parallel.to_host(jitted(variables, *args))
 
   step.jitted = jitted
+  step.batch_size = batch_size  # Images per step on this process: config.batch_size per local device.
   return dataset, bundle, grid, spec, step, variables
 
 
@@ -148,7 +135,7 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
   if wall_time_s is not None:
     metrics["sweep_wall_time_s"] = wall_time_s
   metrics = analyses.nan_to_none(metrics)
-  sweep.write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
+  atomic.write_json(os.path.join(workdir, "metrics.json"), metrics)
   if config.get("report", True):
     read_image = None
     if dataset is not None:
@@ -170,33 +157,38 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
   after_shard(k, path): called after each shard file is written (tests inject failures here).
   built: the result of `build(config)` to reuse (tests and benchmarks that run several sweeps).
   """
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  from zoomjax import data, zoom  # pylint: disable=g-import-not-at-top
+  from zoomjax import data  # pylint: disable=g-import-not-at-top
   pid, pcount = jax.process_index(), jax.process_count()
-  os.makedirs(workdir, exist_ok=True)
-  if pid == 0:
-    _check_or_write_config(config, workdir)
-  writer = metric_writers.create_default_writer(workdir, just_logging=pid > 0, asynchronous=False)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir {workdir} is a file, not a directory")
   t_start = time.monotonic()
   dataset, bundle, grid, spec, step, variables = build(config) if built is None else built
-  num_images = len(dataset) if int(config.limit) <= 0 else min(int(config.limit), len(dataset))
+  limit = int(config.limit)
+  if limit < 0:
+    raise ValueError(f"config.limit={limit}: use 0 for all images or a positive count")
+  num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
   shard_size = int(config.shard_size)
-  n_shards = records_lib.num_shards(num_images, shard_size)
-  mine = records_lib.process_shards(n_shards, pid, pcount)
-  total_mine = sum(len(records_lib.shard_range(k, shard_size, num_images)) for k in mine)
+  n_shards = shards.num_shards(num_images, shard_size)
+  if pid == 0:  # Claimed only now: a config that fails to build leaves the workdir reusable.
+    os.makedirs(workdir, exist_ok=True)
+    shards.check_or_write_config(workdir, json.loads(config.to_json_best_effort()), RESULT_FIELDS)
+  writer = _metric_writer(config, workdir, pid)
+  mine = shards.process_shards(n_shards, pid, pcount)
+  total_mine = sum(len(shards.shard_range(k, shard_size, num_images)) for k in mine)
   logging.info("zoom sweep: %s on %s, %d images x %d views (%d grid + %d crops), %d shards of %d",
                config.model.name, dataset.name, num_images, spec.num_views, len(spec.transforms),
                len(spec.crop_names), n_shards, shard_size)
-  progress = sweep.Progress(total_images=total_mine, views_per_image=spec.num_views, writer=writer,
+  progress = sweep.Progress(total_images=total_mine, views_per_image=spec.num_views,
+                            write=writer.write_scalars if writer else None,
                             every_secs=float(config.progress_every_secs), log_fn=_log)
-  names = {"view_names": spec.view_names, "crop_names": spec.crop_names, "agg_names": list(sweep.AGG_SETS)}
+  meta = {"view_names": spec.view_names, "crop_names": spec.crop_names, "agg_names": list(sweep.AGG_SETS)}
   t = len(spec.transforms)
 
   canvas_fn = _canvas_fn(config.get("canvas", "buckets"), dataset, num_images, int(config.num_workers))
 
   def batches_for(indices):
-    return data.make_batches(dataset, batch_size=int(config.batch_size), canvas_fn=canvas_fn,
-                             indices=indices, num_workers=int(config.num_workers), on_error=config.on_error,
+    return data.make_batches(dataset, batch_size=step.batch_size, canvas_fn=canvas_fn, indices=indices,
+                             num_workers=int(config.num_workers), on_error=config.on_error,
                              prefetch=int(config.prefetch))
 
   def compute(batch):
@@ -206,27 +198,38 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
   def skipped_in(rng):
     return [f"{s['id']}: {s['reason']}" for s in dataset.skipped if s["index"] in rng]
 
-  written = sweep.run_shards(workdir, num_images=num_images, shard_size=shard_size, batches_for=batches_for,
-                             compute=compute, names=names, ids_of=lambda i: dataset.ids[i],
-                             skipped_in=skipped_in, process_index=pid, process_count=pcount, progress=progress,
-                             on_shard_written=after_shard)
+  written = shards.run_shards(workdir, num_images=num_images, shard_size=shard_size, batches_for=batches_for,
+                              compute=compute, empty_rows=records_lib.empty_rows(t, len(spec.crop_names),
+                                                                                 len(sweep.AGG_SETS)),
+                              meta=meta, ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in,
+                              process_index=pid, process_count=pcount, progress=progress,
+                              on_shard_written=after_shard)
   wall = time.monotonic() - t_start
-  writer.write_scalars(total_mine, {"sweep_wall_time_s": wall, "shards_written": len(written)})
-  writer.flush()
+  if writer:
+    writer.write_scalars(total_mine, {"sweep_wall_time_s": wall, "shards_written": len(written)})
+    writer.flush()
   if pid != 0:
     return None
-  sweep.wait_for_shards(workdir, n_shards, float(config.merge_timeout_s))
+  shards.wait_for_shards(workdir, n_shards, float(config.merge_timeout_s))
   rec = records_lib.merge_shards(workdir, n_shards)
   command = config.get("command", "") or ""
   metrics = analyse_and_report(config, workdir, rec, dataset=dataset, wall_time_s=wall, command=command)
-  writer.write_scalars(total_mine, {k: metrics[k] for k in ("one_crop_accuracy", "upper_bound_accuracy",
-                                                            "top36_accuracy") if metrics.get(k) is not None})
-  writer.flush()
-  writer.close()
+  if writer:
+    writer.write_scalars(total_mine, {k: metrics[k] for k in ("one_crop_accuracy", "upper_bound_accuracy",
+                                                              "top36_accuracy") if metrics.get(k) is not None})
+    writer.close()
   print(summary_table(metrics, metrics["paper"]))
   if metrics.get("report"):
     print(f"report: {os.path.abspath(metrics['report'])}")
   return metrics
+
+
+def _metric_writer(config, workdir: str, pid: int):
+  """clu's TensorBoard writer on process 0 (imported here: it loads TensorFlow), or None."""
+  if pid != 0 or not config.get("tensorboard", True):
+    return None
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  return metric_writers.create_default_writer(workdir, asynchronous=False)
 
 
 def _canvas_fn(mode: str, dataset, num_images: int, num_workers: int):

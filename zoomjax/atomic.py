@@ -1,0 +1,66 @@
+"""Atomic file writers: a reader sees the old file or the complete new one, never a partial one.
+
+Each write goes to a uniquely named temporary file in the target's directory (so concurrent writers never share
+a temporary name), is flushed to disk, gets the permissions of an ordinary new file (0666 & ~umask, where
+`tempfile.mkstemp` would leave 0600), and then replaces the target with `os.replace`.
+"""
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, BinaryIO, Dict, Iterator
+
+import numpy as np
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+@contextlib.contextmanager
+def open_atomic(path: str) -> Iterator[BinaryIO]:
+  """`with open_atomic(path) as f: f.write(...)`: `path` appears only if the block completes."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    os.fchmod(fd, 0o666 & ~_umask())
+    with os.fdopen(fd, "wb") as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  with open_atomic(path) as f:
+    f.write(data)
+
+
+def write_text(path: str, text: str) -> None:
+  write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(x):
+  if isinstance(x, np.generic):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Strict JSON (NaN refused: callers map missing values to null), numpy scalars and arrays allowed."""
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n")
+
+
+def savez(path: str, arrays: Dict[str, np.ndarray]) -> None:
+  """`np.savez` (uncompressed; string arrays as fixed-width unicode, never pickled objects)."""
+  with open_atomic(path) as f:
+    np.savez(f, **arrays)

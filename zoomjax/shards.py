@@ -1,0 +1,227 @@
+"""Sharded, resumable per-image results: the machinery every dataset job (zoom sweep, TTA) runs on.
+
+Shard k holds the images with global index in [k * shard_size, (k + 1) * shard_size), whatever the number of
+processes, so any process layout resumes any other's partial run. Processes take shards round-robin, never talk
+to each other, and share only the filesystem. A shard file appears (atomic replace of a complete file) only
+when all its images are done; a rerun skips shards whose file exists. Process 0 merges when all exist.
+
+A shard is an `.npz` of per-image rows (`index` (N,) int64, `ids` (N,) str, `labels` (N, L) int32 -1 padded,
+plus the job's own fields, N first), per-run metadata that must be identical in every shard (e.g. view names),
+and `skipped` (S,) str: "<id>: <reason>" of the shard's images the data layer could not read.
+
+The workdir's `config.json` is the resume key: a rerun whose result-changing fields differ is refused by name.
+"""
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import numpy as np
+from absl import logging
+
+from zoomjax import atomic
+
+SHARD_DIR = "shards"
+CONFIG_FILE = "config.json"
+ROW_KEYS = ("index", "ids", "labels")  # Every shard's own per-image fields.
+SKIPPED = "skipped"
+
+Rows = Dict[str, np.ndarray]
+
+
+def shard_path(workdir: str, k: int) -> str:
+  return os.path.join(workdir, SHARD_DIR, f"shard_{k:06d}.npz")
+
+
+def num_shards(num_images: int, shard_size: int) -> int:
+  if shard_size <= 0:
+    raise ValueError(f"shard_size must be positive, got {shard_size}")
+  return -(-num_images // shard_size)
+
+
+def shard_range(k: int, shard_size: int, num_images: int) -> range:
+  """Global image indices of shard k."""
+  return range(k * shard_size, min((k + 1) * shard_size, num_images))
+
+
+def process_shards(n_shards: int, process_index: int, process_count: int) -> List[int]:
+  """Round-robin assignment of shards to processes."""
+  return list(range(process_index, n_shards, process_count))
+
+
+def _strings(x) -> np.ndarray:
+  return np.asarray([str(s) for s in np.asarray(x).reshape(-1)], dtype=np.str_)
+
+
+def concat_rows(parts: Sequence[Rows]) -> Rows:
+  """Joins row dicts along N; `labels` are padded with -1 to the widest."""
+  width = max(p["labels"].shape[1] for p in parts)
+  out = {}
+  for f in parts[0]:
+    arrs = [np.asarray(p[f]) for p in parts]
+    if f == "labels":
+      arrs = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=-1) for a in arrs]
+    out[f] = np.concatenate(arrs, axis=0)
+  return out
+
+
+def save_shard(path: str, rows: Rows, meta: Mapping[str, Sequence[str]], skipped: Sequence[str]) -> None:
+  arrays = dict(rows)
+  arrays["ids"] = _strings(rows["ids"])
+  arrays.update({f: _strings(v) for f, v in meta.items()})
+  arrays[SKIPPED] = _strings(skipped)
+  atomic.savez(path, arrays)
+
+
+def load_arrays(path: str, required: Sequence[str]) -> Rows:
+  """Every array of an `.npz` results file; a clear error naming the file when it is unreadable or foreign."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      arrays = {f: z[f] for f in z.files}
+  except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, ValueError: all mean "not readable".
+    raise ValueError(f"cannot read results file {path}: {type(e).__name__}: {e}; delete it to recompute it") \
+        from e
+  missing = [f for f in required if f not in arrays]
+  if missing:
+    raise ValueError(f"{path} is not a zoomjax results file of this job (missing {missing}); delete it to "
+                     "recompute it")
+  return arrays
+
+
+def run_shards(workdir: str, *, num_images: int, shard_size: int,
+               batches_for: Callable[[Sequence[int]], Iterable[Dict[str, np.ndarray]]],
+               compute: Callable[[Dict[str, np.ndarray]], Rows], empty_rows: Rows,
+               meta: Mapping[str, Sequence[str]], ids_of: Callable[[int], str],
+               skipped_in: Callable[[range], List[str]] = lambda rng: [],
+               process_index: int = 0, process_count: int = 1,
+               progress: Optional[Callable[[int], Any]] = None,
+               on_shard_written: Optional[Callable[[int, str], None]] = None) -> List[int]:
+  """Computes and writes this process's missing shards; returns the shard ids written now.
+
+  batches_for(indices) yields batches (dicts with 'index' (B,) global index, -1 for padding and unreadable
+  images, 'labels' (B, L), ...) over exactly those images, in any order. Each shard gets its own batch stream,
+  so batch composition, hence every number, is the same whether a run went through in one go or was resumed.
+  compute(batch) -> the job's per-row fields (B first). empty_rows: the same fields with zero rows (a shard
+  whose images were all unreadable). skipped_in(range) -> "id: reason" of the unreadable images in the range.
+  """
+  n_shards = num_shards(num_images, shard_size)
+  mine = process_shards(n_shards, process_index, process_count)
+  todo = [k for k in mine if not os.path.exists(shard_path(workdir, k))]
+  if len(todo) < len(mine):
+    logging.info("resuming: %d of this process's %d shards already written", len(mine) - len(todo), len(mine))
+  done_images = sum(len(shard_range(k, shard_size, num_images)) for k in mine if k not in todo)
+  if progress is not None:
+    progress(done_images)  # Starts the clock: rates and ETA count only the work of this run.
+  written = []
+  for k in todo:
+    rng = shard_range(k, shard_size, num_images)
+    parts: List[Rows] = []
+    seen = set()
+    for batch in batches_for(list(rng)):
+      index = np.asarray(batch["index"])
+      keep = index >= 0
+      if not keep.any():
+        continue
+      got = [int(i) for i in index[keep]]
+      if any(i not in rng or i in seen for i in got):
+        raise RuntimeError(f"the data stream for shard {k} ({rng}) yielded unexpected images {got}")
+      seen.update(got)
+      part = {f: np.asarray(v)[keep] for f, v in compute(batch).items()}
+      part["index"] = index[keep].astype(np.int64)
+      part["labels"] = np.asarray(batch["labels"])[keep].astype(np.int32)
+      part["ids"] = _strings([ids_of(i) for i in got])
+      parts.append(part)
+      done_images += len(got)
+      if progress is not None:
+        progress(done_images)
+    done_images += len(rng) - len(seen)
+    if parts:
+      rows = concat_rows(parts)
+      rows = {f: v[np.argsort(rows["index"], kind="stable")] for f, v in rows.items()}  # Shards store index order.
+    else:
+      rows = dict(empty_rows, index=np.zeros(0, np.int64), ids=np.zeros(0, np.str_),
+                  labels=np.zeros((0, 1), np.int32))
+    path = shard_path(workdir, k)
+    save_shard(path, rows, meta, list(skipped_in(rng)))
+    written.append(k)
+    if on_shard_written is not None:
+      on_shard_written(k, path)
+  return written
+
+
+def wait_for_shards(workdir: str, n_shards: int, timeout_s: float, poll_s: float = 10.0) -> None:
+  """Process 0 waits for the other processes' shard files (they share only the filesystem)."""
+  t0 = time.monotonic()
+  while True:
+    missing = [k for k in range(n_shards) if not os.path.exists(shard_path(workdir, k))]
+    if not missing:
+      return
+    if time.monotonic() - t0 > timeout_s:
+      raise TimeoutError(f"{len(missing)} shards still missing after {timeout_s:.0f}s, e.g. "
+                         f"{shard_path(workdir, missing[0])}; rerun to resume")
+    time.sleep(poll_s)
+
+
+def merge(workdir: str, n_shards: int, fields: Sequence[str], meta: Sequence[str]) -> Rows:
+  """Shards 0..n-1 joined in order: per-image `fields` concatenated, `meta` checked identical, `skipped` joined.
+
+  Refuses a missing shard, shards of different runs (meta differs) and image indices that are not strictly
+  increasing (a duplicate or foreign shard).
+  """
+  missing = [k for k in range(n_shards) if not os.path.exists(shard_path(workdir, k))]
+  if missing:
+    raise FileNotFoundError(f"{len(missing)} shard(s) missing in {os.path.join(workdir, SHARD_DIR)}, e.g. "
+                            f"{shard_path(workdir, missing[0])}; rerun the job with the same workdir")
+  fields = list(dict.fromkeys(tuple(ROW_KEYS) + tuple(fields)))
+  shards = [load_arrays(shard_path(workdir, k), fields + list(meta)) for k in range(n_shards)]
+  for k, s in enumerate(shards[1:], 1):
+    for f in meta:
+      if list(s[f]) != list(shards[0][f]):
+        raise ValueError(f"{shard_path(workdir, k)} disagrees with shard 0 on {f} ({list(shards[0][f])[:3]}... "
+                         f"vs {list(s[f])[:3]}...): the workdir mixes different runs")
+  out = concat_rows([{f: s[f] for f in fields} for s in shards])
+  if np.any(np.diff(out["index"]) <= 0):
+    raise ValueError(f"the shards in {workdir} do not hold strictly increasing image indices (a duplicate or "
+                     "foreign shard file)")
+  out.update({f: shards[0][f] for f in meta})
+  out[SKIPPED] = np.concatenate([s.get(SKIPPED, np.zeros(0, np.str_)) for s in shards]).astype(np.str_)
+  return out
+
+
+def check_or_write_config(workdir: str, config_json: Dict[str, Any], result_fields: Sequence[str]) -> None:
+  """The resume key: writes `config.json`, or refuses a config whose `result_fields` differ from the stored one.
+
+  result_fields are dotted paths into the config ('model', 'memo.lr'); only they must agree, so progress or
+  report settings can change between a run and its resumption.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise ValueError(f"cannot read {path} ({e}); use a new --workdir or delete that file") from e
+    a, b = _leaves(old, result_fields), _leaves(config_json, result_fields)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+      detail = "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in diff)
+      raise ValueError(f"{workdir} holds a run with a different config ({detail}); use a new --workdir or "
+                       "delete the old one")
+    if old == config_json:
+      return
+  atomic.write_json(path, config_json)
+
+
+def _leaves(tree: Dict[str, Any], prefixes: Sequence[str]) -> Dict[str, Any]:
+  """{dotted path: value} of the leaves of `tree` under any of the dotted `prefixes`."""
+  out = {}
+
+  def walk(node, path):
+    if isinstance(node, dict) and node:
+      for k, v in node.items():
+        walk(v, f"{path}.{k}" if path else k)
+    elif any(path == p or path.startswith(p + ".") for p in prefixes):
+      out[path] = node
+
+  walk(tree, "")
+  return out
