@@ -19,7 +19,6 @@ import platform
 import statistics
 import sys
 import time
-import types
 
 import numpy as np
 
@@ -30,42 +29,12 @@ if REPO not in sys.path:
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-# The paper's 36 scales (configs/zoom_sweep.py holds the same list; that file needs ml_collections, which the
-# accelerator image lacks, so the list is repeated here and checked against it when it can be imported).
-PAPER_SCALES = (10, 16, 32, 48, 64, 96, 122, 128, 192, 224, 235, 240, 256, 288, 320, 348, 384, 448, 460, 512,
-                573, 576, 640, 664, 672, 680, 686, 690, 700, 720, 768, 798, 832, 896, 911, 1024)
+from zoomjax import sweep  # noqa: E402
+from zoomjax.paper_numbers import PAPER_SCALES  # noqa: E402
+
 QUICK_SCALES = (224, 256)
 # Synthetic image sizes (h, w): ImageNet val's most common shapes, all in the 512 canvas bucket.
 IMAGE_SIZES = ((375, 500), (500, 375), (333, 500), (375, 500), (500, 333), (400, 500), (375, 500), (500, 500))
-
-
-def _import_sweep():
-  """zoomjax.sweep; its progress logger subclasses clu's PeriodicAction, and clu (with TensorFlow) is not on
-  the accelerator image, so a minimal stand-in for `clu.periodic_actions` is installed when clu is missing."""
-  try:
-    from zoomjax import sweep  # pylint: disable=g-import-not-at-top
-    return sweep
-  except ImportError as e:
-    if "clu" not in str(e) and "tensorflow" not in str(e):
-      raise
-  clu = types.ModuleType("clu")
-  pa = types.ModuleType("clu.periodic_actions")
-
-  class PeriodicAction:  # Only what zoomjax.sweep.Progress needs; gpu_check never calls it.
-    def __init__(self, *, every_secs=None, on_steps=None, **kw):
-      del every_secs, on_steps, kw
-      self._previous_time, self._previous_step = time.monotonic(), 0
-
-    def __call__(self, step, t=None):
-      return False
-
-  pa.PeriodicAction = PeriodicAction
-  clu.periodic_actions = pa
-  if sys.modules.get("clu") is None:
-    sys.modules["clu"] = clu
-  sys.modules["clu.periodic_actions"] = pa
-  from zoomjax import sweep  # pylint: disable=g-import-not-at-top
-  return sweep
 
 
 def _time(fn, reps: int) -> list:
@@ -136,7 +105,6 @@ def synthetic_batch(batch: int, canvas_fn, seed: int = 0):
 def bench_model(name: str, *, scales, dtype, batch_per_device: int, view_chunk: int, reps: int,
                 num_images: int, ceiling_tflops: float, zoom_impl=None, flops_only: bool = False) -> dict:
   from zoomjax import models, parallel, zoom  # pylint: disable=g-import-not-at-top
-  sweep = _import_sweep()
   overrides = {} if dtype == jnp.float32 else {"dtype": dtype}
   t0 = time.perf_counter()
   bundle = models.load(name, random_init=True, seed=0, **overrides)
@@ -244,11 +212,6 @@ def main(argv=None) -> dict:
   n = a.matmul_n or (256 if a.quick else 8192)
   scales = QUICK_SCALES if a.quick else PAPER_SCALES
   dtype = jnp.dtype(a.dtype)
-  try:  # Keep the repeated scale list honest where configs/ can be imported.
-    from configs import zoom_sweep as cfg  # pylint: disable=g-import-not-at-top
-    assert tuple(cfg.PAPER_SCALES) == PAPER_SCALES, "PAPER_SCALES differ from configs/zoom_sweep.py"
-  except ImportError:
-    pass
 
   if a.flops_only:
     return flops_table(a, models_, scales, dtype)
