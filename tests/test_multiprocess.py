@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_IMAGES, SHARD_SIZE, BATCH_SIZE = 8, 2, 8  # 4 shards: process p of 2 owns shards p and p + 2.
+NUM_IMAGES, SHARD_SIZE = 8, 2  # 4 shards: process p of 2 owns shards p and p + 2.
 SIZES = ((48, 64), (64, 48), (40, 70), (56, 56), (70, 40), (64, 64), (50, 60), (60, 52))
 
 
@@ -40,7 +40,7 @@ def _worker(argv) -> int:
   p.add_argument("--stop-after", type=int, default=0, help="raise after this many shards written (0: never)")
   a = p.parse_args(argv)
   import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_disable_most_optimizations", True)
+  jax.config.update("jax_disable_most_optimizations", True)  # This worker only: job plumbing, compile-bound.
   jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/zoomjax/jax-tests"))
   sys.path.insert(0, REPO)
   from configs import zoom_sweep as cfg  # pylint: disable=g-import-not-at-top
@@ -48,7 +48,7 @@ def _worker(argv) -> int:
   config = cfg.get_config(f"runlocal=1,data=folder:{a.data}")
   config.limit = 0
   config.shard_size = SHARD_SIZE
-  config.batch_size = BATCH_SIZE  # A multiple of 8 so that every layout runs the same config (resumable).
+  # batch_size stays the default (1 image per device): every layout runs the same config, hence resumes.
   config.grid.scales = (224,)  # 9 zoom views + the 10 crops: enough to cover every code path.
   config.canvas = "max"  # One canvas for the run: one compile.
   config.report = False
