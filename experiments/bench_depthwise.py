@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from zoomjax import models
-from zoomjax.models import efficientnet_lite as el
+from zoomjax.kernels import depthwise
 from zoomjax.tta import memo
 from zoomjax.tta.entropy import marginal_entropy
 
@@ -55,10 +55,11 @@ def main():
     x = jax.random.normal(key, (args.views, hw, hw, c))
     w = jax.random.normal(key, (k, k, c))
     g = jax.random.normal(key, (args.views, -(-hw // s), -(-hw // s), c))
-    fwd = jax.jit(lambda x, w, s=s: el.depthwise_conv_shift(x, w, s))
+    fwd = jax.jit(lambda x, w, s=s: depthwise.depthwise_conv_shift(x, w, s))
     t_fwd = timed(lambda: fwd(x, w), args.repeats)
     ts = [timed(lambda f=vjp_fn(conv, s): f(x, w, g), args.repeats)
-          for conv in (el.depthwise_conv_shift_autodiff, el.depthwise_conv_shift, el.depthwise_conv_grouped)]
+          for conv in (depthwise.depthwise_conv_shift_autodiff, depthwise.depthwise_conv_shift,
+                       depthwise.depthwise_conv_grouped)]
     totals = [a + b for a, b in zip(totals, ts)]
     print(f"| {hw} | {c} | {k} | {s} | {1e3 * t_fwd:.1f} | {1e3 * ts[0]:.1f} | {1e3 * ts[1]:.1f} | "
           f"{1e3 * ts[2]:.1f} | {ts[0] / ts[1]:.2f}x |")
@@ -77,15 +78,15 @@ def main():
     return marginal_entropy(logits)
 
   rows = []
-  hand_written = el.depthwise_conv_shift
-  for name, conv in (("hand-written", hand_written), ("autodiff", el.depthwise_conv_shift_autodiff)):
-    el.depthwise_conv_shift = conv  # DepthwiseConv looks the function up at trace time.
+  hand_written = depthwise.depthwise_conv_shift
+  for name, conv in (("hand-written", hand_written), ("autodiff", depthwise.depthwise_conv_shift_autodiff)):
+    depthwise.depthwise_conv_shift = conv  # DepthwiseConv looks the function up at trace time.
     try:
       grad = jax.jit(jax.grad(loss))
       rows.append((name, timed(lambda: grad(variables["params"]), args.repeats),
                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
     finally:
-      el.depthwise_conv_shift = hand_written
+      depthwise.depthwise_conv_shift = hand_written
   print(f"\nEfficientNet-Lite0 MEMO gradient, {args.views} views of 224 px (median of {args.repeats})")
   print("| depthwise backward | s per gradient | peak RSS so far (GB) |")
   print("|---|---|---|")

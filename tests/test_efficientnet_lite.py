@@ -16,6 +16,7 @@ from PIL import Image
 
 import zoomjax.models as zm
 from zoomjax.checkpoints import read_checkpoint
+from zoomjax.kernels import conv1x1, depthwise
 from zoomjax.models import efficientnet_lite as el
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "efficientnet_lite_timm.npz"
@@ -124,8 +125,8 @@ def test_param_counts_are_pinned(name):
 def test_shift_depthwise_equals_grouped_conv(k, stride, hw):
   x = jax.random.normal(jax.random.PRNGKey(0), (2,) + hw + (6,))
   w = jax.random.normal(jax.random.PRNGKey(1), (k, k, 6))
-  shift = jax.jit(el.depthwise_conv_shift, static_argnums=2)(x, w, stride)
-  grouped = jax.jit(el.depthwise_conv_grouped, static_argnums=2)(x, w, stride)
+  shift = jax.jit(depthwise.depthwise_conv_shift, static_argnums=2)(x, w, stride)
+  grouped = jax.jit(depthwise.depthwise_conv_grouped, static_argnums=2)(x, w, stride)
   assert shift.shape == grouped.shape == (2, -(-hw[0] // stride), -(-hw[1] // stride), 6)
   np.testing.assert_allclose(shift, grouped, rtol=1e-5, atol=1e-5)
 
@@ -141,7 +142,7 @@ def test_shift_depthwise_gradient_equals_grouped_conv_gradient(k, stride, hw):
   def vjp(conv):
     return jax.jit(jax.vmap(lambda x, w, g: jax.vjp(lambda x, w: conv(x, w, stride), x, w)[1](g)))(x, w, g)
 
-  for got, want in zip(vjp(el.depthwise_conv_shift), vjp(el.depthwise_conv_grouped)):
+  for got, want in zip(vjp(depthwise.depthwise_conv_shift), vjp(depthwise.depthwise_conv_grouped)):
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -156,8 +157,8 @@ def test_pointwise_conv_gradient_equals_einsum_gradient(n, hw):
   def vjp(conv):
     return jax.jit(jax.vmap(lambda x, w, g: jax.vjp(conv, x, w)[1](g)))(x, w, g)
 
-  np.testing.assert_allclose(el.pointwise_conv(x[0], w[0]), jnp.einsum("nhwc,cd->nhwd", x[0], w[0]), rtol=1e-6)
-  for got, want in zip(vjp(el.pointwise_conv), vjp(lambda x, w: jnp.einsum("nhwc,cd->nhwd", x, w))):
+  np.testing.assert_allclose(conv1x1.pointwise_conv(x[0], w[0]), jnp.einsum("nhwc,cd->nhwd", x[0], w[0]), rtol=1e-6)
+  for got, want in zip(vjp(conv1x1.pointwise_conv), vjp(lambda x, w: jnp.einsum("nhwc,cd->nhwd", x, w))):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 

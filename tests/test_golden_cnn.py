@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from zoomjax.checkpoints import convert_torchvision as ctv
-from zoomjax.models import alexnet, resnet, vgg
+from zoomjax.models import alexnet, layers, resnet, vgg
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 _spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
@@ -71,7 +71,7 @@ def test_adaptive_avg_pool_matches_torch():
   while f"cfg_{i}" in g:
     h, w, oh, ow = g[f"cfg_{i}"]
     x = sw.seeded_images((1, 2, h, w), seed=i).transpose(0, 2, 3, 1)
-    got = alexnet.adaptive_avg_pool(jnp.asarray(x), (int(oh), int(ow)))
+    got = layers.adaptive_avg_pool(jnp.asarray(x), (int(oh), int(ow)))
     np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), g[f"out_{i}"], rtol=1e-6, atol=1e-6)
     i += 1
   assert i == 5

@@ -139,3 +139,20 @@ def test_bad_arguments():
     resize_crop(np.zeros((4, 4, 3), np.uint8), (4, 4), (0, 0, 4, 4), (2, 2), (0, 0), (2, 2), "lanczos")
   with pytest.raises(ValueError, match="canvas"):
     resize_crop(np.zeros((4, 4), np.uint8), (4, 4), (0, 0, 4, 4), (2, 2), (0, 0), (2, 2))
+
+
+def test_short_side_resize_is_torchvisions_rule_on_ints_and_arrays():
+  """Short side -> size, long side -> int(size * long / short); the same numbers from ints and traced arrays."""
+  assert resample.short_side_resize(375, 500, 256) == (256, 341)
+  assert resample.short_side_resize(500, 375, 256) == (341, 256)
+  assert resample.short_side_resize(300, 300, 256) == (256, 256)
+  assert resample.short_side_resize(np.int64(1), 2000, 10) == (10, 20000)
+  rng = np.random.default_rng(0)
+  hw = rng.integers(1, 3000, (200, 2))
+  sizes = rng.integers(1, 1100, 200)
+  want = np.array([(s, int(s * w / h)) if h <= w else (int(s * h / w), s) for (h, w), s in zip(hw, sizes)])
+  ints = np.array([resample.short_side_resize(int(h), int(w), int(s)) for (h, w), s in zip(hw, sizes)])
+  np.testing.assert_array_equal(ints, want)
+  traced = jax.jit(lambda h, w, s: jnp.stack(resample.short_side_resize(h, w, s), -1))(hw[:, 0], hw[:, 1], sizes)
+  assert traced.dtype == jnp.int32
+  np.testing.assert_array_equal(traced, want)

@@ -10,15 +10,37 @@ weights renormalise over the whole canvas).
 
 PIL resizes horizontally first and stores the intermediate as uint8; doing the same (round half up, clip to
 [0, 255] between the passes) brings the difference to PIL down to its 22-bit fixed-point coefficients:
-max 1-2 grey levels on a handful of pixels (measured in ../shared/reference/env-measurements.md §3).
+max 1-2 grey levels on a handful of pixels (tests/test_zoom_resample.py).
+
+`short_side_resize` is the one definition of torchvision's `Resize(size)` output size (zoom grid, standard
+views, RandomResizedCrop's callers).
 """
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
+IntLike = Union[int, np.integer, Array]
+
+
+def short_side_resize(h: IntLike, w: IntLike, size: IntLike) -> Tuple[IntLike, IntLike]:
+  """torchvision `Resize(size)` on PIL: (new_h, new_w) with short side -> size, long -> (size * long) // short.
+
+  Integer arithmetic, as Python's int(size * long / short); on ties the sides stay equal. Python/numpy ints give
+  Python ints; jax arrays or tracers (any broadcastable shapes) give int32 arrays, jit/vmap friendly.
+  """
+  if all(isinstance(v, (int, np.integer)) for v in (h, w, size)):
+    h, w, size = int(h), int(w), int(size)
+    if w <= h:  # The width is the short side (ties too).
+      return (size * h) // w, size
+    return size, (size * w) // h
+  h, w, size = (jnp.asarray(v, jnp.int32) for v in (h, w, size))
+  portrait = w <= h
+  new_h = jnp.where(portrait, (size * h) // jnp.maximum(w, 1), size)
+  new_w = jnp.where(portrait, size, (size * w) // jnp.maximum(h, 1))
+  return new_h, new_w
 
 
 def _bicubic(x: Array) -> Array:

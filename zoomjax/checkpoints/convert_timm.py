@@ -2,11 +2,15 @@
 
 timm's ResNets use torchvision's key names, so `convert_resnet` is the torchvision converter.
 """
+import re
+from typing import Any, Dict
+
 import numpy as np
 
+from zoomjax.checkpoints.convert_efficientnet_pytorch import finish_lite, put_lite_head, put_lite_leaf
 from zoomjax.checkpoints.convert_torchvision import Flat, KeyTaker, convert_resnet, count_blocks
 
-__all__ = ["convert_resnet", "convert_vit"]
+__all__ = ["convert_efficientnet_lite", "convert_resnet", "convert_vit"]
 
 
 def convert_vit(flat: Flat, num_heads: int) -> dict:
@@ -48,3 +52,39 @@ def convert_vit(flat: Flat, num_heads: int) -> dict:
 def _is_square(n: int) -> bool:
   g = int(round(n ** 0.5))
   return g * g == n
+
+
+# EfficientNet-Lite (`tf_efficientnet_lite*`): InvertedResidual (conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3);
+# the first stage is a DepthwiseSeparableConv (conv_dw, bn1, conv_pw, bn2).
+_LITE_BLOCK = {"conv_pw": "expand_conv", "bn1": "expand_bn", "conv_dw": "dw_conv", "bn2": "dw_bn",
+               "conv_pwl": "project_conv", "bn3": "project_bn"}
+_LITE_DS_BLOCK = {"conv_dw": "dw_conv", "bn1": "dw_bn", "conv_pw": "project_conv", "bn2": "project_bn"}
+_LITE_TOP = {"conv_stem": "stem_conv", "bn1": "stem_bn", "conv_head": "head_conv", "bn2": "head_bn"}
+
+
+def convert_efficientnet_lite(flat: Flat) -> Dict[str, Any]:
+  """timm `tf_efficientnet_lite*` (`conv_stem`, `blocks.{stage}.{i}.*`, `conv_head`, `classifier`) ->
+  zoomjax.models.efficientnet_lite.EfficientNetLite variables (blocks renumbered 0..n-1 in order)."""
+  pairs = sorted({tuple(map(int, m.groups())) for k in flat if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))})
+  flat_index = {p: i for i, p in enumerate(pairs)}
+  out: Dict[str, np.ndarray] = {}
+  unknown = []
+  for key, value in flat.items():
+    if key.endswith("num_batches_tracked"):
+      continue
+    value = np.asarray(value)
+    parts = key.split(".")
+    if key in ("classifier.weight", "classifier.bias"):
+      put_lite_head(out, parts[1], value)
+      continue
+    if parts[0] == "blocks" and len(parts) == 5:
+      i = flat_index[(int(parts[1]), int(parts[2]))]
+      table = _LITE_DS_BLOCK if int(parts[1]) == 0 else _LITE_BLOCK
+      if parts[3] in table:
+        put_lite_leaf(out, f"blocks_{i}/{table[parts[3]]}", parts[4], value, key)
+        continue
+    elif len(parts) == 2 and parts[0] in _LITE_TOP:
+      put_lite_leaf(out, _LITE_TOP[parts[0]], parts[1], value, key)
+      continue
+    unknown.append(key)
+  return finish_lite(out, unknown)

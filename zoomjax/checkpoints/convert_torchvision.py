@@ -4,7 +4,7 @@ Every converter takes the flat `{torch_name: np.ndarray}` dict a checkpoint read
 `{"params": ..., "batch_stats": ...}` (nested). Each one consumes every source key it understands and fails
 naming the keys it did not use, so a checkpoint of the wrong architecture never loads half-way.
 """
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 from flax import traverse_util
@@ -171,6 +171,18 @@ def convert_alexnet(flat: Flat) -> dict:
   return t.finish()
 
 
+def vgg_layer_names(cfg: Sequence) -> List[str]:
+  """Flax conv names `conv{stage}_{i}` (Caffe/Simonyan style) of zoomjax's VGG, one per int in cfg."""
+  names, stage, i = [], 1, 1
+  for v in cfg:
+    if v == "M":
+      stage, i = stage + 1, 1
+    else:
+      names.append(f"conv{stage}_{i}")
+      i += 1
+  return names
+
+
 def vgg_conv_indices(cfg: Sequence) -> list:
   """torchvision `features.{i}` indices of the convolutions of a VGG config (ints = conv widths, 'M' = pool)."""
   idx, out = 0, []
@@ -185,7 +197,6 @@ def vgg_conv_indices(cfg: Sequence) -> list:
 
 def convert_vgg(flat: Flat, cfg: Sequence) -> dict:
   """torchvision VGG (no BN) -> zoomjax.models.vgg.VGG (conv{stage}_{i}, fc6..8)."""
-  from zoomjax.models.vgg import vgg_layer_names  # Names live with the module.
   t = KeyTaker(flat, "torchvision VGG")
   names = vgg_layer_names(cfg)
   for idx, name in zip(vgg_conv_indices(cfg), names):

@@ -22,8 +22,8 @@ import numpy as np
 
 from zoomjax.checkpoints.convert_clip import convert_clip_zero_shot
 from zoomjax.models import registry
-from zoomjax.models.bundle import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from zoomjax.models.vit import CLIP_PREPROCESSING, Encoder1DBlock
+from zoomjax.models.layers import Encoder1DBlock
+from zoomjax.models.preprocessing import CLIP_PREPROCESSING, ZOOM_PAPER_CLIP_PREPROCESSING
 
 _CLIP_NAMES = ("ln_1", "attn", "ln_2", "mlp")
 
@@ -311,9 +311,6 @@ def build_zero_shot_checkpoint(checkpoint: str, vocab: str, class_names: str, ou
 
 # Exact 'params' counts: the image tower (= open_clip's `visual`, 87,849,216 / 303,966,208) + the (E, 1000) head.
 NUM_PARAMS = {"clip_vit_b32": 88_361_216, "clip_vit_l14": 304_734_208, "clip_vit_l14_zoompaper": 304_734_208}
-# The zoom study fed CLIP the ImageNet-normalised zoom crops (paper.md §5), not CLIP's own normalisation.
-ZOOM_PAPER_CLIP_PREPROCESSING = Preprocessing(input_size=224, resize_size=224, resize_method="bicubic",
-                                              mean=IMAGENET_MEAN, std=IMAGENET_STD)
 _HINT = ("Pass a zero-shot classifier file built once from OpenAI's `{file}` (or open_clip's "
          "`{oc}`) with `python -m zoomjax.models.clip --checkpoint {file} --vocab bpe_simple_vocab_16e6.txt.gz "
          "--classnames classnames.txt --out {out}`; classnames.txt holds the 1000 curated OpenAI class names, "

@@ -77,8 +77,8 @@ def count_params(variables: Mapping[str, Any]) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(variables.get("params", {}))))
 
 
-# An initialisation runs once, so optimising its (random-number heavy) program only costs compile time:
-# at level 0 XLA:CPU compiles EfficientNet-Lite0's init about 2x faster and runs it as fast.
+# An initialisation runs once, so optimising its (random-number heavy) program only costs compile time
+# (BENCHMARKS.md, "Kernel design notes").
 _ONE_SHOT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 

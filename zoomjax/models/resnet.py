@@ -1,7 +1,7 @@
 """ResNet v1.5 (torchvision layout: stride on the 3x3 conv) with PyTorch-exact padding.
 
 Padding is explicit everywhere: Flax's 'SAME' pads (0, 1) on stride-2 layers where torch pads (1, 1), which
-silently shifts every feature map of a converted checkpoint (ecosystem.md §3c).
+would silently shift every feature map of a converted checkpoint.
 Parameter names follow scenic's ResNet (`stem_conv`, `init_bn`, `ResidualBlock_{k}`, `output_projection`).
 """
 import functools
@@ -13,8 +13,8 @@ import jax.numpy as jnp
 
 from zoomjax.checkpoints.convert_torchvision import convert_resnet
 from zoomjax.models import registry
-from zoomjax.models.bundle import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from zoomjax.models.layers import BatchNorm
+from zoomjax.models.preprocessing import TORCHVISION_PREPROCESSING
 
 
 class ResidualBlock(nn.Module):
@@ -110,9 +110,6 @@ def resnet(depth: int, **kw) -> ResNet:
 
 # --------------------------------------------------------------------------------------------- registry
 
-# torchvision's IMAGENET1K_V1 evaluation transform: Resize(256, bilinear) -> CenterCrop(224) -> ImageNet mean/std.
-TORCHVISION_PREPROCESSING = Preprocessing(input_size=224, resize_size=256, resize_method="bilinear",
-                                          mean=IMAGENET_MEAN, std=IMAGENET_STD)
 # Exact 'params' counts (BN running statistics excluded), equal to torchvision's `num_params`.
 NUM_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
               "resnet101": 44_549_160, "resnet_tiny": 143_312}

@@ -1,15 +1,16 @@
 """VGG without BatchNorm (torchvision layout; the zoom paper's VGG-16 is `vgg16(pretrained=True)`)."""
 import functools
-from typing import Any, List, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoomjax.checkpoints.convert_torchvision import convert_vgg
+# The conv names are part of the parameter layout the converter writes, so they are defined there.
+from zoomjax.checkpoints.convert_torchvision import convert_vgg, vgg_layer_names
 from zoomjax.models import registry
-from zoomjax.models.alexnet import adaptive_avg_pool, classifier_head
-from zoomjax.models.resnet import TORCHVISION_PREPROCESSING
+from zoomjax.models.layers import adaptive_avg_pool, classifier_head
+from zoomjax.models.preprocessing import TORCHVISION_PREPROCESSING
 
 # torchvision's configurations: ints are 3x3 conv widths, "M" a 2x2/2 max-pool.
 CFGS = {
@@ -18,18 +19,6 @@ CFGS = {
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
     19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
 }
-
-
-def vgg_layer_names(cfg: Sequence) -> List[str]:
-  """Conv names `conv{stage}_{i}` (Caffe/Simonyan style), one per int in cfg."""
-  names, stage, i = [], 1, 1
-  for v in cfg:
-    if v == "M":
-      stage, i = stage + 1, 1
-    else:
-      names.append(f"conv{stage}_{i}")
-      i += 1
-  return names
 
 
 class VGG(nn.Module):

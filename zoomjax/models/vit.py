@@ -18,52 +18,8 @@ import numpy as np
 
 from zoomjax.checkpoints import convert_timm, convert_torchvision, convert_vit_npz
 from zoomjax.models import registry
-from zoomjax.models.bundle import Preprocessing
-from zoomjax.models.resnet import TORCHVISION_PREPROCESSING
-
-
-class MlpBlock(nn.Module):
-  mlp_dim: int
-  gelu_approximate: bool = False
-  activation: str = "gelu"  # "gelu" | "quick_gelu" (OpenAI CLIP)
-  dtype: Any = jnp.float32
-  names: tuple = ("Dense_0", "Dense_1")  # CLIP: ("c_fc", "c_proj")
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    d = x.shape[-1]
-    x = nn.Dense(self.mlp_dim, dtype=self.dtype, param_dtype=jnp.float32, name=self.names[0])(x)
-    if self.activation == "quick_gelu":
-      x = x * nn.sigmoid(1.702 * x)
-    else:
-      x = nn.gelu(x, approximate=self.gelu_approximate)
-    return nn.Dense(d, dtype=self.dtype, param_dtype=jnp.float32, name=self.names[1])(x)
-
-
-class Encoder1DBlock(nn.Module):
-  """Pre-norm transformer block; `mask` (B, 1, L, L) is e.g. CLIP's causal text mask."""
-  num_heads: int
-  mlp_dim: int
-  layernorm_epsilon: float = 1e-6
-  gelu_approximate: bool = False
-  activation: str = "gelu"
-  dtype: Any = jnp.float32
-  # Pre-Linen numbering (one counter per block), as in vit_jax .npz files and timm's npz loader.
-  names: tuple = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
-  mlp_names: tuple = ("Dense_0", "Dense_1")
-
-  @nn.compact
-  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
-    ln = functools.partial(nn.LayerNorm, epsilon=self.layernorm_epsilon, dtype=self.dtype,
-                           param_dtype=jnp.float32)
-    y = ln(name=self.names[0])(x)
-    y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype, param_dtype=jnp.float32,
-                                        deterministic=True, name=self.names[1])(y, mask=mask)
-    x = x + y
-    y = ln(name=self.names[2])(x)
-    y = MlpBlock(self.mlp_dim, self.gelu_approximate, self.activation, dtype=self.dtype, names=self.mlp_names,
-                 name=self.names[3])(y)
-    return x + y
+from zoomjax.models.layers import Encoder1DBlock
+from zoomjax.models.preprocessing import AUGREG_PREPROCESSING, CLIP_PREPROCESSING, TORCHVISION_PREPROCESSING
 
 
 class AddPositionEmbs(nn.Module):
@@ -160,15 +116,6 @@ def convert_checkpoint(flat: Dict[str, np.ndarray], num_heads: int) -> dict:
   raise KeyError("not a ViT checkpoint zoomjax knows: expected torchvision `conv_proj.weight`, timm "
                  f"`patch_embed.proj.weight` or npz `embedding/kernel`; keys start with {sorted(flat)[:5]}")
 
-
-# AugReg weights (vit_jax .npz or timm's `.augreg_in21k_ft_in1k` safetensors): timm's eval transform.
-AUGREG_PREPROCESSING = Preprocessing(input_size=224, resize_size=248, resize_method="bicubic",
-                                     mean=(127.5,) * 3, std=(127.5,) * 3)
-# OpenAI CLIP normalisation in pixel units (timm's fine-tuned CLIP ViTs, crop_pct 1.0).
-CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
-CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
-CLIP_PREPROCESSING = Preprocessing(input_size=224, resize_size=224, resize_method="bicubic", mean=CLIP_MEAN,
-                                   std=CLIP_STD)
 
 B32 = dict(patch_size=32, width=768, depth=12, num_heads=12, mlp_dim=3072)
 B16 = dict(B32, patch_size=16)

@@ -1,0 +1,57 @@
+"""Evaluation preprocessing of each checkpoint family: one `Preprocessing` per family, never a global default.
+
+Means and standard deviations are in pixel units (0..255), so `normalize` applies to zoom crops directly.
+"""
+import dataclasses
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """Standard evaluation preprocessing of one checkpoint family; mean/std in pixel units (0..255)."""
+  input_size: int  # Side of the square input the model expects (e.g. 224).
+  resize_size: int  # Short side before the centre crop in standard eval (e.g. 256).
+  resize_method: str  # "bicubic" | "bilinear" (PIL filters).
+  mean: Tuple[float, float, float]
+  std: Tuple[float, float, float]
+
+  def normalize(self, pixels: jax.Array) -> jax.Array:
+    """Float pixel values in [0, 255] (..., 3) -> model input."""
+    mean = jnp.asarray(self.mean, jnp.float32)
+    std = jnp.asarray(self.std, jnp.float32)
+    return (pixels - mean) / std
+
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# OpenAI CLIP's normalisation.
+CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
+CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
+# Official EfficientNet-Lite: (x - 127) / 128 on RGB in [0, 255].
+LITE_MEAN = (127.0, 127.0, 127.0)
+LITE_STD = (128.0, 128.0, 128.0)
+# Official EfficientNet eval crops size/(size + 32) of the short side, then resizes bicubically to size:
+# the same framing as resizing the short side to size + 32 and centre-cropping size.
+LITE_CROP_PADDING = 32
+
+# torchvision's IMAGENET1K_V1 evaluation transform: Resize(256, bilinear) -> CenterCrop(224) -> ImageNet mean/std.
+TORCHVISION_PREPROCESSING = Preprocessing(input_size=224, resize_size=256, resize_method="bilinear",
+                                          mean=IMAGENET_MEAN, std=IMAGENET_STD)
+# AugReg weights (vit_jax .npz or timm's `.augreg_in21k_ft_in1k` safetensors): timm's eval transform.
+AUGREG_PREPROCESSING = Preprocessing(input_size=224, resize_size=248, resize_method="bicubic",
+                                     mean=(127.5,) * 3, std=(127.5,) * 3)
+# OpenAI CLIP (and timm's fine-tuned CLIP ViTs, crop_pct 1.0).
+CLIP_PREPROCESSING = Preprocessing(input_size=224, resize_size=224, resize_method="bicubic", mean=CLIP_MEAN,
+                                   std=CLIP_STD)
+# The zoom study fed CLIP the ImageNet-normalised zoom crops, not CLIP's own normalisation.
+ZOOM_PAPER_CLIP_PREPROCESSING = Preprocessing(input_size=224, resize_size=224, resize_method="bicubic",
+                                              mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def lite_preprocessing(size: int) -> Preprocessing:
+  """EfficientNet-Lite's official eval transform at input `size`."""
+  return Preprocessing(input_size=size, resize_size=size + LITE_CROP_PADDING, resize_method="bicubic",
+                       mean=LITE_MEAN, std=LITE_STD)
