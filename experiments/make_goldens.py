@@ -4,11 +4,14 @@ Runs ONLY in a throwaway venv with torch/torchvision/timm/open_clip (never a zoo
 
   /work/refvenv/bin/python experiments/make_goldens.py            # all goldens
   /work/refvenv/bin/python experiments/make_goldens.py resnet18   # some
+  /tmp/torchenv/bin/python experiments/make_goldens.py torch_zip  # torch + torchvision suffice here
 
 Versions used for the committed files: torch 2.14.1, torchvision 0.29.1, timm 1.0.31, open_clip_torch 3.3.0.
 Each golden stores the source state dict's key names/shapes (`spec`), the input shape and the reference
 outputs. Weights and inputs come from tests/golden/seeded_weights.py (numpy only), so the JAX tests rebuild the
 identical state dict, convert it with zoomjax's converter and compare. Nothing large is written.
+`torch_zip` is the exception: a few-KB file written by `torch.save` itself, so the reader is tested on torch's
+own bytes (torch_zip_state_dict.pt, with the expected arrays in torch_zip_state_dict.npz).
 """
 import os
 import pathlib
@@ -201,6 +204,36 @@ def golden_tokenizer():
   save("clip_tokenizer", **rows)
 
 
+# ------------------------------------------------------------------------------------- torch.save
+
+def golden_torch_zip():
+  """A small state dict saved by `torch.save` (zip format, torch >= 1.6) and its arrays as .npz.
+
+  Covers float32, float16 and int64 storages, a 0-d tensor, and three views of one storage (contiguous,
+  transposed, offset + strided slice) that torch writes once.
+  """
+  import collections
+  torch.manual_seed(0)
+  conv, fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(8, 5)
+  base = torch.arange(24, dtype=torch.float32).reshape(4, 6) / 7
+  sd = collections.OrderedDict([
+      ("conv.weight", conv.weight.detach()),  # float32 (4, 3, 3, 3)
+      ("conv.bias", conv.bias.detach()),
+      ("fc.weight", fc.weight.detach().half()),  # float16
+      ("fc.bias", fc.bias.detach().half()),
+      ("steps", torch.tensor([3, -1, 2 ** 40], dtype=torch.int64)),
+      ("bn.num_batches_tracked", torch.tensor(7)),  # 0-d int64
+      ("shared.base", base),
+      ("shared.transposed", base.t()),  # strides (1, 6)
+      ("shared.slice", base[1:3, 1::2]),  # storage offset 7, strides (6, 2)
+  ])
+  assert sd["shared.slice"].storage_offset() == 7 and not sd["shared.transposed"].is_contiguous()
+  path = OUT / "torch_zip_state_dict.pt"
+  torch.save(sd, path)
+  print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
+  save("torch_zip_state_dict", **{k: v.contiguous().numpy() for k, v in sd.items()})  # 0-d stays 0-d
+
+
 def main(argv):
   import torchvision.models as tvm
   jobs = {
@@ -214,6 +247,7 @@ def main(argv):
       "vit_npz": golden_vit_npz,
       "clip": golden_clip,
       "tokenizer": golden_tokenizer,
+      "torch_zip": golden_torch_zip,
   }
   for name in argv or jobs:
     torch.manual_seed(0)

@@ -2,12 +2,13 @@
 
 The torch files are produced by a pickler that emits the same opcodes as `torch.save` (protocol 2, the
 `torch._utils._rebuild_tensor_v2` / `torch.<T>Storage` globals, persistent storage ids) without torch. That
-torch itself reads these files identically was checked once in a throwaway venv (see BENCHMARKS.md and README.md, "Models and checkpoints").
+torch itself reads these files identically was checked once in a throwaway venv (see BENCHMARKS.md and README.md, "Models and checkpoints"); one file written by `torch.save` itself is committed in tests/golden.
 """
 import collections
 import io
 import json
 import os
+import pathlib
 import pickle
 import struct
 import zipfile
@@ -384,6 +385,24 @@ def test_real_efficientnet_lite0_legacy_file():
   assert sum(v.size for v in got.values()) == 4_694_073
   assert got["_blocks.15._depthwise_conv.weight"].shape == (1152, 1, 3, 3)
   assert got["_fc.weight"].dtype == np.float32
+
+
+def test_real_torch_save_zip_file():
+  """Bytes written by `torch.save` itself (experiments/make_goldens.py torch_zip): dtypes, a 0-d tensor and
+  transposed / offset-strided views sharing one storage."""
+  golden = pathlib.Path(__file__).parent / "golden"
+  got = read_checkpoint(golden / "torch_zip_state_dict.pt")
+  want = dict(np.load(golden / "torch_zip_state_dict.npz"))
+  assert list(got) == ["conv.weight", "conv.bias", "fc.weight", "fc.bias", "steps", "bn.num_batches_tracked",
+                       "shared.base", "shared.transposed", "shared.slice"]
+  assert got["fc.weight"].dtype == np.float16 and got["steps"].dtype == np.int64
+  assert got["bn.num_batches_tracked"].shape == () and int(got["bn.num_batches_tracked"]) == 7
+  assert int(got["steps"][2]) == 2 ** 40
+  for key, value in want.items():
+    assert got[key].dtype == value.dtype and got[key].shape == value.shape, key
+    np.testing.assert_array_equal(got[key], value, err_msg=key)
+  np.testing.assert_array_equal(got["shared.transposed"], got["shared.base"].T)
+  np.testing.assert_array_equal(got["shared.slice"], got["shared.base"][1:3, 1::2])
 
 
 # --------------------------------------------------------------------------------------------------------

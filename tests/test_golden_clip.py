@@ -87,6 +87,47 @@ def test_zero_shot_head_averages_normalised_template_embeddings():
   np.testing.assert_allclose(head, unit.T, atol=1e-6)
 
 
+def _toy_tokenize(texts):
+  """CLIP-shaped ids without a vocabulary: sot, one id per character, eot (the largest id), zeros after."""
+  vocab = TEXT["vocab_size"]
+  out = np.zeros((len(texts), TEXT["context_length"]), np.int32)
+  for i, text in enumerate(texts):
+    ids = [vocab - 2] + [1 + ord(ch) % (vocab - 3) for ch in text][:TEXT["context_length"] - 2] + [vocab - 1]
+    out[i, :len(ids)] = ids
+  return out
+
+
+def test_zero_shot_head_matches_numpy_oracle(golden):
+  """The head and classifier of the tiny CLIP against CLIP's definition computed in float64 NumPy: per class,
+  every template's text embedding on the unit sphere, their mean re-normalised; logits 100 * cos with the image.
+  """
+  g, state, x = golden
+  variables = convert_clip.convert_clip(state, vision_heads=2, text_heads=2)
+  model = clip.CLIP(VISION, TEXT)
+  encode = jax.jit(lambda t: model.apply(variables, t, method=clip.CLIP.encode_text))
+  classes = ["goldfish", "great white shark", "tiger shark", "hen"]
+  templates = clip.OPENAI_IMAGENET_TEMPLATES
+  # Oracle: all prompts in one batch, then plain NumPy.
+  prompts = [t.format(c) for c in classes for t in templates]
+  emb = np.asarray(encode(_toy_tokenize(prompts)), np.float64).reshape(len(classes), len(templates), -1)
+  emb = emb / np.sqrt(np.sum(emb ** 2, axis=-1, keepdims=True))
+  centre = emb.mean(axis=1)
+  want = (centre / np.sqrt(np.sum(centre ** 2, axis=-1, keepdims=True))).T  # (E, C)
+  assert len(templates) == 80 and want.shape == (VISION["embed_dim"], len(classes))
+
+  head = clip.zero_shot_head(encode, _toy_tokenize, classes)
+  assert head.shape == want.shape
+  np.testing.assert_allclose(head, want, rtol=1e-5, atol=1e-6)
+
+  flat = dict(state)
+  flat["zeroshot_head"] = head
+  logits, _ = clip.ZeroShotClassifier(VISION, num_classes=len(classes)).apply(
+      convert_clip.convert_clip_zero_shot(flat, vision_heads=2), jnp.asarray(x))
+  img = g["image_features"].astype(np.float64)  # open_clip's image tower output (the golden).
+  img = img / np.sqrt(np.sum(img ** 2, axis=-1, keepdims=True))
+  np.testing.assert_allclose(logits, 100.0 * img @ want, rtol=1e-4, atol=1e-3)
+
+
 def test_config_from_state_dict(golden):
   _, state, _ = golden
   cfg = clip.config_from_state_dict(state, vision_head_width=16, text_head_width=12)
