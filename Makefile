@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The tested set of versions: CI and `make install` get exactly these (`make constraints` refreshes them).
+CONSTRAINTS := constraints.txt
+# Under CI (CI set, not 0/false) what the tests need must be there: no skipping (tests/conftest.py: require).
+STRICT := $(if $(filter-out 0 false False FALSE,$(CI)),1,)
 
-.PHONY: demo test install clean browser
+.PHONY: demo test install clean browser constraints
 
-$(STAMP): setup.py
+$(STAMP): setup.py $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,13 +22,33 @@ demo: $(STAMP)
 	$(PY) -m zoomjax.main --config configs/demo.py --workdir runs/demo
 
 # The report test renders report.html in headless Chromium (Debian package); installed when we are root.
+# Under CI a missing chromium is an error; locally the render tests are skipped.
 browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
-	  echo "chromium could not be installed: the report rendering test will be skipped"
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || true
+	@command -v chromium || command -v chromium-browser || command -v google-chrome || \
+	  { if [ -n "$(STRICT)" ]; then \
+	      echo "error: chromium is required under CI (CI=$(CI)); install it: apt-get install -y chromium" >&2; \
+	      exit 1; \
+	    fi; \
+	  echo "chromium not found (apt-get install -y chromium): the report rendering tests will be skipped"; }
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q tests
+
+# Re-resolves the newest versions setup.py allows in a throwaway venv (no -c) and writes them to constraints.txt;
+# then run `make test` and commit setup.py + constraints.txt together.
+CVENV := $(or $(TMPDIR),/tmp)/zoomjax-constraints-venv
+constraints:
+	rm -rf $(CVENV)
+	$(PYTHON) -m venv $(CVENV)
+	$(CVENV)/bin/pip install --quiet --upgrade pip
+	$(CVENV)/bin/pip install --quiet -e '.[test]'
+	{ sed -n '/^#/!q;p' $(CONSTRAINTS); $(CVENV)/bin/pip freeze --exclude-editable | grep -iv '^zoomjax[= ]'; } \
+	  > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf $(CVENV)
+	@echo "wrote $(CONSTRAINTS); now run make test"
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,11 +1,10 @@
 """zoomjax's CLIP tokenizer against open_clip's SimpleTokenizer (ids computed by experiments/make_goldens.py).
 
 The synthetic vocabulary (BPE merges learned on a small corpus, written in the real file's format) makes the
-main test independent of third-party files; the real-vocabulary test runs when the file is available
-(ZOOMJAX_CLIP_VOCAB=/path/to/bpe_simple_vocab_16e6.txt.gz) and is skipped otherwise.
+main test independent of third-party files; the real-vocabulary test reads CLIP's bpe_simple_vocab_16e6.txt.gz
+from ../shared/data/clip (the `clip_vocab` fixture; ZOOMJAX_CLIP_VOCAB overrides; required under CI).
 """
 import importlib.util
-import os
 import pathlib
 
 import numpy as np
@@ -55,11 +54,18 @@ def test_templates_are_the_80_openai_prompts():
   assert t[0] == "a bad photo of a {}." and t[-1] == "a tattoo of the {}."
 
 
-def test_matches_open_clip_on_real_vocab():
-  path = os.environ.get("ZOOMJAX_CLIP_VOCAB", "")
-  if not os.path.exists(path):
-    pytest.skip("set ZOOMJAX_CLIP_VOCAB to bpe_simple_vocab_16e6.txt.gz to run")
+def test_matches_open_clip_on_real_vocab(clip_vocab):
   want = np.load(GOLDEN / "clip_tokenizer.npz")["real"]
-  got = clip_tokenizer.ClipTokenizer(path)(list(sw.TOKENIZER_TEXTS))
+  tok = clip_tokenizer.ClipTokenizer(str(clip_vocab))
+  # The real vocabulary: 256 bytes x 2 (with </w>) + 48894 merges + the two specials, as open_clip builds it.
+  assert tok.vocab_size == 49408 and (tok.sot_token_id, tok.eot_token_id) == (49406, 49407)
+  got = tok(list(sw.TOKENIZER_TEXTS))
+  assert got.dtype == np.int32 and got.shape == want.shape == (len(sw.TOKENIZER_TEXTS), 77)
   for text, g, w in zip(sw.TOKENIZER_TEXTS, got, want):
     np.testing.assert_array_equal(g, w, err_msg=text)
+  # The golden rows are real tokenizations, not the synthetic ones: whole words are single tokens
+  # ("a photo of a goldfish." = sot a photo of a goldfish . eot); the long text fills the context, eot last.
+  assert want[0, :8].tolist() == [49406, 320, 1125, 539, 320, 40293, 269, 49407]
+  assert (want[-1] != 0).all() and want[-1, -1] == 49407
+  assert not np.array_equal(want, np.load(GOLDEN / "clip_tokenizer.npz")["synthetic"])
+  assert tok.decode(got[1]) == "a bad photo of the great white shark !"

@@ -1,4 +1,5 @@
-"""report.html: content from fake records, and a real render in headless Chromium (skipped without chromium).
+"""report.html: content from fake records, and a real render in headless Chromium (skipped without chromium
+locally, required under CI: `make browser` installs it).
 
 Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe), so the test sees console
 errors, JS exceptions and failed resource loads as structured events and takes a real screenshot.
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import require
 from zoomjax import analyses as A
 from zoomjax import records as R
 from zoomjax import report
@@ -186,12 +188,14 @@ def render_page(url: str, *, width: int = 1280, height: int = 2400, timeout: flo
     shutil.rmtree(user_dir, ignore_errors=True)
 
 
-needs_chromium = pytest.mark.skipif(_chromium() is None,
-                                    reason="chromium not installed (apt-get install -y chromium)")
+@pytest.fixture
+def chromium() -> str:
+  exe = _chromium()
+  require(exe is not None, "chromium not installed: apt-get install -y chromium (`make browser` does it as root)")
+  return exe
 
 
-@needs_chromium
-def test_report_renders_in_chromium(tmp_path):
+def test_report_renders_in_chromium(tmp_path, chromium):
   path, _ = make_report(tmp_path)
   images, errors, shot = render_page("file://" + os.path.abspath(path))
   assert errors == []
@@ -201,8 +205,7 @@ def test_report_renders_in_chromium(tmp_path):
   assert (pixels < 128).mean() > 0.01  # Text and figures, not a white page.
 
 
-@needs_chromium
-def test_chromium_check_catches_a_broken_report(tmp_path):
+def test_chromium_check_catches_a_broken_report(tmp_path, chromium):
   path, _ = make_report(tmp_path)
   os.remove(tmp_path / "report" / "coverage.png")
   with open(path, "a", encoding="utf-8") as f:
