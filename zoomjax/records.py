@@ -137,8 +137,9 @@ def concatenate(parts: Sequence[Records]) -> Records:
   return Records(**kw)
 
 
-def merge_shards(workdir: str, n_shards: int, out_path: Optional[str] = None) -> Records:
+def merge_shards(workdir: str, n_shards: int, out_path: Optional[str] = None,
+                 num_images: Optional[int] = None) -> Records:
   """Joins the sweep's shards 0..n-1 (`shards.merge`) and writes the final `records.npz`."""
-  rec = _from_arrays(shards.merge(workdir, n_shards, PER_IMAGE, NAMES))
+  rec = _from_arrays(shards.merge(workdir, n_shards, PER_IMAGE, NAMES, num_images=num_images))
   save(out_path or os.path.join(workdir, FINAL_FILE), rec)
   return rec

@@ -9,12 +9,20 @@ A shard is an `.npz` of per-image rows (`index` (N,) int64, `ids` (N,) str, `lab
 plus the job's own fields, N first), per-run metadata that must be identical in every shard (e.g. view names),
 and `skipped` (S,) str: "<id>: <reason>" of the shard's images the data layer could not read.
 
-The workdir's `config.json` is the resume key: a rerun whose result-changing fields differ is refused by name.
+Resumption checks every existing shard: a file that cannot be read, holds images outside its range, or was
+computed for other images (its fingerprint of ids and labels differs from the dataset's now, e.g. after files
+were added or relabelled) is recomputed with a warning naming it. The workdir's `config.json` is the resume
+key: a rerun whose result-changing fields differ is refused by name. One lock file per process index refuses a
+second, unconfigured process on the same workdir.
 """
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 from absl import logging
@@ -23,8 +31,10 @@ from zoomjax import atomic
 
 SHARD_DIR = "shards"
 CONFIG_FILE = "config.json"
+DATASET_FILE = "dataset.json"
 ROW_KEYS = ("index", "ids", "labels")  # Every shard's own per-image fields.
 SKIPPED = "skipped"
+FINGERPRINT = "fingerprint"  # Hash of the ids and labels of the shard's image range when it was computed.
 
 Rows = Dict[str, np.ndarray]
 
@@ -65,6 +75,14 @@ def concat_rows(parts: Sequence[Rows]) -> Rows:
   return out
 
 
+def fingerprint(ids: Sequence[str], labels: np.ndarray) -> str:
+  """sha256 of image ids and their (-1 padded) labels, insensitive to label padding width."""
+  h = hashlib.sha256()
+  for i, lab in zip(ids, np.asarray(labels)):
+    h.update(str(i).encode("utf-8") + b"\0" + ",".join(str(int(x)) for x in lab if x >= 0).encode() + b"\n")
+  return h.hexdigest()
+
+
 def save_shard(path: str, rows: Rows, meta: Mapping[str, Sequence[str]], skipped: Sequence[str]) -> None:
   arrays = dict(rows)
   arrays["ids"] = _strings(rows["ids"])
@@ -93,6 +111,7 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
                compute: Callable[[Dict[str, np.ndarray]], Rows], empty_rows: Rows,
                meta: Mapping[str, Sequence[str]], ids_of: Callable[[int], str],
                skipped_in: Callable[[range], List[str]] = lambda rng: [],
+               fingerprint_of: Optional[Callable[[range], str]] = None,
                process_index: int = 0, process_count: int = 1,
                progress: Optional[Callable[[int], Any]] = None,
                on_shard_written: Optional[Callable[[int, str], None]] = None) -> List[int]:
@@ -103,10 +122,20 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
   so batch composition, hence every number, is the same whether a run went through in one go or was resumed.
   compute(batch) -> the job's per-row fields (B first). empty_rows: the same fields with zero rows (a shard
   whose images were all unreadable). skipped_in(range) -> "id: reason" of the unreadable images in the range.
+  fingerprint_of(range) -> `fingerprint` of the range's ids and labels now; existing shards that do not match
+  it (or cannot be read, or hold other images) are recomputed with a warning.
   """
   n_shards = num_shards(num_images, shard_size)
   mine = process_shards(n_shards, process_index, process_count)
-  todo = [k for k in mine if not os.path.exists(shard_path(workdir, k))]
+  todo = []
+  for k in mine:
+    rng = shard_range(k, shard_size, num_images)
+    fp = fingerprint_of(rng) if fingerprint_of is not None else None
+    problem = check_shard(shard_path(workdir, k), rng, fp, ids_of)
+    if problem is not None:
+      if problem != "missing":
+        _warn(f"recomputing {shard_path(workdir, k)}: {problem}")
+      todo.append(k)
   if len(todo) < len(mine):
     logging.info("resuming: %d of this process's %d shards already written", len(mine) - len(todo), len(mine))
   done_images = sum(len(shard_range(k, shard_size, num_images)) for k in mine if k not in todo)
@@ -142,11 +171,78 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
       rows = dict(empty_rows, index=np.zeros(0, np.int64), ids=np.zeros(0, np.str_),
                   labels=np.zeros((0, 1), np.int32))
     path = shard_path(workdir, k)
-    save_shard(path, rows, meta, list(skipped_in(rng)))
+    meta_k = dict(meta)
+    if fingerprint_of is not None:
+      meta_k[FINGERPRINT] = [fingerprint_of(rng)]
+    save_shard(path, rows, meta_k, list(skipped_in(rng)))
     written.append(k)
     if on_shard_written is not None:
       on_shard_written(k, path)
   return written
+
+
+def check_shard(path: str, rng: range, fp: Optional[str], ids_of: Callable[[int], str]) -> Optional[str]:
+  """None when the shard at `path` is complete and belongs to `rng` as it is now; else what is wrong."""
+  if not os.path.exists(path):
+    return "missing"
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      index, ids = z["index"], z["ids"]
+      stored = str(z[FINGERPRINT][0]) if FINGERPRINT in z.files else None
+  except Exception as e:  # pylint: disable=broad-except  Any unreadable file is recomputed.
+    return f"unreadable ({type(e).__name__}: {e})"
+  if len(index) != len(ids) or any(int(i) not in rng for i in index):
+    return f"holds images outside its range {rng.start}..{rng.stop - 1}"
+  if any(str(ids[j]) != ids_of(int(i)) for j, i in enumerate(index)):
+    return "its image ids differ from the dataset's at the same indices (the dataset changed)"
+  if fp is not None and stored != fp:
+    return "the dataset's images or labels in its range changed since it was computed"
+  return None
+
+
+def _warn(msg: str) -> None:
+  logging.warning(msg)
+  print(f"warning: {msg}", flush=True)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str, process_index: int = 0) -> Iterator[None]:
+  """An advisory lock per (workdir, process index): a second process with the same index is refused by name.
+
+  Configured multi-process runs hold one lock each; locks vanish with their process (also after kill -9).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, f".lock-process-{process_index}")
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise
+      holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+      raise RuntimeError(f"{workdir} is in use by another zoomjax process (pid {holder}, process index "
+                         f"{process_index}); wait for it to finish or use another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    yield
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def claim(workdir: str, process_index: int, config_json: Dict[str, Any], result_fields: Sequence[str],
+          dataset_name: str, ids: Sequence[str], labels: np.ndarray) -> Iterator[None]:
+  """What a job does before computing: lock the workdir (per process), then on process 0 check or write the
+  resume key and note the dataset's fingerprint. Call it once the job's model and data are built, so that a
+  start that fails leaves the workdir reusable."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir {workdir} is a file, not a directory")
+  with workdir_lock(workdir, process_index):
+    if process_index == 0:
+      check_or_write_config(workdir, config_json, result_fields)
+      note_dataset(workdir, dataset_name, ids, labels)
+    yield
 
 
 def wait_for_shards(workdir: str, n_shards: int, timeout_s: float, poll_s: float = 10.0) -> None:
@@ -162,11 +258,31 @@ def wait_for_shards(workdir: str, n_shards: int, timeout_s: float, poll_s: float
     time.sleep(poll_s)
 
 
-def merge(workdir: str, n_shards: int, fields: Sequence[str], meta: Sequence[str]) -> Rows:
+def note_dataset(workdir: str, name: str, ids: Sequence[str], labels: np.ndarray) -> None:
+  """Writes `dataset.json` (name, count, fingerprint); warns when it changed since the workdir's last run."""
+  path = os.path.join(workdir, DATASET_FILE)
+  now = {"name": name, "num_images": len(ids), "fingerprint": fingerprint(ids, labels)}
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except (OSError, json.JSONDecodeError):
+      old = {}
+    if old == now:
+      return
+    if old:
+      _warn(f"the dataset changed since the last run in {workdir} ({old.get('num_images')} -> {len(ids)} images"
+            f", fingerprint {str(old.get('fingerprint'))[:12]} -> {now['fingerprint'][:12]}): shards whose "
+            "images changed are recomputed")
+  atomic.write_json(path, now)
+
+
+def merge(workdir: str, n_shards: int, fields: Sequence[str], meta: Sequence[str],
+          num_images: Optional[int] = None) -> Rows:
   """Shards 0..n-1 joined in order: per-image `fields` concatenated, `meta` checked identical, `skipped` joined.
 
-  Refuses a missing shard, shards of different runs (meta differs) and image indices that are not strictly
-  increasing (a duplicate or foreign shard).
+  Refuses a missing shard, shards of different runs (meta differs), image indices that are not strictly
+  increasing (a duplicate or foreign shard), and, given `num_images`, images neither recorded nor skipped.
   """
   missing = [k for k in range(n_shards) if not os.path.exists(shard_path(workdir, k))]
   if missing:
@@ -185,6 +301,11 @@ def merge(workdir: str, n_shards: int, fields: Sequence[str], meta: Sequence[str
                      "foreign shard file)")
   out.update({f: shards[0][f] for f in meta})
   out[SKIPPED] = np.concatenate([s.get(SKIPPED, np.zeros(0, np.str_)) for s in shards]).astype(np.str_)
+  if num_images is not None:
+    got = len(out["index"]) + len(out[SKIPPED])
+    if got != num_images or (len(out["index"]) and not 0 <= out["index"][0] <= out["index"][-1] < num_images):
+      raise ValueError(f"the shards in {workdir} account for {got} images ({len(out['index'])} recorded, "
+                       f"{len(out[SKIPPED])} skipped), not the dataset's {num_images}; rerun to recompute")
   return out
 
 

@@ -123,8 +123,9 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
   dtype: compute dtype of the extra crops' resampling matmuls (the zoom kernel gets it through crops_fn).
   crops_fn(canvas (B, Hc, Wc, 3), hw (B, 2)) -> zoom crops (B, T, crop, crop, 3) in the order of
   `spec.transforms` (computed inside the step, on the model's device).
-  Outputs (B first): top5 (B, V, 5) int32, p_true/p_max (B, V) f32, agg_top5 (B, A, 5) int32,
-  agg_p (B, A, 5) f32, with V = grid views followed by the extra crops and A = len(AGG_SETS).
+  Outputs (B first): top5 (B, V, 5) int32, p_true/p_max (B, V) f32, finite (B, V) bool (all logits finite),
+  agg_top5 (B, A, 5) int32, agg_p (B, A, 5) f32, with V = grid views followed by the extra crops and
+  A = len(AGG_SETS).
   """
   membership = jnp.asarray(spec.membership())
   set_sizes = jnp.maximum(membership.sum(0), 1.0)
@@ -150,10 +151,12 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
     def body(acc, xs):
       pixels, member = xs
       logits = predict_fn(variables, pixels).astype(jnp.float32)
+      finite = jnp.all(jnp.isfinite(logits), axis=-1)
       if mask is not None:
         logits = jnp.where(mask, logits, -jnp.inf)
       probs = jax.nn.softmax(logits, axis=-1)
       out = compact_outputs(probs, lab)
+      out["finite"] = finite
       acc = acc + jnp.einsum("bkc,ka->bac", probs.reshape(b, chunk, -1), member,
                              precision=jax.lax.Precision.HIGHEST)
       out.pop("top5_p")
@@ -182,6 +185,19 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
 def local_mesh() -> jax.sharding.Mesh:
   """A 1-D 'data' mesh over this process's devices (processes share nothing but the filesystem)."""
   return parallel.make_mesh(scope="local")
+
+
+def check_finite(out: Dict[str, np.ndarray], index: np.ndarray, ids_of: Callable[[int], str],
+                 view_names: List[str], model: str) -> None:
+  """Stops with the model, image and view named when a real image's logits are not finite (NaN weights or
+  an overflow would otherwise score as class 0 with NaN probabilities: a silent 0 %)."""
+  bad = ~np.asarray(out["finite"]) & (np.asarray(index) >= 0)[:, None]
+  if bad.any():
+    b, v = (int(x[0]) for x in np.nonzero(bad))
+    raise FloatingPointError(
+        f"model {model} gave non-finite logits on image {ids_of(int(index[b]))} (index {int(index[b])}), view "
+        f"{view_names[v]}, and on {int(bad.sum()) - 1} more (image, view) pairs of this batch; check the "
+        "checkpoint (NaN weights?) and the compute dtype")
 
 
 def split_outputs(out: Dict[str, np.ndarray], num_grid: int) -> Dict[str, np.ndarray]:

@@ -127,6 +127,8 @@ def index_path(data_dir, split: str) -> pathlib.Path:
 def write_index(data_dir, split: str, index: dict) -> bool:
   """Atomically writes an index sidecar; False (no error) when the data dir is read-only."""
   path = index_path(data_dir, split)
+  if not path.parent.is_dir():
+    return False
   try:
     atomic.write_text(os.fspath(path), json.dumps(index))
     return True

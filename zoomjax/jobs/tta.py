@@ -108,8 +108,11 @@ def make_step(episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
   """`step(variables, images, keys, hws, labels) -> compact outputs` over a batch, split over `mesh`."""
 
   def step(variables, images, keys, hws, labels):
-    logits = jax.vmap(episode, in_axes=(None, 0, 0, 0))(variables, images, keys, hws)
-    return sweep.compact_outputs(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), labels)
+    logits = jax.vmap(episode, in_axes=(None, 0, 0, 0))(variables, images, keys, hws).astype(jnp.float32)
+    out = sweep.compact_outputs(jax.nn.softmax(logits, axis=-1), labels)
+    # Masked classes are -inf by design; NaN or +inf means broken weights or an overflow.
+    out["finite"] = ~jnp.any(jnp.isnan(logits) | (logits == jnp.inf), axis=-1)[:, None]
+    return out
 
   return parallel.data_parallel_jit(step, mesh, num_args=5)
 
@@ -127,9 +130,7 @@ def _seed_metrics(rows: Dict[str, np.ndarray], seed: int) -> Dict[str, Any]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, Any]]:
   """Runs (or resumes) `config.method` for every seed; process 0 merges and writes metrics.json."""
   from zoomjax import data, models  # pylint: disable=import-outside-toplevel
-  pid, pcount = jax.process_index(), jax.process_count()
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ValueError(f"--workdir {workdir} is a file, not a directory")
+  pid = jax.process_index()
   t_start = time.monotonic()
   bundle = models.load(config.model.name, config.model.get("checkpoint") or None,
                        random_init=bool(config.model.random_init), seed=int(config.model.seed))
@@ -145,14 +146,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
   step = make_step(episode, mesh)
   variables = parallel.replicate(bundle.variables, mesh)
+  shards.num_shards(num_images, int(config.shard_size))  # A bad shard_size fails before the workdir is claimed.
+  key = json.loads(config.to_json_best_effort())
+  key["label_space"] = space.name
+  # Claimed only once the model and data are built: a failed start leaves the workdir reusable.
+  with shards.claim(workdir, pid, key, RESULT_FIELDS + ("label_space",), dataset.name, dataset.ids[:num_images],
+                    dataset.labels[:num_images]):
+    return _adapt(config, workdir, dataset, space, bundle, step, variables, mesh, batch_size=batch_size,
+                  num_images=num_images, t_start=t_start)
+
+
+def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, *, batch_size: int,
+           num_images: int, t_start: float) -> Optional[Dict[str, Any]]:
+  from zoomjax import data  # pylint: disable=import-outside-toplevel
+  pid, pcount = jax.process_index(), jax.process_count()
   shard_size = int(config.shard_size)
   n_shards = shards.num_shards(num_images, shard_size)
   seeds = [int(s) for s in config.seeds]
-  if pid == 0:  # Claimed only once the model and data are built: a failed start leaves the workdir reusable.
-    os.makedirs(workdir, exist_ok=True)
-    key = json.loads(config.to_json_best_effort())
-    key["label_space"] = space.name
-    shards.check_or_write_config(workdir, key, RESULT_FIELDS + ("label_space",))
   is_memo = config.method.startswith("memo")
   views = int(config.memo.num_views) if is_memo else 1
   logging.info("tta %s: %s on %s, %d images, seeds %s, %d shards of %d", config.method, config.model.name,
@@ -174,6 +184,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
       args = (batch["image"][src], np.asarray(memo.episode_keys(base_key, batch["index"][src])),
               batch["hw"][src].astype(np.int32), batch["labels"][src].astype(np.int32))
       out = parallel.to_host(step(variables, *parallel.shard_batch(args, mesh)))
+      sweep.check_finite(out, batch["index"], lambda i: dataset.ids[i], ["the prediction view"],
+                         config.model.name)
       pred = out["top5"][:, 0].astype(np.int32)
       computed[0] += int(real.sum())
       return {"pred": pred, "top5": out["top5"].astype(np.int16), "top5_p": out["top5_p"].astype(np.float32),
@@ -194,7 +206,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
     shards.run_shards(seed_dir, num_images=num_images, shard_size=shard_size, batches_for=batches_for,
                       compute=compute, empty_rows=empty, meta={"classes": [str(num_classes)]},
                       ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in, process_index=pid,
-                      process_count=pcount, progress=progress)
+                      process_count=pcount, progress=progress,
+                      fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop],
+                                                                  dataset.labels[r.start:r.stop]))
     loop_s += time.monotonic() - t0
   if pid != 0:
     return None
@@ -202,7 +216,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   for seed in seeds:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     shards.wait_for_shards(seed_dir, n_shards, float(config.merge_timeout_s))
-    rows = shards.merge(seed_dir, n_shards, FIELDS, ("classes",))
+    rows = shards.merge(seed_dir, n_shards, FIELDS, ("classes",), num_images=num_images)
     atomic.savez(os.path.join(seed_dir, RECORDS_FILE), rows)
     per_seed.append(_seed_metrics(rows, seed))
   metrics = _metrics(config, dataset, space, per_seed, computed[0], loop_s, time.monotonic() - t_start)

@@ -157,21 +157,27 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
   after_shard(k, path): called after each shard file is written (tests inject failures here).
   built: the result of `build(config)` to reuse (tests and benchmarks that run several sweeps).
   """
-  from zoomjax import data  # pylint: disable=g-import-not-at-top
-  pid, pcount = jax.process_index(), jax.process_count()
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ValueError(f"--workdir {workdir} is a file, not a directory")
+  pid = jax.process_index()
   t_start = time.monotonic()
   dataset, bundle, grid, spec, step, variables = build(config) if built is None else built
   limit = int(config.limit)
   if limit < 0:
     raise ValueError(f"config.limit={limit}: use 0 for all images or a positive count")
   num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
+  shards.num_shards(num_images, int(config.shard_size))  # A bad shard_size fails before the workdir is claimed.
+  # Claimed only now: a config that fails to build leaves the workdir reusable.
+  with shards.claim(workdir, pid, json.loads(config.to_json_best_effort()), RESULT_FIELDS, dataset.name,
+                    dataset.ids[:num_images], dataset.labels[:num_images]):
+    return _sweep(config, workdir, dataset, spec, step, variables, num_images=num_images, t_start=t_start,
+                  after_shard=after_shard)
+
+
+def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: int, t_start: float,
+           after_shard) -> Optional[Dict[str, Any]]:
+  from zoomjax import data  # pylint: disable=g-import-not-at-top
+  pid, pcount = jax.process_index(), jax.process_count()
   shard_size = int(config.shard_size)
   n_shards = shards.num_shards(num_images, shard_size)
-  if pid == 0:  # Claimed only now: a config that fails to build leaves the workdir reusable.
-    os.makedirs(workdir, exist_ok=True)
-    shards.check_or_write_config(workdir, json.loads(config.to_json_best_effort()), RESULT_FIELDS)
   writer = _metric_writer(config, workdir, pid)
   mine = shards.process_shards(n_shards, pid, pcount)
   total_mine = sum(len(shards.shard_range(k, shard_size, num_images)) for k in mine)
@@ -191,8 +197,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
                              num_workers=int(config.num_workers), on_error=config.on_error,
                              prefetch=int(config.prefetch))
 
+  view_names = spec.view_names + spec.crop_names
+
   def compute(batch):
     out = step(variables, batch["image"], batch["hw"], batch["labels"])
+    sweep.check_finite(out, batch["index"], lambda i: dataset.ids[i], view_names, config.model.name)
     return sweep.split_outputs(out, t)
 
   def skipped_in(rng):
@@ -202,6 +211,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
                               compute=compute, empty_rows=records_lib.empty_rows(t, len(spec.crop_names),
                                                                                  len(sweep.AGG_SETS)),
                               meta=meta, ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in,
+                              fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop],
+                                                                          dataset.labels[r.start:r.stop]),
                               process_index=pid, process_count=pcount, progress=progress,
                               on_shard_written=after_shard)
   wall = time.monotonic() - t_start
@@ -211,7 +222,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
   if pid != 0:
     return None
   shards.wait_for_shards(workdir, n_shards, float(config.merge_timeout_s))
-  rec = records_lib.merge_shards(workdir, n_shards)
+  rec = records_lib.merge_shards(workdir, n_shards, num_images=num_images)
   command = config.get("command", "") or ""
   metrics = analyse_and_report(config, workdir, rec, dataset=dataset, wall_time_s=wall, command=command)
   if writer:
