@@ -234,21 +234,6 @@ def test_batches_place_images_on_canvas_and_skip_bad_files(varied):
     _collect(zd.get_dataset(f"folder:{varied}"), batch_size=4, on_error="raise")
 
 
-def test_processes_share_the_work_in_lockstep(varied):
-  ds = zd.get_dataset(f"folder:{varied}")
-  subset = list(range(0, len(ds), 2)) + [1]
-  runs = [_collect(ds, batch_size=2, indices=subset, process_index=p, process_count=3, num_workers=0)
-          for p in range(3)]
-  assert len({len(r) for r in runs}) == 1 and len(runs[0]) == zd.num_steps(
-      ds, batch_size=2, canvas_fn=_canvas, indices=subset, process_count=3)
-  for step in zip(*runs):  # One canvas shape per global step.
-    assert len({b["image"].shape for b in step}) == 1
-  got = [int(i) for r in runs for b in r for i in b["index"] if i >= 0]
-  assert sorted(got) == sorted(i for i in subset if not ds.ids[i].endswith("zz_bad.jpg"))
-  single = [int(i) for b in _collect(ds, batch_size=6, indices=subset) for i in b["index"] if i >= 0]
-  assert sorted(single) == sorted(got)
-
-
 def test_canvas_fn_must_hold_the_image(varied):
   ds = zd.get_dataset(f"folder:{varied}")
   with pytest.raises(ValueError, match="does not hold"):

@@ -47,11 +47,12 @@ def test_shard_and_replicate_round_trip_on_one_device():
 
 
 def test_batch_size_check_names_the_value():
+  """Configs count images per device; the multi-device paths run in `_worker` (8 fake devices)."""
   mesh = parallel.make_mesh()
   parallel.check_batch_size(3 * mesh.size, mesh)
-  if mesh.size > 1:
-    with pytest.raises(ValueError, match="batch_size=1 must be a multiple"):
-      parallel.check_batch_size(1, mesh)
+  assert parallel.per_process_batch(2, mesh) == 2 * mesh.size
+  with pytest.raises(ValueError, match="batch_size=0: it counts images per device"):
+    parallel.per_process_batch(0, mesh)
 
 
 def test_distributed_settings_from_config_and_environment():
@@ -63,10 +64,10 @@ def test_distributed_settings_from_config_and_environment():
   s = parallel.distributed_settings(cfg, environ={})
   assert (s.enabled, s.coordinator_address, s.num_processes, s.process_id, s.initialization_timeout_s) == (
       True, "127.0.0.1:1234", 2, 1, 30)
-  # Auto fields ('' / 0 / -1) are filled from the environment; the legacy flat flag still enables.
+  # Auto fields ('' / 0 / -1) are filled from the environment.
   env = {parallel.ENV_COORDINATOR: "10.0.0.1:99", parallel.ENV_NUM_PROCESSES: "4", parallel.ENV_PROCESS_ID: "3"}
-  s = parallel.distributed_settings({"jax_distributed": True, "distributed": {
-      "enabled": False, "coordinator_address": "", "num_processes": 0, "process_id": -1}}, environ=env)
+  s = parallel.distributed_settings({"distributed": {
+      "enabled": True, "coordinator_address": "", "num_processes": 0, "process_id": -1}}, environ=env)
   assert (s.enabled, s.coordinator_address, s.num_processes, s.process_id) == (True, "10.0.0.1:99", 4, 3)
   assert parallel.distributed_settings(None, environ={parallel.ENV_ENABLE: "1"}).enabled
   with pytest.raises(ValueError, match="process_id=2 is not in 0..1"):
@@ -169,6 +170,24 @@ def _worker() -> None:
   for i in range(1, 8):
     assert np.abs(ref[0] - ref[i]).max() > 5e-2 * scale and np.abs(got[0] - got[i]).max() > 5e-2 * scale
   np.testing.assert_allclose(got, ref, rtol=0, atol=1e-2 * scale, err_msg="MEMO logits: 8 devices vs 1")
+
+  # 3) Batch sizes on 8 devices: configs are per device; explicit batches must split evenly.
+  assert parallel.per_process_batch(1, mesh8) == 8 and parallel.per_process_batch(3, mesh8) == 24
+  try:
+    parallel.check_batch_size(12, mesh8, "chunk_size")
+    raise AssertionError("chunk_size=12 on 8 devices was accepted")
+  except ValueError as e:
+    assert "chunk_size=12 must be a multiple of the 8 devices" in str(e), e
+
+  # 4) The TTA job's step (vmapped episodes + compact outputs) over 8 devices against 1.
+  from zoomjax.jobs import tta as tta_job  # pylint: disable=g-import-not-at-top
+  outs = []
+  for mesh in (mesh8, mesh1):
+    step = tta_job.make_step(memo.make_baseline(bundle, resize_size=28, crop_size=24), mesh)
+    args = parallel.shard_batch((canvas, np.asarray(keys), hws, labels), mesh)
+    outs.append(parallel.to_host(step(parallel.replicate(bundle.variables, mesh), *args)))
+  assert len(set(outs[0]["top5"][:, 0].tolist())) > 1  # Distinct answers per image.
+  assert_same_records(outs[0], outs[1], "TTA step, 8 devices vs 1")
   print("WORKER OK", flush=True)
 
 

@@ -1,4 +1,4 @@
-"""Host input pipeline for sweeps: canvas-bucketed, fixed-size, masked batches, split over processes.
+"""Host input pipeline for sweeps: canvas-bucketed, fixed-size, masked batches.
 
 `make_batches` yields dicts of numpy arrays:
   image  uint8 (B, Hc, Wc, 3)  the image at the top-left of a zero canvas (the zoom kernel's input)
@@ -7,14 +7,11 @@
   mask   bool  (B,)            False for padding slots and for images that failed to decode
   index  int64 (B,)            global example index, -1 where mask is False
 
-Why a plan first: a jit-compiled step needs one canvas shape per batch, and on several hosts every process
-must run the same number of steps with the same shape at each step (one global computation). So we read
-image sizes from headers (cheap, cached by our builds), then plan *global* steps of `process_count *
-batch_size` slots by streaming the examples through per-bucket queues (a step is emitted when a bucket's queue
-fills; partial queues are flushed at the end in order of first appearance). Process p takes slots
-[p*B, (p+1)*B) of every step. The plan depends only on `indices`, the sizes, `canvas_fn`, `batch_size` and
-`process_count`, never on timing, so the order is deterministic; and since the sweep keys results by global
-index, results do not depend on the process count either. All processes must pass the same `indices`.
+Why a plan first: a jit-compiled step needs one canvas shape per batch. So we read image sizes from headers
+(cheap, cached by our builds), then plan steps of `batch_size` slots by streaming the examples through
+per-bucket queues (a step is emitted when a bucket's queue fills; partial queues are flushed at the end in order
+of first appearance). The plan depends only on `indices`, the sizes, `canvas_fn` and `batch_size`, never on
+timing, so the order is deterministic. Processes split work by shard (`zoomjax.shards`), not inside a plan.
 
 Decoding runs in a thread pool (PIL releases the GIL while decoding) `prefetch` batches ahead; batches come
 out in plan order whatever the completion order. `device_prefetch` then moves them to the device ahead of use.
@@ -34,7 +31,7 @@ CanvasFn = Callable[[int, int], Tuple[int, int]]
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-  """One global step: a canvas shape and process_count * batch_size global indices (-1 = padding)."""
+  """One step: a canvas shape and batch_size global indices (-1 = padding)."""
   canvas: Tuple[int, int]
   indices: np.ndarray
 
@@ -71,17 +68,17 @@ def _empty_batch(batch_size: int, canvas, width: int) -> Dict[str, np.ndarray]:
 
 
 def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indices: Optional[Sequence[int]] = None,
-                 process_index: int = 0, process_count: int = 1, num_workers: int = 2, on_error: str = "skip",
+                 num_workers: int = 2, on_error: str = "skip",
                  prefetch: int = 2) -> Iterator[Dict[str, np.ndarray]]:
-  """Batches of `dataset[indices]` for process `process_index` of `process_count` (see the module docstring).
+  """Batches of `dataset[indices]` (all examples by default; see the module docstring).
 
   on_error='skip': an unreadable image becomes a masked slot and is listed in `dataset.skipped`;
   on_error='raise': the first unreadable image raises `decode.DecodeError` naming it.
   """
   if on_error not in ("skip", "raise"):
     raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-  if batch_size < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"bad batch_size={batch_size} or process {process_index} of {process_count}")
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be at least 1, got {batch_size}")
   indices = np.arange(len(dataset), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
   if len(indices) and (indices.min() < 0 or indices.max() >= len(dataset)):
     raise IndexError(f"indices must lie in 0..{len(dataset) - 1} for {dataset.name}")
@@ -89,10 +86,8 @@ def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indi
   if on_error == "raise" and (sizes[:, 0] < 0).any():
     bad = dataset.skipped[0]
     raise decode.DecodeError(bad["id"], bad["reason"])
-  steps = plan_steps(indices, sizes, canvas_fn, batch_size * process_count)
-  lo, hi = process_index * batch_size, (process_index + 1) * batch_size
-  return _run(dataset, [Step(s.canvas, s.indices[lo:hi]) for s in steps], batch_size, num_workers, on_error,
-              prefetch)
+  steps = plan_steps(indices, sizes, canvas_fn, batch_size)
+  return _run(dataset, steps, batch_size, num_workers, on_error, prefetch)
 
 
 def _run(dataset, steps, batch_size, num_workers, on_error, prefetch):
@@ -152,12 +147,12 @@ def _run(dataset, steps, batch_size, num_workers, on_error, prefetch):
       pool.shutdown(wait=True, cancel_futures=True)
 
 
-def num_steps(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indices=None, process_count: int = 1,
+def num_steps(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indices=None,
               num_workers: int = 2) -> int:
-  """How many batches `make_batches` yields on every process (e.g. for progress bars)."""
+  """How many batches `make_batches` yields (e.g. for progress bars)."""
   indices = np.arange(len(dataset), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
   sizes = dataset.sizes(indices, num_workers=num_workers)
-  return len(plan_steps(indices, sizes, canvas_fn, batch_size * process_count))
+  return len(plan_steps(indices, sizes, canvas_fn, batch_size))
 
 
 def device_prefetch(iterator: Iterable, size: int = 2, sharding=None) -> Iterator:
