@@ -3,7 +3,8 @@
 Taps are 1-D gathers of whole contiguous rows fused with FMAs (K unrolled, or a loop of traced length for strong
 downscales), uint8 between the passes (PIL's values, exact), written in place into the float32 output. XLA:CPU's
 dense matmuls cannot keep up with PIL here; this form does far fewer FLOPs and moves little memory. Geometry and
-the dense fallback come from the caller (`zoomjax.zoom`). Figures: BENCHMARKS.md, "Zoom grid".
+the dense fallback come from the caller (`zoomjax.zoom`). Figures: BENCHMARKS.md, "Zoom grid" and "Kernel
+design notes".
 """
 import math
 from typing import Callable, Sequence, Tuple
