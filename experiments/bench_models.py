@@ -44,8 +44,7 @@ def prepare(name: str, batch: int, dtype: Any, depthwise_impl: str = None) -> Di
   x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (batch, pp.input_size, pp.input_size, 3)),
                   jnp.float32)
 
-  def forward(variables, pixels):
-    return module.apply(variables, pp.normalize(pixels))[0]
+  forward = bundle.predict_fn(module)
 
   t0 = time.perf_counter()
   compiled = jax.jit(forward).lower(bundle.variables, x).compile()

@@ -90,6 +90,7 @@ def main():
 
   # Model-only: the step's model calls (same chunking, same softmax + compact outputs), views pre-made.
   module, pp = bundle.module, bundle.preprocessing
+  predict_fn = bundle.predict_fn()
   n_chunks, chunk = sweep.chunking(spec.num_views, args.view_chunk)
   n_steps = -(-len(indices) // args.batch_size)
   views = jax.device_put(jnp.asarray(np.random.default_rng(0).uniform(
@@ -99,7 +100,7 @@ def main():
   @jax.jit
   def model_only(variables, views):
     def body(_, x):
-      logits, _ = module.apply(variables, pp.normalize(x))
+      logits = predict_fn(variables, x)
       return None, sweep.compact_outputs(jax.nn.softmax(logits.astype(jnp.float32)), labels)
     return jax.lax.scan(body, None, views)[1]
 

@@ -112,11 +112,7 @@ def bench_model(name: str, *, scales, dtype, batch_per_device: int, view_chunk: 
   grid = zoom.ZoomGrid(tuple(scales), anchors=3, crop=224)
   spec = sweep.ViewSpec(transforms=tuple(tuple(int(v) for v in t) for t in grid.transforms), crop=224,
                         extra_crops=True)
-  module, pp = bundle.module, bundle.preprocessing
-
-  def predict_fn(variables, pixels):
-    logits, _ = module.apply(variables, pp.normalize(pixels).astype(dtype))
-    return logits
+  predict_fn = bundle.predict_fn(dtype=dtype)
 
   zoom_kw = {} if dtype == jnp.float32 else {"dtype": dtype}
   if zoom_impl:

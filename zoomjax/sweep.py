@@ -23,6 +23,7 @@ from absl import logging
 from zoomjax import parallel
 from zoomjax import records as records_lib
 from zoomjax import resample
+from zoomjax import zoom
 
 Array = jax.Array
 
@@ -39,7 +40,7 @@ class ViewSpec:
 
   @property
   def view_names(self) -> List[str]:
-    return [f"LOC:{r}_{c}_Size:{s}" for s, r, c in self.transforms]
+    return [zoom.view_name(t) for t in self.transforms]
 
   @property
   def crop_names(self) -> List[str]:
@@ -63,12 +64,7 @@ class ViewSpec:
 
 def resized_hw(hw: Array, size: int) -> Array:
   """torchvision Resize(size) on PIL: short side -> size, long side -> int(size * long / short)."""
-  h, w = hw[..., 0], hw[..., 1]
-  short = jnp.minimum(h, w)
-  # Integer arithmetic, as Python's int(size * long / short) for sizes below 2**31 / size.
-  nh = jnp.where(h <= w, size, (size * h) // short)
-  nw = jnp.where(h <= w, (size * w) // short, size)
-  return jnp.stack([nh, nw], -1).astype(jnp.int32)
+  return jnp.stack(resample.short_side_resize(hw[..., 0], hw[..., 1], size), -1)
 
 
 def ten_crops(canvas: Array, hw: Array, *, crop: int = 224, size: int = 256,

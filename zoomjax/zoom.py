@@ -28,7 +28,7 @@ from zoomjax.resample import (IntLike, pil_resize_crop_reference, pil_vertical_f
 __all__ = [
     "PAPER_SCALES", "ZoomGrid", "zoom_geometry", "zoom_crops", "zoom_crops_batch", "canvas_size",
     "to_canvas", "resize_crop", "resample_matrix", "pil_zoom_reference", "DEFAULT_BUCKETS",
-    "pil_resize_crop_reference", "pil_vertical_first",
+    "pil_resize_crop_reference", "pil_vertical_first", "view_name", "parse_view_name",
 ]
 
 Array = jax.Array
@@ -40,6 +40,22 @@ PAPER_SCALES = (10, 16, 32, 48, 64, 96, 122, 128, 192, 224, 235, 240, 256, 288, 
 # Canvas side buckets: each side independently rounds up to the next bucket; beyond the last one, to the next
 # multiple of 512 (computed on demand, so any image works; each new size compiles once).
 DEFAULT_BUCKETS = (256, 384, 512, 768, 1024, 1536, 2048)
+
+
+def view_name(t: Tuple[int, int, int]) -> str:
+  """(S, row, col) -> the authors' name 'LOC:<row>_<col>_Size:<S>'."""
+  s, r, c = t
+  return f"LOC:{r}_{c}_Size:{s}"
+
+
+def parse_view_name(name: str) -> Tuple[int, int, int]:
+  """'LOC:1_2_Size:256' -> (256, 1, 2)."""
+  try:
+    loc, size = name.split("_Size:")
+    r, c = loc[len("LOC:"):].split("_")
+    return int(size), int(r), int(c)
+  except ValueError as e:
+    raise ValueError(f"not a zoom view name: {name!r} (expected 'LOC:<row>_<col>_Size:<S>')") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +102,7 @@ class ZoomGrid:
   @property
   def names(self) -> List[str]:
     """The notebooks' names, e.g. 'LOC:1_1_Size:256' (row first, then column)."""
-    return [f"LOC:{r}_{c}_Size:{s}" for s, r, c in self.transforms]
+    return [view_name(t) for t in self.transforms]
 
   @property
   def num_transforms(self) -> int:

@@ -5,7 +5,7 @@ two-sided difference, never load half a model. `dont_load` keeps the model's fre
 matching leaves (big_vision `merge_params` semantics), e.g. a new classification head.
 """
 import re
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -87,8 +87,3 @@ def merge_into(reference: Mapping[str, Any], converted: Mapping[str, Any], *, pa
     out[key] = jax.numpy.asarray(value.astype(r.dtype, copy=False))
   return traverse_util.unflatten_dict(out, sep="/")
 
-
-def unused_patterns(reference: Mapping[str, Any], dont_load: Iterable[str]) -> List[str]:
-  """The `dont_load` regexes that match no leaf of `reference` (usually a typo worth reporting)."""
-  keys = list(_flat(reference))
-  return [p for p in dont_load if not any(re.fullmatch(p, k) for k in keys)]

@@ -57,14 +57,7 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
   grid = _grid(config)
   spec = sweep.ViewSpec(transforms=tuple(tuple(int(v) for v in t) for t in grid.transforms),
                         crop=int(config.grid.crop), extra_crops=bool(config.extra_crops))
-  if spec.view_names != list(grid.names):
-    raise RuntimeError(f"zoom grid names {list(grid.names)[:3]} do not follow LOC:<row>_<col>_Size:<S>")
-  module, pp = bundle.module, bundle.preprocessing
-
-  def predict_fn(variables, pixels):
-    logits, _ = module.apply(variables, pp.normalize(pixels).astype(dtype))
-    return logits
-
+  predict_fn = bundle.predict_fn(dtype=dtype)
   zoom_kw = {} if dtype == jnp.float32 else {"dtype": dtype}
 
   def crops_fn(canvas, hw):

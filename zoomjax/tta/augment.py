@@ -19,7 +19,7 @@ from typing import Callable, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from zoomjax.resample import resize_crop
+from zoomjax.resample import resize_crop, short_side_resize
 
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -92,10 +92,7 @@ def standard_view(canvas: jax.Array, hw=None, resize_size: int = 256, crop_size:
   """
   hw = as_hw(canvas, hw)
   h, w = hw[0], hw[1]
-  short, long = jnp.minimum(h, w), jnp.maximum(h, w)
-  new_long = (resize_size * long) // short
-  new_h = jnp.where(h <= w, resize_size, new_long)
-  new_w = jnp.where(h <= w, new_long, resize_size)
+  new_h, new_w = short_side_resize(h, w, resize_size)
   top = jnp.round((new_h - crop_size) / 2.0).astype(jnp.int32)
   left = jnp.round((new_w - crop_size) / 2.0).astype(jnp.int32)
   box = jnp.stack([jnp.int32(0), jnp.int32(0), h, w])

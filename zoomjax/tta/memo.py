@@ -56,13 +56,8 @@ def make_memo(bundle: ModelBundle, augmentation: augment_lib.Augmentation, *,
   if steps < 0:
     raise ValueError(f"steps must be >= 0, got {steps}")
   optimizer = optimizer if optimizer is not None else optax.sgd(MEMO_LR)
-  module = with_bn_prior(bundle.module, prior_strength)
-  normalize = bundle.preprocessing.normalize
+  apply = bundle.predict_fn(with_bn_prior(bundle.module, prior_strength))
   mask = None if logit_mask is None else np.asarray(logit_mask, bool)
-
-  def apply(variables, pixels):
-    logits, _ = module.apply(variables, normalize(pixels))
-    return logits
 
   def loss_fn(params, variables, views):
     return marginal_entropy(apply({**variables, "params": params}, views), mask)
@@ -93,8 +88,7 @@ def make_memo(bundle: ModelBundle, augmentation: augment_lib.Augmentation, *,
 def make_baseline(bundle: ModelBundle, *, logit_mask: Optional[np.ndarray] = None, resize_size: int = 256,
                   crop_size: int = 224, view_method: str = "bilinear", pil_order: bool = False) -> EpisodeFn:
   """Table 5's baseline rows: eval-mode BatchNorm, one standard view, the same mask; the key is unused."""
-  module = with_bn_prior(bundle.module, None)
-  normalize = bundle.preprocessing.normalize
+  apply = bundle.predict_fn(with_bn_prior(bundle.module, None))
   mask = None if logit_mask is None else np.asarray(logit_mask, bool)
 
   def predict(variables, image, key, hw=None):
@@ -102,8 +96,7 @@ def make_baseline(bundle: ModelBundle, *, logit_mask: Optional[np.ndarray] = Non
     image = jnp.asarray(image)
     hw = augment_lib.as_hw(image, hw)
     view = augment_lib.standard_view(image, hw, resize_size, crop_size, view_method, pil_order=pil_order)
-    logits, _ = module.apply(variables, normalize(view[None]))
-    return mask_logits(logits[0], mask)
+    return mask_logits(apply(variables, view[None])[0], mask)
 
   return predict
 

@@ -43,8 +43,7 @@ def make_zoom_tta(bundle: ModelBundle, crops_fn: CropsFn, how: str = "mean", *,
   """
   if how not in AGGREGATIONS:
     raise ValueError(f"aggregation {how!r} is not one of {AGGREGATIONS}")
-  module = with_bn_prior(bundle.module, None)
-  normalize = bundle.preprocessing.normalize
+  apply = bundle.predict_fn(with_bn_prior(bundle.module, None))
   mask = None if logit_mask is None else np.asarray(logit_mask, bool)
 
   def predict(variables, image, key, hw=None):
@@ -56,7 +55,7 @@ def make_zoom_tta(bundle: ModelBundle, crops_fn: CropsFn, how: str = "mean", *,
     chunk = min(view_chunk, v)
     n = -(-v // chunk)
     idx = np.minimum(np.arange(n * chunk), v - 1).reshape(n, chunk)
-    logits = jax.lax.map(lambda i: module.apply(variables, normalize(views[i]))[0], jnp.asarray(idx))
+    logits = jax.lax.map(lambda i: apply(variables, views[i]), jnp.asarray(idx))
     logits = logits.reshape(n * chunk, -1)[:v]
     return aggregate(logits, how, mask)
 
