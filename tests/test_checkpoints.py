@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import pickle
+import resource
 import struct
 import zipfile
 
@@ -312,6 +313,70 @@ def test_zip_storage_record_missing_or_short(tmp_path):
     zf.writestr("archive/data/0", np.ones(4, np.float32).tobytes())
   with pytest.raises(CheckpointError, match=r"y\.pt: key 'b'.*archive/data/1.*missing"):
     read_checkpoint(tmp_path / "y.pt")
+
+
+def test_tensor_bombs_are_refused_before_allocating(tmp_path):
+  """A stride-0 view of 4 bytes with shape (10^6, 10^6) once asked for 3.64 TiB: every tensor is bounded by the
+  bytes its storage really has in the file, and refused (naming file and key) before anything is allocated."""
+  rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  bomb = collections.OrderedDict([("w", FakeTensor(FakeStorage("0", np.ones(1, np.float32)), 0, (10**6, 10**6),
+                                                   (0, 0)))])
+  for kind, write in (("zip", write_torch_zip), ("legacy", write_torch_legacy)):
+    path = tmp_path / f"bomb_{kind}.pth"
+    write(path, bomb)
+    assert path.stat().st_size < 1024
+    with pytest.raises(CheckpointError, match=rf"bomb_{kind}\.pth: key 'w': tensor of shape \(1000000, 1000000\) "
+                                              r"\(stride \(0, 0\)\) would take 4000000000000 bytes, more than the 4"):
+      read_checkpoint(path)
+  assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200_000  # KiB: nothing big was allocated.
+  four = FakeStorage("0", np.arange(4, dtype=np.float32))
+  for key, t in (("neg_stride", FakeTensor(four, 3, (2,), (-1,))), ("neg_size", FakeTensor(four, 0, (-2,), (1,))),
+                 ("neg_offset", FakeTensor(four, -1, (2,), (1,))),
+                 ("past_end", FakeTensor(four, 2, (3,), (1,)))):
+    write_torch_zip(tmp_path / "bad.pth", collections.OrderedDict([(key, t)]))
+    with pytest.raises(CheckpointError, match=rf"bad\.pth: key '{key}': .*(negative|needs 20 bytes)"):
+      read_checkpoint(tmp_path / "bad.pth")
+  # A stride-0 view within the bytes present stays readable (e.g. HF's expanded `position_ids` buffers).
+  ids = FakeTensor(FakeStorage("0", np.arange(4, dtype=np.int64)), 0, (1, 4), (0, 1))
+  write_torch_zip(tmp_path / "ok.pth", collections.OrderedDict([("position_ids", ids)]))
+  np.testing.assert_array_equal(read_checkpoint(tmp_path / "ok.pth")["position_ids"], [[0, 1, 2, 3]])
+
+
+def test_zip_and_npz_members_are_bounded_by_their_bytes(tmp_path):
+  state, expected = sample_state()
+  write_torch_zip(tmp_path / "stored.pth", state)
+  with zipfile.ZipFile(tmp_path / "stored.pth") as src, \
+       zipfile.ZipFile(tmp_path / "deflated.pth", "w", zipfile.ZIP_DEFLATED) as zf:  # Re-zipped: still read.
+    for name in src.namelist():
+      zf.writestr(name, src.read(name))
+  assert_same(read_checkpoint(tmp_path / "deflated.pth"), expected)
+  # 16 MiB of zeros in a bzip2 member of a few dozen bytes: a decompression bomb, refused unread.
+  raw, _ = _dump(collections.OrderedDict([("w", tensor(np.zeros(2**22, np.float32), "0"))]), legacy=False)
+  with zipfile.ZipFile(tmp_path / "zipbomb.pth", "w") as zf:
+    zf.writestr("archive/data.pkl", raw)
+    zf.writestr("archive/data/0", bytes(2**24), compress_type=zipfile.ZIP_BZIP2)
+  assert (tmp_path / "zipbomb.pth").stat().st_size < 2048
+  with pytest.raises(CheckpointError, match=r"zipbomb\.pth: key 'w': .*archive/data/0 claims 16777216 bytes from "
+                                            r"\d+ compressed bytes"):
+    read_checkpoint(tmp_path / "zipbomb.pth")
+  # An .npy header claiming (10^6, 10^6) float32 over 16 bytes of data (numpy would allocate the claim first).
+  npy = io.BytesIO()
+  np.lib.format.write_array_header_1_0(npy, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+  with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as zf:
+    zf.writestr("w.npy", npy.getvalue() + bytes(16))
+  with pytest.raises(CheckpointError, match=r"bomb\.npz: key 'w': shape \(1000000, 1000000\) float32: its header "
+                                            r"claims 4000000000000 bytes"):
+    read_checkpoint(tmp_path / "bomb.npz")
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_a_plain_pickle_is_reported_as_one(tmp_path, protocol):
+  path = tmp_path / "weights.pkl"
+  path.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=protocol))
+  with pytest.raises(CheckpointError, match=rf"weights\.pkl: a plain Python pickle \(protocol {protocol}\), not a "
+                                            "checkpoint format zoomjax reads") as err:
+    read_checkpoint(path)
+  assert "msgpack" not in str(err.value)
 
 
 def test_whole_module_pickles_are_refused(tmp_path):

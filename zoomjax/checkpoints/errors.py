@@ -1,5 +1,8 @@
 """The one error type of checkpoint reading and merging."""
+from zoomjax.errors import UserError
 
 
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be read or does not fit the model; the message names the file and key."""
+class CheckpointError(UserError):
+  """A checkpoint that cannot be read or does not fit the model; the message names the file and key.
+
+  A `UserError` (so a `ValueError`): `zoomjax.main` prints it as one line."""

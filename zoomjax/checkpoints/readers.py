@@ -11,6 +11,7 @@ checkpoint (`{'state_dict': ...}`, `{'model': ...}`, ...) are unwrapped, and a D
 is stripped; keys otherwise keep their original names ('.'-joined for torch).
 """
 import json
+import math
 import os
 import struct
 import zipfile
@@ -54,6 +55,11 @@ def read_checkpoint(path: str) -> Flat:
     flat = _torch_state_dict(torch_pickle.materialize(obj, path, swap), path)
   elif _looks_like_safetensors(head, os.path.getsize(path)):
     flat = _read_safetensors(path)
+  elif _is_plain_pickle(head):
+    raise CheckpointError(
+        f"{path}: a plain Python pickle (protocol {head[1]}), not a checkpoint format zoomjax reads: a pickle "
+        "can execute code, so only torch.save files (zip or legacy) are unpickled, with an allow-list. Save "
+        "the weights with torch.save(model.state_dict(), ...), safetensors or numpy.savez")
   elif head[:1] and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):
     flat = _read_msgpack(path)
   else:
@@ -63,6 +69,12 @@ def read_checkpoint(path: str) -> Flat:
   if not flat:
     raise CheckpointError(f"{path}: no arrays found in the checkpoint")
   return flat
+
+
+def _is_plain_pickle(head: bytes) -> bool:
+  """A pickle of protocol 2-5 starts with PROTO (0x80) and its number. msgpack reads 0x80 as an empty map,
+  which is never followed by more data in a checkpoint, so the two cannot be confused."""
+  return len(head) >= 3 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _read_zip(path: str) -> Flat:
@@ -80,6 +92,7 @@ def _read_zip(path: str) -> Flat:
 
 
 def _read_npz(path: str) -> Flat:
+  _check_npz_sizes(path)
   out: Flat = {}
   try:
     with np.load(path, allow_pickle=False) as npz:
@@ -88,6 +101,28 @@ def _read_npz(path: str) -> Flat:
   except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
     raise CheckpointError(f"{path}: unreadable .npz ({e}); object arrays are never unpickled") from None
   return out
+
+
+def _check_npz_sizes(path: str) -> None:
+  """Refuses an array whose header claims more bytes than its member holds (numpy would allocate the claimed
+  shape before reading; a tiny file could ask for terabytes)."""
+  try:
+    with zipfile.ZipFile(path) as zf:
+      for info in zf.infolist():
+        with zf.open(info) as f:
+          version = np.lib.format.read_magic(f)
+          read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+              np.lib.format.read_array_header_2_0
+          shape, _, dtype = read_header(f)
+        need = math.prod(shape) * dtype.itemsize
+        if dtype.hasobject or info.file_size < need:
+          what = "object arrays are never unpickled" if dtype.hasobject else \
+              f"its header claims {need} bytes, the file holds {info.file_size}"
+          raise CheckpointError(f"{path}: key {info.filename[:-len('.npy')]!r}: shape {shape} {dtype}: {what}")
+  except CheckpointError:
+    raise
+  except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    raise CheckpointError(f"{path}: unreadable .npz ({e}); object arrays are never unpickled") from None
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:

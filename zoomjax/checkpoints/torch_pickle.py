@@ -16,6 +16,7 @@ File layouts (torch/serialization.py):
 """
 import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -108,18 +109,30 @@ class LazyTensor:
       raise CheckpointError(f"tensor size {self.size} and stride {self.stride} differ in rank")
 
   def materialize(self, byteswap: bool = False) -> np.ndarray:
-    """The tensor as a contiguous numpy array (a copy, so the file buffer can be freed)."""
+    """The tensor as a contiguous numpy array (a copy, so the file buffer can be freed).
+
+    Bounded by the bytes actually present: the copy may not be larger than its storage's data, so a tiny
+    file whose tensor is a stride-0 (or overlapping) view of a few bytes, with a huge shape, is refused
+    before anything is allocated (a .pth of a few hundred bytes once asked for 3.64 TiB).
+    """
     st = self.storage
     root = st.root if isinstance(st, _StorageView) else st
     if root.data is None:
       raise CheckpointError(root.error or f"storage {root.key!r} was never read")
+    if isinstance(st, _StorageView) and (st.offset < 0 or st.size < 0):
+      raise CheckpointError(f"storage view of {root.key!r} with negative offset/size {st.offset}/{st.size}")
     base_bytes = st.offset * st.dtype.itemsize if isinstance(st, _StorageView) else 0
-    avail = len(root.data) - base_bytes
+    avail = max(len(root.data) - base_bytes, 0)
     if isinstance(st, _StorageView):
       avail = min(avail, st.size * st.dtype.itemsize)
     item = self.dtype.itemsize
+    if any(s < 0 for s in self.size):
+      raise CheckpointError(f"negative tensor size {self.size}")
     if any(s == 0 for s in self.size):
-      return np.zeros(self.size, self.dtype)
+      try:
+        return np.zeros(self.size, self.dtype)
+      except ValueError as e:  # A dimension beyond numpy's limits.
+        raise CheckpointError(f"tensor size {self.size}: {e}") from None
     if any(s < 0 for s in self.stride) or self.offset < 0:
       raise CheckpointError(f"negative stride/offset {self.stride}/{self.offset}")
     last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
@@ -128,6 +141,12 @@ class LazyTensor:
           f"tensor of shape {self.size} (offset {self.offset}, stride {self.stride}) needs "
           f"{(last + 1) * item} bytes of storage {root.key!r} but only {avail} are present "
           "(truncated or corrupt file)")
+    nbytes = math.prod(self.size) * item
+    if nbytes > avail:
+      raise CheckpointError(
+          f"tensor of shape {self.size} (stride {self.stride}) would take {nbytes} bytes, more than the "
+          f"{avail} bytes of its storage {root.key!r} in the file (a stride-0 or overlapping view; corrupt or "
+          "malicious file): refused before allocating it")
     buf = np.frombuffer(root.data, np.uint8, count=avail, offset=base_bytes)
     flat = buf[: (avail // item) * item].view(self.dtype)
     if byteswap:
@@ -270,6 +289,20 @@ def _unpickle(data: BinaryIO, path: str, persistent_load, torchscript: bool = Fa
     raise CheckpointError(f"{path}: corrupt or truncated pickle ({type(e).__name__}: {e})") from None
 
 
+# Deflate cannot expand more than ~1032x; torch.save stores records uncompressed. A record claiming more would be
+# a decompression bomb (bzip2 / lzma members can expand a few hundred bytes to gigabytes).
+_MAX_EXPANSION = 1100
+
+
+def _read_member(zf: zipfile.ZipFile, name: str) -> bytes:
+  """A zip member's bytes, refusing one whose uncompressed size exceeds what its compressed bytes can hold."""
+  info = zf.getinfo(name)
+  if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_EXPANSION * info.compress_size + 4096:
+    raise CheckpointError(f"{name} claims {info.file_size} bytes from {info.compress_size} compressed bytes "
+                          "(a decompression bomb?)")
+  return zf.read(info)
+
+
 def read_torch_zip(zf: zipfile.ZipFile, path: str) -> Tuple[Any, bool]:
   """Reads a torch zip archive. Returns (object with LazyTensors materialisable, needs_byteswap)."""
   names = zf.namelist()
@@ -280,7 +313,10 @@ def read_torch_zip(zf: zipfile.ZipFile, path: str) -> Tuple[Any, bool]:
   prefix = pkls[0][: -len("data.pkl")]
   byteswap = False
   if prefix + "byteorder" in names:
-    order = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
+    try:
+      order = _read_member(zf, prefix + "byteorder").decode("ascii", "replace").strip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, CheckpointError) as e:
+      raise CheckpointError(f"{path}: cannot read {prefix}byteorder ({e})") from None
     if order not in ("little", "big"):
       raise CheckpointError(f"{path}: unknown byteorder record {order!r}")
     byteswap = order != sys.byteorder
@@ -297,17 +333,17 @@ def read_torch_zip(zf: zipfile.ZipFile, path: str) -> Tuple[Any, bool]:
       st = _Storage(key, stype.dtype, int(numel))
       record = f"{prefix}data/{key}"
       try:
-        st.data = zf.read(record)
+        st.data = _read_member(zf, record)
       except KeyError:
         st.error = f"storage record {record!r} is missing from the archive"
-      except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+      except (zipfile.BadZipFile, OSError, EOFError, zlib.error, CheckpointError) as e:
         st.error = f"storage record {record!r} is unreadable ({type(e).__name__}: {e})"
       storages[key] = st
     return storages[key]
 
   try:
-    raw = zf.read(pkls[0])
-  except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+    raw = _read_member(zf, pkls[0])
+  except (zipfile.BadZipFile, OSError, EOFError, zlib.error, CheckpointError) as e:
     raise CheckpointError(f"{path}: cannot read {pkls[0]} ({e})") from None
   obj = _unpickle(io.BytesIO(raw), path, persistent_load, torchscript)
   return obj, byteswap
