@@ -158,6 +158,7 @@ def _assert_same(got, want, what):
 
 def test_two_processes_cut_short_then_one_process_with_eight_devices_finishes(images, reference, tmp_path):
   from zoomjax import records as R  # pylint: disable=g-import-not-at-top
+  from zoomjax.shards import shard_path  # pylint: disable=g-import-not-at-top
   wd = str(tmp_path / "two_then_one")
   outs = _launch(wd, images, processes=2, stop_after=1, expect=3)
   assert all("WORKER STOPPED" in o for o in outs)
@@ -165,7 +166,7 @@ def test_two_processes_cut_short_then_one_process_with_eight_devices_finishes(im
   assert shards == ["shard_000000.npz", "shard_000001.npz"], shards
   assert not os.path.exists(os.path.join(wd, "records.npz"))
   for k in (0, 1):  # What each process wrote is bit-identical to the one-process run's shard.
-    _assert_identical(_records_of(R.load(R.shard_path(wd, k))), _records_of(R.load(R.shard_path(reference[0], k))),
+    _assert_identical(_records_of(R.load(shard_path(wd, k))), _records_of(R.load(shard_path(reference[0], k))),
                       f"shard {k} written by process {k} of 2")
   out = _launch(wd, images, devices=8)[0]
   assert "WORKER DONE shards [2, 3]" in out, out[-3000:]
