@@ -10,6 +10,8 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from zoomjax.errors import UserError
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -18,13 +20,13 @@ def _convert(key: str, value: str, default: Any) -> Any:
   if kind is bool:
     v = value.lower()
     if v not in _TRUE + _FALSE:
-      raise ValueError(f"config arg {key}={value!r}: expected a boolean (1/0, true/false)")
+      raise UserError(f"config arg {key}={value!r}: expected a boolean (1/0, true/false)")
     return v in _TRUE
   if kind in (int, float):
     try:
       return kind(value)
     except ValueError:
-      raise ValueError(f"config arg {key}={value!r}: expected {kind.__name__}") from None
+      raise UserError(f"config arg {key}={value!r}: expected {kind.__name__}") from None
   return value
 
 
@@ -38,10 +40,10 @@ def parse_arg(arg: str, **spec: Any) -> ml_collections.ConfigDict:
     key, sep, value = item.partition("=")
     key = key.strip()
     if key not in spec:
-      raise ValueError(f"unknown config arg {key!r}; known: {', '.join(sorted(spec))}")
+      raise UserError(f"unknown config arg {key!r}; known: {', '.join(sorted(spec))}")
     if not sep:
       if not isinstance(spec[key], bool):
-        raise ValueError(f"config arg {key!r} needs a value ({key}=...)")
+        raise UserError(f"config arg {key!r} needs a value ({key}=...)")
       out[key] = True
     else:
       out[key] = _convert(key, value.strip(), spec[key])
@@ -52,6 +54,9 @@ def add_common(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The fields every config has, so every `--config.<field>` override works for every job."""
   c.compilation_cache_dir = ""  # XLA's persistent compilation cache ("" = ~/.cache/zoomjax/jax; "off" = none).
   c.distributed = distributed_config()  # Multi-host start-up (zoomjax.parallel.initialize_from_config).
+  # Warn about images above this many pixels, with the memory they will take (0 = never); a 12000 x 9000 photo
+  # takes about 7 GB in a sweep step. Not under `data`: it changes no result, so it is no part of the resume key.
+  c.max_pixels_warning = 50_000_000
   return c
 
 

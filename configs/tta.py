@@ -23,6 +23,7 @@ import ml_collections
 
 from configs import common
 from zoomjax import paper_numbers
+from zoomjax.errors import UserError
 
 METHODS = ("baseline", "memo_augmix", "memo_rrc", "zoom_mean", "zoom_max")
 
@@ -32,15 +33,15 @@ def get_config(arg=None):
                        seeds="0", limit=-1, views=0, steps=1, lr=2.5e-4, prior=16.0, optimizer="sgd",
                        momentum=0.0, weight_decay=0.0, runlocal=False)
   if a.method not in METHODS:
-    raise ValueError(f"method={a.method!r} is not one of {METHODS}")
+    raise UserError(f"method={a.method!r} is not one of {METHODS}")
   if a.row and a.row not in paper_numbers.TABLE5_ROWS:
-    raise ValueError(f"row={a.row!r} is not one of {paper_numbers.TABLE5_ROWS}")
+    raise UserError(f"row={a.row!r} is not one of {paper_numbers.TABLE5_ROWS}")
   try:
     seeds = tuple(int(s) for s in a.seeds.split(";") if s.strip())
   except ValueError:
-    raise ValueError(f"seeds={a.seeds!r}: use integers separated by ';', e.g. seeds=0;1;2") from None
+    raise UserError(f"seeds={a.seeds!r}: use integers separated by ';', e.g. seeds=0;1;2") from None
   if not seeds or len(set(seeds)) != len(seeds):
-    raise ValueError(f"seeds={a.seeds!r}: give one or more distinct integers")
+    raise UserError(f"seeds={a.seeds!r}: give one or more distinct integers")
 
   c = ml_collections.ConfigDict()
   c.experiment = "tta"  # zoomjax.jobs.tta

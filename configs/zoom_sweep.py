@@ -19,6 +19,7 @@ import ml_collections
 
 from configs import common
 from zoomjax import paper_numbers
+from zoomjax.errors import UserError
 
 GRIDS = {"paper": paper_numbers.PAPER_SCALES, "small": (64, 128, 224, 256, 384, 512), "tiny": (224, 256)}
 
@@ -30,10 +31,10 @@ def grid_scales(name: str) -> Tuple[int, ...]:
   try:
     scales = tuple(int(s) for s in name.split("/") if s)
   except ValueError:
-    raise ValueError(f"grid={name!r}: use one of {sorted(GRIDS)} or scales like 128/256/512") from None
+    raise UserError(f"grid={name!r}: use one of {sorted(GRIDS)} or scales like 128/256/512") from None
   bad = [s for s in scales if s <= 0]
   if not scales or bad:
-    raise ValueError(f"grid={name!r}: every scale must be a positive short side in pixels (got {list(scales)})")
+    raise UserError(f"grid={name!r}: every scale must be a positive short side in pixels (got {list(scales)})")
   return scales
 
 

@@ -2,9 +2,11 @@
 
 Each write goes to a uniquely named temporary file in the target's directory (so concurrent writers never share
 a temporary name), is flushed to disk, gets the permissions of an ordinary new file (0666 & ~umask, where
-`tempfile.mkstemp` would leave 0600), and then replaces the target with `os.replace`.
+`tempfile.mkstemp` would leave 0600), and then replaces the target with `os.replace`. A full disk (or quota)
+leaves the target as it was and raises an OSError naming the target, not the temporary file.
 """
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -23,8 +25,12 @@ def _umask() -> int:
 def open_atomic(path: str) -> Iterator[BinaryIO]:
   """`with open_atomic(path) as f: f.write(...)`: `path` appears only if the block completes."""
   directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  except OSError as e:
+    _raise_naming(e, path)
+    raise
   try:
     os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "wb") as f:
@@ -32,10 +38,18 @@ def open_atomic(path: str) -> Iterator[BinaryIO]:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(OSError):
       os.remove(tmp)
+    if isinstance(e, OSError):
+      _raise_naming(e, path)
     raise
+
+
+def _raise_naming(e: OSError, path: str) -> None:
+  """Disk full or quota exceeded: re-raised naming the target (the temporary file's name would mislead)."""
+  if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    raise OSError(e.errno, e.strerror or os.strerror(e.errno), path) from e
 
 
 def write_bytes(path: str, data: bytes) -> None:

@@ -4,11 +4,14 @@
 traceback only with `--verbose`); any other exception is a bug and keeps its traceback. `UserError` is a
 `ValueError`, and each subclass below is also the built-in type such an error had before it existed, so code
 and tests that catch `ValueError`, `FileNotFoundError`, `KeyError`, `RuntimeError`, `TimeoutError` or
-`FloatingPointError` keep working.
+`FloatingPointError` keep working. `warn` is the one way to tell the user something went wrong but the run goes
+on.
 """
 import errno
 import re
 from typing import Optional
+
+from absl import logging
 
 
 class UserError(ValueError):
@@ -60,3 +63,9 @@ def user_message(e: BaseException) -> Optional[str]:
     what = f"{e.filename}" if e.filename else one_line(str(e))
     return f"permission denied: {what}: fix its permissions or use another --workdir"
   return None
+
+
+def warn(message: str) -> None:
+  """A warning the user must see: logged, and printed on the console (stdout) whatever the logging settings."""
+  logging.warning(message)
+  print(f"warning: {message}", flush=True)

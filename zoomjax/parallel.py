@@ -23,6 +23,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from zoomjax.errors import UserError
+
 DATA_AXIS = "data"
 
 # Environment fallbacks for `initialize_from_config` (like big_vision's BV_JAX_INIT): set by a launcher script.
@@ -75,16 +77,16 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> N
   if k == 0:
     raise ValueError(f"the mesh {mesh.devices.tolist()} holds none of process {jax.process_index()}'s devices")
   if batch_size % k:
-    raise ValueError(f"{what}={batch_size} must be a multiple of the {k} devices this process has in the mesh "
-                     f"(e.g. {max(k, batch_size - batch_size % k)}); set XLA/CUDA_VISIBLE_DEVICES or the "
-                     "batch size accordingly")
+    raise UserError(f"{what}={batch_size} must be a multiple of the {k} devices this process has in the mesh "
+                    f"(e.g. {max(k, batch_size - batch_size % k)}); set XLA/CUDA_VISIBLE_DEVICES or the "
+                    "batch size accordingly")
 
 
 def per_process_batch(per_device: int, mesh: Mesh, what: str = "batch_size") -> int:
   """Images per step on this process: `per_device` on each of its devices in the mesh (configs are per device,
   so one command runs unchanged on 1, 8 or 64 devices)."""
   if per_device < 1:
-    raise ValueError(f"{what}={per_device}: it counts images per device per step and must be at least 1")
+    raise UserError(f"{what}={per_device}: it counts images per device per step and must be at least 1")
   k = local_batch_multiple(mesh)
   if k == 0:
     raise ValueError(f"the mesh {mesh.devices.tolist()} holds none of process {jax.process_index()}'s devices")
@@ -186,9 +188,9 @@ def distributed_settings(config: Any = None, environ: Optional[dict] = None) -> 
   pid = int(pid) if pid not in (None, "", -1) else (int(env[ENV_PROCESS_ID]) if env.get(ENV_PROCESS_ID) else None)
   timeout = int(_get(block, "initialization_timeout_s", 300) or 300)
   if num is not None and num < 1:
-    raise ValueError(f"distributed.num_processes must be >= 1, got {num}")
+    raise UserError(f"distributed.num_processes must be >= 1, got {num}")
   if num is not None and pid is not None and not 0 <= pid < num:
-    raise ValueError(f"distributed.process_id={pid} is not in 0..{num - 1}")
+    raise UserError(f"distributed.process_id={pid} is not in 0..{num - 1}")
   return DistributedSettings(enabled, address, num, pid, timeout)
 
 

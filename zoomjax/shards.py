@@ -7,11 +7,13 @@ when all its images are done; a rerun skips shards whose file exists. Process 0 
 
 A shard is an `.npz` of per-image rows (`index` (N,) int64, `ids` (N,) str, `labels` (N, L) int32 -1 padded,
 plus the job's own fields, N first), per-run metadata that must be identical in every shard (e.g. view names),
-and `skipped` (S,) str: "<id>: <reason>" of the shard's images the data layer could not read.
+and `skipped` (S,) str: "<id>: <reason>" of the shard's images the data layer could not read, with
+`skipped_index` (S,) int64 and `skipped_stamp` (S,) str, the (size, mtime) stamp of each one's file.
 
 Resumption checks every existing shard: a file that cannot be read, holds images outside its range, or was
 computed for other images (its fingerprint of ids and labels differs from the dataset's now, e.g. after files
-were added or relabelled) is recomputed with a warning naming it. The workdir's `config.json` is the resume
+were added or relabelled) is recomputed with a warning naming it, and so is a shard one of whose skipped images'
+files changed since (fixed or replaced: the rerun retries it). The workdir's `config.json` is the resume
 key: a rerun whose result-changing fields differ is refused by name. One lock file per process index refuses a
 second, unconfigured process on the same workdir.
 """
@@ -28,6 +30,8 @@ import numpy as np
 from absl import logging
 
 from zoomjax import atomic
+from zoomjax import errors
+from zoomjax.errors import NotFoundError, StateError, UserError, WaitTimeoutError
 
 SHARD_DIR = "shards"
 CONFIG_FILE = "config.json"
@@ -35,6 +39,7 @@ DATASET_FILE = "dataset.json"
 ROW_KEYS = ("index", "ids", "labels")  # Every shard's own per-image fields.
 SKIPPED = "skipped"
 FINGERPRINT = "fingerprint"  # Hash of the ids and labels of the shard's image range when it was computed.
+SKIPPED_INDEX, SKIPPED_STAMP = "skipped_index", "skipped_stamp"  # Skipped images and their files' stamps.
 
 Rows = Dict[str, np.ndarray]
 
@@ -45,7 +50,7 @@ def shard_path(workdir: str, k: int) -> str:
 
 def num_shards(num_images: int, shard_size: int) -> int:
   if shard_size <= 0:
-    raise ValueError(f"shard_size must be positive, got {shard_size}")
+    raise UserError(f"shard_size must be positive, got {shard_size}")
   return -(-num_images // shard_size)
 
 
@@ -83,11 +88,16 @@ def fingerprint(ids: Sequence[str], labels: np.ndarray) -> str:
   return h.hexdigest()
 
 
-def save_shard(path: str, rows: Rows, meta: Mapping[str, Sequence[str]], skipped: Sequence[str]) -> None:
+def save_shard(path: str, rows: Rows, meta: Mapping[str, Sequence[str]], skipped: Sequence[str],
+               skipped_stamps: Optional[Mapping[int, str]] = None) -> None:
+  """Writes a shard atomically; `skipped_stamps` {global index: file stamp} of its skipped images."""
   arrays = dict(rows)
   arrays["ids"] = _strings(rows["ids"])
   arrays.update({f: _strings(v) for f, v in meta.items()})
   arrays[SKIPPED] = _strings(skipped)
+  if skipped_stamps is not None:
+    arrays[SKIPPED_INDEX] = np.asarray(sorted(skipped_stamps), np.int64)
+    arrays[SKIPPED_STAMP] = _strings([skipped_stamps[i] for i in sorted(skipped_stamps)])
   atomic.savez(path, arrays)
 
 
@@ -97,12 +107,12 @@ def load_arrays(path: str, required: Sequence[str]) -> Rows:
     with np.load(path, allow_pickle=False) as z:
       arrays = {f: z[f] for f in z.files}
   except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, ValueError: all mean "not readable".
-    raise ValueError(f"cannot read results file {path}: {type(e).__name__}: {e}; delete it to recompute it") \
+    raise UserError(f"cannot read results file {path}: {type(e).__name__}: {e}; delete it to recompute it") \
         from e
   missing = [f for f in required if f not in arrays]
   if missing:
-    raise ValueError(f"{path} is not a zoomjax results file of this job (missing {missing}); delete it to "
-                     "recompute it")
+    raise UserError(f"{path} is not a zoomjax results file of this job (missing {missing}); delete it to "
+                    "recompute it")
   return arrays
 
 
@@ -112,6 +122,7 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
                meta: Mapping[str, Sequence[str]], ids_of: Callable[[int], str],
                skipped_in: Callable[[range], List[str]] = lambda rng: [],
                fingerprint_of: Optional[Callable[[range], str]] = None,
+               file_stamp_of: Optional[Callable[[int], str]] = None,
                process_index: int = 0, process_count: int = 1,
                progress: Optional[Callable[[int], Any]] = None,
                on_shard_written: Optional[Callable[[int, str], None]] = None) -> List[int]:
@@ -124,6 +135,8 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
   whose images were all unreadable). skipped_in(range) -> "id: reason" of the unreadable images in the range.
   fingerprint_of(range) -> `fingerprint` of the range's ids and labels now; existing shards that do not match
   it (or cannot be read, or hold other images) are recomputed with a warning.
+  file_stamp_of(i) -> a stamp of image i's source file now ('' when it has none, e.g. bytes from an archive):
+  stored for the shard's skipped images, so that a rerun retries those whose file changed.
   """
   n_shards = num_shards(num_images, shard_size)
   mine = process_shards(n_shards, process_index, process_count)
@@ -131,10 +144,10 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
   for k in mine:
     rng = shard_range(k, shard_size, num_images)
     fp = fingerprint_of(rng) if fingerprint_of is not None else None
-    problem = check_shard(shard_path(workdir, k), rng, fp, ids_of)
+    problem = check_shard(shard_path(workdir, k), rng, fp, ids_of, file_stamp_of)
     if problem is not None:
       if problem != "missing":
-        _warn(f"recomputing {shard_path(workdir, k)}: {problem}")
+        errors.warn(f"recomputing {shard_path(workdir, k)}: {problem}")
       todo.append(k)
   if len(todo) < len(mine):
     logging.info("resuming: %d of this process's %d shards already written", len(mine) - len(todo), len(mine))
@@ -174,14 +187,16 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
     meta_k = dict(meta)
     if fingerprint_of is not None:
       meta_k[FINGERPRINT] = [fingerprint_of(rng)]
-    save_shard(path, rows, meta_k, list(skipped_in(rng)))
+    stamps = None if file_stamp_of is None else {i: file_stamp_of(i) for i in rng if i not in seen}
+    save_shard(path, rows, meta_k, list(skipped_in(rng)), stamps)
     written.append(k)
     if on_shard_written is not None:
       on_shard_written(k, path)
   return written
 
 
-def check_shard(path: str, rng: range, fp: Optional[str], ids_of: Callable[[int], str]) -> Optional[str]:
+def check_shard(path: str, rng: range, fp: Optional[str], ids_of: Callable[[int], str],
+                file_stamp_of: Optional[Callable[[int], str]] = None) -> Optional[str]:
   """None when the shard at `path` is complete and belongs to `rng` as it is now; else what is wrong."""
   if not os.path.exists(path):
     return "missing"
@@ -189,6 +204,8 @@ def check_shard(path: str, rng: range, fp: Optional[str], ids_of: Callable[[int]
     with np.load(path, allow_pickle=False) as z:
       index, ids = z["index"], z["ids"]
       stored = str(z[FINGERPRINT][0]) if FINGERPRINT in z.files else None
+      skipped = dict(zip((int(i) for i in z[SKIPPED_INDEX]), (str(t) for t in z[SKIPPED_STAMP]))) \
+          if SKIPPED_INDEX in z.files and SKIPPED_STAMP in z.files else {}
   except Exception as e:  # pylint: disable=broad-except  Any unreadable file is recomputed.
     return f"unreadable ({type(e).__name__}: {e})"
   if len(index) != len(ids) or any(int(i) not in rng for i in index):
@@ -197,12 +214,22 @@ def check_shard(path: str, rng: range, fp: Optional[str], ids_of: Callable[[int]
     return "its image ids differ from the dataset's at the same indices (the dataset changed)"
   if fp is not None and stored != fp:
     return "the dataset's images or labels in its range changed since it was computed"
+  if file_stamp_of is not None:
+    changed = [i for i, stamp in skipped.items() if i in rng and file_stamp_of(i) != stamp]
+    if changed:
+      return (f"the file of skipped image {ids_of(changed[0])}" + (f" (and {len(changed) - 1} more)"
+              if len(changed) > 1 else "") + " changed since it was skipped")
   return None
 
 
-def _warn(msg: str) -> None:
-  logging.warning(msg)
-  print(f"warning: {msg}", flush=True)
+def skip_summary(skipped: Sequence[str], num_images: int, max_listed: int = 5) -> Optional[str]:
+  """The console line about skipped images ("<id>: <reason>" each), or None when there were none."""
+  if not len(skipped):
+    return None
+  listed = "; ".join(str(s) for s in skipped[:max_listed])
+  more = f"; and {len(skipped) - max_listed} more" if len(skipped) > max_listed else ""
+  return (f"skipped {len(skipped)} of {num_images} images (unreadable; all listed in metrics.json): {listed}{more}."
+          " Fix or replace their files and rerun with the same --workdir to retry them")
 
 
 @contextlib.contextmanager
@@ -211,7 +238,10 @@ def workdir_lock(workdir: str, process_index: int = 0) -> Iterator[None]:
 
   Configured multi-process runs hold one lock each; locks vanish with their process (also after kill -9).
   """
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except (FileExistsError, NotADirectoryError) as e:
+    raise UserError(f"--workdir {workdir}: cannot create it ({e.strerror}: {e.filename})") from None
   path = os.path.join(workdir, f".lock-process-{process_index}")
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
@@ -221,8 +251,8 @@ def workdir_lock(workdir: str, process_index: int = 0) -> Iterator[None]:
       if e.errno not in (errno.EAGAIN, errno.EACCES):
         raise
       holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-      raise RuntimeError(f"{workdir} is in use by another zoomjax process (pid {holder}, process index "
-                         f"{process_index}); wait for it to finish or use another --workdir") from None
+      raise StateError(f"{workdir} is in use by another zoomjax process (pid {holder}, process index "
+                       f"{process_index}); wait for it to finish or use another --workdir") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     yield
@@ -237,7 +267,7 @@ def claim(workdir: str, process_index: int, config_json: Dict[str, Any], result_
   resume key and note the dataset's fingerprint. Call it once the job's model and data are built, so that a
   start that fails leaves the workdir reusable."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ValueError(f"--workdir {workdir} is a file, not a directory")
+    raise UserError(f"--workdir {workdir} is a file, not a directory")
   with workdir_lock(workdir, process_index):
     if process_index == 0:
       check_or_write_config(workdir, config_json, result_fields)
@@ -253,7 +283,7 @@ def wait_for_shards(workdir: str, n_shards: int, timeout_s: float, poll_s: float
     if not missing:
       return
     if time.monotonic() - t0 > timeout_s:
-      raise TimeoutError(f"{len(missing)} shards still missing after {timeout_s:.0f}s, e.g. "
+      raise WaitTimeoutError(f"{len(missing)} shards still missing after {timeout_s:.0f}s, e.g. "
                          f"{shard_path(workdir, missing[0])}; rerun to resume")
     time.sleep(poll_s)
 
@@ -271,7 +301,7 @@ def note_dataset(workdir: str, name: str, ids: Sequence[str], labels: np.ndarray
     if old == now:
       return
     if old:
-      _warn(f"the dataset changed since the last run in {workdir} ({old.get('num_images')} -> {len(ids)} images"
+      errors.warn(f"the dataset changed since the last run in {workdir} ({old.get('num_images')} -> {len(ids)} images"
             f", fingerprint {str(old.get('fingerprint'))[:12]} -> {now['fingerprint'][:12]}): shards whose "
             "images changed are recomputed")
   atomic.write_json(path, now)
@@ -286,26 +316,26 @@ def merge(workdir: str, n_shards: int, fields: Sequence[str], meta: Sequence[str
   """
   missing = [k for k in range(n_shards) if not os.path.exists(shard_path(workdir, k))]
   if missing:
-    raise FileNotFoundError(f"{len(missing)} shard(s) missing in {os.path.join(workdir, SHARD_DIR)}, e.g. "
-                            f"{shard_path(workdir, missing[0])}; rerun the job with the same workdir")
+    raise NotFoundError(f"{len(missing)} shard(s) missing in {os.path.join(workdir, SHARD_DIR)}, e.g. "
+                        f"{shard_path(workdir, missing[0])}; rerun the job with the same workdir")
   fields = list(dict.fromkeys(tuple(ROW_KEYS) + tuple(fields)))
   shards = [load_arrays(shard_path(workdir, k), fields + list(meta)) for k in range(n_shards)]
   for k, s in enumerate(shards[1:], 1):
     for f in meta:
       if list(s[f]) != list(shards[0][f]):
-        raise ValueError(f"{shard_path(workdir, k)} disagrees with shard 0 on {f} ({list(shards[0][f])[:3]}... "
-                         f"vs {list(s[f])[:3]}...): the workdir mixes different runs")
+        raise UserError(f"{shard_path(workdir, k)} disagrees with shard 0 on {f} ({list(shards[0][f])[:3]}... "
+                        f"vs {list(s[f])[:3]}...): the workdir mixes different runs")
   out = concat_rows([{f: s[f] for f in fields} for s in shards])
   if np.any(np.diff(out["index"]) <= 0):
-    raise ValueError(f"the shards in {workdir} do not hold strictly increasing image indices (a duplicate or "
-                     "foreign shard file)")
+    raise UserError(f"the shards in {workdir} do not hold strictly increasing image indices (a duplicate or "
+                    "foreign shard file)")
   out.update({f: shards[0][f] for f in meta})
   out[SKIPPED] = np.concatenate([s.get(SKIPPED, np.zeros(0, np.str_)) for s in shards]).astype(np.str_)
   if num_images is not None:
     got = len(out["index"]) + len(out[SKIPPED])
     if got != num_images or (len(out["index"]) and not 0 <= out["index"][0] <= out["index"][-1] < num_images):
-      raise ValueError(f"the shards in {workdir} account for {got} images ({len(out['index'])} recorded, "
-                       f"{len(out[SKIPPED])} skipped), not the dataset's {num_images}; rerun to recompute")
+      raise UserError(f"the shards in {workdir} account for {got} images ({len(out['index'])} recorded, "
+                      f"{len(out[SKIPPED])} skipped), not the dataset's {num_images}; rerun to recompute")
   return out
 
 
@@ -321,13 +351,13 @@ def check_or_write_config(workdir: str, config_json: Dict[str, Any], result_fiel
       with open(path) as f:
         old = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-      raise ValueError(f"cannot read {path} ({e}); use a new --workdir or delete that file") from e
+      raise UserError(f"cannot read {path} ({e}); use a new --workdir or delete that file") from e
     a, b = _leaves(old, result_fields), _leaves(config_json, result_fields)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:
       detail = "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in diff)
-      raise ValueError(f"{workdir} holds a run with a different config ({detail}); use a new --workdir or "
-                       "delete the old one")
+      raise UserError(f"{workdir} holds a run with a different config ({detail}); use a new --workdir or "
+                      "delete the old one")
     if old == config_json:
       return
   atomic.write_json(path, config_json)

@@ -24,6 +24,7 @@ from zoomjax import parallel
 from zoomjax import records as records_lib
 from zoomjax import resample
 from zoomjax import zoom
+from zoomjax.errors import NonFiniteError
 
 Array = jax.Array
 
@@ -190,7 +191,7 @@ def check_finite(out: Dict[str, np.ndarray], index: np.ndarray, ids_of: Callable
   bad = ~np.asarray(out["finite"]) & (np.asarray(index) >= 0)[:, None]
   if bad.any():
     b, v = (int(x[0]) for x in np.nonzero(bad))
-    raise FloatingPointError(
+    raise NonFiniteError(
         f"model {model} gave non-finite logits on image {ids_of(int(index[b]))} (index {int(index[b])}), view "
         f"{view_names[v]}, and on {int(bad.sum()) - 1} more (image, view) pairs of this batch; check the "
         "checkpoint (NaN weights?) and the compute dtype")

@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 
 from zoomjax import atomic
 from zoomjax.data import classes, decode, files, subsets
+from zoomjax.errors import UserError
 
 INDEX_FILE = "index.json"
 
@@ -104,7 +105,7 @@ class ZoomjaxImages(tfds.core.GeneratorBasedBuilder):
       labels = list(dict.fromkeys(int(x) for x in labels))
       bad = [x for x in labels if not 0 <= x < classes.NUM_CLASSES or (allowed and x not in allowed)]
       if bad:
-        raise ValueError(f"{ex_id}: labels {bad} are outside the {cfg.name} label space")
+        raise UserError(f"{ex_id}: labels {bad} are outside the {cfg.name} label space")
       if isinstance(data, str):
         data = pathlib.Path(data).read_bytes()
       self._index["ids"].append(ex_id)

@@ -17,6 +17,8 @@ import pathlib
 import warnings
 from typing import Dict, List, Tuple
 
+from zoomjax.errors import NotFoundError, UnknownNameError
+
 NUM_CLASSES = 1000
 
 
@@ -31,7 +33,7 @@ def imagenet2012_file(name: str) -> pathlib.Path:
   """Path of a label file shipped with TFDS's imagenet2012 builder (labels.txt, validation_labels.txt)."""
   path = _tfds_dir() / "datasets" / "imagenet2012" / name
   if not path.exists():
-    raise FileNotFoundError(f"{path} is missing from the installed tensorflow-datasets wheel")
+    raise NotFoundError(f"{path} is missing from the installed tensorflow-datasets wheel")
   return path
 
 
@@ -54,7 +56,8 @@ def index_of(wnid: str) -> int:
   try:
     return wnid_to_index()[wnid]
   except KeyError:
-    raise KeyError(f"{wnid!r} is not one of the 1000 ImageNet-1k WNIDs (TFDS imagenet2012 labels.txt)") from None
+    raise UnknownNameError(f"{wnid!r} is not one of the 1000 ImageNet-1k WNIDs (TFDS imagenet2012 labels.txt)") \
+        from None
 
 
 @functools.lru_cache(None)

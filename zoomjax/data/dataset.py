@@ -4,6 +4,7 @@ One small class serves every source (TFDS array_record, image folders, packaged 
 ids, -1-padded labels and a `fetch(i) -> bytes | path`; decoding, size look-ups and skip bookkeeping live here.
 """
 import concurrent.futures
+import os
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from zoomjax.data import classes, decode
 from zoomjax.data.label_space import LabelSpace, pad_labels
+from zoomjax.errors import UserError
 
 Fetch = Callable[[int], Union[bytes, str]]
 
@@ -29,9 +31,9 @@ class Dataset:
   def __init__(self, name: str, label_space: LabelSpace, ids: Sequence[str], labels: Sequence[Sequence[int]],
                fetch: Fetch, *, sizes: Optional[np.ndarray] = None, info: Optional[Dict[str, Any]] = None):
     if len(ids) == 0:
-      raise ValueError(f"dataset {name} is empty (source: {(info or {}).get('source', '?')})")
+      raise UserError(f"dataset {name} is empty (source: {(info or {}).get('source', '?')})")
     if len(labels) != len(ids):
-      raise ValueError(f"dataset {name}: {len(ids)} ids but {len(labels)} label rows")
+      raise UserError(f"dataset {name}: {len(ids)} ids but {len(labels)} label rows")
     self.name = name
     self.label_space = label_space
     self.ids = list(ids)
@@ -46,11 +48,11 @@ class Dataset:
   def _pad(self, lab, width, k) -> np.ndarray:
     lab = [int(x) for x in lab]
     if self._subset is not None and any(x not in self._subset for x in lab):
-      raise ValueError(f"{self.name} {self.ids[k]}: labels {lab} are outside the {self.label_space.name} classes")
+      raise UserError(f"{self.name} {self.ids[k]}: labels {lab} are outside the {self.label_space.name} classes")
     try:
       return pad_labels(lab, width)
     except ValueError as e:
-      raise ValueError(f"{self.name} {self.ids[k]}: {e} ({self.label_space.name})") from None
+      raise UserError(f"{self.name} {self.ids[k]}: {e} ({self.label_space.name})") from None
 
   def __len__(self) -> int:
     return len(self.ids)
@@ -84,6 +86,21 @@ class Dataset:
   def fetch(self, i: int) -> Union[bytes, str]:
     """The encoded image (bytes) or its path."""
     return self._fetch(int(i))
+
+  def file_stamp(self, i: int) -> str:
+    """'<size>:<mtime_ns>' of example i's file, '' when it has none (encoded bytes), 'missing' when it is gone.
+
+    Cheap (one stat; one record read for a source of bytes): results keep the stamps of skipped images, so that
+    a rerun retries those whose file changed.
+    """
+    src = self._fetch(int(i))
+    if isinstance(src, (bytes, bytearray, memoryview)):
+      return ""
+    try:
+      st = os.stat(src)
+    except OSError:
+      return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
   def read(self, i: int) -> Dict[str, Any]:
     i = int(i)

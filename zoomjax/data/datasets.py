@@ -33,6 +33,7 @@ import numpy as np
 from zoomjax.data import classes, decode, files
 from zoomjax.data import label_space as ls
 from zoomjax.data.dataset import Dataset
+from zoomjax.errors import NotFoundError, StateError, UnknownNameError, UserError
 
 _V2_VARIANTS = {  # user spelling -> (our config suffix, official TFDS config)
     "matched-frequency": ("matched-frequency", "matched-frequency"),
@@ -110,7 +111,7 @@ def _official_source(tfds_name: str, split: str, data_dir):
     err = e
   builder = tfds.builder(tfds_name, data_dir=data_dir)
   if builder.is_prepared():
-    raise RuntimeError(
+    raise StateError(
         f"{builder.data_dir} holds a TFDS {tfds_name} build that cannot be read by random access ({err}). zoomjax "
         f"reads array_record builds; convert once with `tfds convert_format --dataset_dir={builder.data_dir} "
         f"--out_file_format=array_record` (needs TensorFlow).") from err
@@ -163,14 +164,14 @@ def _ours(config: str, name, space, data_dir, manual_dir, num_workers) -> Option
   return _from_index(name, space, source, index, {"source": f"zoomjax_images/{config} at {builder.data_dir}"})
 
 
-def _missing(name: str, config: str, data_dir, manual_dir, official: Optional[str]) -> FileNotFoundError:
+def _missing(name: str, config: str, data_dir, manual_dir, official: Optional[str]) -> NotFoundError:
   from zoomjax.data import builders
 
   cfg = {c.name: c for c in builders.CONFIGS}[config]
   where = manual_dir or "<manual_dir>"
   expected = ("**/*.parquet (the published ImageNet-Hard files)" if cfg.parquet
               else " or ".join(cfg.candidates) + " (or class folders directly)")
-  return FileNotFoundError(
+  return NotFoundError(
       f"dataset {name!r} not found. Pass manual_dir=DIR holding {expected} in {where}"
       + (f", or data_dir holding a prepared TFDS {official} (array_record)" if official else "")
       + f"; looked for builds in data_dir={data_dir or '<TFDS default>'}.")
@@ -193,20 +194,20 @@ def _imagenet2012(split, data_dir, manual_dir, num_workers) -> Dataset:
   if ds is not None:
     return ds
   if manual_dir is None:
-    raise FileNotFoundError(
+    raise NotFoundError(
         f"imagenet2012 not found in data_dir={data_dir or '<TFDS default>'}. Pass data_dir holding a prepared TFDS "
         f"imagenet2012 (array_record), or manual_dir=DIR holding DIR/ILSVRC2012_img_val.tar (from image-net.org).")
   tar = pathlib.Path(manual_dir).expanduser() / "ILSVRC2012_img_val.tar"
   if not tar.exists():
-    raise FileNotFoundError(f"imagenet2012: {tar} is missing; place ILSVRC2012_img_val.tar (6.3 GB, image-net.org) "
-                            f"in manual_dir={manual_dir}")
+    raise NotFoundError(f"imagenet2012: {tar} is missing; place ILSVRC2012_img_val.tar (6.3 GB, image-net.org) "
+                        f"in manual_dir={manual_dir}")
   import tensorflow_datasets as tfds  # The official builder reads the tar through TensorFlow (tf.io.gfile).
   builder = tfds.builder("imagenet2012", data_dir=data_dir, file_format="array_record")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(tar.parent)))
   ds = _official_dataset("imagenet2012", ls.IMAGENET_1K, "imagenet2012", split, data_dir,
                          lambda r: _labels_list(r["label"]), num_workers)
   if ds is None:
-    raise RuntimeError(f"imagenet2012 was prepared from {tar} but cannot be read from data_dir={data_dir}")
+    raise StateError(f"imagenet2012 was prepared from {tar} but cannot be read from data_dir={data_dir}")
   return ds
 
 
@@ -217,19 +218,23 @@ def load_real_json(path) -> list:
   """The 50,000 ReaL label lists of Beyer et al. (index = val image number - 1)."""
   path = pathlib.Path(path).expanduser()
   if not path.exists():
-    raise FileNotFoundError(f"ReaL labels {path} not found; place real.json from "
-                            f"github.com/google-research/reassessed-imagenet there")
-  real = json.loads(path.read_text())
+    raise NotFoundError(f"ReaL labels {path} not found; place real.json from "
+                        f"github.com/google-research/reassessed-imagenet there")
+  try:
+    real = json.loads(path.read_text())
+  except (ValueError, OSError) as e:
+    raise UserError(f"{path}: cannot read ReaL labels ({e}); expected real.json from "
+                    "github.com/google-research/reassessed-imagenet") from None
   if not isinstance(real, list) or len(real) != 50000:
-    raise ValueError(f"{path}: expected a list of 50,000 label lists, got {type(real).__name__} "
-                     f"of length {len(real) if hasattr(real, '__len__') else '?'}")
+    raise UserError(f"{path}: expected a list of 50,000 label lists, got {type(real).__name__} "
+                    f"of length {len(real) if hasattr(real, '__len__') else '?'}")
   return real
 
 
 def _imagenet_real(variant, real_json, split, data_dir, manual_dir, num_workers) -> Dataset:
   variant = variant or "real"
   if variant not in ("real", "union"):
-    raise ValueError(f"imagenet2012_real variant must be 'real' or 'union', got {variant!r}")
+    raise UserError(f"imagenet2012_real variant must be 'real' or 'union', got {variant!r}")
   space = ls.REAL if variant == "real" else ls.IMAGENET_REAL_UNION
   name = f"imagenet2012_real/{variant}"
 
@@ -244,9 +249,9 @@ def _imagenet_real(variant, real_json, split, data_dir, manual_dir, num_workers)
                             lambda r: [_labels_list(r["original_label"]), sorted(set(_labels_list(r["real_label"])))],
                             num_workers)
     if found is None:
-      raise FileNotFoundError(f"imagenet2012_real needs real_json=PATH/real.json (github.com/google-research/"
-                              f"reassessed-imagenet) plus imagenet2012, or a prepared TFDS imagenet2012_real in "
-                              f"data_dir={data_dir or '<TFDS default>'}")
+      raise NotFoundError(f"imagenet2012_real needs real_json=PATH/real.json (github.com/google-research/"
+                          f"reassessed-imagenet) plus imagenet2012, or a prepared TFDS imagenet2012_real in "
+                          f"data_dir={data_dir or '<TFDS default>'}")
     source, index, info = found
     rows = [k for k, (_, rl) in enumerate(index["labels"]) if rl or variant == "union"]
     sub = {"ids": [index["ids"][k] for k in rows], "hw": [index["hw"][k] for k in rows],
@@ -261,8 +266,8 @@ def _imagenet_real(variant, real_json, split, data_dir, manual_dir, num_workers)
   for k, fid in enumerate(base.ids):
     m = _VAL_ID.search(fid)
     if not m:
-      raise ValueError(f"imagenet2012_real: example {fid!r} is not an ILSVRC2012_val_XXXXXXXX file, so it has no "
-                       f"ReaL entry")
+      raise UserError(f"imagenet2012_real: example {fid!r} is not an ILSVRC2012_val_XXXXXXXX file, so it has no "
+                      f"ReaL entry")
     rl = sorted(set(int(x) for x in real[int(m.group(1)) - 1]))
     orig = [int(x) for x in base.labels[k] if x >= 0]
     labels.append(rl if variant == "real" else list(dict.fromkeys(orig + rl)))
@@ -285,8 +290,8 @@ class _Rows:
 def _folder(path: str, label_space, num_workers) -> Dataset:
   root = pathlib.Path(path).expanduser()
   if not root.is_dir():
-    raise FileNotFoundError(f"folder:{path}: {root} is not a directory (expected <wnid>/<image> sub-folders or "
-                            f"a labels.csv with columns file,label)")
+    raise NotFoundError(f"folder:{path}: {root} is not a directory (expected <wnid>/<image> sub-folders or "
+                        f"a labels.csv with columns file,label)")
   rows = files.csv_rows(root) if (root / "labels.csv").exists() else files.folder_rows(root)
   if label_space is None:
     width = max(len(r[2]) for r in rows)
@@ -304,10 +309,10 @@ def _demo_photos() -> Dataset:
   for pkg, rel, wnids in DEMO_PHOTOS:
     spec = importlib.util.find_spec(pkg)
     if spec is None:
-      raise FileNotFoundError(f"demo_photos: package {pkg} is not installed (it ships {rel})")
+      raise NotFoundError(f"demo_photos: package {pkg} is not installed (it ships {rel})")
     path = pathlib.Path(list(spec.submodule_search_locations)[0]) / rel
     if not path.exists():
-      raise FileNotFoundError(f"demo_photos: {path} is missing from the installed {pkg}")
+      raise NotFoundError(f"demo_photos: {path} is missing from the installed {pkg}")
     ids.append(path.name)
     paths.append(str(path))
     labels.append([classes.index_of(w) for w in wnids])
@@ -330,14 +335,14 @@ def get_dataset(name: str, *, data_dir=None, manual_dir=None, split: Optional[st
   """
   m = _SLICE.match(split or "")
   if m is None:
-    raise ValueError(f"split {split!r}: use 'name', 'name[a:b]' or '[a:b]' with integer bounds")
+    raise UserError(f"split {split!r}: use 'name', 'name[a:b]' or '[a:b]' with integer bounds")
   ds = _get(name, data_dir=data_dir, manual_dir=manual_dir, split=m.group("split") or None, real_json=real_json,
             variant=variant, label_space=label_space, num_workers=num_workers)
   if m.group(2):
     a, b = (int(x) if x else None for x in (m.group("a"), m.group("b")))
     rows = range(len(ds))[a:b]
     if not rows:
-      raise ValueError(f"split {split!r} selects no examples of the {len(ds)} in {ds.name}")
+      raise UserError(f"split {split!r} selects no examples of the {len(ds)} in {ds.name}")
     ds = ds.subset(rows)
   return ds
 
@@ -365,7 +370,7 @@ def _get(name, *, data_dir, manual_dir, split, real_json, variant, label_space, 
   if name == "imagenet_v2":
     variant = variant or "matched-frequency"
     if variant not in _V2_VARIANTS:
-      raise ValueError(f"imagenet_v2 variant {variant!r}; choose one of {sorted(set(_V2_VARIANTS))}")
+      raise UserError(f"imagenet_v2 variant {variant!r}; choose one of {sorted(set(_V2_VARIANTS))}")
     ours, official = _V2_VARIANTS[variant]
     return _local_images(f"imagenet_v2/{ours}", f"imagenet_v2-{ours}", ls.IMAGENET_1K, f"imagenet_v2/{official}",
                          "test", data_dir, manual_dir, num_workers)
@@ -376,4 +381,4 @@ def _get(name, *, data_dir, manual_dir, split, real_json, variant, label_space, 
     if len(ds) != 10980:
       ds.info["warning"] = f"{len(ds)} examples; the final ImageNet-Hard (2023-05-25) has 10,980"
     return ds
-  raise KeyError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}")
+  raise UnknownNameError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}")

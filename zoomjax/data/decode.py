@@ -22,11 +22,14 @@ from typing import Tuple, Union
 import numpy as np
 from PIL import Image
 
+from zoomjax.errors import UserError
+
 Source = Union[bytes, str, os.PathLike]
 
 
-class DecodeError(ValueError):
-  """An image that could not be decoded; `.name` is the file or example id, `.reason` the cause."""
+class DecodeError(UserError):
+  """An image that could not be decoded; `.name` is the file or example id, `.reason` the cause (a `UserError`:
+  under on_error='raise' it ends the run with one line)."""
 
   def __init__(self, name: str, reason: str):
     super().__init__(f"cannot decode image {name}: {reason}")

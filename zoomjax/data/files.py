@@ -5,6 +5,7 @@ where `source` is a path or the encoded bytes. `builders.py` feeds these rows to
 them in place.
 """
 import csv
+import io
 import os
 import pathlib
 import tarfile
@@ -12,6 +13,8 @@ import zipfile
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from zoomjax.data import classes
+
+from zoomjax.errors import NotFoundError, UnknownNameError, UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
@@ -32,7 +35,7 @@ def wnid_label(dirname: str) -> int:
 
 def index_label(dirname: str) -> int:
   if not dirname.isdigit() or not 0 <= int(dirname) < classes.NUM_CLASSES:
-    raise KeyError(f"{dirname!r} is not a class-index folder 0..999 (ImageNetV2 layout)")
+    raise UnknownNameError(f"{dirname!r} is not a class-index folder 0..999 (ImageNetV2 layout)")
   return int(dirname)
 
 
@@ -64,11 +67,11 @@ def list_images(root: Union[str, os.PathLike]) -> List[str]:
 def label_from_parent(relpath: str, label_fn: LabelFn, where: str) -> int:
   parts = relpath.split("/")
   if len(parts) < 2:
-    raise ValueError(f"{where}/{relpath}: images must sit in class folders (<class>/<file>), not at the top level")
+    raise UserError(f"{where}/{relpath}: images must sit in class folders (<class>/<file>), not at the top level")
   try:
     return label_fn(parts[-2])
   except KeyError as e:
-    raise ValueError(f"{where}/{relpath}: class folder {parts[-2]!r} is not a valid class name: {e}") from None
+    raise UserError(f"{where}/{relpath}: class folder {parts[-2]!r} is not a valid class name: {e}") from None
 
 
 def folder_rows(root: Union[str, os.PathLike], label_fn: LabelFn = wnid_label) -> List[Tuple[str, str, List[int]]]:
@@ -76,7 +79,7 @@ def folder_rows(root: Union[str, os.PathLike], label_fn: LabelFn = wnid_label) -
   root = pathlib.Path(root)
   rels = list_images(root)
   if not rels:
-    raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    raise NotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
   return [(rel, str(root / rel), [label_from_parent(rel, label_fn, str(root))]) for rel in rels]
 
 
@@ -87,16 +90,16 @@ def parse_label_field(text: str, where: str) -> List[int]:
     if tok.lstrip("-").isdigit():
       idx = int(tok)
       if not 0 <= idx < classes.NUM_CLASSES:
-        raise ValueError(f"{where}: label {idx} is outside 0..999")
+        raise UserError(f"{where}: label {idx} is outside 0..999")
     else:
       try:
         idx = classes.index_of(tok)
       except KeyError as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise UserError(f"{where}: {e}") from None
     if idx not in out:
       out.append(idx)
   if not out:
-    raise ValueError(f"{where}: empty label")
+    raise UserError(f"{where}: empty label")
   return out
 
 
@@ -108,27 +111,38 @@ def csv_rows(root: Union[str, os.PathLike], csv_name: str = "labels.csv") -> Lis
   """
   root = pathlib.Path(root)
   path = root / csv_name
-  with open(path, newline="") as f:
-    reader = csv.DictReader(f)
-    if not reader.fieldnames or "file" not in reader.fieldnames or "label" not in reader.fieldnames:
-      raise ValueError(f"{path}: needs a header with columns 'file' and 'label', got {reader.fieldnames}")
-    rows, seen = [], set()
-    for line, rec in enumerate(reader, start=2):
-      where = f"{path}:{line}"
-      labels = parse_label_field(rec["label"] or "", where)
-      if rec.get("wnid") and classes.index_of(rec["wnid"].strip()) not in labels:
-        raise ValueError(f"{where}: label {rec['label']} disagrees with wnid {rec['wnid']}")
-      fname = rec["file"].strip()
-      if fname in seen:
-        raise ValueError(f"{where}: file {fname} listed twice")
-      seen.add(fname)
-      candidates = [root / fname, root / "images" / fname]
-      found = next((c for c in candidates if c.exists()), None)
-      if found is None:
-        raise FileNotFoundError(f"{where}: {fname} not found; looked for {' and '.join(map(str, candidates))}")
-      rows.append((fname, str(found), labels))
+  # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would otherwise glue onto 'file'.
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    try:
+      text = f.read()
+    except UnicodeDecodeError as e:
+      raise UserError(f"{path}: not UTF-8 text ({e}); save it as UTF-8 (e.g. Excel's 'CSV UTF-8')") from None
+  reader = csv.DictReader(io.StringIO(text, newline=""))
+  if not reader.fieldnames or "file" not in reader.fieldnames or "label" not in reader.fieldnames:
+    raise UserError(f"{path}: needs a header with columns 'file' and 'label', got {reader.fieldnames}")
+  rows, seen = [], set()
+  for rec in reader:
+    where = f"{path}:{reader.line_num}"
+    labels = parse_label_field(rec["label"] or "", where)
+    wnid = (rec.get("wnid") or "").strip()
+    if wnid:
+      try:
+        wnid_index = classes.index_of(wnid)
+      except KeyError as e:
+        raise UserError(f"{where}: column wnid: {e}") from None
+      if wnid_index not in labels:
+        raise UserError(f"{where}: label {rec['label']} disagrees with wnid {wnid}")
+    fname = rec["file"].strip()
+    if fname in seen:
+      raise UserError(f"{where}: file {fname} listed twice")
+    seen.add(fname)
+    candidates = [root / fname, root / "images" / fname]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+      raise NotFoundError(f"{where}: {fname} not found; looked for {' and '.join(map(str, candidates))}")
+    rows.append((fname, str(found), labels))
   if not rows:
-    raise ValueError(f"{path} lists no images")
+    raise UserError(f"{path} lists no images")
   return rows
 
 
@@ -152,7 +166,7 @@ def find_source(manual_dir: Union[str, os.PathLike], candidates: Sequence[str],
     if ok:
       return manual_dir
   expected = "\n".join(f"  {manual_dir / c}" for c in candidates)
-  raise FileNotFoundError(
+  raise NotFoundError(
       f"none of the expected files is in manual_dir={manual_dir}. Place one of:\n{expected}\n"
       + (f"  or class folders directly in {manual_dir}/<class>/<image>" if label_fn else ""))
 
@@ -166,7 +180,7 @@ def source_rows(source: pathlib.Path, label_fn: LabelFn) -> Iterator[Tuple[str, 
       n += 1
       yield rel, data, [label_from_parent(rel, label_fn, str(source))]
     if n == 0:
-      raise FileNotFoundError(f"{source} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+      raise NotFoundError(f"{source} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
   else:
     yield from folder_rows(source, label_fn)
 
@@ -175,7 +189,7 @@ def parquet_files(manual_dir: Union[str, os.PathLike]) -> List[pathlib.Path]:
   manual_dir = pathlib.Path(manual_dir).expanduser()
   files = sorted(manual_dir.rglob("*.parquet")) if manual_dir.is_dir() else []
   if not files:
-    raise FileNotFoundError(
+    raise NotFoundError(
         f"no ImageNet-Hard parquet files under manual_dir={manual_dir}. Place the published files there, e.g.\n"
         f"  {manual_dir}/data/validation-00000-of-0000N.parquet ... (HF taesiri/imagenet-hard, split validation)")
   return files
@@ -190,14 +204,14 @@ def hard_rows(manual_dir: Union[str, os.PathLike]) -> Iterator[Tuple[str, bytes,
     names = pf.schema_arrow.names
     missing = {"image", "label"} - set(names)
     if missing:
-      raise ValueError(f"{path}: missing columns {sorted(missing)}; has {names}")
+      raise UserError(f"{path}: missing columns {sorted(missing)}; has {names}")
     row = 0
     for batch in pf.iter_batches(batch_size=64, columns=[c for c in ("image", "label", "origin") if c in names]):
       for rec in batch.to_pylist():
         img = rec["image"]
         data = img.get("bytes") if isinstance(img, dict) else img
         if not data:
-          raise ValueError(f"{path} row {row}: image has no embedded bytes")
+          raise UserError(f"{path} row {row}: image has no embedded bytes")
         labels = [int(x) for x in (rec["label"] or []) if x is not None and int(x) >= 0]
         yield f"{path.name}:{row:06d}", data, labels, rec.get("origin") or ""
         row += 1

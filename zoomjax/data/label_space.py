@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoomjax.data import subsets
+from zoomjax.errors import UnknownNameError, UserError
 
 NUM_IMAGENET_CLASSES = 1000
 
@@ -75,7 +76,7 @@ def pad_labels(labels: Sequence[int], width: int) -> np.ndarray:
   """A list of 1000-way labels -> int32 (width,) vector padded with -1."""
   labels = list(labels)
   if len(labels) > width:
-    raise ValueError(f"{len(labels)} labels {labels} exceed the label width {width}")
+    raise UserError(f"{len(labels)} labels {labels} exceed the label width {width}")
   return np.array(labels + [-1] * (width - len(labels)), np.int32)
 
 
@@ -105,4 +106,4 @@ def get_label_space(name) -> LabelSpace:
   try:
     return LABEL_SPACES[name]
   except KeyError:
-    raise KeyError(f"unknown label space {name!r}; declared: {sorted(LABEL_SPACES)}") from None
+    raise UnknownNameError(f"unknown label space {name!r}; declared: {sorted(LABEL_SPACES)}") from None

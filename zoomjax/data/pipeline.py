@@ -13,6 +13,9 @@ per-bucket queues (a step is emitted when a bucket's queue fills; partial queues
 of first appearance). The plan depends only on `indices`, the sizes, `canvas_fn` and `batch_size`, never on
 timing, so the order is deterministic. Processes split work by shard (`zoomjax.shards`), not inside a plan.
 
+Very large photos are legal but costly: every image above `max_pixels_warning` pixels gets a warning with the
+memory its step will take, before anything is decoded (a 12000 x 9000 photo took 7.3 GB).
+
 Decoding runs in a thread pool (PIL releases the GIL while decoding) `prefetch` batches ahead; batches come
 out in plan order whatever the completion order. `device_prefetch` then moves them to the device ahead of use.
 """
@@ -25,8 +28,16 @@ import numpy as np
 
 from zoomjax.data import decode
 from zoomjax.data.dataset import Dataset
+from zoomjax import errors
+from zoomjax.errors import UserError
 
 CanvasFn = Callable[[int, int], Tuple[int, int]]
+
+MAX_PIXELS_WARNING = 50_000_000  # Default of config.max_pixels_warning: about 3 GB per image in a sweep step.
+# Peak host memory of a sweep step per canvas pixel (uint8 decode and canvas copies, float32 copies inside the
+# resampling): 64 matches a 12000 x 9000 photo (canvas 12288 x 9216) taking 7.3 GB with the paper grid; a
+# 4000 x 3000 photo measured 45 with a 2-scale grid.
+BYTES_PER_CANVAS_PIXEL = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +68,24 @@ def plan_steps(indices: Sequence[int], sizes: np.ndarray, canvas_fn: CanvasFn, s
   return steps
 
 
+def memory_estimate(canvas: Tuple[int, int], batch_size: int) -> int:
+  """Bytes a step over a batch of `batch_size` images on `canvas` takes, roughly (BYTES_PER_CANVAS_PIXEL)."""
+  return BYTES_PER_CANVAS_PIXEL * int(canvas[0]) * int(canvas[1]) * int(batch_size)
+
+
+def warn_large_images(dataset: Dataset, indices: np.ndarray, sizes: np.ndarray, canvas_fn: CanvasFn,
+                      batch_size: int, max_pixels: int) -> None:
+  """One warning per image above `max_pixels` pixels, naming it and the memory its steps will need."""
+  big = np.nonzero((sizes[:, 0] > 0) & (sizes[:, 0] * sizes[:, 1] > max_pixels))[0]
+  for j in big:
+    h, w = (int(v) for v in sizes[j])
+    canvas = canvas_fn(h, w)
+    errors.warn(f"image {dataset.ids[int(indices[j])]} is {w}x{h} ({h * w / 1e6:.3g} Mpx, above "
+                f"max_pixels_warning={max_pixels}): its steps need about "
+                f"{memory_estimate(canvas, batch_size) / 1e9:.1f} GB of memory (canvas {canvas[1]}x{canvas[0]}, "
+                f"batch of {batch_size}); downscale it if memory runs out")
+
+
 def _empty_batch(batch_size: int, canvas, width: int) -> Dict[str, np.ndarray]:
   return {
       "image": np.zeros((batch_size, *canvas, 3), np.uint8),
@@ -68,17 +97,18 @@ def _empty_batch(batch_size: int, canvas, width: int) -> Dict[str, np.ndarray]:
 
 
 def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indices: Optional[Sequence[int]] = None,
-                 num_workers: int = 2, on_error: str = "skip",
-                 prefetch: int = 2) -> Iterator[Dict[str, np.ndarray]]:
+                 num_workers: int = 2, on_error: str = "skip", prefetch: int = 2,
+                 max_pixels_warning: int = MAX_PIXELS_WARNING) -> Iterator[Dict[str, np.ndarray]]:
   """Batches of `dataset[indices]` (all examples by default; see the module docstring).
 
   on_error='skip': an unreadable image becomes a masked slot and is listed in `dataset.skipped`;
   on_error='raise': the first unreadable image raises `decode.DecodeError` naming it.
+  max_pixels_warning: warn about each image with more pixels, with its memory estimate (0 = never).
   """
   if on_error not in ("skip", "raise"):
-    raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    raise UserError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
   if batch_size < 1:
-    raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    raise UserError(f"batch_size must be at least 1, got {batch_size}")
   indices = np.arange(len(dataset), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
   if len(indices) and (indices.min() < 0 or indices.max() >= len(dataset)):
     raise IndexError(f"indices must lie in 0..{len(dataset) - 1} for {dataset.name}")
@@ -86,6 +116,8 @@ def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indi
   if on_error == "raise" and (sizes[:, 0] < 0).any():
     bad = dataset.skipped[0]
     raise decode.DecodeError(bad["id"], bad["reason"])
+  if max_pixels_warning > 0:
+    warn_large_images(dataset, indices, sizes, canvas_fn, batch_size, max_pixels_warning)
   steps = plan_steps(indices, sizes, canvas_fn, batch_size)
   return _run(dataset, steps, batch_size, num_workers, on_error, prefetch)
 

@@ -7,7 +7,8 @@ this process's devices; results go through the same shard / resume / merge machi
                            data and label space, seeds, MEMO / view / zoom settings, limit, shard size)
   seed_<s>/shards/         per-shard records of seed s: pred, top-5 ids and probabilities, p_true, correct
   seed_<s>/predictions.npz all shards of seed s merged (process 0)
-  metrics.json             accuracy per seed, mean and spread over seeds (process 0)
+  metrics.json             accuracy per seed, mean and spread over seeds (process 0), written last, with
+                           `"complete": true` (every seed's predictions.npz is written before it)
 """
 import importlib.metadata
 import inspect
@@ -30,6 +31,7 @@ from zoomjax import paper_numbers
 from zoomjax import parallel
 from zoomjax import shards
 from zoomjax import sweep
+from zoomjax.errors import UserError
 from zoomjax.tta import augment, memo, zoom_tta
 
 # Config fields that change a result; a resumed run must agree on all of them.
@@ -64,7 +66,7 @@ def make_optimizer(m: ml_collections.ConfigDict) -> optax.GradientTransformation
   name = str(m.optimizer)
   fn = getattr(optax, name, None)
   if not callable(fn) or "learning_rate" not in inspect.signature(fn).parameters:
-    raise ValueError(f"memo.optimizer={name!r} is not an optax optimiser (e.g. sgd, adam, adamw)")
+    raise UserError(f"memo.optimizer={name!r} is not an optax optimiser (e.g. sgd, adam, adamw)")
   params = inspect.signature(fn).parameters
   kw = {"learning_rate": float(m.lr)}
   for key in ("momentum", "weight_decay"):
@@ -73,7 +75,7 @@ def make_optimizer(m: ml_collections.ConfigDict) -> optax.GradientTransformation
       # optax.sgd's momentum=None means none; 0.0 would add a no-op trace.
       kw[key] = None if (value == 0.0 and params[key].default is None) else value
     elif value:
-      raise ValueError(f"memo.{key}={value}, but optax.{name} takes no {key}")
+      raise UserError(f"memo.{key}={value}, but optax.{name} takes no {key}")
   return fn(**kw)
 
 
@@ -101,7 +103,7 @@ def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndar
     crops_fn = lambda canvas, hw: zoom.zoom_crops_batch(canvas[None], hw[None], grid)[0]  # noqa: E731
     return zoom_tta.make_zoom_tta(bundle, crops_fn, method.split("_")[1], logit_mask=logit_mask,
                                   view_chunk=int(config.zoom.view_chunk))
-  raise ValueError(f"method={method!r} is not one of baseline, memo_augmix, memo_rrc, zoom_mean, zoom_max")
+  raise UserError(f"method={method!r} is not one of baseline, memo_augmix, memo_rrc, zoom_mean, zoom_max")
 
 
 def make_step(episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
@@ -138,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   dataset = data.get_dataset(config.data.name, num_workers=int(config.num_workers), **kw)
   limit = int(config.limit)
   if limit < 0:
-    raise ValueError(f"config.limit={limit}: use 0 for all images or a positive count")
+    raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
   num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
   space = dataset.label_space
   episode = build_episode(config, bundle, space.logit_mask())
@@ -193,7 +195,8 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
 
     def batches_for(indices):
       return data.make_batches(dataset, batch_size=batch_size, canvas_fn=canvas_fn, indices=indices,
-                               num_workers=int(config.num_workers), on_error=config.on_error)
+                               num_workers=int(config.num_workers), on_error=config.on_error,
+                               max_pixels_warning=int(config.max_pixels_warning))
 
     def skipped_in(rng):
       return [f"{s['id']}: {s['reason']}" for s in dataset.skipped if s["index"] in rng]
@@ -208,7 +211,8 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
                       ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in, process_index=pid,
                       process_count=pcount, progress=progress,
                       fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop],
-                                                                  dataset.labels[r.start:r.stop]))
+                                                                  dataset.labels[r.start:r.stop]),
+                      file_stamp_of=dataset.file_stamp)
     loop_s += time.monotonic() - t0
   if pid != 0:
     return None
@@ -220,12 +224,16 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
     atomic.savez(os.path.join(seed_dir, RECORDS_FILE), rows)
     per_seed.append(_seed_metrics(rows, seed))
   metrics = _metrics(config, dataset, space, per_seed, computed[0], loop_s, time.monotonic() - t_start)
+  metrics["complete"] = True  # Written last, atomically: after every seed's predictions.
   atomic.write_json(os.path.join(workdir, "metrics.json"), metrics)
   msg = (f"tta {config.method} {config.model.name} on {dataset.name}: accuracy {_percent(metrics)} over "
          f"{metrics['num_images']} images")
   if metrics["paper_accuracy_percent"] is not None:
     msg += f" (paper: {metrics['paper_accuracy_percent']:.2f}%)"
   print(msg, flush=True)
+  skips = shards.skip_summary(metrics["skipped"], num_images)
+  if skips:
+    print(skips, flush=True)
   return metrics
 
 

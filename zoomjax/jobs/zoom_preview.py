@@ -13,6 +13,7 @@ from absl import logging
 from PIL import Image, ImageDraw
 
 from zoomjax import zoom
+from zoomjax.errors import NotFoundError, UserError
 
 _LABEL_H = 12  # Pixels above each tile for its name (PIL's default bitmap font is ~11 px high).
 _GAP = 4
@@ -26,12 +27,12 @@ def default_image() -> str:
 
 def load_rgb(path: str) -> np.ndarray:
   if not os.path.exists(path):
-    raise FileNotFoundError(f"config.image: no such file {path!r}")
+    raise NotFoundError(f"config.image: no such file {path!r}")
   try:
     with Image.open(path) as im:
       return np.asarray(im.convert("RGB"))
   except OSError as e:
-    raise ValueError(f"config.image: {path!r} is not an image PIL can read ({e})") from e
+    raise UserError(f"config.image: {path!r} is not an image PIL can read ({e})") from e
 
 
 def montage(crops: np.ndarray, names: Sequence[str], columns: int, thumb: int) -> Image.Image:

@@ -5,7 +5,8 @@ Workdir layout (rerunning with the same workdir resumes; nothing already written
                     changes the results is refused
   shards/           shard_<k>.npz, one per global image range, written atomically when complete
   records.npz       all shards merged (process 0)
-  metrics.json      headline numbers and every analysis (process 0)
+  metrics.json      headline numbers and every analysis (process 0); `"complete": false` until report.html is
+                    written, then true (a run killed in the report stage is visible, and a rerun redoes it)
   report.html, report/   figures and gallery (process 0)
   events.out.tfevents.*  clu/TensorBoard scalars: images/s, views/s, ETA
 """
@@ -27,6 +28,7 @@ from zoomjax import parallel
 from zoomjax import records as records_lib
 from zoomjax import shards
 from zoomjax import sweep
+from zoomjax.errors import UserError
 
 # Config fields that change the numbers; a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "data", "limit", "grid", "extra_crops", "shard_size", "batch_size", "view_chunk",
@@ -35,7 +37,7 @@ RESULT_FIELDS = ("model", "data", "limit", "grid", "extra_crops", "shard_size", 
 
 def _dtype(name: str):
   if name not in ("float32", "bfloat16"):
-    raise ValueError(f"config.dtype must be 'float32' or 'bfloat16', got {name!r}")
+    raise UserError(f"config.dtype must be 'float32' or 'bfloat16', got {name!r}")
   return jnp.dtype(name)
 
 
@@ -128,18 +130,24 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
   if wall_time_s is not None:
     metrics["sweep_wall_time_s"] = wall_time_s
   metrics = analyses.nan_to_none(metrics)
-  atomic.write_json(os.path.join(workdir, "metrics.json"), metrics)
+  path = os.path.join(workdir, "metrics.json")
+  if _incomplete(path):
+    _log(f"{path} is from a run interrupted before its report was written: redoing the analysis and report")
+  metrics["complete"] = False  # Until the report is written: a kill in between stays visible.
+  atomic.write_json(path, metrics)
   if config.get("report", True):
     read_image = None
     if dataset is not None:
       read_image = lambda i: dataset.read(i)["image"]  # noqa: E731
     class_names = dataset.class_names if dataset is not None else [str(i) for i in range(1000)]
-    path = report.write_report(workdir, rec, metrics, class_names=class_names, model=config.model.name,
-                               dataset=config.data.name, paper_dataset=pds, command=command,
-                               wall_time_s=wall_time_s, read_image=read_image,
-                               render_view=render_view_fn(int(config.grid.crop), int(config.grid.anchors)),
-                               gallery_size=int(config.gallery_size), top_k=int(config.top_k))
-    metrics["report"] = path
+    report_path = report.write_report(
+        workdir, rec, metrics, class_names=class_names, model=config.model.name, dataset=config.data.name,
+        paper_dataset=pds, command=command, wall_time_s=wall_time_s, read_image=read_image,
+        render_view=render_view_fn(int(config.grid.crop), int(config.grid.anchors)),
+        gallery_size=int(config.gallery_size), top_k=int(config.top_k))
+    metrics["report"] = report_path
+  metrics["complete"] = True
+  atomic.write_json(path, metrics)
   return metrics
 
 
@@ -155,7 +163,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
   dataset, bundle, grid, spec, step, variables = build(config) if built is None else built
   limit = int(config.limit)
   if limit < 0:
-    raise ValueError(f"config.limit={limit}: use 0 for all images or a positive count")
+    raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
   num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
   shards.num_shards(num_images, int(config.shard_size))  # A bad shard_size fails before the workdir is claimed.
   # Claimed only now: a config that fails to build leaves the workdir reusable.
@@ -188,6 +196,7 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
   def batches_for(indices):
     return data.make_batches(dataset, batch_size=step.batch_size, canvas_fn=canvas_fn, indices=indices,
                              num_workers=int(config.num_workers), on_error=config.on_error,
+                             max_pixels_warning=int(config.max_pixels_warning),
                              prefetch=int(config.prefetch))
 
   view_names = spec.view_names + spec.crop_names
@@ -206,7 +215,8 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
                               meta=meta, ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in,
                               fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop],
                                                                           dataset.labels[r.start:r.stop]),
-                              process_index=pid, process_count=pcount, progress=progress,
+                              file_stamp_of=dataset.file_stamp, process_index=pid, process_count=pcount,
+                              progress=progress,
                               on_shard_written=after_shard)
   wall = time.monotonic() - t_start
   if writer:
@@ -223,9 +233,21 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
                                                               "top36_accuracy") if metrics.get(k) is not None})
     writer.close()
   print(summary_table(metrics, metrics["paper"]))
+  skips = shards.skip_summary(metrics["skipped_files"], num_images)
+  if skips:
+    print(skips, flush=True)
   if metrics.get("report"):
     print(f"report: {os.path.abspath(metrics['report'])}")
   return metrics
+
+
+def _incomplete(metrics_path: str) -> bool:
+  """True when `metrics_path` holds the metrics of a run whose report stage did not finish."""
+  try:
+    with open(metrics_path) as f:
+      return json.load(f).get("complete") is False
+  except (OSError, ValueError, AttributeError):
+    return False
 
 
 def _metric_writer(config, workdir: str, pid: int):
@@ -243,7 +265,7 @@ def _canvas_fn(mode: str, dataset, num_images: int, num_workers: int):
   if mode == "buckets":
     return zoom.canvas_size
   if mode != "max":
-    raise ValueError(f"config.canvas must be 'buckets' or 'max', got {mode!r}")
+    raise UserError(f"config.canvas must be 'buckets' or 'max', got {mode!r}")
   sizes = dataset.sizes(np.arange(num_images), num_workers=num_workers)
   ok = sizes[:, 0] > 0
   hmax, wmax = (int(v) for v in sizes[ok].max(0)) if ok.any() else (1, 1)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoomjax.checkpoints import CheckpointError, merge_into, read_checkpoint
+from zoomjax.errors import UnknownNameError, UserError
 from zoomjax.models.bundle import ModelBundle, Preprocessing
 
 
@@ -52,7 +53,7 @@ def list_models() -> List[str]:
 
 def get_spec(name: str) -> ModelSpec:
   if name not in _REGISTRY:
-    raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    raise UnknownNameError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
   return _REGISTRY[name]
 
 
@@ -133,7 +134,7 @@ def load(name: str, checkpoint: Optional[str] = None, *, random_init: bool = Fal
   module, spec = create(name, **overrides)
   if random_init:
     if checkpoint is not None:
-      raise ValueError(f"model {name!r}: pass either a checkpoint or random_init=True, not both")
+      raise UserError(f"model {name!r}: pass either a checkpoint or random_init=True, not both")
     variables = _init(module, spec, seed)
   else:
     path = resolve_checkpoint(spec, checkpoint)
