@@ -173,6 +173,7 @@ def small_config(arg="", **overrides):
     ("", {"batch_size": 0}, "batch_size=0"),
     ("", {"shard_size": 0}, "shard_size must be positive, got 0"),
     ("", {"limit": -1}, "config.limit=-1"),
+    ("", {"tie_order": "nope"}, "config.tie_order: tie order must be 'paper' or 'grid', got 'nope'"),
 ])
 def test_a_failed_start_names_the_value_and_leaves_the_workdir_reusable(tmp_path, arg, overrides, message):
   with pytest.raises((ValueError, KeyError, FileNotFoundError), match=message):

@@ -99,7 +99,10 @@ def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndar
   if method in ("zoom_mean", "zoom_max"):
     from zoomjax import zoom  # pylint: disable=import-outside-toplevel
     scales = tuple(int(s) for s in config.zoom.scales) or paper_numbers.ZOOM_IN_SCALES
-    grid = zoom.ZoomGrid(scales, anchors=int(config.zoom.anchors), crop=int(config.view.crop))
+    try:
+      grid = zoom.ZoomGrid(scales, anchors=int(config.zoom.anchors), crop=int(config.view.crop))
+    except (TypeError, ValueError) as e:
+      raise UserError(f"config.zoom: {e}") from None
     crops_fn = lambda canvas, hw: zoom.zoom_crops_batch(canvas[None], hw[None], grid)[0]  # noqa: E731
     return zoom_tta.make_zoom_tta(bundle, crops_fn, method.split("_")[1], logit_mask=logit_mask,
                                   view_chunk=int(config.zoom.view_chunk))

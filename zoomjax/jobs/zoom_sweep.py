@@ -43,8 +43,11 @@ def _dtype(name: str):
 
 def _grid(config):
   from zoomjax import zoom  # pylint: disable=g-import-not-at-top
-  return zoom.ZoomGrid(tuple(int(s) for s in config.grid.scales), anchors=int(config.grid.anchors),
-                       crop=int(config.grid.crop))
+  try:
+    return zoom.ZoomGrid(tuple(int(s) for s in config.grid.scales), anchors=int(config.grid.anchors),
+                         crop=int(config.grid.crop))
+  except (TypeError, ValueError) as e:
+    raise UserError(f"config.grid: {e}") from None
 
 
 def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] = None):
@@ -161,6 +164,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
   pid = jax.process_index()
   t_start = time.monotonic()
   dataset, bundle, grid, spec, step, variables = build(config) if built is None else built
+  try:
+    analyses.tie_order(grid.transforms, config.tie_order)  # A bad analysis setting fails now, not after the sweep.
+  except ValueError as e:
+    raise UserError(f"config.tie_order: {e}") from None
   limit = int(config.limit)
   if limit < 0:
     raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
