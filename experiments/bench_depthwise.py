@@ -13,7 +13,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 from zoomjax import models
 from zoomjax.kernels import depthwise

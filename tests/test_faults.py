@@ -26,7 +26,7 @@ from test_checkpoints import FakeStorage, FakeTensor, write_torch_zip  # The tor
 from zoomjax import atomic
 from zoomjax import data
 from zoomjax import errors
-from zoomjax import main as zoomjax_main
+from zoomjax import cli
 from zoomjax import records as R
 from zoomjax import shards
 from zoomjax import zoom
@@ -376,18 +376,18 @@ def test_user_errors_end_in_one_line_and_bugs_keep_their_traceback(capsys):
                    "zoomjax: error: disk full while writing /w/x (Disk quota exceeded): free space or use another "
                    "--workdir")):
     with pytest.raises(SystemExit) as exit_:
-      zoomjax_main.exit_on_user_error(e, verbose=False)
+      cli.exit_on_user_error(e, verbose=False)
     assert exit_.value.code == 2 and capsys.readouterr().err == line + "\n"
   with pytest.raises(SystemExit):
     try:
       raise errors.NotFoundError("no images found under /x")
     except errors.UserError as e:
-      zoomjax_main.exit_on_user_error(e, verbose=True)
+      cli.exit_on_user_error(e, verbose=True)
   err = capsys.readouterr().err
   assert err.startswith("Traceback (most recent call last):") and err.endswith(
       "zoomjax: error: no images found under /x\n")
   for bug in (ValueError("a bug"), KeyError("a bug"), RuntimeError("a bug"), OSError(errno.EIO, "I/O error")):
-    zoomjax_main.exit_on_user_error(bug, verbose=False)  # Returns: the caller re-raises it.
+    cli.exit_on_user_error(bug, verbose=False)  # Returns: the caller re-raises it.
   assert capsys.readouterr().err == ""
 
 

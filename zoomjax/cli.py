@@ -1,0 +1,88 @@
+"""Command-line plumbing of `zoomjax.main`: the config's package root, flag parsing, one-line user errors.
+
+A user error (`zoomjax.errors`: a bad config value, data file, checkpoint or workdir, a full disk, a permission
+problem) ends the run with one line, `zoomjax: error: <what and how to fix it>`, on stderr and exit status 2;
+`--verbose` adds its traceback. Any other exception is a bug and keeps its traceback.
+"""
+import os
+import sys
+import traceback
+from typing import List, Optional, Sequence
+
+from absl import app, flags
+
+from zoomjax import errors
+
+EXIT_USER_ERROR = 2
+
+
+def config_root(argv) -> str:
+  """The directory holding the `configs/` package of `--config .../configs/x.py`, or "".
+
+  Config files import their siblings as `configs.<name>`; putting that directory first on sys.path makes
+  `--config /any/path/configs/x.py` work from any working directory.
+  """
+  for i, arg in enumerate(argv):
+    path = None
+    if arg.startswith("--config="):
+      path = arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(argv):
+      path = argv[i + 1]
+    if path:
+      folder = os.path.dirname(os.path.abspath(path.split(":", 1)[0]))
+      if os.path.basename(folder) == "configs":
+        return os.path.dirname(folder)
+  return ""
+
+
+def exit_on_user_error(e: BaseException, verbose: bool, prefix: str = "") -> None:
+  """Ends the process (one line on stderr, status 2; the traceback first when `verbose`) when `e` is a user
+  error; returns otherwise, so that the caller re-raises a bug with its traceback."""
+  message = errors.user_message(e)
+  if message is None:
+    return
+  if verbose:
+    traceback.print_exception(e)
+  print(f"zoomjax: error: {prefix}{message}", file=sys.stderr, flush=True)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def _user_error_in(e: BaseException) -> Optional[BaseException]:
+  """The innermost user error among `e` and its causes (absl and ml_collections re-wrap a config's error, the
+  second time with its traceback pasted into the message)."""
+  found, seen = None, set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if errors.user_message(e) is not None:
+      found = e
+    e = e.__cause__ or e.__context__
+  return found
+
+
+def _verbose_in(argv: Sequence[str]) -> bool:
+  """Whether argv asks for --verbose (read by hand: flag parsing failed, so FLAGS may not hold it)."""
+  verbose = False
+  for arg in argv[1:]:
+    name, _, value = arg.lstrip("-").partition("=")
+    if name == "verbose":
+      verbose = not value or value.lower() in ("1", "true", "t", "yes", "y")
+    elif name == "noverbose":
+      verbose = False
+  return verbose
+
+
+def parse_flags(argv: List[str]) -> List[str]:
+  """absl's flag parsing (which runs the config file's get_config), with errors the user can fix in one line.
+
+  A config file that fails with a traceback that is not a user error is a bug: absl's own report keeps it.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    user = _user_error_in(e)
+    if user is not None:
+      exit_on_user_error(user, _verbose_in(argv), prefix="--config: ")
+    if "Traceback (most recent call last)" in str(e):
+      return app.parse_flags_with_usage(argv)  # Parses again to print absl's report, and exits.
+    print(f"zoomjax: error: {errors.one_line(str(e))} (--helpshort lists the flags)", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
