@@ -1,8 +1,8 @@
 """Importing zoomjax's public modules loads neither TensorFlow nor clu's metric writers, nor pyplot.
 
-TensorFlow costs seconds and gigabytes in every process and test worker; only a TFDS build needs it, and the jobs
-load clu's TensorBoard writer when they start writing. pyplot would switch the user's matplotlib backend.
-Runs in a fresh interpreter, since this test process has imported much already.
+TensorFlow costs seconds and gigabytes in every process and test worker; only a TFDS build needs it (TensorBoard
+scalars go through `zoomjax.scalars`, which needs no TensorFlow). pyplot would switch the user's matplotlib
+backend. Runs in a fresh interpreter, since this test process has imported much already.
 """
 import json
 import subprocess
@@ -11,7 +11,7 @@ import sys
 MODULES = ("zoomjax", "zoomjax.zoom", "zoomjax.sweep", "zoomjax.shards", "zoomjax.tta", "zoomjax.tta.memo",
            "zoomjax.tta.zoom_tta", "zoomjax.models", "zoomjax.data", "zoomjax.analyses", "zoomjax.report",
            "zoomjax.plots", "zoomjax.parallel", "zoomjax.checkpoints", "zoomjax.jobs.zoom_sweep", "zoomjax.jobs.tta",
-           "zoomjax.jobs.zoom_preview", "zoomjax.main")
+           "zoomjax.jobs.zoom_preview", "zoomjax.main", "zoomjax.cli", "zoomjax.scalars")
 FORBIDDEN = ("tensorflow", "keras", "clu.metric_writers", "clu.periodic_actions", "matplotlib.pyplot")
 
 _PROBE = """
@@ -36,3 +36,26 @@ def test_public_modules_import_no_tensorflow_clu_writers_or_pyplot():
   culprits = {name: mods for name, mods in loaded.items() if name in MODULES and mods}
   assert not culprits, f"first import that loads {next(iter(culprits.values()))}: {next(iter(culprits))}"
   assert not loaded["backend changed"], "importing zoomjax changed matplotlib's backend"
+
+
+_WRITE = """
+import sys
+from zoomjax import scalars
+w = scalars.ScalarWriter(sys.argv[1])
+w.write_scalars(3, {"images_per_sec": 1.5, "eta_secs": 2})
+w.write_scalars(4, {"images_per_sec": 2.5})
+w.close()
+print("tensorflow" in sys.modules)
+"""
+
+
+def test_scalar_writer_needs_no_tensorflow_and_tensorboard_reads_it(tmp_path):
+  proc = subprocess.run([sys.executable, "-c", _WRITE, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == "False"
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+  acc = event_accumulator.EventAccumulator(str(tmp_path))
+  acc.Reload()
+  assert sorted(acc.Tags()["scalars"]) == ["eta_secs", "images_per_sec"]
+  assert [(e.step, e.value) for e in acc.Scalars("images_per_sec")] == [(3, 1.5), (4, 2.5)]

@@ -212,7 +212,7 @@ def split_outputs(out: Dict[str, np.ndarray], num_grid: int) -> Dict[str, np.nda
 class Progress:
   """Logs (and hands to `write`) images/s, views/s and the ETA at most every `every_secs` and at the end.
 
-  Hand-written rather than clu's PeriodicAction, whose import loads TensorFlow.
+  Hand-written rather than clu's PeriodicAction, whose import loads TensorFlow (README, Dependencies).
   """
 
   def __init__(self, *, total_images: int, views_per_image: int, every_secs: float = 30.0,

@@ -8,7 +8,7 @@ Workdir layout (rerunning with the same workdir resumes; nothing already written
   metrics.json      headline numbers and every analysis (process 0); `"complete": false` until report.html is
                     written, then true (a run killed in the report stage is visible, and a rerun redoes it)
   report.html, report/   figures and gallery (process 0)
-  events.out.tfevents.*  clu/TensorBoard scalars: images/s, views/s, ETA
+  events.out.tfevents.*  TensorBoard scalars (zoomjax.scalars): images/s, views/s, ETA
 """
 import json
 import os
@@ -258,11 +258,11 @@ def _incomplete(metrics_path: str) -> bool:
 
 
 def _metric_writer(config, workdir: str, pid: int):
-  """clu's TensorBoard writer on process 0 (imported here: it loads TensorFlow), or None."""
+  """TensorBoard scalars on process 0 (`zoomjax.scalars`, no TensorFlow), or None."""
   if pid != 0 or not config.get("tensorboard", True):
     return None
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  return metric_writers.create_default_writer(workdir, asynchronous=False)
+  from zoomjax import scalars  # pylint: disable=g-import-not-at-top
+  return scalars.ScalarWriter(workdir)
 
 
 def _canvas_fn(mode: str, dataset, num_images: int, num_workers: int):
