@@ -132,3 +132,17 @@ def test_config_from_state_dict(golden):
   _, state, _ = golden
   cfg = clip.config_from_state_dict(state, vision_head_width=16, text_head_width=12)
   assert cfg == {"vision": VISION, "text": TEXT}
+
+
+def test_module_cli_runs_as_a_subprocess(tmp_path):
+  """`python -m zoomjax.models.clip` (the README's head builder) imports and runs as users start it."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  run = lambda *a: subprocess.run([sys.executable, "-m", "zoomjax.models.clip", *a], cwd=tmp_path,  # noqa: E731
+                                  capture_output=True, text=True, timeout=300, check=False)
+  ok = run("--help")
+  assert ok.returncode == 0 and "--checkpoint" in ok.stdout and "--classnames" in ok.stdout, ok.stderr[-2000:]
+  missing = run("--checkpoint", str(tmp_path / "ViT-L-14.pt"), "--vocab", "v.txt.gz", "--classnames", "c.txt",
+                "--out", str(tmp_path / "out.safetensors"))
+  assert missing.returncode != 0 and "ViT-L-14.pt" in missing.stderr
+  assert "already registered" not in missing.stderr

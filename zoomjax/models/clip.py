@@ -316,6 +316,14 @@ _HINT = ("Pass a zero-shot classifier file built once from OpenAI's `{file}` (or
          "--classnames classnames.txt --out {out}`; classnames.txt holds the 1000 curated OpenAI class names, "
          "one per line. For fp16 as in the paper pass dtype=jnp.float16.")
 
+if __name__ == "__main__":
+  # `python -m zoomjax.models.clip`: importing the package has already registered the models of the module
+  # `zoomjax.models.clip`; this second copy of it (runpy's `__main__`) runs that module's CLI instead of
+  # registering them twice.
+  from zoomjax.models import clip as _package_module  # pylint: disable=import-self
+  _package_module.main()
+  raise SystemExit(0)
+
 for _name, _arch, _pp in (("clip_vit_b32", "ViT-B/32", CLIP_PREPROCESSING),
                           ("clip_vit_l14", "ViT-L/14", CLIP_PREPROCESSING),
                           ("clip_vit_l14_zoompaper", "ViT-L/14", ZOOM_PAPER_CLIP_PREPROCESSING)):
@@ -346,6 +354,3 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   a = p.parse_args(argv)
   build_zero_shot_checkpoint(a.checkpoint, a.vocab, a.classnames, a.out, a.activation)
 
-
-if __name__ == "__main__":
-  main()
