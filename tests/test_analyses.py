@@ -183,6 +183,9 @@ def test_paper_numbers_consistent():
   assert P.lookup("efficientnet_b0", "IN")["min_cover_size"] == 219
   assert P.lookup("efficientnet_lite0", "IN") == {}
   assert P.paper_dataset_key("imagenet_a") == "IN-A"
+  assert P.paper_dataset_key("imagenet2012_real") == "ReaL"
+  assert P.paper_dataset_key("imagenet2012_real/union") == "IN+ReaL"
+  assert P.paper_dataset_key("imagenet2012_real", variant="union") == "IN+ReaL"
   assert P.paper_dataset_key("folder:/x", override="IN") == "IN"
   with pytest.raises(ValueError, match="paper_dataset"):
     P.paper_dataset_key("folder", override="imagenet")

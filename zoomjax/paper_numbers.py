@@ -249,13 +249,22 @@ AGGREGATION = {"vit_b32": {row[0]: dict(zip(_AGG_COLUMNS, row[1:])) for row in [
 UNSOLVED_BY_ALL_IN_REAL = 0.39
 
 
-def paper_dataset_key(dataset_name: str, override: Optional[str] = None) -> Optional[str]:
-  """The paper's abbreviation for a zoomjax dataset name (None when the paper has no such column)."""
+def paper_dataset_key(dataset_name: str, override: Optional[str] = None,
+                      variant: Optional[str] = None) -> Optional[str]:
+  """The paper's abbreviation for a zoomjax dataset name (None when the paper has no such column).
+
+  ReaL's 'union' variant (ReaL labels plus the original one, `imagenet2012_real/union` or variant='union') is the
+  paper's IN+ReaL column.
+  """
   if override:
     if override not in DATASETS:
       raise ValueError(f"paper_dataset={override!r} is not one of {DATASETS}")
     return override
-  return DATASET_KEYS.get(dataset_name.split(":")[0].lower())
+  base, _, name_variant = dataset_name.split(":")[0].lower().partition("/")
+  key = DATASET_KEYS.get(base)
+  if key == "ReaL" and "union" in (name_variant, (variant or "").lower()):
+    return "IN+ReaL"
+  return key
 
 
 def lookup(model: str, dataset: Optional[str]) -> Dict[str, float]:

@@ -126,7 +126,8 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
   metrics["skipped_files"] = [str(s) for s in rec.skipped]
   metrics["model"] = config.model.name
   metrics["dataset"] = config.data.name
-  pds = paper_numbers.paper_dataset_key(config.data.name, config.get("paper_dataset") or None)
+  pds = paper_numbers.paper_dataset_key(config.data.name, config.get("paper_dataset") or None,
+                                        config.data.get("variant"))
   metrics["paper_dataset"] = pds
   metrics["paper"] = paper_numbers.lookup(config.model.name, pds)
   metrics["scales"] = [int(s) for s in config.grid.scales]
