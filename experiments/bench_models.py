@@ -2,6 +2,7 @@
 
   python experiments/bench_models.py --models efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 \\
       --batch 32 --runs 5 --grouped_depthwise
+  python experiments/bench_models.py --models families --batch 32 --runs 5   # issue 15's classifiers
 
 Weights are seeded random (`load(name, random_init=True)`): speed does not depend on their values. Models
 are timed round-robin (one batch of each per round) so load changes on a shared machine hit all of them
@@ -20,6 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import zoomjax.models as zm
+
+
+# The paper's other torchvision classifiers (issue 15), full size, after the ResNet-50 baseline: `--models families`.
+FAMILIES = ("resnet50", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn")
 
 
 def _flops(compiled) -> float:
@@ -77,14 +82,16 @@ def table(entries: List[Dict[str, Any]], batch: int) -> str:
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--models", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2",
-                  help="comma-separated registered names, or 'all' (the first is the baseline)")
+                  help="comma-separated registered names, 'families' (FAMILIES) or 'all' (the first is the "
+                       "baseline)")
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--runs", type=int, default=5, help="timed rounds (>= 5 for a stable median)")
   ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16"])
   ap.add_argument("--grouped_depthwise", action="store_true",
                   help="also time EfficientNet-Lite with the grouped-conv depthwise implementation")
   args = ap.parse_args(argv)
-  names = zm.list_models() if args.models == "all" else [m for m in args.models.split(",") if m]
+  names = (zm.list_models() if args.models == "all" else list(FAMILIES) if args.models == "families"
+           else [m for m in args.models.split(",") if m])
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, None: None}[args.dtype]
   entries = []
   for name in names:

@@ -68,6 +68,34 @@ def golden_resnet_prelogits(name, ctor, size):
        pre_logits=feats["pre"].numpy())
 
 
+# torchvision's VGG cfg letters at 1/16 width (64 -> 4 ... 512 -> 32); the classifier gets a 16-wide hidden layer.
+VGG_SMALL = {letter: [v if v == "M" else v // 16 for v in cfg] for letter, cfg in (
+    ("A", [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]),
+    ("B", [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]),
+    ("D", [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]),
+    ("E", [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]))}
+VGG_SMALL_HIDDEN, VGG_SMALL_CLASSES = 16, 10
+
+
+def golden_vgg_small(name, letter, batch_norm, size=64):
+  """torchvision `VGG(make_layers(cfg, batch_norm))` at small widths with a small classifier of the same layout
+  (`classifier.{0,3,6}`); stores pre_logits (fc7 after ReLU)."""
+  from torchvision.models.vgg import VGG, make_layers
+  cfg = VGG_SMALL[letter]
+  model = VGG(make_layers(cfg, batch_norm=batch_norm), num_classes=VGG_SMALL_CLASSES)
+  h, c = VGG_SMALL_HIDDEN, cfg[-2]
+  model.classifier = torch.nn.Sequential(
+      torch.nn.Linear(c * 7 * 7, h), torch.nn.ReLU(True), torch.nn.Dropout(), torch.nn.Linear(h, h),
+      torch.nn.ReLU(True), torch.nn.Dropout(), torch.nn.Linear(h, VGG_SMALL_CLASSES))
+  model, spec = load_seeded(model)
+  x = torch.from_numpy(sw.seeded_images((2, 3, size, size)))
+  feats = {}
+  model.classifier[4].register_forward_hook(lambda m, i, o: feats.__setitem__("pre", o.clone()))
+  logits = model(x).numpy()
+  save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits,
+       pre_logits=feats["pre"].numpy())
+
+
 def golden_adaptive_pool():
   """torch AdaptiveAvgPool2d on odd sizes (the AlexNet/VGG head at non-224 inputs)."""
   rows = {}
@@ -241,6 +269,9 @@ def main(argv):
       "resnet50": lambda: golden_resnet_prelogits("resnet50", tvm.resnet50, 64),
       "alexnet": lambda: golden_cnn("alexnet", tvm.alexnet, 64),
       "vgg16": lambda: golden_cnn("vgg16", tvm.vgg16, 64),
+      "vgg19_small": lambda: golden_vgg_small("vgg19_small", "E", False),
+      **{f"vgg{d}_bn_small": (lambda d=d, letter=letter: golden_vgg_small(f"vgg{d}_bn_small", letter, True))
+         for d, letter in ((11, "A"), (13, "B"), (16, "D"), (19, "E"))},
       "adaptive_pool": golden_adaptive_pool,
       "vit_torchvision": golden_vit_torchvision,
       "vit_timm": golden_vit_timm,

@@ -92,3 +92,26 @@ def test_vgg16_matches_torchvision():
   logits, inter = jax.jit(vgg.vgg(16).apply)(variables, jnp.asarray(x))
   assert rel_err(logits, g["logits"]) < 1e-4
   assert inter["feature_map"].shape == (2, 2, 2, 512)
+
+
+@pytest.mark.parametrize("name,depth,batch_norm", [("vgg19_small", 19, False), ("vgg11_bn_small", 11, True),
+                                                   ("vgg13_bn_small", 13, True), ("vgg16_bn_small", 16, True),
+                                                   ("vgg19_bn_small", 19, True)])
+def test_vgg_small_matches_torchvision(name, depth, batch_norm):
+  """torchvision's cfg letters A/B/D/E (+BN) at 1/16 width with a 16-wide classifier (make_goldens.py)."""
+  g, state, x = load_golden(name)
+  cfg = tuple(v if v == "M" else v // 16 for v in vgg.CFGS[depth])
+  variables = ctv.convert_vgg(state, cfg, batch_norm=batch_norm)
+  model = vgg.vgg(depth, batch_norm, cfg=cfg, hidden=16, num_classes=10)
+  apply = jax.jit(model.apply)
+  logits, inter = apply(variables, jnp.asarray(x))
+  assert logits.shape == g["logits"].shape == (2, 10)
+  assert rel_err(logits, g["logits"]) < 1e-4
+  assert rel_err(inter["pre_logits"], g["pre_logits"]) < 1e-4
+  assert inter["feature_map"].shape == (2, 2, 2, 32)
+  if batch_norm:  # The golden is sensitive to the running statistics (so the BN conversion is really tested).
+    bad = jax.tree_util.tree_map(lambda a: a, variables)
+    bad["batch_stats"]["bn1_1"]["var"] = np.ones_like(bad["batch_stats"]["bn1_1"]["var"])
+    assert rel_err(apply(bad, jnp.asarray(x))[0], g["logits"]) > 1e-3
+    with pytest.raises(KeyError, match="features"):  # A BN file is not a plain VGG.
+      ctv.convert_vgg(state, cfg, batch_norm=False)

@@ -26,6 +26,9 @@ EXPECTED = {
     "clip_vit_b32": 87_849_216 + 512 * 1000,  # open_clip ViT-B-32 `visual` + zero-shot head
     "clip_vit_l14": 303_966_208 + 768 * 1000, "clip_vit_l14_zoompaper": 303_966_208 + 768 * 1000,
     "resnet_tiny": 143_312, "vit_tiny": 71_464,
+    # torchvision 0.29.1's count (sum of `p.numel()` over `parameters()`); it documents VGG-19 143,667,240.
+    "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg19": 143_667_240,
+    "vgg11_bn": 132_868_840, "vgg13_bn": 133_053_736, "vgg16_bn": 138_365_992, "vgg19_bn": 143_678_248,
 }
 
 
@@ -56,6 +59,29 @@ def test_tiny_models_contract(name, size):
   out = jax.jit(half.apply)(bundle.variables, bundle.preprocessing.normalize(x))[0]
   assert out.dtype == jnp.float32
   assert float(jnp.max(jnp.abs(out - logits))) < 0.1 * float(jnp.max(jnp.abs(logits))) + 1e-3
+
+
+# Tiny widths of the torchvision families, passed as `load` overrides (same module, same converter).
+_TINY_VGG = dict(cfg=(8, "M", 16, "M", 16, "M"), hidden=16)
+FAMILY_TINY = {
+    "vgg19": _TINY_VGG, "vgg11_bn": _TINY_VGG, "vgg13_bn": _TINY_VGG, "vgg16_bn": _TINY_VGG,
+    "vgg19_bn": _TINY_VGG,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_TINY))
+def test_family_random_init_forward(name):
+  """`load(name, random_init=True)` at a tiny width: contract shapes, torchvision preprocessing, BN prior mode."""
+  bundle = models.load(name, random_init=True, **FAMILY_TINY[name])
+  assert bundle.preprocessing == models.get_spec("resnet50").preprocessing  # torchvision IMAGENET1K_V1 eval
+  x = bundle.preprocessing.normalize(jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 3), maxval=255.0))
+  logits, inter = jax.jit(bundle.module.apply)(bundle.variables, x)
+  assert logits.shape == (2, 1000) and logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+  assert inter["pre_logits"].ndim == 2 and inter["pre_logits"].shape[0] == 2
+  assert inter["feature_map"].ndim == 4 and inter["feature_map"].shape[0] == 2
+  if "batch_stats" in bundle.variables:  # MEMO's prior mode reaches the BatchNorms.
+    prior = models.create(name, bn_prior_strength=16.0, **FAMILY_TINY[name])[0]
+    assert not np.allclose(jax.jit(prior.apply)(bundle.variables, x)[0], logits)
 
 
 def test_bn_prior_strength_reaches_every_batchnorm():

@@ -30,8 +30,8 @@ def _rng(seed: int, name: str) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def seeded_array(name: str, shape: Sequence[int], kind: str = "f", seed: int = 0) -> np.ndarray:
-  """One deterministic array whose distribution suits what `name` is."""
+def seeded_array(name: str, shape: Sequence[int], kind: str = "f", seed: int = 0, norm: bool = False) -> np.ndarray:
+  """One deterministic array whose distribution suits what `name` is (`norm`: a norm layer's, by its siblings)."""
   shape = tuple(shape)
   if kind == "i":
     return np.zeros(shape, np.int64)
@@ -43,7 +43,7 @@ def seeded_array(name: str, shape: Sequence[int], kind: str = "f", seed: int = 0
     return rng.uniform(0.5, 2.0, shape).astype(np.float32)
   if leaf == "running_mean" or leaf == "mean":
     return np.float32(0.2) * normal()
-  is_norm = any(t in low for t in ("bn", "ln", "norm", "downsample.1")) or "layernorm" in low
+  is_norm = norm or any(t in low for t in ("bn", "ln", "norm", "downsample.1")) or "layernorm" in low
   if is_norm and leaf in ("weight", "scale") and len(shape) == 1:
     return rng.uniform(0.5, 1.5, shape).astype(np.float32)
   if leaf == "logit_scale":
@@ -67,7 +67,10 @@ def seeded_array(name: str, shape: Sequence[int], kind: str = "f", seed: int = 0
 
 
 def seeded_state_dict(spec: Spec, seed: int = 0) -> Dict[str, np.ndarray]:
-  return {name: seeded_array(name, shape, kind, seed) for name, shape, kind in spec}
+  # BatchNorms named by index only (VGG-BN `features.1.*`) are recognised by their running statistics.
+  bn = {name[:-len("running_var")] for name, _, _ in spec if name.endswith("running_var")}
+  return {name: seeded_array(name, shape, kind, seed, norm=name.rsplit(".", 1)[0] + "." in bn)
+          for name, shape, kind in spec}
 
 
 def seeded_images(shape: Sequence[int], seed: int = 1234) -> np.ndarray:

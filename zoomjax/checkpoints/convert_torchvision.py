@@ -183,24 +183,29 @@ def vgg_layer_names(cfg: Sequence) -> List[str]:
   return names
 
 
-def vgg_conv_indices(cfg: Sequence) -> list:
-  """torchvision `features.{i}` indices of the convolutions of a VGG config (ints = conv widths, 'M' = pool)."""
+def vgg_conv_indices(cfg: Sequence, batch_norm: bool = False) -> list:
+  """torchvision `features.{i}` indices of the convolutions of a VGG config (ints = conv widths, 'M' = pool).
+
+  The BatchNorm of a `_bn` variant is at index + 1.
+  """
   idx, out = 0, []
   for v in cfg:
     if v == "M":
       idx += 1
     else:
       out.append(idx)
-      idx += 2  # conv, ReLU (no-BN variants)
+      idx += 3 if batch_norm else 2  # conv, [BN,] ReLU
   return out
 
 
-def convert_vgg(flat: Flat, cfg: Sequence) -> dict:
-  """torchvision VGG (no BN) -> zoomjax.models.vgg.VGG (conv{stage}_{i}, fc6..8)."""
-  t = KeyTaker(flat, "torchvision VGG")
+def convert_vgg(flat: Flat, cfg: Sequence, batch_norm: bool = False) -> dict:
+  """torchvision VGG / VGG-BN -> zoomjax.models.vgg.VGG (conv{stage}_{i}, [bn{stage}_{i},] fc6..8)."""
+  t = KeyTaker(flat, f"torchvision VGG{'-BN' if batch_norm else ''}")
   names = vgg_layer_names(cfg)
-  for idx, name in zip(vgg_conv_indices(cfg), names):
+  for idx, name in zip(vgg_conv_indices(cfg, batch_norm), names):
     t.conv(f"features.{idx}", name, bias=True)
+    if batch_norm:
+      t.bn(f"features.{idx + 1}", name.replace("conv", "bn", 1))
   channels = [v for v in cfg if v != "M"][-1]
   _classifier(t, (0, 3, 6), channels=channels, pool=7)
   return t.finish()
