@@ -272,6 +272,12 @@ def main(argv):
       "vgg19_small": lambda: golden_vgg_small("vgg19_small", "E", False),
       **{f"vgg{d}_bn_small": (lambda d=d, letter=letter: golden_vgg_small(f"vgg{d}_bn_small", letter, True))
          for d, letter in ((11, "A"), (13, "B"), (16, "D"), (19, "E"))},
+      # ResNeXt / Wide-ResNet bottlenecks at one block per stage: grouped 3x3 (groups 4, 8 per group) and the
+      # width_per_group path (32: narrower than Wide-ResNet's 128 to stay small; same formula).
+      "resnext_small": lambda: golden_resnet_prelogits("resnext_small", lambda: tvm.resnet.ResNet(
+          tvm.resnet.Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=8, num_classes=10), 64),
+      "wide_resnet_small": lambda: golden_resnet_prelogits("wide_resnet_small", lambda: tvm.resnet.ResNet(
+          tvm.resnet.Bottleneck, [1, 1, 1, 1], width_per_group=32, num_classes=10), 64),
       "adaptive_pool": golden_adaptive_pool,
       "vit_torchvision": golden_vit_torchvision,
       "vit_timm": golden_vit_timm,

@@ -115,3 +115,24 @@ def test_vgg_small_matches_torchvision(name, depth, batch_norm):
     assert rel_err(apply(bad, jnp.asarray(x))[0], g["logits"]) > 1e-3
     with pytest.raises(KeyError, match="features"):  # A BN file is not a plain VGG.
       ctv.convert_vgg(state, cfg, batch_norm=False)
+
+
+@pytest.mark.parametrize("name,groups,width_per_group", [("resnext_small", 4, 8), ("wide_resnet_small", 1, 32)])
+def test_resnext_wide_resnet_match_torchvision(name, groups, width_per_group):
+  """torchvision `ResNet(Bottleneck, [1, 1, 1, 1], groups, width_per_group)`: the ResNeXt / Wide-ResNet blocks."""
+  g, state, x = load_golden(name)
+  variables = ctv.convert_resnet(state)
+  model = resnet.ResNet(stage_sizes=(1, 1, 1, 1), bottleneck=True, num_classes=10, groups=groups,
+                        width_per_group=width_per_group)
+  apply = jax.jit(model.apply)
+  logits, inter = apply(variables, jnp.asarray(x))
+  assert logits.shape == g["logits"].shape == (2, 10)
+  assert rel_err(logits, g["logits"]) < 1e-4
+  assert rel_err(inter["pre_logits"], g["pre_logits"]) < 1e-4
+  assert inter["feature_map"].shape == (2, 2, 2, 2048)
+  inner = variables["params"]["ResidualBlock_3"]["conv2"]["kernel"].shape
+  assert inner == (3, 3, 512 * width_per_group // 64, 512 * width_per_group // 64 * groups)
+  bad = jax.tree_util.tree_map(lambda a: a, variables)
+  bn2 = bad["batch_stats"]["ResidualBlock_0"]["bn2"]  # the grouped conv's BN
+  bn2["var"] = np.ones_like(bn2["var"])
+  assert rel_err(apply(bad, jnp.asarray(x))[0], g["logits"]) > 1e-3

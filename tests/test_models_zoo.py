@@ -29,6 +29,8 @@ EXPECTED = {
     # torchvision 0.29.1's count (sum of `p.numel()` over `parameters()`); it documents VGG-19 143,667,240.
     "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg19": 143_667_240,
     "vgg11_bn": 132_868_840, "vgg13_bn": 133_053_736, "vgg16_bn": 138_365_992, "vgg19_bn": 143_678_248,
+    # torchvision 0.29.1; it documents ResNeXt-101 32x8d 88,791,336.
+    "resnext50_32x4d": 25_028_904, "resnext101_32x8d": 88_791_336, "wide_resnet50_2": 68_883_240,
 }
 
 
@@ -66,6 +68,10 @@ _TINY_VGG = dict(cfg=(8, "M", 16, "M", 16, "M"), hidden=16)
 FAMILY_TINY = {
     "vgg19": _TINY_VGG, "vgg11_bn": _TINY_VGG, "vgg13_bn": _TINY_VGG, "vgg16_bn": _TINY_VGG,
     "vgg19_bn": _TINY_VGG,
+    # One block per stage, stem 8; ResNeXt keeps its 32 groups (2 channels each), Wide-ResNet its 128 per group.
+    "resnext50_32x4d": dict(stage_sizes=(1, 1, 1, 1), width=8, width_per_group=16),
+    "resnext101_32x8d": dict(stage_sizes=(1, 1, 1, 1), width=8, width_per_group=16),
+    "wide_resnet50_2": dict(stage_sizes=(1, 1, 1, 1), width=8),
 }
 
 

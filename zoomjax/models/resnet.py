@@ -18,13 +18,19 @@ from zoomjax.models.preprocessing import TORCHVISION_PREPROCESSING
 
 
 class ResidualBlock(nn.Module):
-  """Basic (two 3x3) or bottleneck (1x1, 3x3 strided, 1x1 x4) residual block."""
+  """Basic (two 3x3) or bottleneck (1x1, 3x3 strided and grouped, 1x1 x4) residual block.
+
+  Bottleneck inner width as torchvision: int(filters * width_per_group / 64) * groups (ResNeXt: groups 32;
+  Wide-ResNet: width_per_group 128).
+  """
   filters: int
   strides: int
   bottleneck: bool
   project: bool  # 1x1 conv + BN on the shortcut (torchvision `downsample`).
   dtype: Any = jnp.float32
   bn_prior_strength: Optional[float] = None
+  groups: int = 1
+  width_per_group: int = 64
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -33,11 +39,14 @@ class ResidualBlock(nn.Module):
     s = (self.strides, self.strides)
     if self.bottleneck:
       out_ch = self.filters * 4
-      y = nn.relu(bn(name="bn1")(conv(self.filters, (1, 1), name="conv1")(x)))
-      y = conv(self.filters, (3, 3), s, padding=((1, 1), (1, 1)), name="conv2")(y)
+      inner = int(self.filters * (self.width_per_group / 64.0)) * self.groups
+      y = nn.relu(bn(name="bn1")(conv(inner, (1, 1), name="conv1")(x)))
+      y = conv(inner, (3, 3), s, padding=((1, 1), (1, 1)), feature_group_count=self.groups, name="conv2")(y)
       y = nn.relu(bn(name="bn2")(y))
       y = bn(name="bn3")(conv(out_ch, (1, 1), name="conv3")(y))
     else:
+      if self.groups != 1 or self.width_per_group != 64:
+        raise ValueError("groups / width_per_group need bottleneck blocks (as in torchvision's BasicBlock)")
       out_ch = self.filters
       y = conv(self.filters, (3, 3), s, padding=((1, 1), (1, 1)), name="conv1")(x)
       y = nn.relu(bn(name="bn1")(y))
@@ -52,7 +61,7 @@ class ResNet(nn.Module):
   """ResNet v1.5. Input NHWC, normalised; returns (logits, intermediates).
 
   intermediates: `stem` (after max-pool), `stage_{1..4}`, `feature_map` (= last stage, (B, h, w, C)) and
-  `pre_logits` (global average, (B, C)).
+  `pre_logits` (global average, (B, C)). `groups` / `width_per_group`: ResNeXt and Wide-ResNet bottlenecks.
   """
   stage_sizes: Sequence[int]
   bottleneck: bool
@@ -60,6 +69,8 @@ class ResNet(nn.Module):
   width: int = 64
   dtype: Any = jnp.float32
   bn_prior_strength: Optional[float] = None
+  groups: int = 1
+  width_per_group: int = 64
 
   @nn.compact
   def __call__(self, x: jax.Array):
@@ -81,7 +92,8 @@ class ResNet(nn.Module):
         strides = 2 if (s > 0 and b == 0) else 1
         project = b == 0 and (strides != 1 or in_ch != filters * expansion)
         x = ResidualBlock(filters, strides, self.bottleneck, project, dtype=self.dtype,
-                          bn_prior_strength=self.bn_prior_strength, name=f"ResidualBlock_{k}")(x)
+                          bn_prior_strength=self.bn_prior_strength, groups=self.groups,
+                          width_per_group=self.width_per_group, name=f"ResidualBlock_{k}")(x)
         in_ch = filters * expansion
         k += 1
       out[f"stage_{s + 1}"] = x
@@ -102,17 +114,20 @@ STAGES = {
 
 
 def resnet(depth: int, **kw) -> ResNet:
+  """torchvision's `resnet{depth}`; `kw` sets groups / width_per_group (ResNeXt, Wide-ResNet) or overrides."""
   if depth not in STAGES:
     raise ValueError(f"ResNet depth {depth} not supported; choose one of {sorted(STAGES)}")
   stages, bottleneck = STAGES[depth]
-  return ResNet(stage_sizes=stages, bottleneck=bottleneck, **kw)
+  kw.setdefault("stage_sizes", stages)  # overridable: tiny test variants of a registered depth
+  return ResNet(bottleneck=bottleneck, **kw)
 
 
 # --------------------------------------------------------------------------------------------- registry
 
 # Exact 'params' counts (BN running statistics excluded), equal to torchvision's `num_params`.
 NUM_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-              "resnet101": 44_549_160, "resnet_tiny": 143_312}
+              "resnet101": 44_549_160, "resnet_tiny": 143_312,
+              "resnext50_32x4d": 25_028_904, "resnext101_32x8d": 88_791_336, "wide_resnet50_2": 68_883_240}
 _FILES = {18: "resnet18-f37072fd.pth", 34: "resnet34-b627a593.pth", 50: "resnet50-0676ba61.pth",
           101: "resnet101-63fe2227.pth"}
 
@@ -125,6 +140,25 @@ for _depth, _file in _FILES.items():
       checkpoint_hint=(f"Pass torchvision's IMAGENET1K_V1 file `{_file}` (https://download.pytorch.org/models/"
                        f"{_file}, the zoom paper's weights) or a timm `resnet{_depth}.*` model.safetensors."),
       num_params=NUM_PARAMS[f"resnet{_depth}"]))
+
+# ResNeXt / Wide-ResNet (torchvision IMAGENET1K_V1 files): same layout and converter as ResNet, grouped or wider
+# 3x3 convs. The WSL checkpoints (facebookresearch/WSL-Images `resnext101_32x8d_wsl`) share the layout.
+_VARIANTS = {
+    "resnext50_32x4d": (50, 32, 4, "resnext50_32x4d-7cdf4587.pth"),
+    "resnext101_32x8d": (101, 32, 8, "resnext101_32x8d-8ba56ff5.pth"),
+    "wide_resnet50_2": (50, 1, 128, "wide_resnet50_2-95faca4d.pth"),
+}
+for _name, (_depth, _groups, _wpg, _file) in _VARIANTS.items():
+  registry.register(registry.ModelSpec(
+      name=_name,
+      make_module=functools.partial(resnet, _depth, groups=_groups, width_per_group=_wpg),
+      preprocessing=TORCHVISION_PREPROCESSING,
+      convert=functools.partial(convert_resnet, stage_sizes=STAGES[_depth][0], bottleneck=True,
+                                what=f"torchvision {_name}"),
+      checkpoint_hint=(f"Pass torchvision's IMAGENET1K_V1 file `{_file}` (https://download.pytorch.org/models/"
+                       f"{_file})" + (" or the WSL `ig_resnext101_32x8-c38310e5.pth` state dict."
+                                      if _name == "resnext101_32x8d" else ".")),
+      num_params=NUM_PARAMS[_name]))
 
 # A 0.14M-parameter ResNet (basic blocks, width 8) for fast tests of other modules (random_init=True).
 registry.register(registry.ModelSpec(

@@ -1,4 +1,4 @@
-"""VGG-11/13/16/19 with or without BatchNorm (torchvision layout; the zoom paper's VGG-16 is `vgg16(pretrained=True)`)."""
+"""VGG-11/13/16/19 (+BN) (torchvision layout; the zoom paper's VGG-16 is `vgg16(pretrained=True)`)."""
 import functools
 from typing import Any, Optional, Sequence
 
@@ -81,6 +81,6 @@ for _depth in CFGS:
         make_module=functools.partial(vgg, _depth, _bn),
         preprocessing=TORCHVISION_PREPROCESSING,
         convert=functools.partial(convert_vgg, cfg=CFGS[_depth], batch_norm=_bn),
-        checkpoint_hint=(f"Pass torchvision's IMAGENET1K_V1 file `{_FILES[_name]}` "
-                         f"({'with' if _bn else 'no'} BatchNorm; https://download.pytorch.org/models/{_FILES[_name]})."),
+        checkpoint_hint=(f"Pass torchvision's IMAGENET1K_V1 file `{_FILES[_name]}` ({'with' if _bn else 'no'} "
+                         f"BatchNorm; https://download.pytorch.org/models/{_FILES[_name]})."),
         num_params=NUM_PARAMS[_name]))
