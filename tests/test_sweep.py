@@ -210,6 +210,24 @@ def test_merge_refuses_missing_or_mixed_shards(tmp_path):
     R.load(shards.shard_path(str(tmp_path), 2))
 
 
+def test_compile_clock_counts_compilation_and_progress_reports_it():
+  f = jax.jit(lambda x: jnp.tanh(x) * 3.0 + x.sum())
+  a, b, c = np.ones((3, 7), np.float32), np.ones((3, 7), np.float32), np.ones((4, 7), np.float32)
+  with sweep.CompileClock() as clock:
+    f(a).block_until_ready()
+    f(b).block_until_ready()  # Cached in memory: no second executable.
+    f(c).block_until_ready()
+  assert clock.count == 2 and clock.seconds > 0
+  after = clock.seconds
+  jax.jit(lambda x: x - 1)(c)  # Not counted once the block is left.
+  assert clock.seconds == after
+  logs = []
+  p = sweep.Progress(total_images=4, views_per_image=10, every_secs=0.0, log_fn=logs.append, compile_clock=clock)
+  p(0, t=1.0)
+  p(2, t=2.0)
+  assert f"compiling {after:.1f} s so far (2 executables)" in logs[-1] and p.last["compile_secs"] == after
+
+
 def test_progress_reports_images_views_eta():
   logs = []
   p = sweep.Progress(total_images=10, views_per_image=334, every_secs=0.0, log_fn=logs.append)

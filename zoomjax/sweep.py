@@ -209,6 +209,40 @@ def split_outputs(out: Dict[str, np.ndarray], num_grid: int) -> Dict[str, np.nda
   }
 
 
+class CompileClock:
+  """Seconds spent turning jitted functions into executables while active: tracing, lowering and XLA
+  compilation (or reading the executable from the persistent cache), from `jax.monitoring`'s events.
+
+  `with CompileClock() as clock: ...` then `clock.seconds`, `clock.count` (executables), `clock.cache_hits`.
+  """
+
+  EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+            "/jax/core/compile/backend_compile_duration")
+  CACHE_HIT = "/jax/compilation_cache/cache_hits"
+
+  def __init__(self):
+    self.seconds, self.count, self.cache_hits = 0.0, 0, 0
+
+  def _on_duration(self, event: str, duration: float, **kwargs) -> None:
+    del kwargs
+    if event in self.EVENTS:
+      self.seconds += duration
+      self.count += event == self.EVENTS[-1]
+
+  def _on_event(self, event: str, **kwargs) -> None:
+    del kwargs
+    self.cache_hits += event == self.CACHE_HIT
+
+  def __enter__(self) -> "CompileClock":
+    jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+    jax.monitoring.register_event_listener(self._on_event)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    jax.monitoring.unregister_event_duration_listener(self._on_duration)
+    jax.monitoring.unregister_event_listener(self._on_event)
+
+
 class Progress:
   """Logs (and hands to `write`) images/s, views/s and the ETA at most every `every_secs` and at the end.
 
@@ -217,10 +251,11 @@ class Progress:
 
   def __init__(self, *, total_images: int, views_per_image: int, every_secs: float = 30.0,
                log_fn: Callable[[str], None] = logging.info,
-               write: Optional[Callable[[int, Dict[str, float]], None]] = None, what: str = "sweep"):
+               write: Optional[Callable[[int, Dict[str, float]], None]] = None, what: str = "sweep",
+               compile_clock: Optional[CompileClock] = None):
     self._total, self._vpi, self._every, self._log, self._write = total_images, views_per_image, every_secs, \
         log_fn, write
-    self._what = what
+    self._what, self._clock = what, compile_clock
     self._start: Optional[Tuple[int, float]] = None
     self._previous: Optional[Tuple[int, float]] = None
     self.last: Dict[str, float] = {}
@@ -246,7 +281,11 @@ class Progress:
     self._previous = (step, t)
     self.last = {"images_per_sec": ips, "views_per_sec": ips * self._vpi, "eta_secs": eta,
                  "images_done": float(step)}
+    compiled = ""
+    if self._clock is not None:
+      self.last["compile_secs"] = self._clock.seconds
+      compiled = f", compiling {self._clock.seconds:.1f} s so far ({self._clock.count} executables)"
     self._log(f"{self._what}: {step}/{self._total} images, {ips:.2f} images/s, {ips * self._vpi:.1f} views/s, "
-              f"ETA {eta / 60:.1f} min")
+              f"ETA {eta / 60:.1f} min{compiled}")
     if self._write is not None:
       self._write(step, self.last)

@@ -178,6 +178,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
                p_true=np.zeros(0, np.float32), correct=np.zeros(0, bool))
   computed = [0]
   loop_s = 0.0
+  clock = sweep.CompileClock()
   for seed in seeds:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     base_key = jax.random.PRNGKey(seed)
@@ -207,15 +208,15 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
     mine = shards.process_shards(n_shards, pid, pcount)
     total = sum(len(shards.shard_range(k, shard_size, num_images)) for k in mine)
     progress = sweep.Progress(total_images=total, views_per_image=views, what=f"tta {config.method} seed {seed}",
-                              every_secs=float(config.progress_every_secs), log_fn=_log)
+                              every_secs=float(config.progress_every_secs), log_fn=_log, compile_clock=clock)
     t0 = time.monotonic()
-    shards.run_shards(seed_dir, num_images=num_images, shard_size=shard_size, batches_for=batches_for,
-                      compute=compute, empty_rows=empty, meta={"classes": [str(num_classes)]},
-                      ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in, process_index=pid,
-                      process_count=pcount, progress=progress,
-                      fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop],
-                                                                  dataset.labels[r.start:r.stop]),
-                      file_stamp_of=dataset.file_stamp)
+    with clock:
+      shards.run_shards(
+          seed_dir, num_images=num_images, shard_size=shard_size, batches_for=batches_for, compute=compute,
+          empty_rows=empty, meta={"classes": [str(num_classes)]}, ids_of=lambda i: dataset.ids[i],
+          skipped_in=skipped_in, process_index=pid, process_count=pcount, progress=progress,
+          fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop], dataset.labels[r.start:r.stop]),
+          file_stamp_of=dataset.file_stamp)
     loop_s += time.monotonic() - t0
   if pid != 0:
     return None
@@ -227,6 +228,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
     atomic.savez(os.path.join(seed_dir, RECORDS_FILE), rows)
     per_seed.append(_seed_metrics(rows, seed))
   metrics = _metrics(config, dataset, space, per_seed, computed[0], loop_s, time.monotonic() - t_start)
+  metrics["compile_time_s"] = clock.seconds  # Of this invocation: tracing + lowering + XLA compilation.
   metrics["complete"] = True  # Written last, atomically: after every seed's predictions.
   atomic.write_json(os.path.join(workdir, "metrics.json"), metrics)
   msg = (f"tta {config.method} {config.model.name} on {dataset.name}: accuracy {_percent(metrics)} over "

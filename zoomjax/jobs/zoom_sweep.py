@@ -118,7 +118,8 @@ def summary_table(metrics: Dict[str, Any], paper: Dict[str, float]) -> str:
 
 
 def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, dataset=None,
-                       wall_time_s: Optional[float] = None, command: str = "") -> Dict[str, Any]:
+                       wall_time_s: Optional[float] = None, command: str = "",
+                       compile_time_s: Optional[float] = None) -> Dict[str, Any]:
   """metrics.json, figures and report.html from merged records (process 0)."""
   from zoomjax import report  # pylint: disable=g-import-not-at-top
   metrics = analyses.record_metrics(rec, k=int(config.top_k), tie=config.tie_order, crop=int(config.grid.crop),
@@ -133,6 +134,8 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
   metrics["scales"] = [int(s) for s in config.grid.scales]
   if wall_time_s is not None:
     metrics["sweep_wall_time_s"] = wall_time_s
+  if compile_time_s is not None:  # Of this invocation (process 0): tracing + lowering + XLA compilation.
+    metrics["compile_time_s"] = compile_time_s
   metrics = analyses.nan_to_none(metrics)
   path = os.path.join(workdir, "metrics.json")
   if _incomplete(path):
@@ -193,9 +196,10 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
   logging.info("zoom sweep: %s on %s, %d images x %d views (%d grid + %d crops), %d shards of %d",
                config.model.name, dataset.name, num_images, spec.num_views, len(spec.transforms),
                len(spec.crop_names), n_shards, shard_size)
+  clock = sweep.CompileClock()
   progress = sweep.Progress(total_images=total_mine, views_per_image=spec.num_views,
                             write=writer.write_scalars if writer else None,
-                            every_secs=float(config.progress_every_secs), log_fn=_log)
+                            every_secs=float(config.progress_every_secs), log_fn=_log, compile_clock=clock)
   meta = {"view_names": spec.view_names, "crop_names": spec.crop_names, "agg_names": list(sweep.AGG_SETS)}
   t = len(spec.transforms)
 
@@ -217,15 +221,14 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
   def skipped_in(rng):
     return [f"{s['id']}: {s['reason']}" for s in dataset.skipped if s["index"] in rng]
 
-  written = shards.run_shards(workdir, num_images=num_images, shard_size=shard_size, batches_for=batches_for,
-                              compute=compute, empty_rows=records_lib.empty_rows(t, len(spec.crop_names),
-                                                                                 len(sweep.AGG_SETS)),
-                              meta=meta, ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in,
-                              fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop],
-                                                                          dataset.labels[r.start:r.stop]),
-                              file_stamp_of=dataset.file_stamp, process_index=pid, process_count=pcount,
-                              progress=progress,
-                              on_shard_written=after_shard)
+  with clock:
+    written = shards.run_shards(
+        workdir, num_images=num_images, shard_size=shard_size, batches_for=batches_for, compute=compute,
+        empty_rows=records_lib.empty_rows(t, len(spec.crop_names), len(sweep.AGG_SETS)), meta=meta,
+        ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in,
+        fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop], dataset.labels[r.start:r.stop]),
+        file_stamp_of=dataset.file_stamp, process_index=pid, process_count=pcount, progress=progress,
+        on_shard_written=after_shard)
   wall = time.monotonic() - t_start
   if writer:
     writer.write_scalars(total_mine, {"sweep_wall_time_s": wall, "shards_written": len(written)})
@@ -235,12 +238,15 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
   shards.wait_for_shards(workdir, n_shards, float(config.merge_timeout_s))
   rec = records_lib.merge_shards(workdir, n_shards, num_images=num_images)
   command = config.get("command", "") or ""
-  metrics = analyse_and_report(config, workdir, rec, dataset=dataset, wall_time_s=wall, command=command)
+  metrics = analyse_and_report(config, workdir, rec, dataset=dataset, wall_time_s=wall, command=command,
+                               compile_time_s=clock.seconds)
   if writer:
     writer.write_scalars(total_mine, {k: metrics[k] for k in ("one_crop_accuracy", "upper_bound_accuracy",
                                                               "top36_accuracy") if metrics.get(k) is not None})
     writer.close()
   print(summary_table(metrics, metrics["paper"]))
+  print(f"sweep wall time {wall:.1f} s, of which {clock.seconds:.1f} s compiling ({clock.count} executables, "
+        f"{clock.cache_hits} read from the persistent compilation cache)")
   skips = shards.skip_summary(metrics["skipped_files"], num_images)
   if skips:
     print(skips, flush=True)
