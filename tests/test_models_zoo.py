@@ -90,6 +90,20 @@ def test_family_random_init_forward(name):
     assert not np.allclose(jax.jit(prior.apply)(bundle.variables, x)[0], logits)
 
 
+@pytest.mark.parametrize("name", ["vgg16_bn", "resnext101_32x8d"])
+def test_family_memo_episode(name):
+  """A MEMO + RRC episode (gradient step through the grouped convs / prior-mode BatchNorm) at a tiny width."""
+  from zoomjax.tta import augment, memo  # pylint: disable=import-outside-toplevel
+  bundle = models.load(name, random_init=True, **FAMILY_TINY[name])
+  image = jax.random.randint(jax.random.PRNGKey(2), (40, 48, 3), 0, 256).astype(jnp.uint8)
+  kw = dict(resize_size=36, crop_size=32)
+  adapted = jax.jit(memo.make_memo(bundle, augment.rrc_augmentation(size=32), num_views=4, steps=1, **kw))
+  logits = adapted(bundle.variables, image, jax.random.PRNGKey(0))
+  base = jax.jit(memo.make_baseline(bundle, **kw))(bundle.variables, image, None)
+  assert logits.shape == base.shape == (1000,) and bool(jnp.all(jnp.isfinite(logits)))
+  assert not np.array_equal(logits, base)
+
+
 def test_bn_prior_strength_reaches_every_batchnorm():
   bundle = models.load("resnet_tiny", random_init=True)
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
