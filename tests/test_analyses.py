@@ -208,3 +208,25 @@ def test_unsolved_across_workdirs(tmp_path):
   assert out["images_not_in_every_sweep"][str(tmp_path / "a")] == 1
   with pytest.raises(FileNotFoundError, match="finish the sweep"):
     A.unsolved_across_workdirs([str(tmp_path / "nope")])
+
+
+def test_bootstrap_intervals_are_seeded_and_match_resampling():
+  rng = np.random.default_rng(3)
+  correct = rng.random(400) < 0.72
+  p = float(correct.mean())
+  fast = A.bootstrap_interval(p, len(correct))
+  slow = A.bootstrap_mean_interval(correct)
+  assert fast == A.bootstrap_interval(p, len(correct)) and slow == A.bootstrap_mean_interval(correct)  # Seeded.
+  assert fast[0] < p < fast[1] and slow[0] < p < slow[1]
+  # Both estimate the same interval: the normal approximation's half-width is 1.96 * sqrt(p (1 - p) / n).
+  half = 1.96 * np.sqrt(p * (1 - p) / len(correct))
+  for lo, hi in (fast, slow):
+    assert abs((hi - lo) / 2 - half) < 0.15 * half
+  assert abs(fast[0] - slow[0]) < 0.015 and abs(fast[1] - slow[1]) < 0.015
+  assert A.bootstrap_interval(1.0, 10) == [1.0, 1.0] and A.bootstrap_interval(None, 10) is None
+  # Headline metrics carry them.
+  m = A.with_intervals({"one_crop_accuracy": 0.5, "upper_bound_accuracy": 0.9, "top36_accuracy": None,
+                        "aggregation": {"zoom-in mean": 0.6}}, 100)
+  assert set(m["ci95"]) == {"one_crop_accuracy", "upper_bound_accuracy", "aggregation/zoom-in mean"}
+  lo, hi = m["ci95"]["one_crop_accuracy"]
+  assert 0.39 < lo < 0.42 and 0.58 < hi < 0.61  # 50 % of 100 images: about [40, 60].

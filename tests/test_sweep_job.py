@@ -49,6 +49,8 @@ def test_job_outputs(reference):
               "anchor_upper_bound", "skipped_files", "aggregation", "disentangling", "accuracy_vs_scale"):
     assert key in on_disk, key
   assert on_disk["num_images"] == 3 and on_disk["num_views"] == 18
+  lo, hi = on_disk["ci95"]["one_crop_accuracy"]  # 95 % bootstrap interval around the headline number.
+  assert lo <= on_disk["one_crop_accuracy"] <= hi and "aggregation/10-crop mean" in on_disk["ci95"]
   assert on_disk["compile_time_s"] > 0  # The step compiled during this run (module-scoped `built`).
   assert np.asarray(on_disk["anchor_upper_bound"]).shape == (3, 3)
   assert set(on_disk["aggregation"]) >= {"zoom-in max", "zoom-in mean", "5-crop mean", "10-crop max"}

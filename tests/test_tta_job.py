@@ -111,6 +111,8 @@ def test_every_method_runs_one_image_through_the_job(method, tmp_path):
   accs = [s["accuracy"] for s in metrics["per_seed"]]
   assert all(a in (0.0, 1.0) for a in accs) and metrics["accuracy"] == np.mean(accs)
   assert metrics["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+  lo, hi = metrics["accuracy_ci95"]
+  assert lo <= metrics["accuracy"] <= hi and all(s["accuracy_ci95"] is not None for s in metrics["per_seed"])
   for seed in (0, 1):
     rows = np.load(tmp_path / f"seed_{seed}" / tta_job.RECORDS_FILE)
     assert rows["top5"].shape == (1, 5) and np.all(np.diff(rows["top5_p"][0]) <= 0)

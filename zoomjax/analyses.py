@@ -262,6 +262,47 @@ def summary(C: np.ndarray, transforms: Sequence[Transform], *, k: int = 36, tie:
   return out
 
 
+def bootstrap_interval(fraction: Optional[float], n: int, *, draws: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> Optional[List[float]]:
+  """[lo, hi] percentile bootstrap interval of a per-image 0/1 mean (an accuracy) over `n` images.
+
+  Resampling the n images with replacement makes the number of correct ones Binomial(n, fraction), so the
+  seeded draws are taken from that distribution directly: the same interval as resampling, in O(draws).
+  """
+  if fraction is None or n <= 0 or fraction != fraction:
+    return None
+  means = np.random.default_rng(seed).binomial(n, fraction, draws) / n
+  tail = 100 * (1 - level) / 2
+  return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
+
+
+def bootstrap_mean_interval(values: np.ndarray, *, draws: int = 1000, seed: int = 0,
+                            level: float = 0.95) -> Optional[List[float]]:
+  """[lo, hi] percentile bootstrap interval of the mean of per-image `values` (images resampled with replacement,
+  seeded; in chunks, so 50,000 images x 1000 draws stays small). For 0/1 values `bootstrap_interval` is the same
+  interval without the resampling."""
+  values = np.asarray(values, np.float64).reshape(-1)
+  if values.size == 0:
+    return None
+  rng = np.random.default_rng(seed)
+  chunk = max(1, 2_000_000 // values.size)
+  means = np.concatenate([values[rng.integers(0, values.size, (min(chunk, draws - s), values.size))].mean(1)
+                          for s in range(0, draws, chunk)])
+  tail = 100 * (1 - level) / 2
+  return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
+
+
+def with_intervals(metrics: Dict, n: int, keys: Sequence[str] = ("one_crop_accuracy", "upper_bound_accuracy",
+                                                                  "top36_accuracy")) -> Dict:
+  """Adds `ci95` ({key: [lo, hi]}, aggregation methods under `aggregation/<name>`) for the headline accuracies."""
+  ci = {k: bootstrap_interval(metrics.get(k), n) for k in keys if metrics.get(k) is not None}
+  for name, acc in (metrics.get("aggregation") or {}).items():
+    if acc is not None:
+      ci[f"aggregation/{name}"] = bootstrap_interval(acc, n)
+  metrics["ci95"] = ci
+  return metrics
+
+
 def record_metrics(rec, *, k: int = 36, tie: str = "paper", crop: int = 224, anchors: int = 3) -> Dict:
   """Every analysis of one sweep from its `zoomjax.records.Records` (fractions; JSON-ready)."""
   transforms = [parse_view_name(str(n)) for n in rec.view_names]
@@ -278,7 +319,7 @@ def record_metrics(rec, *, k: int = 36, tie: str = "paper", crop: int = 224, anc
   if out["one_crop_accuracy"] is not None:
     out["aggregation"]["1-crop"] = out["one_crop_accuracy"]
   out["solved_fraction_by_group"] = {g: upper_bound(C, v) for g, v in zoom_groups(transforms, crop).items()}
-  return out
+  return with_intervals(out, int(C.shape[0]))
 
 
 def nan_to_none(x):

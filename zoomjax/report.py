@@ -141,9 +141,13 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
                           ("min_cover_size", "greedy min-cover size", _num)):
     ours = metrics.get(key)
     theirs = paper.get(key)
-    rows.append([_esc(label), fmt(ours) if key != "min_cover_size" else _num(ours),
+    ci = (metrics.get("ci95") or {}).get(key)
+    shown_ours = fmt(ours) if key != "min_cover_size" else _num(ours)
+    if ci is not None and ours is not None:
+      shown_ours += f" [{100 * ci[0]:.0f}–{100 * ci[1]:.0f}]"
+    rows.append([_esc(label), shown_ours,
                  "–" if theirs is None else (f"{theirs:.2f}" if key != "min_cover_size" else f"{theirs:.0f}")])
-  parts.append("<h2>Headline numbers (%)</h2>" + _table(["metric", "ours", "paper"], rows)
+  parts.append("<h2>Headline numbers (%)</h2>" + _table(["metric", "ours [95 % bootstrap interval]", "paper"], rows)
                + f'<p class="muted">{note} Greedy ties broken by the {_esc(metrics.get("tie_order", ""))} '
                "order (analyses.tie_order).</p>")
 

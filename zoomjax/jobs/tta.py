@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from zoomjax import analyses
 from zoomjax import atomic
 from zoomjax import paper_numbers
 from zoomjax import parallel
@@ -128,6 +129,7 @@ def _seed_metrics(rows: Dict[str, np.ndarray], seed: int) -> Dict[str, Any]:
   top5_hit = ((rows["top5"][..., None] == labels[:, None, :]) & (labels[:, None, :] >= 0)).any(axis=(1, 2))
   return {"seed": seed, "num_images": n,
           "accuracy": float(np.mean(rows["correct"])) if n else None,
+          "accuracy_ci95": analyses.bootstrap_interval(float(np.mean(rows["correct"])), n) if n else None,
           "top5_accuracy": float(np.mean(top5_hit)) if n else None,
           "skipped": [str(s) for s in rows[shards.SKIPPED]]}
 
@@ -220,14 +222,17 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
     loop_s += time.monotonic() - t0
   if pid != 0:
     return None
-  per_seed = []
+  per_seed, correct = [], []
   for seed in seeds:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     shards.wait_for_shards(seed_dir, n_shards, float(config.merge_timeout_s))
     rows = shards.merge(seed_dir, n_shards, FIELDS, ("classes",), num_images=num_images)
     atomic.savez(os.path.join(seed_dir, RECORDS_FILE), rows)
     per_seed.append(_seed_metrics(rows, seed))
+    correct.append(rows["correct"])
   metrics = _metrics(config, dataset, space, per_seed, computed[0], loop_s, time.monotonic() - t_start)
+  if correct and len(correct[0]):  # Images resampled, each scored by its mean correctness over the seeds.
+    metrics["accuracy_ci95"] = analyses.bootstrap_mean_interval(np.mean(np.stack(correct), axis=0))
   metrics["compile_time_s"] = clock.seconds  # Of this invocation: tracing + lowering + XLA compilation.
   metrics["complete"] = True  # Written last, atomically: after every seed's predictions.
   atomic.write_json(os.path.join(workdir, "metrics.json"), metrics)
@@ -283,6 +288,9 @@ def _percent(metrics) -> str:
   if metrics["accuracy_percent"] is None:
     return "n/a"
   out = f"{metrics['accuracy_percent']:.2f}%"
+  ci = metrics.get("accuracy_ci95")
+  if ci:
+    out += f" [{100 * ci[0]:.1f}-{100 * ci[1]:.1f}, 95% bootstrap]"
   if metrics["accuracy_std"] is not None:
     out += f" ± {100 * metrics['accuracy_std']:.2f} (std over {len(metrics['seeds'])} seeds)"
   return out

@@ -103,17 +103,19 @@ def render_view_fn(grid_crop: int, anchors: int = 3):
 
 
 def summary_table(metrics: Dict[str, Any], paper: Dict[str, float]) -> str:
+  """The console summary: our headline numbers (with 95 % bootstrap intervals) next to the paper's."""
   rows = [("images", str(metrics["num_images"]), ""), ("views per image", str(metrics["num_views"]), "")]
   for key, label in (("one_crop_accuracy", "1-crop (LOC:1_1_Size:256)"),
                      ("upper_bound_accuracy", "upper bound (all views)"), ("top36_accuracy", "greedy top-36")):
     v = metrics.get(key)
-    rows.append((label, "-" if v is None else f"{100 * v:.2f}%",
-                 f"{paper[key]:.2f}%" if key in paper else ""))
+    ci = (metrics.get("ci95") or {}).get(key)
+    ours = "-" if v is None else f"{100 * v:.2f}%" + (f" [{100 * ci[0]:.0f}-{100 * ci[1]:.0f}]" if ci else "")
+    rows.append((label, ours, f"{paper[key]:.2f}%" if key in paper else ""))
   rows.append(("min-cover size", str(metrics["min_cover_size"]),
                f"{paper['min_cover_size']:.0f}" if "min_cover_size" in paper else ""))
   w = max(len(r[0]) for r in rows)
-  lines = [f"{'':{w}}  {'ours':>8}  {'paper':>8}"]
-  lines += [f"{a:{w}}  {b:>8}  {c:>8}" for a, b, c in rows]
+  lines = [f"{'':{w}}  {'ours [95% CI]':>16}  {'paper':>8}"]
+  lines += [f"{a:{w}}  {b:>16}  {c:>8}" for a, b, c in rows]
   return "\n".join(lines)
 
 
