@@ -96,6 +96,39 @@ def golden_vgg_small(name, letter, batch_norm, size=64):
        pre_logits=feats["pre"].numpy())
 
 
+# ConvNeXt / MobileNetV3 at small widths: torchvision's classes with custom block settings (same layouts).
+def golden_convnext_narrow(name="convnext_narrow", size=64):
+  """torchvision `ConvNeXt` with three small stages (8x2, 16, 32; 64 px -> 4x4 feature map); stores
+  pre_logits (the head LayerNorm2d output, flattened) and the last feature map."""
+  from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+  model = ConvNeXt([CNBlockConfig(8, 16, 2), CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)],
+                   num_classes=10)
+  _golden_features_and_pre(name, model, "classifier", 1, size)
+
+
+def golden_mobilenet_v3_narrow(name="mobilenet_v3_narrow", size=64):
+  """torchvision `MobileNetV3` with a four-block setting covering every block kind (no expansion + SE,
+  expansion without SE, a residual k5 hard-swish SE block, stride 2 with SE); stores pre_logits (after the
+  classifier's hard-swish) and the last feature map."""
+  from functools import partial
+  from torchvision.models.mobilenetv3 import InvertedResidualConfig, MobileNetV3
+  conf = partial(InvertedResidualConfig, width_mult=1.0)
+  setting = [conf(8, 3, 8, 8, True, "RE", 2, 1), conf(8, 3, 24, 16, False, "RE", 2, 1),
+             conf(16, 5, 32, 16, True, "HS", 1, 1), conf(16, 3, 48, 24, True, "HS", 2, 1)]
+  _golden_features_and_pre(name, MobileNetV3(setting, last_channel=32, num_classes=10), "classifier", 1, size)
+
+
+def _golden_features_and_pre(name, model, head, index, size):
+  model, spec = load_seeded(model)
+  x = torch.from_numpy(sw.seeded_images((2, 3, size, size)))
+  feats = {}
+  model.features.register_forward_hook(lambda m, i, o: feats.__setitem__("fmap", o.clone()))
+  getattr(model, head)[index].register_forward_hook(lambda m, i, o: feats.__setitem__("pre", o.clone()))
+  logits = model(x).numpy()
+  save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits,
+       pre_logits=feats["pre"].numpy(), feature_map=feats["fmap"].numpy().transpose(0, 2, 3, 1))
+
+
 def golden_adaptive_pool():
   """torch AdaptiveAvgPool2d on odd sizes (the AlexNet/VGG head at non-224 inputs)."""
   rows = {}
@@ -278,6 +311,8 @@ def main(argv):
           tvm.resnet.Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=8, num_classes=10), 64),
       "wide_resnet_small": lambda: golden_resnet_prelogits("wide_resnet_small", lambda: tvm.resnet.ResNet(
           tvm.resnet.Bottleneck, [1, 1, 1, 1], width_per_group=32, num_classes=10), 64),
+      "convnext_narrow": golden_convnext_narrow,
+      "mobilenet_v3_narrow": golden_mobilenet_v3_narrow,
       "adaptive_pool": golden_adaptive_pool,
       "vit_torchvision": golden_vit_torchvision,
       "vit_timm": golden_vit_timm,

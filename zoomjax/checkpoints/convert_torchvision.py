@@ -219,6 +219,38 @@ def _classifier(t: KeyTaker, indices: Sequence[int], channels: int, pool: int) -
   t.dense(f"classifier.{third}", "fc8")
 
 
+# -------------------------------------------------------------------------------------------- ConvNeXt
+
+def convert_convnext(flat: Flat, stage_sizes: Optional[Sequence[int]] = None,
+                     what: str = "torchvision ConvNeXt") -> dict:
+  """torchvision ConvNeXt (`features.{i}`, `classifier.{0,2}`) -> zoomjax.models.convnext.ConvNeXt.
+
+  `features.0` is the stem (conv, LayerNorm2d); stage s's blocks are `features.{2s+1}.{b}` (`block.{0,2,3,5}`,
+  `layer_scale` (C, 1, 1)) and the downsample before it `features.{2s}` (LayerNorm2d, 2x2/2 conv).
+  """
+  t = KeyTaker(flat, what)
+  if stage_sizes is None:
+    stage_sizes = []
+    while count_blocks(flat, f"features.{2 * len(stage_sizes) + 1}."):
+      stage_sizes.append(count_blocks(flat, f"features.{2 * len(stage_sizes) + 1}."))
+  t.conv("features.0.0", "stem_conv", bias=True)
+  t.norm("features.0.1", "stem_norm")
+  for s, n in enumerate(stage_sizes):
+    if s > 0:
+      t.norm(f"features.{2 * s}.0", f"stages_{s}_downsample_norm")
+      t.conv(f"features.{2 * s}.1", f"stages_{s}_downsample_conv", bias=True)
+    for b in range(n):
+      src, dst = f"features.{2 * s + 1}.{b}", f"stages_{s}_blocks_{b}"
+      t.conv(f"{src}.block.0", f"{dst}/conv_dw", bias=True)  # depthwise (C, 1, 7, 7) -> (7, 7, 1, C)
+      t.norm(f"{src}.block.2", f"{dst}/norm")
+      t.dense(f"{src}.block.3", f"{dst}/fc1")
+      t.dense(f"{src}.block.5", f"{dst}/fc2")
+      t.put(f"params/{dst}/gamma", t.take(f"{src}.layer_scale").reshape(-1))
+  t.norm("classifier.0", "head_norm")
+  t.dense("classifier.2", "head")
+  return t.finish()
+
+
 # ------------------------------------------------------------------------------------------------- ViT
 
 def convert_vit(flat: Flat, num_heads: int) -> dict:

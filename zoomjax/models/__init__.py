@@ -9,6 +9,7 @@ from zoomjax.models.registry import (ModelSpec, count_params, create, get_spec, 
 from zoomjax.models import efficientnet_lite  # noqa: E402,F401  efficientnet_lite0/1/2, efficientnet_lite_tiny
 # --- Registered by the ResNet/ViT/AlexNet/VGG/CLIP helper: add one import line per module below. ---
 from zoomjax.models import resnet, vit, alexnet, vgg, clip  # noqa: E402,F401
+from zoomjax.models import convnext  # noqa: E402,F401  convnext_tiny/small/base/large
 
 __all__ = ["ModelSpec", "count_params", "create", "get_spec", "list_models", "load", "register",
            "variable_shapes"]

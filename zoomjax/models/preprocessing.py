@@ -55,3 +55,12 @@ def lite_preprocessing(size: int) -> Preprocessing:
   """EfficientNet-Lite's official eval transform at input `size`."""
   return Preprocessing(input_size=size, resize_size=size + LITE_CROP_PADDING, resize_method="bicubic",
                        mean=LITE_MEAN, std=LITE_STD)
+
+
+def torchvision_preprocessing(resize_size: int, resize_method: str = "bilinear") -> Preprocessing:
+  """A torchvision weights entry's eval transform: Resize(resize_size) -> CenterCrop(224) -> ImageNet mean/std.
+
+  Newer torchvision weights (ConvNeXt, Swin, MobileNetV3-Large V2) each publish their own resize size/filter.
+  """
+  return Preprocessing(input_size=224, resize_size=resize_size, resize_method=resize_method,
+                       mean=IMAGENET_MEAN, std=IMAGENET_STD)
