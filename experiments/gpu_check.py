@@ -61,32 +61,49 @@ def matmul_ceiling(n: int, dtype, reps: int, k: int = 4) -> dict:
           "times_s": times}
 
 
-def _flops(fn, *args) -> float:
-  """FLOPs of one call from XLA's cost analysis of the compiled function (0 if the backend gives none)."""
+def _cost(fn, *args) -> tuple:
+  """(FLOPs, bytes accessed) of one call from XLA's cost analysis ((0, 0) if the backend gives none).
+
+  FLOPs come from the HLO before optimisation (on GPU, compiled convolutions become library calls the analysis
+  may not count); bytes from the compiled, fused program where the backend reports them (the unfused HLO
+  counts every intermediate as memory traffic), else from the unfused HLO (an upper bound).
+  """
+  def first(cost):
+    return (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
+
   lowered = jax.jit(fn).lower(*args)
-  # The HLO before optimisation: on GPU, compiled convolutions become library calls the analysis may not count.
-  for get in (lowered.cost_analysis, lambda: lowered.compile().cost_analysis()):
-    cost = get()
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0] if cost else {}
-    flops = float((cost or {}).get("flops", 0.0))
-    if flops > 0:
-      return flops
-  return 0.0
+  before = first(lowered.cost_analysis())
+  flops = float(before.get("flops", 0.0))
+  compiled = {}
+  try:
+    compiled = first(lowered.compile().cost_analysis())
+  except Exception:  # pylint: disable=broad-except  Some backends give no analysis of compiled programs.
+    pass
+  flops = flops or float(compiled.get("flops", 0.0))
+  nbytes = float(compiled.get("bytes accessed", 0.0)) or float(before.get("bytes accessed", 0.0))
+  return flops, nbytes
+
+
+def _flops(fn, *args) -> float:
+  return _cost(fn, *args)[0]
 
 
 def _flop_counts(sweep, spec, predict_fn, crops_fn, variables, canvas, hw, dtype) -> dict:
   """GFLOPs per image: the zoom kernel on one image + the 10 crops + every view through the model."""
   c1, hw1 = jnp.asarray(canvas[:1]), jnp.asarray(hw[:1])
-  zoom_flops = _flops(crops_fn, c1, hw1)
-  crop_flops = 0.0
+  zoom_flops, zoom_bytes = _cost(crops_fn, c1, hw1)
+  crop_flops = crop_bytes = 0.0
   if spec.extra_crops:
-    crop_flops = _flops(lambda c, s: jax.vmap(lambda a, b: sweep.ten_crops(a, b, dtype=dtype))(c, s), c1, hw1)
+    crop_flops, crop_bytes = _cost(lambda c, s: jax.vmap(lambda a, b: sweep.ten_crops(a, b, dtype=dtype))(c, s),
+                                   c1, hw1)
   nb = 8
-  model_flops = _flops(predict_fn, variables, jnp.zeros((nb, 224, 224, 3), jnp.float32)) / nb
+  model_flops, model_bytes = (v / nb for v in _cost(predict_fn, variables, jnp.zeros((nb, 224, 224, 3), jnp.float32)))
   total = zoom_flops + crop_flops + spec.num_views * model_flops
+  total_bytes = zoom_bytes + crop_bytes + spec.num_views * model_bytes
   return {"gflop_per_view_model": model_flops / 1e9, "gflop_per_image_zoom_kernel": zoom_flops / 1e9,
-          "gflop_per_image_ten_crops": crop_flops / 1e9, "gflop_per_image": total / 1e9}
+          "gflop_per_image_ten_crops": crop_flops / 1e9, "gflop_per_image": total / 1e9,
+          "gbytes_per_image": total_bytes / 1e9, "gbytes_per_view_model": model_bytes / 1e9,
+          "gbytes_per_image_zoom_kernel": zoom_bytes / 1e9, "gbytes_per_image_ten_crops": crop_bytes / 1e9}
 
 
 def synthetic_batch(batch: int, canvas_fn, seed: int = 0):
@@ -168,12 +185,24 @@ def flops_table(a, models_, scales, dtype) -> dict:
     total = r["gflop_per_image"] * 1e9 * a.images
     r["pflop_dataset"] = total / 1e15
     r["minutes_at_fraction"] = {str(f): total / (f * a.assume_tflops * 1e12) / 60 for f in fracs}
+    # Roofline: a step can go no faster than its FLOPs at the matmul ceiling or its bytes at the HBM bandwidth
+    # (bytes of the program as compiled for this backend; an accelerator's fusion differs).
+    r["roofline_s_per_image"] = max(r["gflop_per_image"] * 1e9 / (a.assume_tflops * 1e12),
+                                    r["gbytes_per_image"] * 1e9 / (a.assume_tbps * 1e12))
+    r["roofline_minutes_dataset"] = r["roofline_s_per_image"] * a.images / 60
     print(f"{r['model']:<20} {r['views_per_image']:>5} {r['gflop_per_view_model']:>10.3f} "
           f"{r['gflop_per_image_zoom_kernel']:>14.2f} {r['gflop_per_image_ten_crops']:>16.2f} "
           f"{r['gflop_per_image']:>9.1f} {r['pflop_dataset']:>9.1f} " +
           " ".join(f"{r['minutes_at_fraction'][str(f)]:>8.1f}" for f in fracs))
   print(f"\n(minutes for {a.images} images at the given fraction of {a.assume_tflops:.0f} TFLOP/s)")
-  out = {"flops_only": True, "assume_tflops": a.assume_tflops, "models": rows}
+  print(f"\n| model | GFLOP/img | GB/img (compiled here): model per view / zoom kernel / 10 crops / total | "
+        f"roofline ms/img at {a.assume_tflops:.0f} TFLOP/s, {a.assume_tbps:.1f} TB/s | roofline min for {a.images} |")
+  print("|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['model']} | {r['gflop_per_image']:.1f} | {r['gbytes_per_view_model']:.3f} / "
+          f"{r['gbytes_per_image_zoom_kernel']:.2f} / {r['gbytes_per_image_ten_crops']:.2f} / "
+          f"{r['gbytes_per_image']:.1f} | {1e3 * r['roofline_s_per_image']:.2f} | {r['roofline_minutes_dataset']:.1f} |")
+  out = {"flops_only": True, "assume_tflops": a.assume_tflops, "assume_tbps": a.assume_tbps, "models": rows}
   if a.out:
     with open(a.out, "w") as f:
       json.dump(out, f, indent=2)
@@ -199,6 +228,8 @@ def main(argv=None) -> dict:
                  "with the time each would take at --assume-tflops")
   p.add_argument("--assume-tflops", type=float, default=790.0, help="ceiling for --flops-only projections "
                  "(H200 bf16 dense matmul measured here: about 790)")
+  p.add_argument("--assume-tbps", type=float, default=4.8, help="HBM bandwidth for the --flops-only roofline "
+                 "(H200: 4.8 TB/s; H100 SXM: 3.35)")
   a = p.parse_args(argv)
   models_ = [m for m in (a.models or ("efficientnet_lite_tiny" if a.quick else
                                        "resnet50,efficientnet_lite0")).split(",") if m]
