@@ -26,7 +26,8 @@ import zoomjax.models as zm
 # The paper's other torchvision classifiers (issue 15), full size, after the ResNet-50 baseline: `--models families`.
 FAMILIES = ("resnet50", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
             "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2",
-            "convnext_tiny", "convnext_small", "convnext_base", "convnext_large")
+            "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
+            "mobilenet_v3_small", "mobilenet_v3_large")
 
 
 def _flops(compiled) -> float:

@@ -13,7 +13,7 @@ import pytest
 
 from zoomjax import models
 from zoomjax.checkpoints import convert_torchvision as ctv
-from zoomjax.models import convnext
+from zoomjax.models import convnext, mobilenet_v3
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 _spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
@@ -37,10 +37,14 @@ def rel_err(got, want):
 EXPECTED = {
     "convnext_tiny": 28_589_128, "convnext_small": 50_223_688, "convnext_base": 88_591_464,
     "convnext_large": 197_767_336,
+    # it documents MobileNetV3-S 2,542,856.
+    "mobilenet_v3_small": 2_542_856, "mobilenet_v3_large": 5_483_032, "mobilenet_v3_large_v2": 5_483_032,
 }
 # torchvision's eval resize per weights entry (bilinear, centre crop 224, ImageNet mean/std).
 RESIZE = {"convnext_tiny": (236, "bilinear"), "convnext_small": (230, "bilinear"),
-          "convnext_base": (232, "bilinear"), "convnext_large": (232, "bilinear")}
+          "convnext_base": (232, "bilinear"), "convnext_large": (232, "bilinear"),
+          "mobilenet_v3_small": (256, "bilinear"), "mobilenet_v3_large": (256, "bilinear"),  # IMAGENET1K_V1
+          "mobilenet_v3_large_v2": (232, "bilinear")}  # IMAGENET1K_V2
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -93,3 +97,65 @@ def test_convnext_tiny_width_forward_and_dtype():
   h_logits, h_inter = jax.jit(half.apply)(bundle.variables, x)
   assert h_inter["feature_map"].dtype == jnp.bfloat16 and h_logits.dtype == jnp.float32
   assert rel_err(h_logits, logits) < 5e-2
+
+
+# -------------------------------------------------------------------------------------------- MobileNetV3
+
+# make_goldens.py's setting: (in, kernel, expanded, out, SE, hard-swish, stride); last_channel 32.
+MOBILENET_NARROW = ((8, 3, 8, 8, True, False, 2), (8, 3, 24, 16, False, False, 2),
+                    (16, 5, 32, 16, True, True, 1), (16, 3, 48, 24, True, True, 2))
+# Tiny widths for load(): one block of each kind.
+MOBILENET_TINY = dict(setting=((8, 3, 8, 8, True, False, 2), (8, 3, 16, 8, True, True, 1)), last_channel=16)
+
+
+def test_mobilenet_v3_matches_torchvision():
+  g, state, x = load_golden("mobilenet_v3_narrow")
+  variables = ctv.convert_mobilenet_v3(state)  # block structure read from the keys
+  model = mobilenet_v3.MobileNetV3(setting=MOBILENET_NARROW, last_channel=32, num_classes=10)
+  apply = jax.jit(model.apply)
+  logits, inter = apply(variables, jnp.asarray(x))
+  assert logits.shape == g["logits"].shape == (2, 10)
+  assert rel_err(logits, g["logits"]) < 1e-4
+  assert rel_err(inter["pre_logits"], g["pre_logits"]) < 1e-4
+  assert inter["feature_map"].shape == g["feature_map"].shape == (2, 4, 4, 144)
+  assert rel_err(inter["feature_map"], g["feature_map"]) < 1e-4
+  assert variables["params"]["blocks_3"]["se_fc1"]["kernel"].shape == (1, 1, 48, 16)  # _make_divisible(48 // 4)
+  # The running statistics matter, and the prior mode changes the answer.
+  bad = jax.tree_util.tree_map(lambda a: a, variables)
+  bn = bad["batch_stats"]["blocks_2"]["depthwise"]["bn"]
+  bn["var"] = np.ones_like(bn["var"])
+  assert rel_err(apply(bad, jnp.asarray(x))[0], g["logits"]) > 1e-3
+  prior = mobilenet_v3.MobileNetV3(setting=MOBILENET_NARROW, last_channel=32, num_classes=10,
+                                   bn_prior_strength=1e9)
+  assert rel_err(jax.jit(prior.apply)(variables, jnp.asarray(x))[0], g["logits"]) < 1e-4  # N -> inf: eval
+  with pytest.raises(KeyError, match="torchvision ConvNeXt: checkpoint has no key 'features.0.0.bias'"):
+    ctv.convert_convnext(state)  # A MobileNetV3 file is not a ConvNeXt (bias-free stem conv).
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_large"])
+def test_mobilenet_v3_tiny_width_forward(name):
+  """`load(name, random_init=True)` at a tiny width: contract shapes, bf16 compute, BN prior mode."""
+  bundle = models.load(name, random_init=True, **MOBILENET_TINY)
+  x = bundle.preprocessing.normalize(jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 3), maxval=255.0))
+  logits, inter = jax.jit(bundle.module.apply)(bundle.variables, x)
+  assert logits.shape == (2, 1000) and logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+  assert inter["pre_logits"].shape == (2, 16) and inter["feature_map"].shape == (2, 16, 16, 48)
+  prior = models.create(name, bn_prior_strength=16.0, **MOBILENET_TINY)[0]
+  assert not np.allclose(jax.jit(prior.apply)(bundle.variables, x)[0], logits)
+  half = models.create(name, dtype=jnp.bfloat16, **MOBILENET_TINY)[0]
+  h_logits, h_inter = jax.jit(half.apply)(bundle.variables, x)
+  assert h_inter["feature_map"].dtype == jnp.bfloat16 and h_logits.dtype == jnp.float32
+  assert bool(jnp.all(jnp.isfinite(h_logits)))
+
+
+def test_mobilenet_v3_memo_episode():
+  """A MEMO + RRC episode (gradient step through hard-swish, SE and prior-mode BatchNorm) at a tiny width."""
+  from zoomjax.tta import augment, memo  # pylint: disable=import-outside-toplevel
+  bundle = models.load("mobilenet_v3_small", random_init=True, **MOBILENET_TINY)
+  image = jax.random.randint(jax.random.PRNGKey(2), (40, 48, 3), 0, 256).astype(jnp.uint8)
+  kw = dict(resize_size=36, crop_size=32)
+  adapted = jax.jit(memo.make_memo(bundle, augment.rrc_augmentation(size=32), num_views=4, steps=1, **kw))
+  logits = adapted(bundle.variables, image, jax.random.PRNGKey(0))
+  base = jax.jit(memo.make_baseline(bundle, **kw))(bundle.variables, image, None)
+  assert logits.shape == base.shape == (1000,) and bool(jnp.all(jnp.isfinite(logits)))
+  assert not np.array_equal(logits, base)

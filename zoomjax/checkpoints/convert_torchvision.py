@@ -251,6 +251,43 @@ def convert_convnext(flat: Flat, stage_sizes: Optional[Sequence[int]] = None,
   return t.finish()
 
 
+# ----------------------------------------------------------------------------------------- MobileNetV3
+
+def convert_mobilenet_v3(flat: Flat, what: str = "torchvision MobileNetV3") -> dict:
+  """torchvision MobileNetV3 (`features.{i}`, `classifier.{0,3}`) -> zoomjax.models.mobilenet_v3.MobileNetV3.
+
+  The block structure is read from the keys: `features.0` is the stem, the last `features.{i}` the 1x1 head
+  conv; each inverted residual's `block.{j}` is [expand,] depthwise, [SE `fc1`/`fc2`,] project, in that order.
+  """
+  t = KeyTaker(flat, what)
+
+  def conv_bn(src: str, dst: str) -> None:  # Conv2dNormActivation: `.0` conv (no bias), `.1` BatchNorm
+    t.conv(f"{src}.0", f"{dst}/conv")
+    t.bn(f"{src}.1", f"{dst}/bn")
+
+  n = count_blocks(flat, "features.")
+  if n < 3:
+    raise KeyError(f"{what}: expected `features.0..N` (stem, inverted residuals, head conv); found {n} of them")
+  conv_bn("features.0", "stem")
+  for i in range(1, n - 1):
+    src, dst = f"features.{i}.block", f"blocks_{i - 1}"
+    parts = range(count_blocks(flat, f"{src}."))
+    convs = [j for j in parts if not t.has(f"{src}.{j}.fc1.weight")]
+    names = ("expand", "depthwise", "project") if len(convs) == 3 else ("depthwise", "project")
+    if len(convs) not in (2, 3):
+      raise KeyError(f"{what}: `{src}` has {len(convs)} conv layers; an inverted residual has 2 or 3")
+    for j, name in zip(convs, names):
+      conv_bn(f"{src}.{j}", f"{dst}/{name}")
+    for j in parts:
+      if j not in convs:
+        t.conv(f"{src}.{j}.fc1", f"{dst}/se_fc1", bias=True)
+        t.conv(f"{src}.{j}.fc2", f"{dst}/se_fc2", bias=True)
+  conv_bn(f"features.{n - 1}", "last_conv")
+  t.dense("classifier.0", "pre_head")
+  t.dense("classifier.3", "head")
+  return t.finish()
+
+
 # ------------------------------------------------------------------------------------------------- ViT
 
 def convert_vit(flat: Flat, num_heads: int) -> dict:
