@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zoomjax import parallel
 from zoomjax import records as R
 from zoomjax import shards
 from zoomjax import sweep
@@ -64,7 +65,7 @@ def test_step_logit_mask_and_mesh_path():
   spec = sweep.ViewSpec(TRANSFORMS, crop=CROP, extra_crops=False)
   mask = np.ones(1000, bool)
   mask[30] = False  # Class 30 is outside the dataset's label space.
-  mesh = sweep.local_mesh()
+  mesh = parallel.make_mesh()
   step = sweep.make_step(fake_predict, fake_crops, spec, logit_mask=mask, view_chunk=27, mesh=mesh)
   canvas = np.zeros((mesh.size, 16, 16, 3), np.uint8)
   canvas[:, 0, 0, 0] = 3
@@ -237,3 +238,29 @@ def test_progress_reports_images_views_eta():
   assert p.last["views_per_sec"] == pytest.approx(668.0)
   assert p.last["eta_secs"] == pytest.approx(3.0)  # 6 images left at 2 images/s.
   assert "views/s" in logs[-1] and "ETA" in logs[-1]
+
+
+def test_model_program_compiles_once_for_every_canvas_shape():
+  """The views program is per canvas shape; the model program sees the same shapes whatever the canvas."""
+  traces = {"crops": 0, "model": 0}
+
+  def crops(canvas, hw):
+    traces["crops"] += 1
+    return fake_crops(canvas, hw)
+
+  def predict(variables, pixels):
+    traces["model"] += 1
+    return fake_predict(variables, pixels)
+
+  step = sweep.make_step(predict, crops, sweep.ViewSpec(TRANSFORMS, crop=CROP, extra_crops=False), view_chunk=9)
+  variables = {"sharp": jnp.float32(5.0)}
+  labels = np.full((1, 1), 3, np.int32)
+  outs = []
+  for side in (16, 24, 40):
+    canvas = np.zeros((1, side, side, 3), np.uint8)
+    canvas[:, 0, 0, 0] = 3
+    outs.append(step(variables, canvas, np.full((1, 2), side, np.int32), labels))
+    if side == 16:
+      model_traces = traces["model"]
+  assert traces["crops"] == 3 and traces["model"] == model_traces  # One model trace for three canvases.
+  np.testing.assert_array_equal(outs[0]["top5"], outs[2]["top5"])

@@ -1,6 +1,6 @@
 """The zoom sweep: stream a dataset through the zoom grid and a classifier, keep compact per-view records.
 
-One jitted step per batch of images does everything on the device that runs the model:
+One step per batch of images does everything on the device that runs the model:
   (canvas uint8 (B, Hc, Wc, 3), hw (B, 2), labels (B, L))
     -> zoom crops (B, T, 224, 224, 3) [+ the 10 Krizhevsky crops: Resize(256) + TenCrop(224)]
     -> normalise -> model, in chunks of `view_chunk` views per image (bounds activation memory)
@@ -113,16 +113,19 @@ def compact_outputs(probs: Array, labels: Array) -> Dict[str, Array]:
 def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Array, Array], Array],
               spec: ViewSpec, *, logit_mask: Optional[np.ndarray] = None, view_chunk: int = 64,
               dtype: Any = jnp.float32, mesh: Optional[jax.sharding.Mesh] = None):
-  """Builds the jitted sweep step `step(variables, canvas, hw, labels) -> dict of compact arrays`.
+  """Builds the sweep step `step(variables, canvas, hw, labels) -> dict of compact arrays`.
 
+  Two jitted programs: `views` (canvas -> every view, chunked for the model) compiles once per canvas shape;
+  `model` (views -> compact records) has the same shapes for every canvas, so it compiles once per run however
+  many canvas buckets the images fall into. Both run on the model's device; only the records come back.
   predict_fn(variables, float32 pixels in [0, 255] (n, crop, crop, 3)) -> logits (n, K); it normalises
   and casts to the compute dtype itself (normalising in bfloat16 would cost precision for nothing).
   dtype: compute dtype of the extra crops' resampling matmuls (the zoom kernel gets it through crops_fn).
   crops_fn(canvas (B, Hc, Wc, 3), hw (B, 2)) -> zoom crops (B, T, crop, crop, 3) in the order of
-  `spec.transforms` (computed inside the step, on the model's device).
+  `spec.transforms`.
   Outputs (B first): top5 (B, V, 5) int32, p_true/p_max (B, V) f32, finite (B, V) bool (all logits finite),
   agg_top5 (B, A, 5) int32, agg_p (B, A, 5) f32, with V = grid views followed by the extra crops and
-  A = len(AGG_SETS).
+  A = len(AGG_SETS). `step.views` and `step.model` are the two jitted programs.
   """
   membership = jnp.asarray(spec.membership())
   set_sizes = jnp.maximum(membership.sum(0), 1.0)
@@ -132,14 +135,17 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
   mask = None if logit_mask is None else jnp.asarray(np.asarray(logit_mask, bool))
   member_padded = jnp.pad(membership, ((0, pad), (0, 0))).reshape(n_chunks, chunk, -1)
 
-  def step(variables, canvas, hw, labels):
-    b = canvas.shape[0]
+  def views_fn(canvas, hw):
+    """(B, n_chunks * chunk, crop, crop, 3): every view of every image, padded to whole model chunks."""
     views = crops_fn(canvas, hw)
     if spec.extra_crops:
       extra = jax.vmap(lambda c, s: ten_crops(c, s, crop=spec.crop, size=spec.crop_resize, dtype=dtype))(
           canvas, hw)
       views = jnp.concatenate([views, extra], axis=1)
-    views = jnp.pad(views, ((0, 0), (0, pad), (0, 0), (0, 0), (0, 0)))
+    return jnp.pad(views, ((0, 0), (0, pad), (0, 0), (0, 0), (0, 0)))
+
+  def model_fn(variables, views, labels):
+    b = views.shape[0]
     # (n_chunks, B * chunk, crop, crop, 3): each model call sees `chunk` views of every image of the batch.
     views = views.reshape((b, n_chunks, chunk) + views.shape[2:]).swapaxes(0, 1)
     views = views.reshape((n_chunks, b * chunk) + views.shape[3:])
@@ -174,14 +180,16 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
     return res
 
   if mesh is None:
-    return jax.jit(step)
-  # Variables replicated, image batch (and every output) split over the mesh's 'data' axis.
-  return parallel.data_parallel_jit(step, mesh, num_args=4)
+    views_step, model_step = jax.jit(views_fn), jax.jit(model_fn)
+  else:  # Variables replicated, image batch (and every output) split over the mesh's 'data' axis.
+    views_step = parallel.data_parallel_jit(views_fn, mesh, num_args=2, replicated_argnums=())
+    model_step = parallel.data_parallel_jit(model_fn, mesh, num_args=3)
 
+  def step(variables, canvas, hw, labels):
+    return model_step(variables, views_step(canvas, hw), labels)
 
-def local_mesh() -> jax.sharding.Mesh:
-  """A 1-D 'data' mesh over this process's devices (processes share nothing but the filesystem)."""
-  return parallel.make_mesh(scope="local")
+  step.views, step.model = views_step, model_step
+  return step
 
 
 def check_finite(out: Dict[str, np.ndarray], index: np.ndarray, ids_of: Callable[[int], str],
