@@ -27,7 +27,7 @@ import zoomjax.models as zm
 FAMILIES = ("resnet50", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
             "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2",
             "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
-            "mobilenet_v3_small", "mobilenet_v3_large")
+            "mobilenet_v3_small", "mobilenet_v3_large", "swin_t", "swin_s", "swin_b")
 
 
 def _flops(compiled) -> float:

@@ -118,6 +118,26 @@ def golden_mobilenet_v3_narrow(name="mobilenet_v3_narrow", size=64):
   _golden_features_and_pre(name, MobileNetV3(setting, last_channel=32, num_classes=10), "classifier", 1, size)
 
 
+def golden_swin_narrow(name="swin_narrow", size=(64, 44)):
+  """torchvision v1 `SwinTransformer` at embed 8, depths 2-2-2, window 5 on a 64x44 input: token grids 16x11
+  (padded to 20x15 inside the attention, shifted), 8x6 (shifted, odd-width patch merging before it) and 4x3
+  (one window: shift disabled). Stores the final-norm tokens (feature_map) and their mean (pre_logits)."""
+  from torchvision.models.swin_transformer import ShiftedWindowAttention, SwinTransformer
+  model = SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[2, 2, 2], num_heads=[2, 2, 4], window_size=[5, 5],
+                          stochastic_depth_prob=0.0, num_classes=10)
+  model, spec = load_seeded(model)
+  for m in model.modules():  # The seeded int buffer is zeros: restore the real relative-position index.
+    if isinstance(m, ShiftedWindowAttention):
+      m.define_relative_position_index()
+  x = torch.from_numpy(sw.seeded_images((2, 3) + size))
+  feats = {}
+  model.norm.register_forward_hook(lambda m, i, o: feats.__setitem__("fmap", o.clone()))
+  logits = model(x).numpy()
+  fmap = feats["fmap"].numpy()
+  save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=logits,
+       pre_logits=fmap.mean(axis=(1, 2)), feature_map=fmap)
+
+
 def _golden_features_and_pre(name, model, head, index, size):
   model, spec = load_seeded(model)
   x = torch.from_numpy(sw.seeded_images((2, 3, size, size)))
@@ -313,6 +333,7 @@ def main(argv):
           tvm.resnet.Bottleneck, [1, 1, 1, 1], width_per_group=32, num_classes=10), 64),
       "convnext_narrow": golden_convnext_narrow,
       "mobilenet_v3_narrow": golden_mobilenet_v3_narrow,
+      "swin_narrow": golden_swin_narrow,
       "adaptive_pool": golden_adaptive_pool,
       "vit_torchvision": golden_vit_torchvision,
       "vit_timm": golden_vit_timm,

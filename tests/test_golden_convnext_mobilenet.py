@@ -1,6 +1,6 @@
-"""ConvNeXt / MobileNetV3 (issue 15): torchvision goldens at narrow widths, exact full-size counts, contracts.
+"""ConvNeXt / MobileNetV3 / Swin (issue 15): torchvision goldens at narrow widths, exact full-size counts, contracts.
 
-Expected outputs were computed by experiments/make_goldens.py (`convnext_narrow`, `mobilenet_v3_narrow`) in a
+Expected outputs were computed by experiments/make_goldens.py (`convnext_narrow`, `mobilenet_v3_narrow`, `swin_narrow`) in a
 throwaway torch venv on the seeded weights of tests/golden/seeded_weights.py, rebuilt here with numpy alone.
 """
 import importlib.util
@@ -13,7 +13,7 @@ import pytest
 
 from zoomjax import models
 from zoomjax.checkpoints import convert_torchvision as ctv
-from zoomjax.models import convnext, mobilenet_v3
+from zoomjax.models import convnext, mobilenet_v3, swin
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 _spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
@@ -39,12 +39,15 @@ EXPECTED = {
     "convnext_large": 197_767_336,
     # it documents MobileNetV3-S 2,542,856.
     "mobilenet_v3_small": 2_542_856, "mobilenet_v3_large": 5_483_032, "mobilenet_v3_large_v2": 5_483_032,
+    # it documents Swin-B 87,768,224.
+    "swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224,
 }
 # torchvision's eval resize per weights entry (bilinear, centre crop 224, ImageNet mean/std).
 RESIZE = {"convnext_tiny": (236, "bilinear"), "convnext_small": (230, "bilinear"),
           "convnext_base": (232, "bilinear"), "convnext_large": (232, "bilinear"),
           "mobilenet_v3_small": (256, "bilinear"), "mobilenet_v3_large": (256, "bilinear"),  # IMAGENET1K_V1
-          "mobilenet_v3_large_v2": (232, "bilinear")}  # IMAGENET1K_V2
+          "mobilenet_v3_large_v2": (232, "bilinear"),  # IMAGENET1K_V2
+          "swin_t": (232, "bicubic"), "swin_s": (246, "bicubic"), "swin_b": (238, "bicubic")}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -159,3 +162,55 @@ def test_mobilenet_v3_memo_episode():
   base = jax.jit(memo.make_baseline(bundle, **kw))(bundle.variables, image, None)
   assert logits.shape == base.shape == (1000,) and bool(jnp.all(jnp.isfinite(logits)))
   assert not np.array_equal(logits, base)
+
+
+# --------------------------------------------------------------------------------------------------- Swin
+
+SWIN_NARROW = dict(embed_dim=8, depths=(2, 2, 2), num_heads=(2, 2, 4), window=(5, 5), num_classes=10)
+
+
+def test_swin_matches_torchvision(monkeypatch):
+  """Padded, shifted and unshifted windows, odd-width patch merging, on a 64x44 input (make_goldens.py)."""
+  g, state, x = load_golden("swin_narrow")
+  variables = ctv.convert_swin(state)  # depths read from the keys
+  model = swin.Swin(**SWIN_NARROW)
+  apply = jax.jit(model.apply)
+  logits, inter = apply(variables, jnp.asarray(x))
+  assert x.shape == (2, 64, 44, 3) and logits.shape == g["logits"].shape == (2, 10)
+  assert rel_err(logits, g["logits"]) < 1e-4
+  assert rel_err(inter["pre_logits"], g["pre_logits"]) < 1e-4
+  assert inter["feature_map"].shape == g["feature_map"].shape == (2, 4, 3, 32)
+  assert rel_err(inter["feature_map"], g["feature_map"]) < 1e-4
+  # The relative position bias and the shift really matter.
+  bad = jax.tree_util.tree_map(lambda a: a, variables)
+  attn = bad["params"]["stages_0_blocks_0"]["attn"]
+  attn["relative_position_bias_table"] = np.zeros_like(attn["relative_position_bias_table"])
+  assert rel_err(apply(bad, jnp.asarray(x))[0], g["logits"]) > 1e-3
+  monkeypatch.setattr(swin, "shift_mask", lambda pad_hw, window, shift: np.zeros((1, 1, 1), np.float32))
+  unmasked = jax.jit(lambda v, x: model.apply(v, x))(variables, jnp.asarray(x))[0]  # a new trace
+  assert rel_err(unmasked, g["logits"]) > 1e-3
+  with pytest.raises(ValueError, match="not used"):  # A deeper file is not this variant.
+    ctv.convert_swin(state, depths=(2, 2))
+
+
+def test_swin_shift_mask_matches_the_window_regions():
+  """torchvision's mask: 0 inside a region, -100 across; a window not touching the wrap-around is all zeros."""
+  m = swin.shift_mask((8, 8), (4, 4), (2, 2))
+  assert m.shape == (4, 16, 16) and set(np.unique(m)) == {0.0, -100.0}
+  assert not m[0].any() and m[3].any()
+  idx = swin.relative_position_index((2, 3))
+  assert idx.shape == (6, 6) and idx.max() == 3 * 5 - 1 and (np.diag(idx) == (2 - 1) * 5 + (3 - 1)).all()
+
+
+def test_swin_tiny_width_forward_and_dtype():
+  kw = dict(embed_dim=8, depths=(2, 1), num_heads=(2, 2))
+  bundle = models.load("swin_b", random_init=True, **kw)
+  assert bundle.preprocessing.resize_method == "bicubic"
+  x = bundle.preprocessing.normalize(jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 3), maxval=255.0))
+  logits, inter = jax.jit(bundle.module.apply)(bundle.variables, x)
+  assert logits.shape == (2, 1000) and logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+  assert inter["pre_logits"].shape == (2, 16) and inter["feature_map"].shape == (2, 8, 8, 16)
+  half = models.create("swin_b", dtype=jnp.bfloat16, **kw)[0]
+  h_logits, h_inter = jax.jit(half.apply)(bundle.variables, x)
+  assert h_inter["feature_map"].dtype == jnp.bfloat16 and h_logits.dtype == jnp.float32
+  assert rel_err(h_logits, logits) < 5e-2

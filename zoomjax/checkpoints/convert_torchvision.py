@@ -288,6 +288,43 @@ def convert_mobilenet_v3(flat: Flat, what: str = "torchvision MobileNetV3") -> d
   return t.finish()
 
 
+# ------------------------------------------------------------------------------------------------ Swin
+
+def convert_swin(flat: Flat, depths: Optional[Sequence[int]] = None, what: str = "torchvision Swin") -> dict:
+  """torchvision Swin v1 (`features.{i}`, `norm`, `head`) -> zoomjax.models.swin.Swin.
+
+  `features.0` is the patch embedding (conv, `.2` LayerNorm); stage s's blocks are `features.{2s+1}.{i}`
+  (`norm1`, `attn.qkv`/`proj`/`relative_position_bias_table`, `norm2`, `mlp.{0,3}`), the patch merging before
+  it `features.{2s}` (`norm`, bias-free `reduction`). `relative_position_index` is a fixed function of the window
+  size that the module recomputes, so it is consumed without being copied. Swin v2 files (`logit_scale`,
+  `cpb_mlp`) are refused by the unused-key check.
+  """
+  t = KeyTaker(flat, what)
+  if depths is None:
+    depths = []
+    while count_blocks(flat, f"features.{2 * len(depths) + 1}."):
+      depths.append(count_blocks(flat, f"features.{2 * len(depths) + 1}."))
+  t.conv("features.0.0", "patch_embed_conv", bias=True)
+  t.norm("features.0.2", "patch_embed_norm")
+  for s, n in enumerate(depths):
+    if s > 0:
+      t.norm(f"features.{2 * s}.norm", f"stages_{s}_merge_norm")
+      t.dense(f"features.{2 * s}.reduction", f"stages_{s}_merge_reduction", bias=False)
+    for i in range(n):
+      src, dst = f"features.{2 * s + 1}.{i}", f"stages_{s}_blocks_{i}"
+      t.norm(f"{src}.norm1", f"{dst}/norm1")
+      t.dense(f"{src}.attn.qkv", f"{dst}/attn/qkv")
+      t.dense(f"{src}.attn.proj", f"{dst}/attn/proj")
+      t.put(f"params/{dst}/attn/relative_position_bias_table", t.take(f"{src}.attn.relative_position_bias_table"))
+      t.take(f"{src}.attn.relative_position_index")
+      t.norm(f"{src}.norm2", f"{dst}/norm2")
+      t.dense(f"{src}.mlp.0", f"{dst}/mlp_fc1")
+      t.dense(f"{src}.mlp.3", f"{dst}/mlp_fc2")
+  t.norm("norm", "norm")
+  t.dense("head", "head")
+  return t.finish()
+
+
 # ------------------------------------------------------------------------------------------------- ViT
 
 def convert_vit(flat: Flat, num_heads: int) -> dict:

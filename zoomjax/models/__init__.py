@@ -11,6 +11,7 @@ from zoomjax.models import efficientnet_lite  # noqa: E402,F401  efficientnet_li
 from zoomjax.models import resnet, vit, alexnet, vgg, clip  # noqa: E402,F401
 from zoomjax.models import convnext  # noqa: E402,F401  convnext_tiny/small/base/large
 from zoomjax.models import mobilenet_v3  # noqa: E402,F401  mobilenet_v3_small/large(_v2)
+from zoomjax.models import swin  # noqa: E402,F401  swin_t/s/b
 
 __all__ = ["ModelSpec", "count_params", "create", "get_spec", "list_models", "load", "register",
            "variable_shapes"]
