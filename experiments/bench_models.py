@@ -27,7 +27,9 @@ import zoomjax.models as zm
 FAMILIES = ("resnet50", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
             "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2",
             "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
-            "mobilenet_v3_small", "mobilenet_v3_large", "swin_t", "swin_s", "swin_b")
+            "mobilenet_v3_small", "mobilenet_v3_large", "swin_t", "swin_s", "swin_b",
+            *(f"{p}efficientnet_b{i}" for p in ("", "tf_") for i in range(8)),
+            "tf_efficientnet_l2_ns_475")  # L2 at 800 px needs far more than 24 GB at batch 32.
 
 
 def _flops(compiled) -> float:

@@ -149,6 +149,42 @@ def _golden_features_and_pre(name, model, head, index, size):
        pre_logits=feats["pre"].numpy(), feature_map=feats["fmap"].numpy().transpose(0, 2, 3, 1))
 
 
+# EfficientNet-B* at small multipliers: torchvision's real B0 block setting via `_efficientnet_conf` and timm's
+# `_gen_efficientnet` (tf_: TF 'SAME' padding, eps 1e-3; timm's own efficientnet_b0: torchvision's numerics).
+EFFICIENTNET_NARROW = {  # name -> (library, width, depth, BN eps, input size)
+    # 23 blocks; even sizes, where TF 'SAME' (extra pixel bottom/right) and torch's k // 2 padding differ.
+    "efficientnet_tv_narrow": ("torchvision", 0.25, 1.2, 1e-5, 64),
+    "efficientnet_tv_narrow_eps3": ("torchvision", 0.25, 0.5, 1e-3, 65),  # the B5-B7 (lukemelas) BatchNorm
+    "tf_efficientnet_narrow": ("tf", 0.25, 1.2, 1e-3, 64),
+    "tf_efficientnet_narrow_odd": ("tf", 0.25, 0.5, 1e-3, 65),
+    "timm_efficientnet_narrow": ("timm", 0.25, 0.5, 1e-5, 64),  # timm names, torchvision numerics
+}
+
+
+def golden_efficientnet_narrow():
+  """Logits, pre_logits and the head feature map of each EFFICIENTNET_NARROW model (10 classes)."""
+  from functools import partial
+  for name, (lib, width, depth, eps, size) in EFFICIENTNET_NARROW.items():
+    if lib == "torchvision":
+      from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
+      setting, last = _efficientnet_conf("efficientnet_b0", width_mult=width, depth_mult=depth)
+      model = EfficientNet(setting, dropout=0.0, last_channel=last, num_classes=10,
+                           norm_layer=partial(torch.nn.BatchNorm2d, eps=eps))
+      _golden_features_and_pre(name, model, "classifier", 0, size)
+      continue
+    from timm.models.efficientnet import _gen_efficientnet
+    variant = "tf_efficientnet_b0" if lib == "tf" else "efficientnet_b0"
+    kw = dict(pad_type="same") if lib == "tf" else {}
+    model = _gen_efficientnet(variant, channel_multiplier=width, depth_multiplier=depth, pretrained=False,
+                              num_classes=10, bn_eps=eps, **kw)
+    model, spec = load_seeded(model)
+    x = torch.from_numpy(sw.seeded_images((2, 3, size, size)))
+    fmap = model.forward_features(x)
+    pre = model.forward_head(fmap, pre_logits=True)
+    save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=model(x).numpy(),
+         pre_logits=pre.numpy(), feature_map=fmap.numpy().transpose(0, 2, 3, 1))
+
+
 def golden_adaptive_pool():
   """torch AdaptiveAvgPool2d on odd sizes (the AlexNet/VGG head at non-224 inputs)."""
   rows = {}
@@ -334,6 +370,7 @@ def main(argv):
       "convnext_narrow": golden_convnext_narrow,
       "mobilenet_v3_narrow": golden_mobilenet_v3_narrow,
       "swin_narrow": golden_swin_narrow,
+      "efficientnet_narrow": golden_efficientnet_narrow,
       "adaptive_pool": golden_adaptive_pool,
       "vit_torchvision": golden_vit_torchvision,
       "vit_timm": golden_vit_timm,

@@ -8,9 +8,10 @@ from typing import Any, Dict
 import numpy as np
 
 from zoomjax.checkpoints.convert_efficientnet_pytorch import finish_lite, put_lite_head, put_lite_leaf
-from zoomjax.checkpoints.convert_torchvision import Flat, KeyTaker, convert_resnet, count_blocks
+from zoomjax.checkpoints.convert_torchvision import (Flat, KeyTaker, convert_resnet, count_blocks,
+                                                      put_squeeze_excite)
 
-__all__ = ["convert_efficientnet_lite", "convert_resnet", "convert_vit"]
+__all__ = ["convert_efficientnet", "convert_efficientnet_lite", "convert_resnet", "convert_vit"]
 
 
 def convert_vit(flat: Flat, num_heads: int) -> dict:
@@ -88,3 +89,29 @@ def convert_efficientnet_lite(flat: Flat) -> Dict[str, Any]:
       continue
     unknown.append(key)
   return finish_lite(out, unknown)
+
+
+# EfficientNet-B* / L2 (`tf_efficientnet_*`, and timm's own `efficientnet_b*`): the Lite blocks plus
+# squeeze-excite (`se.conv_reduce`, `se.conv_expand`); a block without `conv_pwl` is a DepthwiseSeparableConv.
+def convert_efficientnet(flat: Flat) -> Dict[str, Any]:
+  """timm EfficientNet (`conv_stem`, `blocks.{stage}.{i}.*`, `conv_head`, `classifier`) ->
+  zoomjax.models.efficientnet variables (blocks renumbered 0..n-1 in order)."""
+  t = KeyTaker(flat, "timm EfficientNet")
+  pairs = sorted({tuple(map(int, m.groups())) for k in flat if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))})
+  if not pairs:
+    raise KeyError("timm EfficientNet: no `blocks.{stage}.{i}.*` keys in the checkpoint")
+  t.conv("conv_stem", "stem_conv")
+  t.bn("bn1", "stem_bn")
+  for i, (s, b) in enumerate(pairs):
+    src, dst = f"blocks.{s}.{b}", f"blocks_{i}"
+    table = _LITE_BLOCK if t.has(f"{src}.conv_pwl.weight") else _LITE_DS_BLOCK
+    for name, ours in table.items():
+      if ours.endswith("conv"):
+        t.conv(f"{src}.{name}", f"{dst}/{ours}")
+      else:
+        t.bn(f"{src}.{name}", f"{dst}/{ours}")
+    put_squeeze_excite(t, f"{src}.se.conv_reduce", f"{src}.se.conv_expand", dst)
+  t.conv("conv_head", "head_conv")
+  t.bn("bn2", "head_bn")
+  t.dense("classifier", "head")
+  return t.finish()

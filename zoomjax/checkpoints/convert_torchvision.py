@@ -352,3 +352,40 @@ def convert_vit(flat: Flat, num_heads: int) -> dict:
   t.norm("encoder.ln", "Transformer/encoder_norm")
   t.dense("heads.head", "head")
   return t.finish()
+
+
+# -------------------------------------------------------------------------------------- EfficientNet
+
+def put_squeeze_excite(t: KeyTaker, reduce: str, expand: str, dst: str) -> None:
+  """Squeeze-excite 1x1 convs with bias (R, C, 1, 1) -> Dense `se_reduce` / `se_expand` kernels (C, R)."""
+  for src, name in ((reduce, "se_reduce"), (expand, "se_expand")):
+    t.put(f"params/{dst}/{name}/kernel", t.take(f"{src}.weight")[:, :, 0, 0].T)
+    t.put(f"params/{dst}/{name}/bias", t.take(f"{src}.bias"))
+
+
+def convert_efficientnet(flat: Flat) -> dict:
+  """torchvision EfficientNet-B* (`features.0` stem, `features.{s}.{b}.block.*`, last `features` = head conv,
+  `classifier.1`) -> zoomjax.models.efficientnet (EfficientNetLite module names, blocks numbered 0..n-1)."""
+  t = KeyTaker(flat, "torchvision EfficientNet")
+  n = count_blocks(flat, "features.")
+  if n < 3:
+    raise KeyError("torchvision EfficientNet: no `features.{0..}` stem / stages / head keys in the checkpoint")
+  t.conv("features.0.0", "stem_conv")
+  t.bn("features.0.1", "stem_bn")
+  i = 0
+  for s in range(1, n - 1):
+    for b in range(count_blocks(flat, f"features.{s}.")):
+      src, dst = f"features.{s}.{b}.block", f"blocks_{i}"
+      layers = count_blocks(flat, f"{src}.")  # 4: expand, dw, SE, project; 3: no expansion.
+      names = ("expand", "dw", "se", "project") if layers == 4 else ("dw", "se", "project")
+      for j, name in enumerate(names):
+        if name == "se":
+          put_squeeze_excite(t, f"{src}.{j}.fc1", f"{src}.{j}.fc2", dst)
+        else:
+          t.conv(f"{src}.{j}.0", f"{dst}/{name}_conv")
+          t.bn(f"{src}.{j}.1", f"{dst}/{name}_bn")
+      i += 1
+  t.conv(f"features.{n - 1}.0", "head_conv")
+  t.bn(f"features.{n - 1}.1", "head_bn")
+  t.dense("classifier.1", "head")
+  return t.finish()

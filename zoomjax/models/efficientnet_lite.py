@@ -65,16 +65,17 @@ def round_repeats(repeats: int, depth: float) -> int:
   return int(math.ceil(depth * repeats))
 
 
-def block_configs(width: float, depth: float, stages: Sequence[Tuple[int, ...]] = STAGES
-                  ) -> Tuple[Tuple[Tuple[int, int, int, int, int], ...], ...]:
-  """Per stage, per block (kernel, stride, expand_ratio, in_filters, out_filters) after lite scaling.
+def block_configs(width: float, depth: float, stages: Sequence[Tuple[int, ...]] = STAGES,
+                  scale_first_last: bool = False) -> Tuple[Tuple[Tuple[int, int, int, int, int], ...], ...]:
+  """Per stage, per block (kernel, stride, expand_ratio, in_filters, out_filters) after scaling.
 
-  Filters scale with `width` everywhere; depth scales every stage but the first and the last.
+  Filters scale with `width` everywhere; depth scales every stage but the first and the last (Lite), or
+  every stage with `scale_first_last` (EfficientNet-B*, zoomjax.models.efficientnet).
   """
   out = []
   for i, (repeats, k, s, e, cin, cout) in enumerate(stages):
     cin, cout = round_filters(cin, width), round_filters(cout, width)
-    if i not in (0, len(stages) - 1):
+    if scale_first_last or i not in (0, len(stages) - 1):
       repeats = round_repeats(repeats, depth)
     out.append(tuple((k, s if r == 0 else 1, e, cin if r == 0 else cout, cout) for r in range(repeats)))
   return tuple(out)
@@ -84,12 +85,25 @@ def default_depthwise_impl() -> str:
   return "shift" if jax.default_backend() == "cpu" else "grouped"
 
 
+def conv_padding(h: int, w: int, k: int, stride: int, padding: str) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+  """'same': TF 'SAME' (extra pixel bottom/right); 'symmetric': torch's k // 2 on every side."""
+  if padding == "same":
+    return same_padding(h, k, stride), same_padding(w, k, stride)
+  if padding == "symmetric":
+    return (k // 2, k // 2), (k // 2, k // 2)
+  raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
+
+
+ACTIVATIONS = {"relu6": jax.nn.relu6, "silu": jax.nn.silu}
+
+
 class DepthwiseConv(nn.Module):
   """Depthwise k x k conv, TF 'SAME', no bias; kernel (k, k, 1, C) as for `nn.Conv(feature_group_count=C)`."""
   kernel_size: int
   stride: int = 1
   impl: Optional[str] = None  # 'shift' | 'grouped' | None: 'shift' on CPU, 'grouped' elsewhere.
   dtype: Any = jnp.float32
+  padding: str = "same"  # 'same' (TF) | 'symmetric' (torch k // 2).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -100,10 +114,13 @@ class DepthwiseConv(nn.Module):
     kernel = kernel[:, :, 0, :].astype(self.dtype)
     x = x.astype(self.dtype)
     impl = self.impl or default_depthwise_impl()
+    # None keeps the TF-'SAME' call of the kernels exactly as EfficientNet-Lite has always made it.
+    pad = None if self.padding == "same" else conv_padding(x.shape[1], x.shape[2], k, self.stride, self.padding)
     if impl == "shift":  # Looked up at trace time (experiments/bench_depthwise.py swaps the backward pass).
-      return depthwise.depthwise_conv_shift(x, kernel, self.stride)
+      return (depthwise.depthwise_conv_shift(x, kernel, self.stride) if pad is None
+              else depthwise.depthwise_conv_shift(x, kernel, self.stride, pad))
     if impl == "grouped":
-      return depthwise.depthwise_conv_grouped(x, kernel, self.stride)
+      return depthwise.depthwise_conv_grouped(x, kernel, self.stride, pad)
     raise ValueError(f"depthwise impl must be 'shift' or 'grouped', got {impl!r}")
 
 
@@ -119,6 +136,7 @@ class PatchConv(nn.Module):
   kernel_size: int = 1
   stride: int = 1
   dtype: Any = jnp.float32
+  padding: str = "same"  # 'same' (TF) | 'symmetric' (torch k // 2).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -129,15 +147,17 @@ class PatchConv(nn.Module):
     if k == 1 and s == 1:
       return pointwise_conv(x, kernel[0, 0])
     _, h, w, c = x.shape
-    xp = jnp.pad(x, ((0, 0), same_padding(h, k, s), same_padding(w, k, s), (0, 0)))
-    oh, ow = -(-h // s), -(-w // s)
+    ph, pw = conv_padding(h, w, k, s, self.padding)
+    xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
+    oh, ow = (h + sum(ph) - k) // s + 1, (w + sum(pw) - k) // s + 1
     patches = jnp.stack([strided_window(xp, a, b, oh, ow, s) for a in range(k) for b in range(k)],
                         axis=3)  # (n, oh, ow, k*k, c)
     return jnp.einsum("nhwpc,pcd->nhwd", patches, kernel.reshape(k * k, c, self.features))
 
 
 class MBConv(nn.Module):
-  """Inverted residual: [expand 1x1 -> BN -> ReLU6] -> depthwise -> BN -> ReLU6 -> project 1x1 -> BN."""
+  """Inverted residual: [expand 1x1 -> BN -> act] -> depthwise -> BN -> act -> [squeeze-excite] ->
+  project 1x1 -> BN. Defaults are Lite's (ReLU6, no SE); EfficientNet-B* sets SiLU and `se_features`."""
   kernel_size: int
   stride: int
   expand_ratio: int
@@ -145,19 +165,30 @@ class MBConv(nn.Module):
   bn_prior_strength: Optional[float] = None
   dtype: Any = jnp.float32
   depthwise_impl: Optional[str] = None
+  activation: str = "relu6"  # 'relu6' | 'silu'.
+  se_features: int = 0  # Squeeze-excite bottleneck width; 0: none.
+  bn_epsilon: float = 1e-3
+  padding: str = "same"  # 'same' (TF) | 'symmetric' (torch k // 2).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(PatchConv, dtype=self.dtype)
-    bn = functools.partial(BatchNorm, epsilon=1e-3, prior_strength=self.bn_prior_strength,
+    conv = functools.partial(PatchConv, dtype=self.dtype, padding=self.padding)
+    bn = functools.partial(BatchNorm, epsilon=self.bn_epsilon, prior_strength=self.bn_prior_strength,
                            dtype=self.dtype)
+    act = ACTIVATIONS[self.activation]
     cin = x.shape[-1]
     y = x
     if self.expand_ratio != 1:
       y = conv(cin * self.expand_ratio, name="expand_conv")(y)
-      y = jax.nn.relu6(bn(name="expand_bn")(y))
-    y = DepthwiseConv(self.kernel_size, self.stride, self.depthwise_impl, self.dtype, name="dw_conv")(y)
-    y = jax.nn.relu6(bn(name="dw_bn")(y))
+      y = act(bn(name="expand_bn")(y))
+    y = DepthwiseConv(self.kernel_size, self.stride, self.depthwise_impl, self.dtype, self.padding,
+                      name="dw_conv")(y)
+    y = act(bn(name="dw_bn")(y))
+    if self.se_features:  # Squeeze-excite: global mean -> reduce -> act -> expand -> sigmoid gate.
+      s = jnp.mean(y.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+      s = act(nn.Dense(self.se_features, dtype=self.dtype, name="se_reduce")(s))
+      s = nn.Dense(y.shape[-1], dtype=self.dtype, name="se_expand")(s)
+      y = y * jax.nn.sigmoid(s)[:, None, None, :].astype(y.dtype)
     y = conv(self.out_features, name="project_conv")(y)
     y = bn(name="project_bn")(y)
     if self.stride == 1 and cin == self.out_features:
@@ -181,24 +212,33 @@ class EfficientNetLite(nn.Module):
   bn_prior_strength: Optional[float] = None  # None: eval BN; N: MEMO prior mode (layers.BatchNorm).
   dtype: Any = jnp.float32  # Compute dtype (e.g. bfloat16); params stay float32, logits are float32.
   depthwise_impl: Optional[str] = None  # 'shift' | 'grouped' | None (by backend).
+  # EfficientNet-B* (zoomjax.models.efficientnet) sets these; the defaults are Lite's.
+  activation: str = "relu6"  # 'relu6' | 'silu'.
+  se_ratio: float = 0.0  # Squeeze-excite width as a fraction of each block's input width; 0: none.
+  bn_epsilon: float = 1e-3
+  padding: str = "same"  # 'same' (TF) | 'symmetric' (torch k // 2).
+  scale_first_last: bool = False  # Depth scaling also of the first and last stage.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    bn = functools.partial(BatchNorm, epsilon=1e-3, prior_strength=self.bn_prior_strength,
+    bn = functools.partial(BatchNorm, epsilon=self.bn_epsilon, prior_strength=self.bn_prior_strength,
                            dtype=self.dtype)
+    act = ACTIVATIONS[self.activation]
     inter = {}
-    x = PatchConv(self.stem_features, 3, 2, dtype=self.dtype, name="stem_conv")(x.astype(self.dtype))
-    x = jax.nn.relu6(bn(name="stem_bn")(x))
+    x = PatchConv(self.stem_features, 3, 2, dtype=self.dtype, padding=self.padding,
+                  name="stem_conv")(x.astype(self.dtype))
+    x = act(bn(name="stem_bn")(x))
     inter["stem"] = x
     i = 0
-    for s, stage in enumerate(block_configs(self.width, self.depth, self.stages)):
-      for k, stride, expand, _, cout in stage:
+    for s, stage in enumerate(block_configs(self.width, self.depth, self.stages, self.scale_first_last)):
+      for k, stride, expand, cin, cout in stage:
+        se = max(1, int(cin * self.se_ratio)) if self.se_ratio else 0
         x = MBConv(k, stride, expand, cout, self.bn_prior_strength, self.dtype, self.depthwise_impl,
-                   name=f"blocks_{i}")(x)
+                   self.activation, se, self.bn_epsilon, self.padding, name=f"blocks_{i}")(x)
         i += 1
       inter[f"stage_{s + 1}"] = x
     x = PatchConv(self.head_features, dtype=self.dtype, name="head_conv")(x)
-    x = jax.nn.relu6(bn(name="head_bn")(x))
+    x = act(bn(name="head_bn")(x))
     inter["feature_map"] = x
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     inter["pre_logits"] = x
