@@ -162,7 +162,8 @@ EFFICIENTNET_NARROW = {  # name -> (library, width, depth, BN eps, input size)
 
 
 def golden_efficientnet_narrow():
-  """Logits, pre_logits and the head feature map of each EFFICIENTNET_NARROW model (10 classes)."""
+  """Logits, pre_logits and every 8th channel of the head feature map (kept small) of each
+  EFFICIENTNET_NARROW model (10 classes)."""
   from functools import partial
   for name, (lib, width, depth, eps, size) in EFFICIENTNET_NARROW.items():
     if lib == "torchvision":
@@ -170,19 +171,20 @@ def golden_efficientnet_narrow():
       setting, last = _efficientnet_conf("efficientnet_b0", width_mult=width, depth_mult=depth)
       model = EfficientNet(setting, dropout=0.0, last_channel=last, num_classes=10,
                            norm_layer=partial(torch.nn.BatchNorm2d, eps=eps))
-      _golden_features_and_pre(name, model, "classifier", 0, size)
-      continue
-    from timm.models.efficientnet import _gen_efficientnet
-    variant = "tf_efficientnet_b0" if lib == "tf" else "efficientnet_b0"
-    kw = dict(pad_type="same") if lib == "tf" else {}
-    model = _gen_efficientnet(variant, channel_multiplier=width, depth_multiplier=depth, pretrained=False,
-                              num_classes=10, bn_eps=eps, **kw)
+      features, head = lambda m, x: m.features(x), lambda m, f: torch.flatten(m.avgpool(f), 1)
+    else:
+      from timm.models.efficientnet import _gen_efficientnet
+      variant = "tf_efficientnet_b0" if lib == "tf" else "efficientnet_b0"
+      kw = dict(pad_type="same") if lib == "tf" else {}
+      model = _gen_efficientnet(variant, channel_multiplier=width, depth_multiplier=depth, pretrained=False,
+                                num_classes=10, bn_eps=eps, **kw)
+      features, head = lambda m, x: m.forward_features(x), lambda m, f: m.forward_head(f, pre_logits=True)
     model, spec = load_seeded(model)
     x = torch.from_numpy(sw.seeded_images((2, 3, size, size)))
-    fmap = model.forward_features(x)
-    pre = model.forward_head(fmap, pre_logits=True)
+    fmap = features(model, x).numpy().transpose(0, 2, 3, 1)
     save(name, spec=sw.encode_spec(spec), input_shape=np.array(x.shape), logits=model(x).numpy(),
-         pre_logits=pre.numpy(), feature_map=fmap.numpy().transpose(0, 2, 3, 1))
+         pre_logits=head(model, features(model, x)).numpy(), feature_map_shape=np.array(fmap.shape),
+         feature_map_every8=fmap[..., ::8])
 
 
 def golden_adaptive_pool():
