@@ -153,3 +153,8 @@ def test_shift_depthwise_with_torch_padding_equals_grouped_conv(k, stride, hw):
                        jax.jit(lambda: run(depthwise.depthwise_conv_grouped))()):
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_unregistered_variant_names_the_closest_registered_ones():
+  with pytest.raises(KeyError, match=r"unknown model 'tf_efficientnet_b8'; closest: tf_efficientnet_b7"):
+    zm.load("tf_efficientnet_b8")

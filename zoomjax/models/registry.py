@@ -6,6 +6,7 @@ convert it to the module's variable tree, and pass it through the load-and-merge
 registry entry, never in a global default, because checkpoints of one architecture disagree on it.
 """
 import dataclasses
+import difflib
 import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -53,7 +54,10 @@ def list_models() -> List[str]:
 
 def get_spec(name: str) -> ModelSpec:
   if name not in _REGISTRY:
-    raise UnknownNameError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    # The closest names first: a timm/torchvision variant that is not registered (tf_efficientnet_b8).
+    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
+    raise UnknownNameError(f"unknown model {name!r}; " + (f"closest: {', '.join(close)}; " if close else "")
+                           + f"registered models: {', '.join(list_models())}")
   return _REGISTRY[name]
 
 
