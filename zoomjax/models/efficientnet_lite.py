@@ -11,6 +11,8 @@ what both the TF originals and `Conv2dStaticSamePadding` of the torch port compu
 The depthwise convolution has two implementations with one parameter layout (`kernel (k, k, 1, C)`), both in
 `zoomjax.kernels.depthwise`: 'shift' (the fast form on XLA:CPU) and 'grouped' (GPU/TPU); the default picks by
 `jax.default_backend()`.
+The same module family serves EfficientNet-B0..B7 / L2 (`zoomjax.models.efficientnet`): the fields after
+`depthwise_impl` (activation, squeeze-excite, padding, BN eps, depth of every stage) default to Lite's.
 """
 import functools
 import math
@@ -199,9 +201,10 @@ class MBConv(nn.Module):
 class EfficientNetLite(nn.Module):
   """EfficientNet-Lite classifier; `apply(variables, x) -> (logits, intermediates)`.
 
-  x: (N, H, W, 3) normalised with (x - 127) / 128. intermediates: 'stem', 'stage_1'..'stage_7' (the last
-  block output of each stage), 'feature_map' (after the head conv, (N, h, w, 1280)) and 'pre_logits'
-  (its global average, (N, 1280)). Per-location logits are `feature_map @ params['head']['kernel'] + bias`.
+  x: (N, H, W, 3) normalised as the bundle's preprocessing says ((x - 127) / 128 for Lite). intermediates:
+  'stem', 'stage_1'..'stage_7' (the last block output of each stage), 'feature_map' (after the head conv,
+  (N, h, w, head_features)) and 'pre_logits' (its global average, (N, head_features)).
+  Per-location logits are `feature_map @ params['head']['kernel'] + bias`.
   """
   width: float = 1.0
   depth: float = 1.0
