@@ -62,7 +62,9 @@ def get_config(arg=None):
   c.batch_size = 1
   c.view_chunk = 48  # Views per image per model call inside the step (bounds activation memory).
   c.shard_size = 2 if a.runlocal else 16  # Images per shard file (the unit of resumption).
-  c.canvas = "buckets"  # 'buckets' (one compile per canvas bucket) | 'max' (one canvas for all; few images).
+  # 'square' (one views program per bucket of the longer side) | 'buckets' (per side: least padding, more
+  # programs) | 'max' (one canvas for all; a handful of images).
+  c.canvas = "square"
   c.dtype = "float32"  # Compute dtype of the model and zoom kernel: float32 | bfloat16.
   c.num_workers = 2  # Decoding threads.
   c.prefetch = 2  # Batches decoded ahead.

@@ -30,6 +30,7 @@ from zoomjax import shards
 from zoomjax import sweep
 from zoomjax.errors import UserError
 
+CANVAS_MODES = ("square", "buckets", "max")
 # Config fields that change the numbers; a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "data", "limit", "grid", "extra_crops", "shard_size", "batch_size", "view_chunk",
                  "dtype", "canvas")
@@ -179,6 +180,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
     raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
   num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
   shards.num_shards(num_images, int(config.shard_size))  # A bad shard_size fails before the workdir is claimed.
+  if config.get("canvas", "square") not in CANVAS_MODES:
+    raise UserError(f"config.canvas must be one of {CANVAS_MODES}, got {config.canvas!r}")
   # Claimed only now: a config that fails to build leaves the workdir reusable.
   with shards.claim(workdir, pid, json.loads(config.to_json_best_effort()), RESULT_FIELDS, dataset.name,
                     dataset.ids[:num_images], dataset.labels[:num_images]):
@@ -205,7 +208,7 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
   meta = {"view_names": spec.view_names, "crop_names": spec.crop_names, "agg_names": list(sweep.AGG_SETS)}
   t = len(spec.transforms)
 
-  canvas_fn = _canvas_fn(config.get("canvas", "buckets"), dataset, num_images, int(config.num_workers))
+  canvas_fn = _canvas_fn(config.get("canvas", "square"), dataset, num_images, int(config.num_workers))
 
   def batches_for(indices):
     return data.make_batches(dataset, batch_size=step.batch_size, canvas_fn=canvas_fn, indices=indices,
@@ -275,13 +278,17 @@ def _metric_writer(config, workdir: str, pid: int):
 
 
 def _canvas_fn(mode: str, dataset, num_images: int, num_workers: int):
-  """'buckets': zoom.canvas_size per image (one compile per bucket; best for big datasets).
+  """'square': a square canvas of the bucket of the longer side (portrait and landscape photos of one size share
+  a canvas, so one views program serves them, for a little more padding: BENCHMARKS.md).
+  'buckets': zoom.canvas_size per image (each side its own bucket: least padding, most programs).
   'max': one canvas that holds every image of the run (one compile; best for a handful of photos)."""
   from zoomjax import zoom  # pylint: disable=g-import-not-at-top
+  if mode == "square":
+    return lambda h, w: (max(zoom.canvas_size(h, w)),) * 2
   if mode == "buckets":
     return zoom.canvas_size
   if mode != "max":
-    raise UserError(f"config.canvas must be 'buckets' or 'max', got {mode!r}")
+    raise UserError(f"config.canvas must be one of {CANVAS_MODES}, got {mode!r}")
   sizes = dataset.sizes(np.arange(num_images), num_workers=num_workers)
   ok = sizes[:, 0] > 0
   hmax, wmax = (int(v) for v in sizes[ok].max(0)) if ok.any() else (1, 1)
