@@ -262,20 +262,19 @@ def main(argv=None) -> dict:
     print(f"{name}: compile {r['compile_s']:.1f} s, step {r['step_median_s'] * 1e3:.1f} ms", flush=True)
   total_s = time.perf_counter() - t_start
 
-  hdr = (f"{'model':<24} {'dtype':>8} {'dev':>3} {'views/img':>9} {'GFLOP/img':>10} {'views/s':>10} "
-         f"{'images/s':>9} {'TFLOP/s':>8} {'of ceil':>7} {'50k proj':>10}")
-  print()
-  print(hdr)
-  print("-" * len(hdr))
+  command = " ".join(["python", "experiments/gpu_check.py"] + (argv if argv is not None else sys.argv[1:]))
+  # One Markdown table to paste into BENCHMARKS.md as it is: the command, the machine, the ceiling, the rows.
+  machine = ", ".join(f"{k} {v}" for k, v in info.items())
+  print(f"\n`{command}` ({machine}); {dtype.name} matmul ceiling ({n}^3) {ceiling:.2f} TFLOP/s; total wall "
+        f"time {total_s:.1f} s\n")
+  print("| model | dtype | devices | views/img | GFLOP/img | views/s | images/s | TFLOP/s | of ceiling | 50k proj |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for r in results:
     frac = r["fraction_of_ceiling"]
-    print(f"{r['model']:<24} {r['dtype']:>8} {r['devices']:>3} {r['views_per_image']:>9} "
-          f"{r['gflop_per_image']:>10.1f} {r['views_per_s']:>10.1f} {r['images_per_s']:>9.2f} "
-          f"{r['achieved_tflops']:>8.2f} {(f'{100 * frac:.1f}%' if frac else '-'):>7} "
-          f"{r['projected_s_for_images'] / 60:>8.1f} min")
-  print(f"\nceiling ({dtype.name}, {n}^3): {ceiling:.2f} TFLOP/s; total wall time {total_s:.1f} s")
-  out = {"info": info, "matmul": ceilings, "models": results, "total_s": total_s,
-         "command": " ".join(["python", "experiments/gpu_check.py"] + (argv if argv is not None else sys.argv[1:]))}
+    print(f"| {r['model']} | {r['dtype']} | {r['devices']} | {r['views_per_image']} | {r['gflop_per_image']:.1f} | "
+          f"{r['views_per_s']:.1f} | {r['images_per_s']:.2f} | {r['achieved_tflops']:.2f} | "
+          f"{(f'{100 * frac:.1f}%' if frac else '-')} | {r['projected_s_for_images'] / 60:.1f} min |")
+  out = {"info": info, "matmul": ceilings, "models": results, "total_s": total_s, "command": command}
   if a.out:
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
