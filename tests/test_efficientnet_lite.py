@@ -18,6 +18,7 @@ import zoomjax.models as zm
 from zoomjax.checkpoints import read_checkpoint
 from zoomjax.kernels import conv1x1, depthwise
 from zoomjax.models import efficientnet_lite as el
+from goldens import rel_err  # pylint: disable=wrong-import-order
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "efficientnet_lite_timm.npz"
 
@@ -68,8 +69,6 @@ def _run(name: str, val100_dir: pathlib.Path):
   return bundle, logits, pre, labels, fwd_fm_shape.shape
 
 
-def rel_err(got, want):
-  return float(np.max(np.abs(np.asarray(got, np.float64) - want)) / np.max(np.abs(want)))
 
 
 @pytest.mark.parametrize("variant", [0, 1, 2])

@@ -1,6 +1,4 @@
 """Golden tests for CLIP: open_clip (OpenAI key names, QuickGELU) -> zoomjax CLIP, both towers."""
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -9,20 +7,14 @@ import pytest
 
 from zoomjax.checkpoints import convert_clip
 from zoomjax.models import clip
+from goldens import GOLDEN, sw, rel_err  # pylint: disable=wrong-import-order
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
-_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
-sw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sw)
 
 # The tiny open_clip model of experiments/make_goldens.py (head width 16 vision / 12 text).
 VISION = dict(patch_size=8, width=32, depth=2, num_heads=2, mlp_dim=64, embed_dim=12)
 TEXT = dict(vocab_size=1000, context_length=77, width=24, depth=2, num_heads=2, mlp_dim=48, embed_dim=12)
 
 
-def rel_err(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-12))
 
 
 @pytest.fixture(scope="module")

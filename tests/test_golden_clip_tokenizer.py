@@ -4,18 +4,13 @@ The synthetic vocabulary (BPE merges learned on a small corpus, written in the r
 main test independent of third-party files; the real-vocabulary test reads CLIP's bpe_simple_vocab_16e6.txt.gz
 from ../shared/data/clip (the `clip_vocab` fixture; ZOOMJAX_CLIP_VOCAB overrides; required under CI).
 """
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
 
 from zoomjax.models import clip, clip_tokenizer
+from goldens import GOLDEN, sw  # pylint: disable=wrong-import-order
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
-_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
-sw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sw)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@
 Expected outputs were computed by experiments/make_goldens.py in a throwaway torch venv on the seeded
 weights of tests/golden/seeded_weights.py, which this test rebuilds with numpy alone.
 """
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -13,23 +11,12 @@ import pytest
 
 from zoomjax.checkpoints import convert_torchvision as ctv
 from zoomjax.models import alexnet, layers, resnet, vgg
-
-GOLDEN = pathlib.Path(__file__).parent / "golden"
-_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
-sw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sw)
+from goldens import GOLDEN, sw, load_golden, rel_err  # pylint: disable=wrong-import-order
 
 
-def load_golden(name):
-  g = dict(np.load(GOLDEN / f"{name}.npz"))
-  state = sw.seeded_state_dict(sw.decode_spec(g["spec"]))
-  x = sw.seeded_images(tuple(g["input_shape"])).transpose(0, 2, 3, 1)  # NCHW -> NHWC
-  return g, state, x
 
 
-def rel_err(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-12))
+
 
 
 @pytest.mark.parametrize("depth", [18, 50])

@@ -3,8 +3,6 @@
 Expected outputs were computed by experiments/make_goldens.py (`convnext_narrow`, `mobilenet_v3_narrow`, `swin_narrow`) in a
 throwaway torch venv on the seeded weights of tests/golden/seeded_weights.py, rebuilt here with numpy alone.
 """
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -14,23 +12,12 @@ import pytest
 from zoomjax import models
 from zoomjax.checkpoints import convert_torchvision as ctv
 from zoomjax.models import convnext, mobilenet_v3, swin
-
-GOLDEN = pathlib.Path(__file__).parent / "golden"
-_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
-sw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sw)
+from goldens import load_golden, rel_err, assert_memo_episode_adapts  # pylint: disable=wrong-import-order
 
 
-def load_golden(name):
-  g = dict(np.load(GOLDEN / f"{name}.npz"))
-  state = sw.seeded_state_dict(sw.decode_spec(g["spec"]))
-  x = sw.seeded_images(tuple(g["input_shape"])).transpose(0, 2, 3, 1)  # NCHW -> NHWC
-  return g, state, x
 
 
-def rel_err(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-12))
+
 
 
 # torchvision 0.29.1's counts (its weights' `num_params`); it documents ConvNeXt-B 88,591,464.
@@ -153,15 +140,7 @@ def test_mobilenet_v3_tiny_width_forward(name):
 
 def test_mobilenet_v3_memo_episode():
   """A MEMO + RRC episode (gradient step through hard-swish, SE and prior-mode BatchNorm) at a tiny width."""
-  from zoomjax.tta import augment, memo  # pylint: disable=import-outside-toplevel
-  bundle = models.load("mobilenet_v3_small", random_init=True, **MOBILENET_TINY)
-  image = jax.random.randint(jax.random.PRNGKey(2), (40, 48, 3), 0, 256).astype(jnp.uint8)
-  kw = dict(resize_size=36, crop_size=32)
-  adapted = jax.jit(memo.make_memo(bundle, augment.rrc_augmentation(size=32), num_views=4, steps=1, **kw))
-  logits = adapted(bundle.variables, image, jax.random.PRNGKey(0))
-  base = jax.jit(memo.make_baseline(bundle, **kw))(bundle.variables, image, None)
-  assert logits.shape == base.shape == (1000,) and bool(jnp.all(jnp.isfinite(logits)))
-  assert not np.array_equal(logits, base)
+  assert_memo_episode_adapts(models.load("mobilenet_v3_small", random_init=True, **MOBILENET_TINY))
 
 
 # --------------------------------------------------------------------------------------------------- Swin

@@ -5,8 +5,6 @@ Goldens: tests/golden/{efficientnet_tv,tf_efficientnet,timm_efficientnet}_narrow
 weights the test rebuilds without torch; each goes through the registry (safetensors file -> converter ->
 merge gate) with the width/depth/eps as `load` overrides.
 """
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -18,11 +16,8 @@ import zoomjax.models as zm
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.models import efficientnet as en
 from zoomjax.models import efficientnet_lite as el
+from goldens import GOLDEN, sw, rel_err, assert_memo_episode_adapts  # pylint: disable=wrong-import-order
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
-_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
-sw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sw)
 
 # golden -> (registered name whose converter reads it, load overrides); as in make_goldens.EFFICIENTNET_NARROW.
 GOLDENS = {
@@ -41,8 +36,6 @@ EXPECTED = {
 }
 
 
-def rel_err(got, want) -> float:
-  return float(np.max(np.abs(np.asarray(got, np.float64) - want)) / np.max(np.abs(want)))
 
 
 @pytest.mark.parametrize("golden", sorted(GOLDENS))
@@ -119,15 +112,7 @@ def test_tiny_random_init_forward_dtype_and_prior_mode(name):
 def test_family_memo_episode():
   """A MEMO + RRC episode (gradient through depthwise, squeeze-excite and prior-mode BatchNorm), tiny width;
   the TF layout (L2-NS's)."""
-  from zoomjax.tta import augment, memo  # pylint: disable=import-outside-toplevel
-  bundle = zm.load("tf_efficientnet_l2_ns_475", random_init=True, **TINY)
-  image = jax.random.randint(jax.random.PRNGKey(2), (40, 48, 3), 0, 256).astype(jnp.uint8)
-  kw = dict(resize_size=36, crop_size=32)
-  adapted = jax.jit(memo.make_memo(bundle, augment.rrc_augmentation(size=32), num_views=4, steps=1, **kw))
-  logits = adapted(bundle.variables, image, jax.random.PRNGKey(0))
-  base = jax.jit(memo.make_baseline(bundle, **kw))(bundle.variables, image, None)
-  assert logits.shape == base.shape == (1000,) and bool(jnp.all(jnp.isfinite(logits)))
-  assert not np.array_equal(logits, base)
+  assert_memo_episode_adapts(zm.load("tf_efficientnet_l2_ns_475", random_init=True, **TINY))
 
 
 def test_scaling_reuses_the_lite_rules():

@@ -3,36 +3,22 @@
 The npz goldens were computed by timm after loading the npz with timm's own `_load_weights`, so they also
 pin the meaning of each npz layout (position embedding with or without the cls slot, block numbering, scan).
 """
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from zoomjax.checkpoints import convert_timm, convert_torchvision, convert_vit_npz
 from zoomjax.models import vit
+from goldens import load_golden, rel_err  # pylint: disable=wrong-import-order
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
-_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
-sw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sw)
 
 # The tiny config both reference libraries were built with (exact GELU, LayerNorm eps 1e-6).
 TINY = dict(num_classes=10, patch_size=8, width=16, depth=2, num_heads=2, mlp_dim=32)
 
 
-def load_golden(name):
-  g = dict(np.load(GOLDEN / f"{name}.npz"))
-  state = sw.seeded_state_dict(sw.decode_spec(g["spec"]))
-  x = sw.seeded_images(tuple(g["input_shape"])).transpose(0, 2, 3, 1)
-  return g, state, x
 
 
-def rel_err(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-12))
 
 
 _apply = jax.jit(vit.VisionTransformer(**TINY).apply)

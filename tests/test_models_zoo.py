@@ -1,6 +1,4 @@
 """The ResNet/ViT/AlexNet/VGG/CLIP registry entries: exact sizes, end-to-end loading, contracts."""
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +9,8 @@ from safetensors.numpy import save_file
 from zoomjax import models
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.models import clip, clip_tokenizer
+from goldens import GOLDEN, sw, assert_memo_episode_adapts  # pylint: disable=wrong-import-order
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
-_spec = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seeded_weights.py")
-sw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sw)
 
 # torchvision's published `num_params` (and timm's / open_clip's counts) for the same architectures.
 EXPECTED = {
@@ -93,15 +88,7 @@ def test_family_random_init_forward(name):
 @pytest.mark.parametrize("name", ["vgg16_bn", "resnext101_32x8d"])
 def test_family_memo_episode(name):
   """A MEMO + RRC episode (gradient step through the grouped convs / prior-mode BatchNorm) at a tiny width."""
-  from zoomjax.tta import augment, memo  # pylint: disable=import-outside-toplevel
-  bundle = models.load(name, random_init=True, **FAMILY_TINY[name])
-  image = jax.random.randint(jax.random.PRNGKey(2), (40, 48, 3), 0, 256).astype(jnp.uint8)
-  kw = dict(resize_size=36, crop_size=32)
-  adapted = jax.jit(memo.make_memo(bundle, augment.rrc_augmentation(size=32), num_views=4, steps=1, **kw))
-  logits = adapted(bundle.variables, image, jax.random.PRNGKey(0))
-  base = jax.jit(memo.make_baseline(bundle, **kw))(bundle.variables, image, None)
-  assert logits.shape == base.shape == (1000,) and bool(jnp.all(jnp.isfinite(logits)))
-  assert not np.array_equal(logits, base)
+  assert_memo_episode_adapts(models.load(name, random_init=True, **FAMILY_TINY[name]))
 
 
 def test_bn_prior_strength_reaches_every_batchnorm():
