@@ -1,12 +1,13 @@
 """Rules for the test suite itself.
 
 A test module that changes jax's configuration when it is imported changes it for every test collected after
-it (pytest imports all modules first): e.g. `jax_disable_most_optimizations` set at import would make the
-parity and golden tests of other modules check unoptimised executables. Use conftest's `fast_compile` /
+it (pytest imports all modules first): e.g. XLA's optimisations switched off at import would make the parity
+and golden tests of other modules check unoptimised executables. Use conftest's `fast_compile` /
 `fast_compile_module` fixtures instead, which restore the flag.
 """
 import ast
 import pathlib
+import textwrap
 
 import jax
 
@@ -70,23 +71,23 @@ def test_no_test_module_sets_jax_config_at_import():
 
 
 def test_the_check_finds_import_time_updates():
-  src = '''
-import jax
-from jax import config
-jax.config.update("jax_disable_most_optimizations", True)
-if True:
-  config.update("jax_enable_x64", True)
-try:
-  x = jax.config.update("jax_debug_nans", True)
-except ImportError:
-  pass
-class T:
-  jax.config.update("jax_log_compiles", True)
-def helper():
-  jax.config.update("jax_platforms", "cpu")  # At call time: fine.
-if __name__ == "__main__":
-  jax.config.update("jax_threefry_partitionable", True)  # Subprocess worker: fine.
-'''
+  src = textwrap.dedent('''
+    import jax
+    from jax import config
+    jax.config.update("jax_disable_most_optimizations", True)
+    if True:
+      config.update("jax_enable_x64", True)
+    try:
+      x = jax.config.update("jax_debug_nans", True)
+    except ImportError:
+      pass
+    class T:
+      jax.config.update("jax_log_compiles", True)
+    def helper():
+      jax.config.update("jax_platforms", "cpu")  # At call time: fine.
+    if __name__ == "__main__":
+      jax.config.update("jax_threefry_partitionable", True)  # Subprocess worker: fine.
+''')
   assert import_time_config_updates(src) == [(4, "jax_disable_most_optimizations"), (6, "jax_enable_x64"),
                                              (8, "jax_debug_nans"), (12, "jax_log_compiles")]
 

@@ -117,6 +117,14 @@ def count_blocks(flat: Flat, prefix: str) -> int:
   return n
 
 
+def odd_feature_stages(flat: Flat) -> List[int]:
+  """Blocks per stage of torchvision's ConvNeXt / Swin `features` list, where stage s is `features.{2s+1}`."""
+  sizes = []
+  while n := count_blocks(flat, f"features.{2 * len(sizes) + 1}."):
+    sizes.append(n)
+  return sizes
+
+
 def flatten_torch_fc(w: np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
   """First Linear after a torch NCHW flatten (out, C*H*W) -> flax kernel for an NHWC flatten (H*W*C, out)."""
   out = w.shape[0]
@@ -230,9 +238,7 @@ def convert_convnext(flat: Flat, stage_sizes: Optional[Sequence[int]] = None,
   """
   t = KeyTaker(flat, what)
   if stage_sizes is None:
-    stage_sizes = []
-    while count_blocks(flat, f"features.{2 * len(stage_sizes) + 1}."):
-      stage_sizes.append(count_blocks(flat, f"features.{2 * len(stage_sizes) + 1}."))
+    stage_sizes = odd_feature_stages(flat)
   t.conv("features.0.0", "stem_conv", bias=True)
   t.norm("features.0.1", "stem_norm")
   for s, n in enumerate(stage_sizes):
@@ -301,9 +307,7 @@ def convert_swin(flat: Flat, depths: Optional[Sequence[int]] = None, what: str =
   """
   t = KeyTaker(flat, what)
   if depths is None:
-    depths = []
-    while count_blocks(flat, f"features.{2 * len(depths) + 1}."):
-      depths.append(count_blocks(flat, f"features.{2 * len(depths) + 1}."))
+    depths = odd_feature_stages(flat)
   t.conv("features.0.0", "patch_embed_conv", bias=True)
   t.norm("features.0.2", "patch_embed_norm")
   for s, n in enumerate(depths):
