@@ -20,7 +20,7 @@ Arrays (N images, T grid views, X extra crops, A aggregation sets, L label width
 """
 import dataclasses
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -107,11 +107,6 @@ def load(path: str) -> Records:
   return _from_arrays(shards.load_arrays(path, PER_IMAGE + NAMES))
 
 
-def shard_rows(rec: Records) -> Dict[str, np.ndarray]:
-  """Per-image fields other than the shard machinery's own (what a sweep step computes)."""
-  return {f: getattr(rec, f) for f in PER_IMAGE if f not in shards.ROW_KEYS}
-
-
 def empty_rows(num_views: int, num_crops: int, num_sets: int) -> Dict[str, np.ndarray]:
   """Zero-image record fields (a shard whose images were all unreadable)."""
   t, x, a = num_views, num_crops, num_sets
@@ -119,22 +114,6 @@ def empty_rows(num_views: int, num_crops: int, num_sets: int) -> Dict[str, np.nd
               p_max=np.zeros((0, t), np.float32), crop_top5=np.zeros((0, x, TOP_K), np.int16),
               crop_p_true=np.zeros((0, x), np.float32), crop_p_max=np.zeros((0, x), np.float32),
               agg_top5=np.zeros((0, a, TOP_K), np.int16), agg_p=np.zeros((0, a, TOP_K), np.float32))
-
-
-def concatenate(parts: Sequence[Records]) -> Records:
-  """Joins records in order; refuses records made with different grids, crops or aggregation sets."""
-  if not parts:
-    raise ValueError("no records to concatenate")
-  first = parts[0]
-  for p in parts[1:]:
-    for f in NAMES:
-      if list(getattr(p, f)) != list(getattr(first, f)):
-        raise ValueError(f"records disagree on {f}: {list(getattr(first, f))[:3]}... vs "
-                         f"{list(getattr(p, f))[:3]}...")
-  kw = shards.concat_rows([{f: getattr(p, f) for f in PER_IMAGE} for p in parts])
-  kw.update({f: getattr(first, f) for f in NAMES})
-  kw[SKIPPED] = np.concatenate([np.asarray(p.skipped, np.str_) for p in parts])
-  return Records(**kw)
 
 
 def merge_shards(workdir: str, n_shards: int, out_path: Optional[str] = None,
