@@ -68,6 +68,9 @@ def model_config(name: str, checkpoint: str = "", random_init: bool = False) -> 
   m.checkpoint = checkpoint or config_dict.placeholder(str)
   m.random_init = random_init  # Seeded random weights (smoke tests, benchmarks) instead of a checkpoint.
   m.seed = 0  # Seed of random_init.
+  # make_module kwargs of the registered model (e.g. width=8, depths=(1, 1) for tiny smoke-test models); they
+  # change the network, so they are part of `model` and of the resume key. Empty: the registered model as is.
+  m.overrides = ml_collections.ConfigDict()
   return m
 
 

@@ -140,7 +140,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   pid = jax.process_index()
   t_start = time.monotonic()
   bundle = models.load(config.model.name, config.model.get("checkpoint") or None,
-                       random_init=bool(config.model.random_init), seed=int(config.model.seed))
+                       random_init=bool(config.model.random_init), seed=int(config.model.seed),
+                       **config.model.get("overrides", {}))
   kw = {k: v for k, v in config.data.to_dict().items() if k != "name" and v not in (None, "")}
   dataset = data.get_dataset(config.data.name, num_workers=int(config.num_workers), **kw)
   limit = int(config.limit)

@@ -57,7 +57,8 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
   kw = {k: v for k, v in config.data.to_dict().items() if k != "name" and v not in (None, "")}
   dataset = data.get_dataset(config.data.name, **kw)
   dtype = _dtype(config.dtype)
-  overrides = {} if dtype == jnp.float32 else {"dtype": dtype}
+  overrides = dict(config.model.get("overrides", {}))
+  overrides.update({} if dtype == jnp.float32 else {"dtype": dtype})
   bundle = models.load(config.model.name, config.model.get("checkpoint") or None,
                        random_init=bool(config.model.random_init), seed=int(config.model.seed), **overrides)
   grid = _grid(config)
