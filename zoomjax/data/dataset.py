@@ -26,10 +26,12 @@ class Dataset:
     TFDS datasets (stable for a given prepared copy); `ids[i]` is the stable key to store results under.
   - `.skipped`: [{'index', 'id', 'reason'}] of every example that failed, in index order.
   - `.info`: provenance (source path, variant, counts) for run outputs.
+  - `.origins`: per-example source dataset (ImageNet-Hard's `origin` column), or None when the set has none.
   """
 
   def __init__(self, name: str, label_space: LabelSpace, ids: Sequence[str], labels: Sequence[Sequence[int]],
-               fetch: Fetch, *, sizes: Optional[np.ndarray] = None, info: Optional[Dict[str, Any]] = None):
+               fetch: Fetch, *, sizes: Optional[np.ndarray] = None, info: Optional[Dict[str, Any]] = None,
+               origins: Optional[Sequence[str]] = None):
     if len(ids) == 0:
       raise UserError(f"dataset {name} is empty (source: {(info or {}).get('source', '?')})")
     if len(labels) != len(ids):
@@ -39,6 +41,9 @@ class Dataset:
     self.ids = list(ids)
     self.info = dict(info or {})
     self._fetch = fetch
+    if origins is not None and len(origins) != len(ids):
+      raise UserError(f"dataset {name}: {len(ids)} ids but {len(origins)} origins")
+    self.origins = None if origins is None or not any(origins) else [str(o) for o in origins]
     self._subset = None if label_space.class_subset is None else frozenset(label_space.class_subset)
     self.labels = np.stack([self._pad(lab, label_space.max_labels, k) for k, lab in enumerate(labels)])
     self._sizes = np.full((len(ids), 2), -1, np.int64) if sizes is None else np.asarray(sizes, np.int64).copy()
@@ -80,7 +85,8 @@ class Dataset:
     parent = self._fetch
     out = Dataset(name or self.name, self.label_space, [self.ids[r] for r in rows],
                   [[int(x) for x in self.labels[r] if x >= 0] for r in rows], lambda i: parent(rows[i]),
-                  sizes=self._sizes[rows], info={**self.info, "rows_of_parent": len(self)})
+                  sizes=self._sizes[rows], info={**self.info, "rows_of_parent": len(self)},
+                  origins=None if self.origins is None else [self.origins[r] for r in rows])
     return out
 
   def fetch(self, i: int) -> Union[bytes, str]:

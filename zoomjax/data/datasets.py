@@ -80,8 +80,9 @@ def _from_index(name, space, source, index, info) -> Dataset:
   perm = np.asarray(order, np.int64)
   hw = np.asarray(index["hw"], np.int64).reshape(-1, 2)[perm] if len(perm) else None
   fetch = lambda i: source[int(perm[i])]["image"]
+  origins = index.get("origin")
   return Dataset(name, space, [ids[k] for k in order], [index["labels"][k] for k in order], fetch, sizes=hw,
-                 info=info)
+                 info=info, origins=None if origins is None else [origins[k] for k in order])
 
 
 def _scan(source, label_fn, num_workers: int = 2) -> Dict[str, Any]:
@@ -95,11 +96,12 @@ def _scan(source, label_fn, num_workers: int = 2) -> Dict[str, Any]:
       hw = list(decode.image_size(rec["image"], fname))
     except decode.DecodeError:
       hw = [-1, -1]
-    return fname, label_fn(rec), hw
+    return fname, label_fn(rec), hw, _text(rec.get("origin", ""))
 
   with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
     rows = list(pool.map(one, range(len(source))))
-  return {"ids": [r[0] for r in rows], "labels": [r[1] for r in rows], "hw": [r[2] for r in rows]}
+  return {"ids": [r[0] for r in rows], "labels": [r[1] for r in rows], "hw": [r[2] for r in rows],
+          "origin": [r[3] for r in rows]}
 
 
 def _official_source(tfds_name: str, split: str, data_dir):

@@ -1,0 +1,511 @@
+"""Job `evaluate`: top-1 / top-5 of many classifiers on many datasets, each model with its own preprocessing.
+
+Every (model, dataset) pair is one sub-run with its own resume key, through the same shard / resume /
+multi-process / mesh machinery as the sweep (`zoomjax.shards`). Per image the model sees one view: the short
+side resized to `resize_size` with the checkpoint's filter, then the centre `input_size` crop (torchvision's
+Resize + CenterCrop, timm's crop_pct), normalised with the checkpoint's mean/std. Workdir layout:
+  pairs/<model>__<dataset>/   config.json (the pair's resume key), dataset.json, shards/, predictions.npz
+                              (top-5 ids and probabilities, p_true, correct per image), metrics.json (written
+                              last, `"complete": true`)
+  results.json / results.csv / results.md   every pair's headline numbers (rewritten after each pair)
+  report.html, report/        the table next to the paper's, per-origin bars, galleries of failures
+"""
+import csv
+import dataclasses
+import json
+import os
+import re
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from zoomjax import analyses
+from zoomjax import atomic
+from zoomjax import paper_numbers
+from zoomjax import parallel
+from zoomjax import shards
+from zoomjax import sweep
+from zoomjax.errors import NotFoundError, UserError
+from zoomjax.jobs import tta as tta_job
+from zoomjax.models.preprocessing import Preprocessing
+from zoomjax.tta import augment
+
+FIELDS = ("top5", "top5_p", "p_true", "correct", "top5_correct")  # Per-image fields besides index/ids/labels.
+RECORDS_FILE = "predictions.npz"
+PAIRS_DIR = "pairs"
+# Fields of a pair's resume key (its config.json); every one changes a number.
+PAIR_FIELDS = ("model", "dataset", "preprocessing", "dtype", "clip", "limit", "shard_size", "batch_size",
+               "canvas_multiple")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+  name: str  # Registered model name.
+  checkpoint: Optional[str]  # Weights file (None: the packaged default, or random_init).
+  pretrained: str = ""  # open_clip pretrained tag (paper lookup and row label).
+  label: str = ""  # Row name in the results.
+
+  @property
+  def row(self) -> str:
+    return self.label or (f"{self.name}:{self.pretrained}" if self.pretrained else self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataEntry:
+  name: str  # zoomjax.data.get_dataset name.
+  manual_dir: Optional[str] = None
+
+
+def parse_model_entry(entry: str) -> ModelEntry:
+  """'name[@checkpoint][#pretrained]' -> ModelEntry."""
+  text = entry.strip()
+  text, _, tag = text.partition("#")
+  name, _, ckpt = text.partition("@")
+  if not name.strip():
+    raise UserError(f"models entry {entry!r}: expected name[@checkpoint][#pretrained]")
+  return ModelEntry(name.strip(), ckpt.strip() or None, tag.strip())
+
+
+def parse_data_entry(entry: str) -> DataEntry:
+  """'name[@manual_dir]' -> DataEntry ('folder:PATH' keeps its own path)."""
+  name, _, manual = entry.strip().partition("@")
+  if not name.strip():
+    raise UserError(f"data entry {entry!r}: expected dataset[@manual_dir]")
+  return DataEntry(name.strip(), manual.strip() or None)
+
+
+def read_models_file(path: str) -> List[ModelEntry]:
+  """The batch runner's list: a CSV with columns model, checkpoint (and optionally pretrained, label)."""
+  path = os.path.expanduser(path)
+  if not os.path.isfile(path):
+    raise NotFoundError(f"models_file {path} not found (a CSV with a header: model,checkpoint[,pretrained,label])")
+  with open(path, newline="", encoding="utf-8") as f:
+    lines = [line for line in f if line.strip() and not line.lstrip().startswith("#")]
+  rows = list(csv.DictReader(lines))
+  if not rows or "model" not in rows[0]:
+    raise UserError(f"{path}: expected a header line naming the columns model,checkpoint[,pretrained,label]")
+  out = []
+  for k, r in enumerate(rows, 2):
+    name = (r.get("model") or "").strip()
+    if not name:
+      raise UserError(f"{path}: row {k} has no model name")
+    out.append(ModelEntry(name, (r.get("checkpoint") or "").strip() or None, (r.get("pretrained") or "").strip(),
+                          (r.get("label") or "").strip()))
+  return out
+
+
+def model_entries(config: ml_collections.ConfigDict) -> List[ModelEntry]:
+  """The run's models in order: `models` then `models_file`; rows must have distinct names."""
+  out = [parse_model_entry(e) for e in config.models]
+  if config.get("models_file"):
+    out += read_models_file(config.models_file)
+  if not out:
+    raise UserError("no models: pass models=name[@checkpoint];... or models_file=PATH")
+  rows = [m.row for m in out]
+  dup = sorted({r for r in rows if rows.count(r) > 1})
+  if dup:
+    raise UserError(f"models {dup} appear more than once; give each a distinct label (models_file column 'label'"
+                    " or a #pretrained tag)")
+  return out
+
+
+def slug(text: str) -> str:
+  """A file-name-safe form of a model row or dataset name."""
+  return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def preprocessing_for(bundle_pp: Preprocessing, override: ml_collections.ConfigDict) -> Preprocessing:
+  """The checkpoint's own preprocessing with the config's non-empty overrides applied."""
+  size = int(override.input_size) or bundle_pp.input_size
+  if int(override.resize_size):
+    resize = int(override.resize_size)
+  elif float(override.crop_fraction):
+    frac = float(override.crop_fraction)
+    if not 0 < frac <= 1:
+      raise UserError(f"preprocessing.crop_fraction={frac}: expected 0 < fraction <= 1")
+    resize = int(size / frac)  # timm: scale_size = floor(img_size / crop_pct).
+  elif int(override.input_size):  # Same framing as the checkpoint's at the new size.
+    resize = int(round(size * bundle_pp.resize_size / bundle_pp.input_size))
+  else:
+    resize = bundle_pp.resize_size
+  method = override.resize_method or bundle_pp.resize_method
+  if method not in ("bilinear", "bicubic"):
+    raise UserError(f"preprocessing.resize_method={method!r}: use 'bilinear' or 'bicubic'")
+  mean = tuple(float(v) for v in override.mean) or bundle_pp.mean
+  std = tuple(float(v) for v in override.std) or bundle_pp.std
+  if len(mean) != 3 or len(std) != 3:
+    raise UserError(f"preprocessing.mean/std need 3 values each (pixel units), got {mean} / {std}")
+  if resize < size:
+    raise UserError(f"preprocessing: resize_size {resize} is smaller than the crop {size}")
+  return Preprocessing(input_size=size, resize_size=resize, resize_method=method, mean=mean, std=std)
+
+
+def _dtype(name: str):
+  if name not in ("float32", "bfloat16", "float16"):
+    raise UserError(f"config.dtype must be float32, bfloat16 or float16, got {name!r}")
+  return jnp.dtype(name)
+
+
+def _is_zero_shot(name: str) -> bool:
+  from zoomjax.models import clip  # pylint: disable=import-outside-toplevel
+  return clip.is_zero_shot(name)
+
+
+def load_model(config: ml_collections.ConfigDict, entry: ModelEntry):
+  """The bundle of one entry: its checkpoint (or random_init), compute dtype and, for CLIP, its text head."""
+  from zoomjax import models  # pylint: disable=import-outside-toplevel
+  dtype = _dtype(config.dtype)
+  kw = dict(config.model_overrides.to_dict())
+  if dtype != jnp.float32:
+    kw["dtype"] = dtype
+  if _is_zero_shot(entry.name):
+    c = config.clip
+    kw.update(vocab=c.vocab or None, class_names=c.class_names, templates=c.templates,
+              head_cache_dir=c.head_cache_dir or None)
+  random_init = bool(config.random_init)
+  return models.load(entry.name, None if random_init else entry.checkpoint, random_init=random_init,
+                     seed=int(config.model_seed), **kw)
+
+
+def make_step(bundle, pp: Preprocessing, logit_mask: Optional[np.ndarray], mesh: jax.sharding.Mesh, dtype):
+  """`step(variables, canvas, hw, labels) -> compact outputs`: two jitted programs like the sweep's.
+
+  `step.view` (canvas -> the one preprocessed view) compiles once per canvas shape; `step.model` (views ->
+  top-5, p_true, finite) once per model.
+  """
+  module_pp = dataclasses.replace(bundle.preprocessing, mean=pp.mean, std=pp.std)
+  predict = dataclasses.replace(bundle, preprocessing=module_pp).predict_fn(
+      dtype=None if dtype == jnp.float32 else dtype)
+  mask = None if logit_mask is None else jnp.asarray(np.asarray(logit_mask, bool))
+
+  def view_fn(canvas, hw):
+    return jax.vmap(lambda c, s: augment.standard_view(c, s, pp.resize_size, pp.input_size, pp.resize_method))(
+        canvas, hw)
+
+  def model_fn(variables, views, labels):
+    logits = predict(variables, views).astype(jnp.float32)
+    finite = jnp.all(jnp.isfinite(logits), axis=-1)
+    if mask is not None:
+      logits = jnp.where(mask, logits, -jnp.inf)
+    out = sweep.compact_outputs(jax.nn.softmax(logits, axis=-1), labels)
+    out["finite"] = finite[:, None]
+    return out
+
+  view_step = parallel.data_parallel_jit(view_fn, mesh, num_args=2, replicated_argnums=())
+  model_step = parallel.data_parallel_jit(model_fn, mesh, num_args=3)
+
+  def step(variables, canvas, hw, labels):
+    return model_step(variables, view_step(canvas, hw), labels)
+
+  step.view, step.model = view_step, model_step
+  return step
+
+
+def hits(top5: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """(top-1 correct, top-5 correct) per image: a hit is any of the image's labels (multi-label: "any label")."""
+  valid = labels >= 0
+  match = (top5[:, :, None] == labels[:, None, :]) & valid[:, None, :]
+  return match[:, 0].any(-1), match.any(axis=(1, 2))
+
+
+def pair_metrics(rows: Dict[str, np.ndarray], origins: Optional[Sequence[str]]) -> Dict[str, Any]:
+  """Headline numbers of one pair from its merged predictions (each accuracy with its 95 % interval)."""
+  n = int(rows["index"].shape[0])
+  top1 = float(np.mean(rows["correct"])) if n else None
+  top5 = float(np.mean(rows["top5_correct"])) if n else None
+  out = {"num_images": n, "top1": top1, "top5": top5,
+         "ci95": {"top1": analyses.bootstrap_interval(top1, n), "top5": analyses.bootstrap_interval(top5, n)}}
+  if origins is not None and n:
+    per = {}
+    org = np.asarray([origins[int(i)] for i in rows["index"]])
+    for o in sorted(set(org.tolist())):
+      sel = org == o
+      k = int(sel.sum())
+      t1, t5 = float(np.mean(rows["correct"][sel])), float(np.mean(rows["top5_correct"][sel]))
+      per[o] = {"num_images": k, "top1": t1, "top5": t5, "top1_ci95": analyses.bootstrap_interval(t1, k)}
+    out["per_origin"] = per
+  return out
+
+
+def paper_top1(entry: ModelEntry, dataset_name: str, variant: Optional[str] = None) -> Optional[Dict[str, Any]]:
+  """The paper's top-1 (percent) for this model and dataset, with where it comes from; None when it has none."""
+  base = dataset_name.split("/")[0]
+  if base == "imagenet_hard":
+    v = paper_numbers.imagenet_hard(entry.name, entry.pretrained or None)
+    return None if v is None else {"top1_percent": v, "source": "paper.md §4.6 (ImageNet-Hard, 10,980 images)"}
+  key = paper_numbers.paper_dataset_key(dataset_name, None, variant)
+  v = paper_numbers.lookup(entry.name, key).get("one_crop_accuracy")
+  return None if v is None else {"top1_percent": v, "source": f"Table 1 / §2.4 1-crop, {key}"}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, Any]]:
+  """Evaluates every (model, dataset) pair not already complete; process 0 writes the tables and the report."""
+  from zoomjax import data  # pylint: disable=import-outside-toplevel
+  t_start = time.monotonic()
+  entries = model_entries(config)
+  data_entries = [parse_data_entry(d) for d in config.data]
+  if not data_entries:
+    raise UserError("no datasets: pass data=name[@manual_dir];...")
+  limit = int(config.limit)
+  if limit < 0:
+    raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
+  shards.num_shards(1, int(config.shard_size))  # A bad shard_size fails now.
+  _dtype(config.dtype)
+  # Datasets first: a missing one fails before any model is loaded or any pair is claimed.
+  datasets = {}
+  for d in data_entries:
+    kw = {k: v for k, v in (("data_dir", config.data_dir), ("manual_dir", d.manual_dir),
+                            ("real_json", config.real_json), ("split", config.split)) if v}
+    datasets[d.name] = data.get_dataset(d.name, num_workers=int(config.num_workers), **kw)
+  names = [d.name for d in data_entries]
+  if len(set(names)) != len(names):
+    raise UserError(f"data lists a dataset twice: {names}")
+  for entry in entries:  # A finished pair of another config is refused before anything is loaded.
+    for d in data_entries:
+      _check_pair_key(os.path.join(workdir, PAIRS_DIR, f"{slug(entry.row)}__{slug(d.name)}"),
+                      _pair_key(config, entry, d))
+  os.makedirs(workdir, exist_ok=True)
+  mesh = parallel.make_mesh()
+  results = []
+  for entry in entries:
+    bundle = None
+    for d in data_entries:
+      pair_dir = os.path.join(workdir, PAIRS_DIR, f"{slug(entry.row)}__{slug(d.name)}")
+      done = _complete_metrics(pair_dir)
+      if done is None:
+        if bundle is None:
+          bundle = load_model(config, entry)
+        done = evaluate_pair(config, pair_dir, entry, d, datasets[d.name], bundle, mesh)
+      else:
+        _log(f"{entry.row} on {d.name}: complete in {pair_dir}, kept")
+      if jax.process_index() == 0 and done is not None:
+        results.append(done)
+        write_results(config, workdir, results, entries, data_entries, datasets)
+  if jax.process_index() != 0:
+    return None
+  summary = write_results(config, workdir, results, entries, data_entries, datasets, final=True)
+  print(results_markdown(results, entries, data_entries), flush=True)
+  print(f"evaluate: {len(results)} pairs in {time.monotonic() - t_start:.1f} s; report: "
+        f"{os.path.abspath(os.path.join(workdir, 'report.html'))}", flush=True)
+  return summary
+
+
+def _pair_key(config, entry: ModelEntry, d: DataEntry) -> Dict[str, Any]:
+  """The pair's resume key: what changes its numbers."""
+  full = json.loads(config.to_json_best_effort())
+  return {
+      "model": {"name": entry.name, "checkpoint": entry.checkpoint, "pretrained": entry.pretrained,
+                "random_init": bool(config.random_init), "seed": int(config.model_seed),
+                "overrides": full.get("model_overrides", {})},
+      "dataset": {"name": d.name, "manual_dir": d.manual_dir, "data_dir": config.data_dir,
+                  "real_json": config.real_json, "split": config.split},
+      "preprocessing": full["preprocessing"], "dtype": config.dtype,
+      "clip": full["clip"] if _is_zero_shot(entry.name) else None,
+      "limit": int(config.limit), "shard_size": int(config.shard_size), "batch_size": int(config.batch_size),
+      "canvas_multiple": int(config.canvas_multiple)}
+
+
+def _complete_metrics(pair_dir: str) -> Optional[Dict[str, Any]]:
+  path = os.path.join(pair_dir, "metrics.json")
+  try:
+    with open(path) as f:
+      m = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return m if isinstance(m, dict) and m.get("complete") is True else None
+
+
+def _check_pair_key(pair_dir: str, key: Dict[str, Any]) -> None:
+  """Refuses a pair directory that holds a run of a different key (naming the fields that differ)."""
+  path = os.path.join(pair_dir, shards.CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f"cannot read {path} ({e}); delete {pair_dir} to recompute that pair") from None
+  new = json.loads(json.dumps(key))
+  diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  if diff:
+    detail = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
+    raise UserError(f"{pair_dir} holds this pair evaluated with another config ({detail}); use a new --workdir "
+                    "or delete that directory")
+
+
+def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, dataset, bundle,
+                  mesh) -> Optional[Dict[str, Any]]:
+  """Runs (or resumes) one pair; process 0 merges and writes the pair's predictions.npz and metrics.json."""
+  from zoomjax import data  # pylint: disable=import-outside-toplevel
+  pid, pcount = jax.process_index(), jax.process_count()
+  t_start = time.monotonic()
+  limit = int(config.limit)
+  num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
+  dtype = _dtype(config.dtype)
+  pp = preprocessing_for(bundle.preprocessing, config.preprocessing)
+  space = dataset.label_space
+  mask = None if space.class_subset is None else space.logit_mask()
+  step = make_step(bundle, pp, mask, mesh, dtype)
+  variables = parallel.replicate(bundle.variables, mesh)
+  batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
+  shard_size = int(config.shard_size)
+  n_shards = shards.num_shards(num_images, shard_size)
+  canvas_fn = tta_job.square_canvas(int(config.canvas_multiple))
+  clock = sweep.CompileClock()
+  computed = [0]
+
+  def compute(batch):
+    real = np.asarray(batch["index"]) >= 0
+    src = np.where(real, np.arange(len(real)), np.argmax(real))  # Padding repeats a real image (0x0 has no view).
+    args = (batch["image"][src], batch["hw"][src].astype(np.int32), batch["labels"][src].astype(np.int32))
+    out = parallel.to_host(step(variables, *parallel.shard_batch(args, mesh)))
+    sweep.check_finite(out, batch["index"], lambda i: dataset.ids[i], [f"{pp.input_size}px centre crop"],
+                       f"{entry.row} ({entry.checkpoint or 'packaged or random weights'})")
+    top5 = np.asarray(out["top5"]).astype(np.int16)
+    c1, c5 = hits(top5, np.asarray(batch["labels"]))
+    computed[0] += int(real.sum())
+    return {"top5": top5, "top5_p": np.asarray(out["top5_p"], np.float32),
+            "p_true": np.asarray(out["p_true"], np.float32), "correct": c1, "top5_correct": c5}
+
+  def batches_for(indices):
+    return data.make_batches(dataset, batch_size=batch_size, canvas_fn=canvas_fn, indices=indices,
+                             num_workers=int(config.num_workers), on_error=config.on_error,
+                             max_pixels_warning=int(config.max_pixels_warning))
+
+  def skipped_in(rng):
+    return [f"{s['id']}: {s['reason']}" for s in dataset.skipped if s["index"] in rng]
+
+  empty = dict(top5=np.zeros((0, 5), np.int16), top5_p=np.zeros((0, 5), np.float32),
+               p_true=np.zeros(0, np.float32), correct=np.zeros(0, bool), top5_correct=np.zeros(0, bool))
+  mine = shards.process_shards(n_shards, pid, pcount)
+  total = sum(len(shards.shard_range(k, shard_size, num_images)) for k in mine)
+  progress = sweep.Progress(total_images=total, views_per_image=1, what=f"evaluate {entry.row} on {d.name}",
+                            every_secs=float(config.progress_every_secs), log_fn=_log, compile_clock=clock)
+  key = _pair_key(config, entry, d)
+  with shards.claim(pair_dir, pid, key, PAIR_FIELDS, dataset.name, dataset.ids[:num_images],
+                    dataset.labels[:num_images]):
+    t0 = time.monotonic()
+    with clock:
+      shards.run_shards(
+          pair_dir, num_images=num_images, shard_size=shard_size, batches_for=batches_for, compute=compute,
+          empty_rows=empty, meta={"classes": [str(bundle.num_classes)]}, ids_of=lambda i: dataset.ids[i],
+          skipped_in=skipped_in, process_index=pid, process_count=pcount, progress=progress,
+          fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop], dataset.labels[r.start:r.stop]),
+          file_stamp_of=dataset.file_stamp)
+    loop_s = time.monotonic() - t0
+    if pid != 0:
+      return None
+    shards.wait_for_shards(pair_dir, n_shards, float(config.merge_timeout_s))
+    rows = shards.merge(pair_dir, n_shards, FIELDS, ("classes",), num_images=num_images)
+    atomic.savez(os.path.join(pair_dir, RECORDS_FILE), rows)
+    m = pair_metrics(rows, dataset.origins)
+    skipped = [str(s) for s in rows[shards.SKIPPED]]
+    m.update({
+        "model": entry.name, "row": entry.row, "checkpoint": entry.checkpoint, "pretrained": entry.pretrained,
+        "random_init": bool(config.random_init), "dataset": d.name, "dataset_name": dataset.name,
+        "label_space": space.name, "multi_label": bool(space.multi_label), "num_skipped": len(skipped),
+        "skipped": skipped, "preprocessing": dataclasses.asdict(pp), "dtype": config.dtype,
+        "paper": paper_top1(entry, d.name, None),
+        "images_this_run": computed[0],
+        # Throughput of this invocation's images, compile time excluded (it is reported on its own).
+        "images_per_second": (computed[0] / (loop_s - clock.seconds)
+                              if computed[0] and loop_s > clock.seconds else None),
+        "compile_time_s": clock.seconds, "wall_time_s": time.monotonic() - t_start,
+        "devices": [str(x) for x in jax.local_devices()], "versions": tta_job.library_versions()})
+    m = analyses.nan_to_none(m)
+    m["complete"] = True  # Written last, atomically, after predictions.npz.
+    atomic.write_json(os.path.join(pair_dir, "metrics.json"), m)
+  msg = f"{entry.row} on {d.name}: top-1 {_cell(m)}, top-5 {100 * (m['top5'] or 0):.2f}% over {m['num_images']} images"
+  if m["paper"]:
+    msg += f" (paper: {m['paper']['top1_percent']:.2f}%)"
+  _log(msg)
+  skips = shards.skip_summary(skipped, num_images)
+  if skips:
+    _log(skips)
+  return m
+
+
+def _cell(m: Dict[str, Any]) -> str:
+  """'72.00% [63-81]': top-1 with its 95 % bootstrap interval."""
+  if m.get("top1") is None:
+    return "n/a"
+  ci = (m.get("ci95") or {}).get("top1")
+  return f"{100 * m['top1']:.2f}%" + (f" [{100 * ci[0]:.0f}-{100 * ci[1]:.0f}]" if ci else "")
+
+
+def results_markdown(results: Sequence[Dict[str, Any]], entries: Sequence[ModelEntry],
+                     data_entries: Sequence[DataEntry]) -> str:
+  """Rows model, columns dataset: 'top-1 [95 % CI] (paper X)'; '…' for a pair not evaluated yet."""
+  by = {(r["row"], r["dataset"]): r for r in results}
+  header = ["model"] + [d.name for d in data_entries]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for e in entries:
+    cells = [e.row]
+    for d in data_entries:
+      r = by.get((e.row, d.name))
+      if r is None:
+        cells.append("…")
+        continue
+      cell = _cell(r)
+      if r.get("paper"):
+        cell += f" (paper {r['paper']['top1_percent']:.2f})"
+      cells.append(cell)
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+CSV_COLUMNS = ("model", "pretrained", "checkpoint", "dataset", "label_space", "num_images", "num_skipped", "top1",
+               "top1_lo", "top1_hi", "top5", "top5_lo", "top5_hi", "paper_top1", "images_per_second", "dtype",
+               "input_size", "resize_size", "resize_method")
+
+
+def write_results(config, workdir: str, results: Sequence[Dict[str, Any]], entries: Sequence[ModelEntry],
+                  data_entries: Sequence[DataEntry], datasets: Dict[str, Any], final: bool = False) -> Dict:
+  """results.json / .csv / .md and report.html from the pairs finished so far (atomic writes)."""
+  from zoomjax import evaluate_report  # pylint: disable=import-outside-toplevel
+  rows = []
+  for r in results:
+    ci1, ci5 = (r.get("ci95") or {}).get("top1") or [None, None], (r.get("ci95") or {}).get("top5") or [None, None]
+    pp = r.get("preprocessing") or {}
+    rows.append({"model": r["row"], "pretrained": r.get("pretrained", ""), "checkpoint": r.get("checkpoint") or "",
+                 "dataset": r["dataset"], "label_space": r["label_space"], "num_images": r["num_images"],
+                 "num_skipped": r["num_skipped"], "top1": r["top1"], "top1_lo": ci1[0], "top1_hi": ci1[1],
+                 "top5": r["top5"], "top5_lo": ci5[0], "top5_hi": ci5[1],
+                 "paper_top1": (r.get("paper") or {}).get("top1_percent"),
+                 "images_per_second": r.get("images_per_second"), "dtype": r.get("dtype"),
+                 "input_size": pp.get("input_size"), "resize_size": pp.get("resize_size"),
+                 "resize_method": pp.get("resize_method")})
+  lines = [",".join(CSV_COLUMNS)]
+  for row in rows:
+    lines.append(",".join(_csv_cell(row[c]) for c in CSV_COLUMNS))
+  atomic.write_text(os.path.join(workdir, "results.csv"), "\n".join(lines) + "\n")
+  md = results_markdown(results, entries, data_entries)
+  atomic.write_text(os.path.join(workdir, "results.md"), md + "\n")
+  summary = {"pairs": [{k: v for k, v in r.items() if k != "skipped"} for r in results],
+             "models": [m.row for m in entries], "datasets": [d.name for d in data_entries],
+             "complete": bool(final) and len(results) == len(entries) * len(data_entries)}
+  summary["report"] = evaluate_report.write_report(workdir, results, entries=[m.row for m in entries],
+                                                   datasets=[d.name for d in data_entries], data=datasets,
+                                                   gallery_size=int(config.gallery_size),
+                                                   command=config.get("command", "") or "")
+  atomic.write_json(os.path.join(workdir, "results.json"), summary)
+  return summary
+
+
+def _csv_cell(v) -> str:
+  if v is None:
+    return ""
+  if isinstance(v, float):
+    return f"{v:.6g}"
+  s = str(v)
+  return '"' + s.replace('"', '""') + '"' if any(ch in s for ch in ',"\n') else s
+
+
+def _log(msg: str) -> None:
+  logging.info(msg)
+  print(msg, flush=True)
