@@ -1,0 +1,215 @@
+"""The evaluation job against a fake classifier whose answers are known exactly, on a fake ImageNet-Hard parquet
+built here in the layout of paper.md §4.2, plus EfficientNet-Lite0's real accuracy on the 100 val photos."""
+import csv
+import io
+import json
+import os
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import evaluate as evaluate_config
+from zoomjax import errors
+from zoomjax.data import classes
+from zoomjax.jobs import evaluate
+from zoomjax.models import registry
+from zoomjax.models.preprocessing import Preprocessing
+from test_report import chromium, render_page  # noqa: F401  (the headless-Chromium fixture and driver)
+
+FAKE = "fake_mean_classifier"
+TRACES = {"model": 0}
+
+
+class MeanClassifier(nn.Module):
+  """logits[c] = -(c - mean pixel)^2: top-1 is the image's (uniform) grey level v, top-5 is v-2..v+2."""
+  nan: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    TRACES["model"] += 1  # Python side effect: counts traces, not calls.
+    m = jnp.mean(x, axis=(1, 2, 3))
+    logits = -(jnp.arange(1000, dtype=jnp.float32)[None, :] - m[:, None]) ** 2
+    if self.nan:
+      logits = logits * jnp.nan
+    return logits, {"pre_logits": m[:, None]}
+
+
+@pytest.fixture
+def fake_model():
+  spec = registry.ModelSpec(
+      name=FAKE, make_module=lambda **kw: MeanClassifier(**kw),
+      preprocessing=Preprocessing(input_size=8, resize_size=8, resize_method="bilinear", mean=(0.0,) * 3,
+                                  std=(1.0,) * 3),
+      convert=lambda flat: {})
+  registry.register(spec)
+  yield FAKE
+  registry._REGISTRY.pop(FAKE, None)  # pylint: disable=protected-access
+
+
+def _png(v: int, h: int, w: int) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(np.full((h, w, 3), v, np.uint8)).save(buf, "PNG")
+  return buf.getvalue()
+
+
+# (grey level = the fake model's top-1, labels, origin, image size): expected top-1 / top-5 hits by construction.
+HARD_ROWS = [
+    (10, [10], "imagenet_sketch", (12, 20)),        # top-1 hit
+    (20, [22, 500], "imagenet_sketch", (20, 12)),   # top-5 hit only (22 is within 20 +- 2)
+    (30, [100], "objectnet", (9, 9)),               # miss
+    (40, [3, 40, 41], "objectnet", (30, 17)),       # top-1 hit (any label)
+    (50, [60], "imagenet_a", (16, 300)),            # miss (a second canvas shape: 512)
+]
+
+
+def _write_hard_parquet(root):
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  img = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+  table = pa.table({
+      "image": pa.array([{"bytes": _png(v, *hw), "path": None} for v, _, _, hw in HARD_ROWS], img),
+      "label": pa.array([lab for _, lab, _, _ in HARD_ROWS], pa.list_(pa.int64())),
+      "origin": [o for _, _, o, _ in HARD_ROWS],
+      "english_label": pa.array([["x"] * len(lab) for _, lab, _, _ in HARD_ROWS], pa.list_(pa.string()))})
+  os.makedirs(root / "data", exist_ok=True)
+  pq.write_table(table, root / "data" / "validation-00000-of-00001.parquet")
+
+
+def _folder(root, rows):
+  """A folder dataset with labels.csv (file,label): rows of (grey level, label)."""
+  root.mkdir(parents=True, exist_ok=True)
+  lines = ["file,label"]
+  for k, (v, lab) in enumerate(rows):
+    Image.fromarray(np.full((10 + k, 14, 3), v, np.uint8)).save(root / f"im{k}.png")
+    lines.append(f"im{k}.png,{classes.wnids()[lab]}")
+  (root / "labels.csv").write_text("\n".join(lines) + "\n")
+  return root
+
+
+def _config(models, data, **fields):
+  c = evaluate_config.get_config(f"models={models},data={data}")
+  c.random_init = True
+  c.batch_size, c.shard_size, c.gallery_size = 2, 2, 3
+  for k, v in fields.items():
+    c[k] = v
+  return c
+
+
+def test_fake_imagenet_hard_top1_top5_and_per_origin(tmp_path, fake_model):
+  _write_hard_parquet(tmp_path / "hard")
+  folder = _folder(tmp_path / "folder", [(5, 5), (7, 9), (9, 300)])
+  c = _config(FAKE, f"imagenet_hard@{tmp_path / 'hard'};folder:{folder}", data_dir=str(tmp_path / "tfds"))
+  TRACES["model"] = 0
+  summary = evaluate.run(c, str(tmp_path / "run"))
+  # One trace for the random init, then one per pair: the model program is not retraced per batch or per
+  # canvas shape (the ImageNet-Hard images fall into two canvases, 256 and 512).
+  assert TRACES["model"] == 1 + 2
+  pairs = {p["dataset"]: p for p in summary["pairs"]}
+  hard = pairs["imagenet_hard"]
+  assert hard["num_images"] == 5 and hard["label_space"] == "imagenet_hard"
+  assert hard["top1"] == pytest.approx(2 / 5) and hard["top5"] == pytest.approx(3 / 5)
+  per = {o: (v["num_images"], v["top1"], v["top5"]) for o, v in hard["per_origin"].items()}
+  assert per == {"imagenet_a": (1, 0.0, 0.0), "imagenet_sketch": (2, 0.5, 1.0), "objectnet": (2, 0.5, 0.5)}
+  lo, hi = hard["ci95"]["top1"]
+  assert 0.0 <= lo <= 0.4 <= hi <= 1.0
+  fold = pairs[f"folder:{folder}"]
+  assert fold["top1"] == pytest.approx(1 / 3) and fold["top5"] == pytest.approx(2 / 3)
+  assert fold["paper"] is None and hard["paper"] is None  # No paper number for a fake model.
+  # The per-image record agrees with the construction.
+  pair_dir = tmp_path / "run" / "pairs" / f"{FAKE}__imagenet_hard"
+  with np.load(pair_dir / "predictions.npz") as z:
+    assert z["top5"][:, 0].tolist() == sorted(v for v, _, _, _ in HARD_ROWS)
+    assert z["correct"].tolist() == [True, False, False, True, False]
+  m = json.loads((pair_dir / "metrics.json").read_text())
+  assert m["complete"] is True and m["preprocessing"]["input_size"] == 8
+  # results.csv / results.md hold one row per pair.
+  rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
+  assert [(r["model"], r["dataset"]) for r in rows] == [(FAKE, "imagenet_hard"), (FAKE, f"folder:{folder}")]
+  assert float(rows[0]["top1"]) == pytest.approx(0.4) and float(rows[0]["top5"]) == pytest.approx(0.6)
+  md = (tmp_path / "run" / "results.md").read_text()
+  assert md.splitlines()[0] == f"| model | imagenet_hard | folder:{folder} |" and "40.00% [" in md
+  page = (tmp_path / "run" / "report.html").read_text()
+  assert "Per origin" in page and "objectnet" in page and "most confident failures" in page
+
+
+def test_resume_keeps_finished_pairs_and_refuses_another_config(tmp_path, fake_model, capsys):
+  folder = _folder(tmp_path / "f", [(5, 5), (7, 7), (9, 1)])
+  c = _config(FAKE, f"folder:{folder}")
+  evaluate.run(c, str(tmp_path / "run"))
+  pair = tmp_path / "run" / "pairs" / f"{FAKE}__folder_{evaluate.slug(str(folder))}"
+  before = (pair / "metrics.json").stat().st_mtime_ns
+  capsys.readouterr()
+  again = evaluate.run(c, str(tmp_path / "run"))
+  assert "complete in" in capsys.readouterr().out and (pair / "metrics.json").stat().st_mtime_ns == before
+  assert again["pairs"][0]["top1"] == pytest.approx(2 / 3)
+  other = _config(FAKE, f"folder:{folder}", dtype="bfloat16")
+  with pytest.raises(errors.UserError, match="dtype: 'float32' there, 'bfloat16' now"):
+    evaluate.run(other, str(tmp_path / "run"))
+
+
+def test_models_file_labels_and_bad_input(tmp_path, fake_model):
+  f = tmp_path / "pairs.csv"
+  f.write_text("# OpenCLIP-style batch list\nmodel,checkpoint,pretrained\nclip_vit_b32,/x/a.pt,\n"
+               "openclip_vit_l14,/x/b.bin,datacomp_xl_s13b_b90k\n")
+  c = evaluate_config.get_config(f"models_file={f}")
+  entries = evaluate.model_entries(c)
+  assert [e.row for e in entries] == ["clip_vit_b32", "openclip_vit_l14:datacomp_xl_s13b_b90k"]
+  assert entries[1].checkpoint == "/x/b.bin"
+  assert evaluate.paper_top1(entries[1], "imagenet_hard")["top1_percent"] == 15.60
+  assert evaluate.paper_top1(evaluate.parse_model_entry("resnet50@r.pth"), "imagenet_hard")["top1_percent"] == 14.74
+  assert evaluate.paper_top1(evaluate.parse_model_entry("resnet50"), "imagenet2012_real/union")["top1_percent"] == 82.97
+  with pytest.raises(errors.UserError, match="more than once"):
+    evaluate.model_entries(evaluate_config.get_config("models=resnet50;resnet50"))
+  with pytest.raises(errors.NotFoundError, match="models_file .*missing.csv not found"):
+    evaluate.model_entries(evaluate_config.get_config(f"models_file={tmp_path / 'missing.csv'}"))
+  with pytest.raises(errors.UserError, match="dtype='half'"):
+    evaluate_config.get_config("dtype=half")
+  # An absent dataset names the files it expects and where.
+  with pytest.raises(errors.NotFoundError, match=r"parquet.*manual_dir"):
+    evaluate.run(_config(FAKE, "imagenet_hard", data_dir=str(tmp_path / "tfds")), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # Nothing claimed before the data is there.
+
+
+def test_non_finite_logits_stop_with_model_and_image_named(tmp_path, fake_model):
+  folder = _folder(tmp_path / "f", [(5, 5)])
+  c = _config(FAKE, f"folder:{folder}")
+  c.model_overrides = {"nan": True}
+  with pytest.raises(errors.NonFiniteError, match=rf"model {FAKE} .*image im0.png"):
+    evaluate.run(c, str(tmp_path / "run"))
+
+
+def test_preprocessing_overrides():
+  own = Preprocessing(input_size=224, resize_size=256, resize_method="bilinear", mean=(1.0,) * 3, std=(2.0,) * 3)
+  cfg = evaluate_config.get_config("").preprocessing
+  assert evaluate.preprocessing_for(own, cfg) == own
+  cfg.input_size, cfg.crop_fraction = 800, 1.0  # The paper's L2-NS on ImageNet-Hard: Resize(800) + CenterCrop(800).
+  got = evaluate.preprocessing_for(own, cfg)
+  assert (got.input_size, got.resize_size, got.resize_method) == (800, 800, "bilinear")
+  cfg.crop_fraction, cfg.resize_method = 0.0, "bicubic"
+  assert evaluate.preprocessing_for(own, cfg).resize_size == 914  # Same framing as 224 / 256.
+  cfg.resize_method = "lanczos"
+  with pytest.raises(errors.UserError, match="resize_method='lanczos'"):
+    evaluate.preprocessing_for(own, cfg)
+
+
+def test_efficientnet_lite0_on_val100_gives_its_centre_crop_accuracy(tmp_path, val100_dir):
+  c = evaluate_config.get_config(f"models=efficientnet_lite0,data=folder:{val100_dir}")
+  summary = evaluate.run(c, str(tmp_path / "run"))
+  (pair,) = summary["pairs"]
+  assert pair["num_images"] == 100 and pair["num_skipped"] == 0
+  assert 0.72 <= pair["top1"] <= 0.73, pair["top1"]
+  assert pair["preprocessing"] == {"input_size": 224, "resize_size": 256, "resize_method": "bicubic",
+                                   "mean": [127.0] * 3, "std": [128.0] * 3}
+
+
+def test_report_renders_in_chromium(tmp_path, fake_model, chromium):
+  folder = _folder(tmp_path / "f", [(5, 5), (7, 9), (9, 300)])
+  evaluate.run(_config(FAKE, f"folder:{folder}"), str(tmp_path / "run"))
+  images, console, shot = render_page((tmp_path / "run" / "report.html").as_uri())
+  assert console == []
+  assert len(images) == 2 and all(ok for _, ok in images), images  # The two failures' thumbnails loaded.
+  pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), np.float32)
+  assert pixels.std() > 10 and (pixels < 128).mean() > 0.005, "screenshot is blank"
