@@ -82,7 +82,6 @@ def get_config(arg=None):
   # Images per step per device; CPU runs are bound by the model, so a moderate batch suffices.
   c.batch_size = 4 if a.runlocal else 32
   c.shard_size = 2 if a.runlocal else 256  # Images per shard file (the unit of resumption).
-  c.canvas_multiple = 256  # Canvases are squares rounded up to this: fewer shapes = fewer compiles.
   c.num_workers = 2  # Decoding threads.
   c.on_error = "skip"  # Unreadable images: 'skip' (listed in metrics.json) or 'raise'.
   c.gallery_size = 8  # Failures shown per (model, dataset) in report.html, with their top-5 class names.

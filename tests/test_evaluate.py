@@ -61,7 +61,7 @@ HARD_ROWS = [
     (20, [22, 500], "imagenet_sketch", (20, 12)),   # top-5 hit only (22 is within 20 +- 2)
     (30, [100], "objectnet", (9, 9)),               # miss
     (40, [3, 40, 41], "objectnet", (30, 17)),       # top-1 hit (any label)
-    (50, [60], "imagenet_a", (16, 300)),            # miss (a second canvas shape: 512)
+    (50, [60], "imagenet_a", (16, 300)),            # miss
 ]
 
 
@@ -105,7 +105,7 @@ def test_fake_imagenet_hard_top1_top5_and_per_origin(tmp_path, fake_model):
   TRACES["model"] = 0
   summary = evaluate.run(c, str(tmp_path / "run"))
   # One trace for the random init, then one per pair: the model program is not retraced per batch or per
-  # canvas shape (the ImageNet-Hard images fall into two canvases, 256 and 512).
+  # image size (the views are made on the host, so every batch has one shape).
   assert TRACES["model"] == 1 + 2
   pairs = {p["dataset"]: p for p in summary["pairs"]}
   hard = pairs["imagenet_hard"]

@@ -47,15 +47,18 @@ class Step:
   indices: np.ndarray
 
 
-def plan_steps(indices: Sequence[int], sizes: np.ndarray, canvas_fn: CanvasFn, slots: int) -> List[Step]:
-  """Groups indices (with their (h, w) sizes; h < 0 = unreadable, left out) into steps of `slots` by canvas."""
+def plan_steps(indices: Sequence[int], sizes: np.ndarray, canvas_fn: CanvasFn, slots: int, *,
+               must_hold: bool = True) -> List[Step]:
+  """Groups indices (with their (h, w) sizes; h < 0 = unreadable, left out) into steps of `slots` by canvas.
+
+  must_hold: the canvas must hold the image (False when a host transform makes every image canvas-sized)."""
   queues: Dict[Tuple[int, int], List[int]] = collections.OrderedDict()
   steps = []
   for idx, (h, w) in zip(indices, sizes):
     if h < 0:
       continue
     canvas = tuple(int(c) for c in canvas_fn(int(h), int(w)))
-    if len(canvas) != 2 or canvas[0] < h or canvas[1] < w:
+    if len(canvas) != 2 or (must_hold and (canvas[0] < h or canvas[1] < w)):
       raise ValueError(f"canvas_fn({h}, {w}) returned {canvas}, which does not hold the image (example {idx})")
     queue = queues.setdefault(canvas, [])
     queue.append(int(idx))
@@ -96,15 +99,22 @@ def _empty_batch(batch_size: int, canvas, width: int) -> Dict[str, np.ndarray]:
   }
 
 
-def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indices: Optional[Sequence[int]] = None,
-                 num_workers: int = 2, on_error: str = "skip", prefetch: int = 2,
-                 max_pixels_warning: int = MAX_PIXELS_WARNING) -> Iterator[Dict[str, np.ndarray]]:
+def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: Optional[CanvasFn] = None,
+                 indices: Optional[Sequence[int]] = None, num_workers: int = 2, on_error: str = "skip",
+                 prefetch: int = 2, max_pixels_warning: int = MAX_PIXELS_WARNING,
+                 transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                 transform_hw: Optional[Tuple[int, int]] = None) -> Iterator[Dict[str, np.ndarray]]:
   """Batches of `dataset[indices]` (all examples by default; see the module docstring).
 
   on_error='skip': an unreadable image becomes a masked slot and is listed in `dataset.skipped`;
   on_error='raise': the first unreadable image raises `decode.DecodeError` naming it.
   max_pixels_warning: warn about each image with more pixels, with its memory estimate (0 = never).
+  transform / transform_hw: instead of canvases, each decoded image becomes `transform(image)`, a uint8
+  `transform_hw + (3,)` array, in the decode threads (a per-checkpoint eval view); `image` is then
+  (B, *transform_hw, 3) for every batch and `hw` keeps the decoded size.
   """
+  if (transform is None) == (canvas_fn is None) or (transform is not None and transform_hw is None):
+    raise ValueError("make_batches needs either canvas_fn or transform with transform_hw")
   if on_error not in ("skip", "raise"):
     raise UserError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
   if batch_size < 1:
@@ -116,13 +126,17 @@ def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: CanvasFn, indi
   if on_error == "raise" and (sizes[:, 0] < 0).any():
     bad = dataset.skipped[0]
     raise decode.DecodeError(bad["id"], bad["reason"])
+  if transform is not None:
+    fixed = tuple(int(v) for v in transform_hw)
+    steps = plan_steps(indices, sizes, lambda h, w: fixed, batch_size, must_hold=False)
+    return _run(dataset, steps, batch_size, num_workers, on_error, prefetch, transform)
   if max_pixels_warning > 0:
     warn_large_images(dataset, indices, sizes, canvas_fn, batch_size, max_pixels_warning)
   steps = plan_steps(indices, sizes, canvas_fn, batch_size)
   return _run(dataset, steps, batch_size, num_workers, on_error, prefetch)
 
 
-def _run(dataset, steps, batch_size, num_workers, on_error, prefetch):
+def _run(dataset, steps, batch_size, num_workers, on_error, prefetch, transform=None):
   """Generator over planned local steps; decoding in a pool, `prefetch` batches in flight."""
   width = dataset.label_space.max_labels
 
@@ -134,12 +148,15 @@ def _run(dataset, steps, batch_size, num_workers, on_error, prefetch):
         raise
       return
     h, w = ex["image"].shape[:2]
-    if h > batch["image"].shape[1] or w > batch["image"].shape[2]:
+    if transform is not None:
+      batch["image"][slot] = transform(ex["image"])
+    elif h > batch["image"].shape[1] or w > batch["image"].shape[2]:
       dataset.record_skip(idx, f"decoded size {h}x{w} differs from its header; does not fit its canvas")
       if on_error == "raise":
         raise decode.DecodeError(ex["id"], "decoded size differs from the header size")
       return
-    batch["image"][slot, :h, :w] = ex["image"]
+    else:
+      batch["image"][slot, :h, :w] = ex["image"]
     batch["hw"][slot] = (h, w)
     batch["labels"][slot] = ex["labels"]
     batch["mask"][slot] = True

@@ -3,7 +3,8 @@
 Every (model, dataset) pair is one sub-run with its own resume key, through the same shard / resume /
 multi-process / mesh machinery as the sweep (`zoomjax.shards`). Per image the model sees one view: the short
 side resized to `resize_size` with the checkpoint's filter, then the centre `input_size` crop (torchvision's
-Resize + CenterCrop, timm's crop_pct), normalised with the checkpoint's mean/std. Workdir layout:
+Resize + CenterCrop, timm's crop_pct), made with PIL in the decode threads and normalised on the device with
+the checkpoint's mean/std. Workdir layout:
   pairs/<model>__<dataset>/   config.json (the pair's resume key), dataset.json, shards/, predictions.npz
                               (top-5 ids and probabilities, p_true, correct per image), metrics.json (written
                               last, `"complete": true`)
@@ -33,14 +34,12 @@ from zoomjax import sweep
 from zoomjax.errors import NotFoundError, UserError
 from zoomjax.jobs import tta as tta_job
 from zoomjax.models.preprocessing import Preprocessing
-from zoomjax.tta import augment
 
 FIELDS = ("top5", "top5_p", "p_true", "correct", "top5_correct")  # Per-image fields besides index/ids/labels.
 RECORDS_FILE = "predictions.npz"
 PAIRS_DIR = "pairs"
 # Fields of a pair's resume key (its config.json); every one changes a number.
-PAIR_FIELDS = ("model", "dataset", "preprocessing", "dtype", "clip", "limit", "shard_size", "batch_size",
-               "canvas_multiple")
+PAIR_FIELDS = ("model", "dataset", "preprocessing", "dtype", "clip", "limit", "shard_size", "batch_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,22 +172,18 @@ def load_model(config: ml_collections.ConfigDict, entry: ModelEntry):
 
 
 def make_step(bundle, pp: Preprocessing, logit_mask: Optional[np.ndarray], mesh: jax.sharding.Mesh, dtype):
-  """`step(variables, canvas, hw, labels) -> compact outputs`: two jitted programs like the sweep's.
+  """`step(variables, views uint8 (B, S, S, 3), labels) -> top-5, p_true, finite`, jitted once per model.
 
-  `step.view` (canvas -> the one preprocessed view) compiles once per canvas shape; `step.model` (views ->
-  top-5, p_true, finite) once per model.
+  The views are made on the host by `pp.pil_view` in the decode threads (PIL's resize is exact and its cost
+  is what the reference loaders pay too), so one executable serves every image size.
   """
   module_pp = dataclasses.replace(bundle.preprocessing, mean=pp.mean, std=pp.std)
   predict = dataclasses.replace(bundle, preprocessing=module_pp).predict_fn(
       dtype=None if dtype == jnp.float32 else dtype)
   mask = None if logit_mask is None else jnp.asarray(np.asarray(logit_mask, bool))
 
-  def view_fn(canvas, hw):
-    return jax.vmap(lambda c, s: augment.standard_view(c, s, pp.resize_size, pp.input_size, pp.resize_method))(
-        canvas, hw)
-
   def model_fn(variables, views, labels):
-    logits = predict(variables, views).astype(jnp.float32)
+    logits = predict(variables, views.astype(jnp.float32)).astype(jnp.float32)
     finite = jnp.all(jnp.isfinite(logits), axis=-1)
     if mask is not None:
       logits = jnp.where(mask, logits, -jnp.inf)
@@ -196,14 +191,7 @@ def make_step(bundle, pp: Preprocessing, logit_mask: Optional[np.ndarray], mesh:
     out["finite"] = finite[:, None]
     return out
 
-  view_step = parallel.data_parallel_jit(view_fn, mesh, num_args=2, replicated_argnums=())
-  model_step = parallel.data_parallel_jit(model_fn, mesh, num_args=3)
-
-  def step(variables, canvas, hw, labels):
-    return model_step(variables, view_step(canvas, hw), labels)
-
-  step.view, step.model = view_step, model_step
-  return step
+  return parallel.data_parallel_jit(model_fn, mesh, num_args=3)
 
 
 def hits(top5: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -306,8 +294,7 @@ def _pair_key(config, entry: ModelEntry, d: DataEntry) -> Dict[str, Any]:
                   "real_json": config.real_json, "split": config.split},
       "preprocessing": full["preprocessing"], "dtype": config.dtype,
       "clip": full["clip"] if _is_zero_shot(entry.name) else None,
-      "limit": int(config.limit), "shard_size": int(config.shard_size), "batch_size": int(config.batch_size),
-      "canvas_multiple": int(config.canvas_multiple)}
+      "limit": int(config.limit), "shard_size": int(config.shard_size), "batch_size": int(config.batch_size)}
 
 
 def _complete_metrics(pair_dir: str) -> Optional[Dict[str, Any]]:
@@ -355,14 +342,12 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
   shard_size = int(config.shard_size)
   n_shards = shards.num_shards(num_images, shard_size)
-  canvas_fn = tta_job.square_canvas(int(config.canvas_multiple))
   clock = sweep.CompileClock()
   computed = [0]
 
   def compute(batch):
     real = np.asarray(batch["index"]) >= 0
-    src = np.where(real, np.arange(len(real)), np.argmax(real))  # Padding repeats a real image (0x0 has no view).
-    args = (batch["image"][src], batch["hw"][src].astype(np.int32), batch["labels"][src].astype(np.int32))
+    args = (batch["image"], batch["labels"].astype(np.int32))
     out = parallel.to_host(step(variables, *parallel.shard_batch(args, mesh)))
     sweep.check_finite(out, batch["index"], lambda i: dataset.ids[i], [f"{pp.input_size}px centre crop"],
                        f"{entry.row} ({entry.checkpoint or 'packaged or random weights'})")
@@ -373,9 +358,9 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
             "p_true": np.asarray(out["p_true"], np.float32), "correct": c1, "top5_correct": c5}
 
   def batches_for(indices):
-    return data.make_batches(dataset, batch_size=batch_size, canvas_fn=canvas_fn, indices=indices,
-                             num_workers=int(config.num_workers), on_error=config.on_error,
-                             max_pixels_warning=int(config.max_pixels_warning))
+    return data.make_batches(dataset, batch_size=batch_size, indices=indices, num_workers=int(config.num_workers),
+                             on_error=config.on_error, transform=pp.pil_view,
+                             transform_hw=(pp.input_size, pp.input_size))
 
   def skipped_in(rng):
     return [f"{s['id']}: {s['reason']}" for s in dataset.skipped if s["index"] in rng]

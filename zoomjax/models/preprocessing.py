@@ -7,6 +7,10 @@ from typing import Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+_PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +27,19 @@ class Preprocessing:
     mean = jnp.asarray(self.mean, jnp.float32)
     std = jnp.asarray(self.std, jnp.float32)
     return (pixels - mean) / std
+
+  def pil_view(self, image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> the standard eval view, uint8 (input_size, input_size, 3), computed with PIL.
+
+    torchvision's `Resize(resize_size)` (short side; long side `int(resize_size * long / short)`) with this
+    filter, then `CenterCrop(input_size)` (top = round((H' - size) / 2)): what the checkpoints were scored with.
+    """
+    h, w = image.shape[:2]
+    s = self.resize_size
+    nh, nw = (int(s * h / w), s) if w <= h else (s, int(s * w / h))
+    im = Image.fromarray(np.asarray(image, np.uint8)).resize((nw, nh), _PIL_FILTERS[self.resize_method])
+    top, left = int(round((nh - self.input_size) / 2.0)), int(round((nw - self.input_size) / 2.0))
+    return np.asarray(im.crop((left, top, left + self.input_size, top + self.input_size)), np.uint8)
 
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)

@@ -1,0 +1,122 @@
+"""Benchmark: the evaluation job's throughput vs the model alone vs a plain PIL loop, in one process.
+
+  .venv/bin/python experiments/bench_evaluate.py --model efficientnet_lite0 \
+    --data folder:../shared/data/imagenet-val-100 --limit 64 --batch_size 32 --runs 5
+
+Three ways to get the same top-1 for the same images:
+  job          what `zoomjax.jobs.evaluate` runs per shard: make_batches (threaded decode + PIL resize/crop of
+               the checkpoint's preprocessing) -> the jitted model program (normalise, forward, masked
+               softmax, top-5) -> numpy.
+  model-only   the same jitted model program on the same batch shape, views already in device memory: the floor.
+  PIL loop     decode with PIL, Resize + CenterCrop with PIL, normalise in NumPy, batch, jitted forward: the
+               torchvision-style evaluation loop.
+Prints images/s (median of --runs after a warm-up, the three interleaved) and the ratios.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from configs import evaluate as evaluate_config  # noqa: E402
+from zoomjax import data as data_lib  # noqa: E402
+from zoomjax import parallel  # noqa: E402
+from zoomjax.jobs import evaluate as job  # noqa: E402
+
+
+def timed_interleaved(fns, runs):
+  """Median seconds of each fn; the fns alternate within every repetition so that they see the same load."""
+  for fn in fns:
+    fn()  # Warm-up (compile).
+  times = [[] for _ in fns]
+  for _ in range(runs):
+    for fn, ts in zip(fns, times):
+      t0 = time.perf_counter()
+      fn()
+      ts.append(time.perf_counter() - t0)
+  return [statistics.median(ts) for ts in times]
+
+
+def pil_view(path_or_bytes, pp):
+  """torchvision Resize(resize_size, filter) + CenterCrop(input_size) with PIL, as float32 pixels."""
+  im = Image.open(path_or_bytes if isinstance(path_or_bytes, str) else __import__("io").BytesIO(path_or_bytes))
+  im = im.convert("RGB")
+  w, h = im.size
+  s = pp.resize_size
+  nw, nh = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+  filt = Image.Resampling.BICUBIC if pp.resize_method == "bicubic" else Image.Resampling.BILINEAR
+  im = im.resize((nw, nh), filt)
+  top, left = int(round((nh - pp.input_size) / 2.0)), int(round((nw - pp.input_size) / 2.0))
+  return np.asarray(im.crop((left, top, left + pp.input_size, top + pp.input_size)), np.float32)
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--model", default="efficientnet_lite0")
+  ap.add_argument("--data", default="demo_photos")
+  ap.add_argument("--limit", type=int, default=64)
+  ap.add_argument("--batch_size", type=int, default=32)
+  ap.add_argument("--runs", type=int, default=5)
+  ap.add_argument("--random_init", action="store_true", help="seeded random weights (models without a package)")
+  args = ap.parse_args()
+
+  config = evaluate_config.get_config(f"models={args.model},data={args.data}")
+  config.random_init = args.random_init
+  entry = job.parse_model_entry(args.model)
+  dataset = data_lib.get_dataset(job.parse_data_entry(config.data[0]).name)
+  n = min(args.limit, len(dataset))
+  n -= n % args.batch_size
+  if n == 0:
+    raise SystemExit(f"--limit {args.limit} holds no whole batch of {args.batch_size}")
+  bundle = job.load_model(config, entry)
+  pp = job.preprocessing_for(bundle.preprocessing, config.preprocessing)
+  mesh = parallel.make_mesh()
+  space = dataset.label_space
+  step = job.make_step(bundle, pp, None if space.class_subset is None else space.logit_mask(), mesh, jnp.float32)
+  variables = parallel.replicate(bundle.variables, mesh)
+  indices = list(range(n))
+
+  def job_way():
+    for batch in data_lib.make_batches(dataset, batch_size=args.batch_size, indices=indices,
+                                       num_workers=int(config.num_workers), transform=pp.pil_view,
+                                       transform_hw=(pp.input_size, pp.input_size)):
+      args_ = (batch["image"], batch["labels"].astype(np.int32))
+      np.asarray(parallel.to_host(step(variables, *parallel.shard_batch(args_, mesh)))["top5"])
+
+  views = jnp.full((args.batch_size, pp.input_size, pp.input_size, 3), 100, jnp.uint8)
+  labels = jnp.zeros((args.batch_size, space.max_labels), jnp.int32)
+
+  def model_only():
+    for _ in range(n // args.batch_size):
+      np.asarray(parallel.to_host(step(variables, views, labels))["top5"])
+
+  predict = jax.jit(bundle.predict_fn())
+
+  def pil_loop():
+    for s in range(0, n, args.batch_size):
+      batch = np.stack([pil_view(dataset.fetch(i), pp) for i in range(s, s + args.batch_size)])
+      np.asarray(jnp.argmax(predict(bundle.variables, jnp.asarray(batch)), -1))
+
+  t_job, t_model, t_pil = timed_interleaved([job_way, model_only, pil_loop], args.runs)
+  ips = [n / t for t in (t_job, t_model, t_pil)]
+  print(f"{args.model} on {dataset.name}: {n} images, batch {args.batch_size}, preprocessing resize "
+        f"{pp.resize_size} {pp.resize_method} -> crop {pp.input_size}; {jax.device_count()} device(s) "
+        f"{jax.devices()[0].platform}; load average {os.getloadavg()[0]:.2f}; median of {args.runs} runs")
+  print("| way | images/s | vs model-only |")
+  print("|---|---|---|")
+  for name, v in (("job (make_batches with PIL views + model program)", ips[0]), ("model-only", ips[1]),
+                  ("PIL decode + resize/crop + model loop", ips[2])):
+    print(f"| {name} | {v:.1f} | {v / ips[1]:.3f} |")
+  print(f"pipeline cost on top of the model: {100 * (t_job / t_model - 1):.1f} %; job vs PIL loop: "
+        f"{ips[0] / ips[2]:.2f}x")
+
+
+if __name__ == "__main__":
+  main()
