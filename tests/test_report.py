@@ -22,8 +22,10 @@ from PIL import Image
 
 from conftest import require
 from zoomjax import analyses as A
+from zoomjax import per_class
 from zoomjax import records as R
 from zoomjax import report
+from zoomjax import selection
 
 SCALES = (64, 224, 256, 512)
 GRID = [(s, r, c) for s in SCALES for r in range(3) for c in range(3)]
@@ -55,6 +57,9 @@ def fake_records(n: int = 6, seed: int = 0) -> R.Records:
 def make_report(workdir, rec=None, model="resnet50", paper_dataset="IN"):
   rec = fake_records() if rec is None else rec
   metrics = A.record_metrics(rec)
+  metrics["held_out"] = selection.record_held_out(rec)  # As zoom_sweep.analyse_and_report adds them.
+  metrics["ci95"].update(selection.headline_intervals(metrics["held_out"]))
+  metrics["per_class"] = per_class.record_per_class(rec)
   metrics["skipped_files"] = ["broken.jpg"]
   rng = np.random.default_rng(1)
   read_image = lambda i: rng.integers(0, 255, size=(300, 400, 3), dtype=np.uint8)  # noqa: E731
@@ -71,13 +76,27 @@ def test_report_content(tmp_path):
   page = open(path, encoding="utf-8").read()
   # Ours next to the paper's ResNet-50 ImageNet numbers (Table 1 and the min-cover table).
   assert "75.75" in page and "96.78" in page and "94.46" in page and "234" in page
-  assert f"{100 * metrics['one_crop_accuracy']:.2f}" in page
+  # Headline numbers carry their 95 % interval, as "50.0 % [17–83]".
+  one, ci = metrics["one_crop_accuracy"], metrics["ci95"]["one_crop_accuracy"]
+  assert A.pct_interval(one, ci) in page and f"{100 * one:.1f} % [{100 * ci[0]:.0f}–{100 * ci[1]:.0f}]" in page
+  # Zoom without an oracle: the curves (figure + table), the best fixed set, confidence selection.
+  held = metrics["held_out"]
+  assert "report/held_out.png" in page and "Best fixed set without an oracle" in page
+  assert all(f"<code>{v}</code>" in page for v in held["best_fixed"]["views"])
+  for m, v in held["confidence_selection"].items():
+    assert m in page and A.pct_interval(v["accuracy"], v["ci95"]) in page
+  # Per class by name: image 1 (class 11) is the one rescue, so cls11 leads the most rescued; a class whose
+  # 1-crop is wrong and never rescued (odd images other than 1) leads the least rescued.
+  pc = metrics["per_class"]
+  assert pc["most_rescued"][0] == 11 and pc["least_rescued"][0] in (13, 15)
+  most = page.index("Most rescued by zoom")
+  assert most < page.index("cls11", most) < page.index("Least rescued by zoom")
   # Odd images have a wrong 1-crop; only image 1 is rescued (by LOC:0_0_Size:512), so it is in the gallery.
   cands = report.gallery_candidates(fake_records(), 10)
   assert [c["id"] for c in cands] == ["img1.jpg"] and cands[0]["best_view"] == "LOC:0_0_Size:512"
   assert "img1.jpg" in page and "cls11" in page and "broken.jpg" in page
   for name in ("anchor_upper_bound.png", "anchor_paper.png", "accuracy_vs_scale.png", "coverage.png",
-               "top36_anchors.png", "gallery_000001_orig.jpg", "gallery_000001_best.jpg"):
+               "top36_anchors.png", "held_out.png", "gallery_000001_orig.jpg", "gallery_000001_best.jpg"):
     assert os.path.getsize(tmp_path / "report" / name) > 1000, name
   assert "report/coverage.png" in page
 

@@ -55,6 +55,14 @@ def test_job_outputs(reference):
   assert np.asarray(on_disk["anchor_upper_bound"]).shape == (3, 3)
   assert set(on_disk["aggregation"]) >= {"zoom-in max", "zoom-in mean", "5-crop mean", "10-crop max"}
   assert on_disk["upper_bound_accuracy"] >= on_disk["top36_accuracy"] >= on_disk["one_crop_accuracy"]
+  # Zoom without an oracle and per class (zoomjax.selection / zoomjax.per_class), with their intervals.
+  held = on_disk["held_out"]
+  assert held["budgets"] == list(range(1, 19)) and held["n_folds"] == 3  # 18 views; 3 images, one per fold.
+  assert held["curves"]["oracle_in_sample"]["accuracy"][-1] == pytest.approx(on_disk["upper_bound_accuracy"])
+  assert len(held["best_fixed"]["views"]) == held["best_fixed"]["k"]
+  assert "held_out/best_fixed" in on_disk["ci95"] and "confidence/max-prob view" in on_disk["ci95"]
+  assert held["confidence_selection_views"] == 28
+  assert sum(on_disk["per_class"]["columns"]["n"]) == 3
   rec = R.load(os.path.join(work, R.FINAL_FILE))
   assert rec.top5.shape == (3, 18, 5) and rec.crop_top5.shape == (3, 10, 5) and rec.agg_top5.shape == (3, 5, 5)
   assert list(rec.ids) == ["chelsea.png", "coffee.png", "rocket.jpg"]

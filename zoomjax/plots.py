@@ -1,4 +1,4 @@
-"""The sweep's figures: anchor heatmaps, accuracy vs scale, greedy coverage curve.
+"""The sweep's figures: anchor heatmaps, accuracy vs scale, greedy coverage curve, held-out selection curves.
 
 Figures are `matplotlib.figure.Figure` objects rendered straight to PNG, without pyplot, so importing this
 module changes no global matplotlib state (the user's backend stays as it is).
@@ -81,5 +81,30 @@ def coverage_curve(curve: Sequence[float], path: str, *, title: str, upper_bound
   ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="lower right")
+  ax.set_title(title, fontsize=9)
+  return _save(fig, path)
+
+
+def held_out_curves(held_out: Dict, path: str, *, title: str, one_crop: Optional[float] = None,
+                    labels: Optional[Dict[str, str]] = None) -> str:
+  """Accuracy vs views per image of the held-out selection curves (`zoomjax.selection`), each with its 95 %
+  bootstrap band; dashed line at the 1-crop."""
+  k = np.asarray(held_out["budgets"])
+  fig, ax = _subplots((6.4, 3.8))
+  for i, (name, c) in enumerate(held_out["curves"].items()):
+    y = 100 * np.asarray([np.nan if v is None else v for v in c["accuracy"]], float)
+    ci = np.asarray([[np.nan, np.nan] if v is None else v for v in c["ci95"]], float).reshape(-1, 2) * 100
+    ls = ":" if name.startswith("oracle") else "-"
+    ax.plot(k, y, ls, color=f"C{i}", marker="o" if len(k) <= 40 else None, ms=2.5, lw=1.5,
+            label=(labels or {}).get(name, name))
+    ax.fill_between(k, ci[:, 0], ci[:, 1], color=f"C{i}", alpha=0.15, lw=0)
+  if one_crop is not None:
+    ax.axhline(100 * one_crop, color="grey", ls="--", lw=1, label=f"1-crop {100 * one_crop:.1f}%")
+  ax.set_xlabel("views per image (k)")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_xlim(0.5, max(int(k.max()) if k.size else 1, 1) + 0.5)
+  ax.set_ylim(0, 100)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="lower right")
   ax.set_title(title, fontsize=9)
   return _save(fig, path)

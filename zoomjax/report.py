@@ -1,4 +1,5 @@
-"""`report.html` of a sweep: our numbers next to the paper's, the figures, and a gallery of zoom rescues.
+"""`report.html` of a sweep: our numbers (with 95 % intervals) next to the paper's, the figures, zoom without an
+oracle (held-out view selection, confidence selection), per-class rescue tables and a gallery of zoom rescues.
 
 The page is static HTML with relative links to PNG/JPEG files under `<workdir>/report/`, so a workdir can be
 copied and opened anywhere. A few lines of script flag images that fail to load (visibly and on the console),
@@ -15,7 +16,9 @@ from PIL import Image
 from zoomjax import analyses as A
 from zoomjax import atomic
 from zoomjax import paper_numbers as P
+from zoomjax import per_class as PC
 from zoomjax import plots
+from zoomjax import selection as S
 
 ASSETS = "report"
 
@@ -100,6 +103,74 @@ def gallery_candidates(rec, limit: int) -> List[Dict]:
   return out
 
 
+def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str], str]) -> str:
+  """Accuracy vs views per image (the four curves with bands), a few budgets as a table, the best fixed set,
+  and per-image confidence selection over every view (`zoomjax.selection`)."""
+  out = ["<h2>Zoom without an oracle: views chosen on other images</h2>"]
+  curves = held.get("curves") or {}
+  if curves:
+    fig = plots.held_out_curves(held, os.path.join(assets, "held_out.png"), labels=S.CURVE_LABELS,
+                                title=f"{held['n_folds']}-fold held-out view selection, 95 % bands",
+                                one_crop=metrics.get("one_crop_accuracy"))
+    out.append(f'<div class="figs"><img src="{rel(fig)}" alt="held-out selection curves"></div>')
+    budgets = held["budgets"]
+    shown = [k for k in (1, 2, 3, 5, 10, 20, 36) if k in budgets] or budgets
+    if budgets[-1] not in shown:
+      shown.append(budgets[-1])
+    rows = [[str(k)] + [_esc(A.pct_interval(curves[c]["accuracy"][k - 1], curves[c]["ci95"][k - 1]))
+                        for c in S.CURVES] for k in shown]
+    out.append(_table(["views per image"] + [S.CURVE_LABELS[c] for c in S.CURVES], rows))
+    best = held.get("best_fixed")
+    if best:
+      delta = ""
+      if "delta_vs_1crop" in best:
+        delta = f" ({_esc(A.pct_interval(best['delta_vs_1crop'], best['delta_ci95'], sign=True))} vs the 1-crop)"
+      out.append(f"<p>Best fixed set without an oracle: <b>k = {best['k']}</b> views by "
+                 f"{_esc(S.CURVE_LABELS[best['method']])}, held-out "
+                 f"<b>{_esc(A.pct_interval(best['accuracy'], best['ci95']))}</b>{delta}: "
+                 + ", ".join(f"<code>{_esc(v)}</code>" for v in best["views"]) + "</p>")
+    out.append(f'<p class="muted">{held["num_images"]} images in {held["n_folds"]} seeded folds: the greedy '
+               "cover is run on the other folds and its first k views judged on the held-out fold (padded by "
+               "training accuracy once the cover ends). The oracle curve picks its views on all images, like the "
+               f"paper's top-36. Mean softmax: {_esc(held['mean_softmax'])}. The best fixed set is picked on all "
+               "images for the budget and method with the best held-out accuracy. Intervals: bootstrap over images "
+               "(fold split held fixed).</p>")
+  conf = held.get("confidence_selection") or {}
+  if conf:
+    rows = [[_esc(m), _esc(A.pct_interval(v["accuracy"], v["ci95"])),
+             _esc(A.pct_interval(v["delta_vs_1crop"], v["delta_ci95"], sign=True)) if "delta_vs_1crop" in v
+             else ""] for m, v in conf.items()]
+    out.append(f"<h3>Per-image selection by confidence over all {held.get('confidence_selection_views')} views"
+               "</h3>" + _table(["method", "accuracy [95 %]", "vs 1-crop (paired) [95 %]"], rows)
+               + '<p class="muted">max-prob view: label of the view with the highest top-1 probability; '
+               "p_max-weighted vote: each view votes its top-1 class with its top-1 probability (the mean of the "
+               "top-1 sparse softmax); vote: one vote per view. The records keep no full softmax, so entropy "
+               "weights are not available.</p>")
+  return "".join(out)
+
+
+def _per_class_section(pc: Dict, class_names: Sequence[str]) -> str:
+  """The classes zoom rescues most and least (`zoomjax.per_class`)."""
+  header = ["class", "images", "1-crop", "upper bound", "rescued / 1-crop wrong", "rescue rate", "best anchor"]
+
+  def rows(classes):
+    out = []
+    for r in PC.rows_of(pc, classes):
+      out.append([_esc(_class(class_names, r["class"])), str(r["n"]), _pct(r["one_crop"]), _pct(r["upper_bound"]),
+                  f"{r['rescued']} / {r['wrong']}", _pct(r["rescue_rate"]), _esc(r["best_anchor"] or "–")])
+    return out
+
+  by = ("first label" if pc["by"] == "first" else "every label")
+  note = (f"{pc['num_classes']} classes; images filed by their {by}"
+          + (f" ({pc['num_multi_label_images']} multi-label images)" if pc["num_multi_label_images"] else "")
+          + f"; classes with at least {pc['min_wrong']} 1-crop mistake(s) ranked by rescue rate (the fraction "
+          "of the 1-crop's mistakes that some zoom view gets right), ties to more mistakes. Best anchor: row_col "
+          "of the anchor whose scales solve most of the class.")
+  return ("<h2>Per class (%)</h2><h3>Most rescued by zoom</h3>" + _table(header, rows(pc["most_rescued"]))
+          + "<h3>Least rescued by zoom</h3>" + _table(header, rows(pc["least_rescued"]))
+          + f'<p class="muted">{_esc(note)}</p>')
+
+
 def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str], model: str, dataset: str,
                  paper_dataset: Optional[str] = None, command: str = "", wall_time_s: Optional[float] = None,
                  read_image: Optional[Callable[[int], np.ndarray]] = None,
@@ -135,21 +206,18 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   else:
     note = "No paper dataset is associated with this data (set config.paper_dataset to compare)."
   rows = []
-  for key, label, fmt in (("one_crop_accuracy", "1-crop accuracy (LOC:1_1_Size:256)", _pct),
-                          ("upper_bound_accuracy", f"upper bound, all {metrics['num_views']} views", _pct),
-                          ("top36_accuracy", f"upper bound, greedy top-{top_k}", _pct),
-                          ("min_cover_size", "greedy min-cover size", _num)):
-    ours = metrics.get(key)
+  for key, label in (("one_crop_accuracy", "1-crop accuracy (LOC:1_1_Size:256)"),
+                     ("upper_bound_accuracy", f"upper bound, all {metrics['num_views']} views"),
+                     ("top36_accuracy", f"upper bound, greedy top-{top_k}")):
     theirs = paper.get(key)
-    ci = (metrics.get("ci95") or {}).get(key)
-    shown_ours = fmt(ours) if key != "min_cover_size" else _num(ours)
-    if ci is not None and ours is not None:
-      shown_ours += f" [{100 * ci[0]:.0f}–{100 * ci[1]:.0f}]"
-    rows.append([_esc(label), shown_ours,
-                 "–" if theirs is None else (f"{theirs:.2f}" if key != "min_cover_size" else f"{theirs:.0f}")])
-  parts.append("<h2>Headline numbers (%)</h2>" + _table(["metric", "ours [95 % bootstrap interval]", "paper"], rows)
-               + f'<p class="muted">{note} Greedy ties broken by the {_esc(metrics.get("tie_order", ""))} '
-               "order (analyses.tie_order).</p>")
+    rows.append([_esc(label), _esc(A.pct_interval(metrics.get(key), (metrics.get("ci95") or {}).get(key))),
+                 "–" if theirs is None else f"{theirs:.2f} %"])
+  theirs = paper.get("min_cover_size")
+  rows.append(["greedy min-cover size", _num(metrics.get("min_cover_size")),
+               "–" if theirs is None else f"{theirs:.0f}"])
+  parts.append("<h2>Headline numbers</h2>" + _table(["metric", "ours [95 % bootstrap interval]", "paper"], rows)
+               + f'<p class="muted">{note} Intervals: percentile bootstrap over images (1000 seeded draws). '
+               f'Greedy ties broken by the {_esc(metrics.get("tie_order", ""))} order (analyses.tie_order).</p>')
 
   # Figures.
   figs = []
@@ -193,10 +261,19 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   pagg = P.AGGREGATION.get(model, {}).get(paper_dataset or "", {})
   keys = [k for k in ["1-crop"] + [f"{s} {m}" for s in ("zoom-in", "zoom-out", "zoom-224", "5-crop", "10-crop")
                                    for m in ("max", "mean")] if k in agg]
-  rows = [[_esc(k), _pct(agg[k]), "–" if k not in pagg else f"{pagg[k]:.2f}"] for k in keys]
-  parts.append("<h2>Aggregating views without an oracle (%)</h2>" + _table(["method", "ours", "paper"], rows)
+  ci = metrics.get("ci95") or {}
+  rows = [[_esc(k), _esc(A.pct_interval(agg[k], ci.get(f"aggregation/{k}"))),
+           "–" if k not in pagg else f"{pagg[k]:.2f} %"] for k in keys]
+  parts.append("<h2>Aggregating views without an oracle</h2>"
+               + _table(["method", "ours [95 % interval]", "paper"], rows)
                + '<p class="muted">max: label of the most confident view; mean: argmax of the mean softmax '
                "over the set. 5/10-crop: Resize(256, bicubic) + FiveCrop/TenCrop(224).</p>")
+
+  held = metrics.get("held_out")
+  if held:
+    parts.append(_held_out_section(held, metrics, assets, rel))
+  if metrics.get("per_class"):
+    parts.append(_per_class_section(metrics["per_class"], class_names))
 
   # Gallery.
   cands = gallery_candidates(rec, gallery_size)

@@ -5,8 +5,10 @@ Workdir layout (rerunning with the same workdir resumes; nothing already written
                     changes the results is refused
   shards/           shard_<k>.npz, one per global image range, written atomically when complete
   records.npz       all shards merged (process 0)
-  metrics.json      headline numbers and every analysis (process 0); `"complete": false` until report.html is
-                    written, then true (a run killed in the report stage is visible, and a rerun redoes it)
+  metrics.json      headline numbers (95 % intervals under "ci95") and every analysis, including "held_out"
+                    (zoomjax.selection) and "per_class" (zoomjax.per_class) (process 0); `"complete": false`
+                    until report.html is written, then true (a run killed in the report stage is visible, and a
+                    rerun redoes it)
   report.html, report/   figures and gallery (process 0)
   events.out.tfevents.*  TensorBoard scalars (zoomjax.scalars): images/s, views/s, ETA
 """
@@ -25,7 +27,9 @@ from zoomjax import analyses
 from zoomjax import atomic
 from zoomjax import paper_numbers
 from zoomjax import parallel
+from zoomjax import per_class
 from zoomjax import records as records_lib
+from zoomjax import selection
 from zoomjax import shards
 from zoomjax import sweep
 from zoomjax.errors import UserError
@@ -109,15 +113,17 @@ def summary_table(metrics: Dict[str, Any], paper: Dict[str, float]) -> str:
   rows = [("images", str(metrics["num_images"]), ""), ("views per image", str(metrics["num_views"]), "")]
   for key, label in (("one_crop_accuracy", "1-crop (LOC:1_1_Size:256)"),
                      ("upper_bound_accuracy", "upper bound (all views)"), ("top36_accuracy", "greedy top-36")):
-    v = metrics.get(key)
-    ci = (metrics.get("ci95") or {}).get(key)
-    ours = "-" if v is None else f"{100 * v:.2f}%" + (f" [{100 * ci[0]:.0f}-{100 * ci[1]:.0f}]" if ci else "")
-    rows.append((label, ours, f"{paper[key]:.2f}%" if key in paper else ""))
+    ours = analyses.pct_interval(metrics.get(key), (metrics.get("ci95") or {}).get(key))
+    rows.append((label, ours, f"{paper[key]:.2f} %" if key in paper else ""))
   rows.append(("min-cover size", str(metrics["min_cover_size"]),
                f"{paper['min_cover_size']:.0f}" if "min_cover_size" in paper else ""))
+  best = (metrics.get("held_out") or {}).get("best_fixed")
+  if best:  # No oracle: views chosen on other images (zoomjax.selection).
+    rows.append((f"best fixed {best['k']} views, held-out", analyses.pct_interval(best["accuracy"], best["ci95"]),
+                 ""))
   w = max(len(r[0]) for r in rows)
-  lines = [f"{'':{w}}  {'ours [95% CI]':>16}  {'paper':>8}"]
-  lines += [f"{a:{w}}  {b:>16}  {c:>8}" for a, b, c in rows]
+  lines = [f"{'':{w}}  {'ours [95% CI]':>22}  {'paper':>8}"]
+  lines += [f"{a:{w}}  {b:>22}  {c:>8}" for a, b, c in rows]
   return "\n".join(lines)
 
 
@@ -128,6 +134,9 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
   from zoomjax import report  # pylint: disable=g-import-not-at-top
   metrics = analyses.record_metrics(rec, k=int(config.top_k), tie=config.tie_order, crop=int(config.grid.crop),
                                     anchors=int(config.grid.anchors))
+  metrics["held_out"] = selection.record_held_out(rec, budget=int(config.top_k), tie=config.tie_order)
+  metrics["ci95"].update(selection.headline_intervals(metrics["held_out"]))
+  metrics["per_class"] = per_class.record_per_class(rec, anchors=int(config.grid.anchors))
   metrics["skipped_files"] = [str(s) for s in rec.skipped]
   metrics["model"] = config.model.name
   metrics["dataset"] = config.data.name
