@@ -213,3 +213,38 @@ def test_report_renders_in_chromium(tmp_path, fake_model, chromium):
   assert len(images) == 2 and all(ok for _, ok in images), images  # The two failures' thumbnails loaded.
   pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), np.float32)
   assert pixels.std() > 10 and (pixels < 128).mean() > 0.005, "screenshot is blank"
+
+
+def test_pil_view_matches_the_device_resampler():
+  """Preprocessing.pil_view (PIL) against zoomjax's own resampler (an independent implementation of PIL's)."""
+  from zoomjax.tta import augment  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  for (h, w), method in (((37, 53), "bicubic"), ((61, 29), "bilinear")):
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    pp = Preprocessing(input_size=16, resize_size=20, resize_method=method, mean=(0.0,) * 3, std=(1.0,) * 3)
+    ours = np.asarray(augment.standard_view(jnp.asarray(image), None, 20, 16, method, pil_order=True))
+    assert pp.pil_view(image).shape == (16, 16, 3)
+    assert np.abs(ours - pp.pil_view(image).astype(np.float32)).max() <= 2
+
+
+def test_cli_on_four_devices_gives_the_one_device_predictions(tmp_path):
+  """`python -m zoomjax.main` with the batch split over 4 (fake) devices: the same predictions as 1 device here."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  arg = "runlocal,limit=3"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "zoomjax.main", "--config", f"configs/evaluate.py:{arg}",
+                         "--config.batch_size=1", "--workdir", str(tmp_path / "d4")], cwd=repo, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "| efficientnet_lite_tiny | " in proc.stdout
+  c = evaluate_config.get_config(arg)
+  c.batch_size = 4  # 1 device: the same 4 images per step as 4 devices x 1.
+  evaluate.run(c, str(tmp_path / "d1"))
+  out = {}
+  for d in ("d1", "d4"):
+    with np.load(tmp_path / d / "pairs" / "efficientnet_lite_tiny__demo_photos" / "predictions.npz") as z:
+      out[d] = {k: z[k] for k in ("top5", "p_true")}
+  np.testing.assert_array_equal(out["d1"]["top5"], out["d4"]["top5"])
+  np.testing.assert_allclose(out["d1"]["p_true"], out["d4"]["p_true"], rtol=1e-5, atol=1e-7)
