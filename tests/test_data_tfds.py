@@ -163,3 +163,15 @@ def test_official_builds_with_known_records(tmp_path):
     recs_a[1]["label"] = np.int64(a_label)
     a = zd.get_dataset("imagenet_a", data_dir=tmp_path, split="test[1:]")
   assert a.ids == ["b.jpg"] and a.labels.tolist() == [[a_label]]
+
+
+def test_index_sidecar_is_not_reused_for_a_rebuild_of_the_same_size(tmp_path):
+  """The sidecar is stamped with the build's files: a relabelled rebuild with as many records gets a fresh scan."""
+  from zoomjax.data import builders
+  (tmp_path / "data.array_record-00000-of-00001").write_bytes(b"a" * 10)
+  index = {"ids": ["x", "y"], "labels": [[1], [2]], "hw": [[3, 4], [5, 6]], "origin": ["", ""]}
+  assert builders.write_index(tmp_path, "test", index)
+  got = builders.read_index(tmp_path, "test")
+  assert got["ids"] == ["x", "y"] and got["labels"] == [[1], [2]] and got["hw"].shape == (2, 2)
+  os.utime(tmp_path / "data.array_record-00000-of-00001", ns=(1, 1))  # Same size, rewritten.
+  assert builders.read_index(tmp_path, "test") is None

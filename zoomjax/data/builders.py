@@ -17,6 +17,7 @@ After building, `index.json` (ids, labels, image sizes in record order) is writt
 readers never scan the records. Building itself needs neither TensorFlow nor the network.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -125,22 +126,41 @@ def index_path(data_dir, split: str) -> pathlib.Path:
   return pathlib.Path(os.fspath(data_dir)) / f"zoomjax-{split}-{INDEX_FILE}"
 
 
+def build_stamp(data_dir) -> str:
+  """A hash of the names, sizes and mtimes of a build's files (our sidecars excluded): an index made for one
+  build is not reused for a rebuild of the same size with other labels."""
+  root = pathlib.Path(os.fspath(data_dir))
+  h = hashlib.sha256()
+  for p in sorted(root.iterdir()) if root.is_dir() else []:
+    if p.is_file() and not p.name.startswith("zoomjax-"):
+      st = p.stat()
+      h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+  return h.hexdigest()
+
+
 def write_index(data_dir, split: str, index: dict) -> bool:
-  """Atomically writes an index sidecar; False (no error) when the data dir is read-only."""
+  """Atomically writes an index sidecar, stamped with the build's files; False (no error) when the data dir
+  is read-only."""
   path = index_path(data_dir, split)
   if not path.parent.is_dir():
     return False
   try:
-    atomic.write_text(os.fspath(path), json.dumps(index))
+    atomic.write_text(os.fspath(path), json.dumps(dict(index, build_stamp=build_stamp(data_dir))))
     return True
   except OSError:
     return False
 
 
 def read_index(data_dir, split: str) -> Optional[dict]:
+  """The index sidecar of this build, or None when there is none or it was made for other files."""
   path = index_path(data_dir, split)
   if not path.exists():
     return None
-  index = json.loads(path.read_text())
+  try:
+    index = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None
+  if index.get("build_stamp") != build_stamp(data_dir):
+    return None
   index["hw"] = np.asarray(index["hw"], np.int64).reshape(-1, 2)
   return index
