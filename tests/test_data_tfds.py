@@ -175,3 +175,11 @@ def test_index_sidecar_is_not_reused_for_a_rebuild_of_the_same_size(tmp_path):
   assert got["ids"] == ["x", "y"] and got["labels"] == [[1], [2]] and got["hw"].shape == (2, 2)
   os.utime(tmp_path / "data.array_record-00000-of-00001", ns=(1, 1))  # Same size, rewritten.
   assert builders.read_index(tmp_path, "test") is None
+
+
+def test_prepare_cli_ends_a_user_error_in_one_line(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "zoomjax.data.prepare", "--dataset", "imagenet_a",
+                        f"--manual_dir={tmp_path / 'absent'}", f"--data_dir={tmp_path / 'tfds'}"],
+                       capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  assert "zoomjax: error: dataset 'imagenet_a' not found. Pass manual_dir=DIR holding imagenet-a.tar" in out.stderr

@@ -10,6 +10,7 @@ first ids and every image whose header cannot be read.
 """
 from absl import app, flags
 
+from zoomjax import cli
 from zoomjax.data import get_dataset
 
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset name, e.g. imagenet_a, imagenet_v2, folder:PATH.")
@@ -19,10 +20,19 @@ _VARIANT = flags.DEFINE_string("variant", None, "imagenet_v2 / imagenet2012_real
 _REAL_JSON = flags.DEFINE_string("real_json", None, "Path of ReaL's real.json.")
 _SPLIT = flags.DEFINE_string("split", None, "Split (and optional [a:b] slice).")
 _WORKERS = flags.DEFINE_integer("num_workers", 4, "Threads for the header scan.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Also print the traceback of a user error.")
 flags.mark_flag_as_required("dataset")
 
 
 def main(argv):
+  try:
+    _prepare(argv)
+  except Exception as e:  # pylint: disable=broad-except  User errors end in one line; bugs are re-raised.
+    cli.exit_on_user_error(e, _VERBOSE.value)
+    raise
+
+
+def _prepare(argv):
   del argv
   ds = get_dataset(_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, variant=_VARIANT.value,
                    real_json=_REAL_JSON.value, split=_SPLIT.value, num_workers=_WORKERS.value)
