@@ -329,6 +329,61 @@ def convert_swin(flat: Flat, depths: Optional[Sequence[int]] = None, what: str =
   return t.finish()
 
 
+# ---------------------------------------------------------------------------------------------- MaxViT
+
+def convert_maxvit(flat: Flat, block_layers: Optional[Sequence[int]] = None,
+                   what: str = "torchvision MaxViT") -> dict:
+  """torchvision MaxVit (`stem.{0,1}`, `blocks.{s}.layers.{i}.layers.*`, `classifier.{2,3,5}`) ->
+  zoomjax.models.maxvit.MaxViT.
+
+  Each layer is `MBconv` (`proj.{0|1}` 1x1 shortcut after an optional avg pool, `layers.pre_norm`, `conv_a`,
+  `conv_b` (Conv2dNormActivation), `squeeze_excitation.fc1/fc2`, `conv_c`), then `window_attention` and
+  `grid_attention` (`attn_layer.0` LayerNorm, `attn_layer.1` to_qkv / merge / bias table, `mlp_layer.{0,1,3}`).
+  1x1 convs become Dense kernels; `relative_position_index` is recomputed by the module and only consumed.
+  """
+  t = KeyTaker(flat, what)
+  if block_layers is None:
+    block_layers = [count_blocks(flat, f"blocks.{s}.layers.") for s in range(count_blocks(flat, "blocks."))]
+
+  def pointwise(src: str, dst: str, bias: bool = True) -> None:  # Conv2d (O, I, 1, 1) -> Dense (I, O)
+    t.put(f"params/{dst}/kernel", t.take(f"{src}.weight")[:, :, 0, 0].T)
+    if bias:
+      t.put(f"params/{dst}/bias", t.take(f"{src}.bias"))
+
+  t.conv("stem.0.0", "stem_conv")
+  t.bn("stem.0.1", "stem_bn")
+  t.conv("stem.1.0", "stem_conv2", bias=True)
+  for s, n in enumerate(block_layers):
+    for i in range(n):
+      src, dst = f"blocks.{s}.layers.{i}.layers", f"blocks_{s}_layers_{i}"
+      mb, mbd = f"{src}.MBconv", f"{dst}_mbconv"
+      for j in (0, 1):  # `proj.1` after the stride-2 average pool, `proj.0` without it
+        if t.has(f"{mb}.proj.{j}.weight"):
+          pointwise(f"{mb}.proj.{j}", f"{mbd}/proj")
+      t.bn(f"{mb}.layers.pre_norm", f"{mbd}/pre_norm")
+      pointwise(f"{mb}.layers.conv_a.0", f"{mbd}/conv_a", bias=False)
+      t.bn(f"{mb}.layers.conv_a.1", f"{mbd}/conv_a_bn")
+      t.conv(f"{mb}.layers.conv_b.0", f"{mbd}/conv_b")  # depthwise (C, 1, 3, 3) -> (3, 3, 1, C)
+      t.bn(f"{mb}.layers.conv_b.1", f"{mbd}/conv_b_bn")
+      put_squeeze_excite(t, f"{mb}.layers.squeeze_excitation.fc1", f"{mb}.layers.squeeze_excitation.fc2", mbd)
+      pointwise(f"{mb}.layers.conv_c", f"{mbd}/conv_c")
+      for kind in ("window_attention", "grid_attention"):
+        a, ad = f"{src}.{kind}", f"{dst}_{kind}"
+        t.norm(f"{a}.attn_layer.0", f"{ad}/attn_norm")
+        t.dense(f"{a}.attn_layer.1.to_qkv", f"{ad}/attn/to_qkv")
+        t.dense(f"{a}.attn_layer.1.merge", f"{ad}/attn/merge")
+        t.put(f"params/{ad}/attn/relative_position_bias_table",
+              t.take(f"{a}.attn_layer.1.relative_position_bias_table"))
+        t.take(f"{a}.attn_layer.1.relative_position_index")
+        t.norm(f"{a}.mlp_layer.0", f"{ad}/mlp_norm")
+        t.dense(f"{a}.mlp_layer.1", f"{ad}/mlp_fc1")
+        t.dense(f"{a}.mlp_layer.3", f"{ad}/mlp_fc2")
+  t.norm("classifier.2", "head_norm")
+  t.dense("classifier.3", "pre_head")
+  t.dense("classifier.5", "head", bias=False)
+  return t.finish()
+
+
 # ------------------------------------------------------------------------------------------------- ViT
 
 def convert_vit(flat: Flat, num_heads: int) -> dict:

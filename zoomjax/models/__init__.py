@@ -13,6 +13,7 @@ from zoomjax.models import efficientnet  # noqa: E402,F401  efficientnet_b0..b7,
 from zoomjax.models import convnext  # noqa: E402,F401  convnext_tiny/small/base/large
 from zoomjax.models import mobilenet_v3  # noqa: E402,F401  mobilenet_v3_small/large(_v2)
 from zoomjax.models import swin  # noqa: E402,F401  swin_t/s/b
+from zoomjax.models import maxvit  # noqa: E402,F401  maxvit_t
 
 __all__ = ["ModelSpec", "count_params", "create", "get_spec", "list_models", "load", "register",
            "variable_shapes"]
