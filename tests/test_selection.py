@@ -23,7 +23,7 @@ def make_records(top1, p_max, labels, crop_top1=None, crop_p=None) -> R.Records:
   crop_p = np.full((n, x), 0.01, np.float32) if crop_p is None else crop_p
   top5 = np.concatenate([top1[..., None], np.full((n, t, 4), 990)], -1).astype(np.int16)
   ctop5 = np.concatenate([crop_top1[..., None], np.full((n, x, 4), 990)], -1).astype(np.int16)
-  labels = np.asarray(labels, np.int32).reshape(n, -1)
+  labels = np.asarray(labels, np.int32).reshape(n, -1) if n else np.zeros((0, 1), np.int32)
   return R.Records(
       index=np.arange(n, dtype=np.int64), ids=np.array([f"img{i}.jpg" for i in range(n)]), labels=labels,
       top5=top5, p_true=np.zeros((n, t), np.float32), p_max=np.asarray(p_max, np.float32),
@@ -209,6 +209,8 @@ def test_record_held_out_small_grids_and_tiny_sets():
   assert "1-crop" not in out["confidence_selection"]  # LOC:1_1_Size:256 is not among these 9 views.
   one = S.record_held_out(rec.select(np.array([0])))
   assert one["curves"] == {} and one["best_fixed"] is None and one["confidence_selection"]
+  none = S.record_held_out(rec.select(np.array([], np.int64)))  # Every image unreadable: nothing to select.
+  assert none["curves"] == {} and none["confidence_selection"]["vote"]["accuracy"] is None
 
 
 def test_pct_interval_formats():
@@ -217,6 +219,11 @@ def test_pct_interval_formats():
   assert A.pct_interval(0.5, [0.45, 0.53]) == "50.0 % [45.0–53.0]"
   assert A.pct_interval(0.03, [-0.01, 0.07], sign=True) == "+3.0 pts [-1.0, +7.0]"
   assert A.pct_interval(None, None) == "–" and A.pct_interval(0.5) == "50.00 %"
+  # With the number of images, one table reads alike whatever each interval's width.
+  assert A.pct_interval(0.95, [0.90, 0.99], n=100) == "95.0 % [90–99]"
+  assert A.pct_interval(0.5, [0.45, 0.53], n=100) == "50.0 % [45–53]"
+  assert A.pct_interval(0.096, [0.089, 0.103], n=7500) == "9.6 % [8.9–10.3]"
+  assert A.pct_interval(0.99, [0.989, 0.991], n=50_000) == "99.00 % [98.90–99.10]"
 
 
 def test_main_prints_the_curve_of_a_workdir(tmp_path, capsys):
@@ -229,6 +236,8 @@ def test_main_prints_the_curve_of_a_workdir(tmp_path, capsys):
   assert f"| {t} |" in first and "views per image" in first
   with open(tmp_path / "metrics.json", "w") as f:
     json.dump({"model": "m", "dataset": "d", "held_out": S.record_held_out(rec)}, f)
-  assert S.main([str(tmp_path)]) == 0
-  assert "m on d" in capsys.readouterr().out
+  assert S.main(["--budgets", "1,2", str(tmp_path)]) == 0
+  out = capsys.readouterr().out
+  assert "m on d" in out and "| 2 |" in out and "| 3 |" not in out and f"| {t} |" in out
+  assert S.main(["--budgets", "x", str(tmp_path)]) == 2
   assert S.main([str(tmp_path / "nope")]) == 1

@@ -303,11 +303,13 @@ def with_intervals(metrics: Dict, n: int, keys: Sequence[str] = ("one_crop_accur
   return metrics
 
 
-def pct_interval(x: Optional[float], ci: Optional[Sequence[float]] = None, *, sign: bool = False) -> str:
+def pct_interval(x: Optional[float], ci: Optional[Sequence[float]] = None, *, n: Optional[int] = None,
+                 sign: bool = False) -> str:
   """A fraction and its interval as reports show them: "72.0 % [63–80]" (sign: "+3.0 pts [-1.0, +7.0]").
 
-  The bounds get as many decimals as the interval's width resolves (0 from 10 points up, 1 from 1 point, else
-  2), the value as many but at least 1: 100 images read "72.0 % [63–80]", 50,000 read "75.75 % [75.37–76.13]".
+  The bounds get the decimals the interval resolves: 0 from 10 points of width up, 1 from 1 point, else 2, the
+  value as many but at least 1. With `n` (the images behind it) the width is that of a 50 % accuracy over n
+  images, so every cell of one table reads alike: 100 images "72.0 % [63–80]", 50,000 "75.75 % [75.37–76.13]".
   """
   if x is None or x != x:
     return "–"
@@ -315,7 +317,7 @@ def pct_interval(x: Optional[float], ci: Optional[Sequence[float]] = None, *, si
   if ci is None:
     return f"{v:+.2f} pts" if sign else f"{v:.2f} %"
   lo, hi = 100 * ci[0], 100 * ci[1]
-  w = hi - lo
+  w = 196 / np.sqrt(n) if n else hi - lo  # 2 x 1.96 x sqrt(0.25 / n), in points.
   d = 0 if (w >= 10 or w == 0) else (1 if w >= 1 else 2)
   dv = max(1, d)
   if sign:

@@ -107,6 +107,8 @@ def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str
   """Accuracy vs views per image (the four curves with bands), a few budgets as a table, the best fixed set,
   and per-image confidence selection over every view (`zoomjax.selection`)."""
   out = ["<h2>Zoom without an oracle: views chosen on other images</h2>"]
+  n = held["num_images"]
+  fmt = lambda x, ci, sign=False: _esc(A.pct_interval(x, ci, n=n, sign=sign))  # noqa: E731
   curves = held.get("curves") or {}
   if curves:
     fig = plots.held_out_curves(held, os.path.join(assets, "held_out.png"), labels=S.CURVE_LABELS,
@@ -117,17 +119,17 @@ def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str
     shown = [k for k in (1, 2, 3, 5, 10, 20, 36) if k in budgets] or budgets
     if budgets[-1] not in shown:
       shown.append(budgets[-1])
-    rows = [[str(k)] + [_esc(A.pct_interval(curves[c]["accuracy"][k - 1], curves[c]["ci95"][k - 1]))
-                        for c in S.CURVES] for k in shown]
+    rows = [[str(k)] + [fmt(curves[c]["accuracy"][k - 1], curves[c]["ci95"][k - 1]) for c in S.CURVES]
+            for k in shown]
     out.append(_table(["views per image"] + [S.CURVE_LABELS[c] for c in S.CURVES], rows))
     best = held.get("best_fixed")
     if best:
       delta = ""
       if "delta_vs_1crop" in best:
-        delta = f" ({_esc(A.pct_interval(best['delta_vs_1crop'], best['delta_ci95'], sign=True))} vs the 1-crop)"
+        delta = f" ({fmt(best['delta_vs_1crop'], best['delta_ci95'], True)} vs the 1-crop)"
       out.append(f"<p>Best fixed set without an oracle: <b>k = {best['k']}</b> views by "
                  f"{_esc(S.CURVE_LABELS[best['method']])}, held-out "
-                 f"<b>{_esc(A.pct_interval(best['accuracy'], best['ci95']))}</b>{delta}: "
+                 f"<b>{fmt(best['accuracy'], best['ci95'])}</b>{delta}: "
                  + ", ".join(f"<code>{_esc(v)}</code>" for v in best["views"]) + "</p>")
     out.append(f'<p class="muted">{held["num_images"]} images in {held["n_folds"]} seeded folds: the greedy '
                "cover is run on the other folds and its first k views judged on the held-out fold (padded by "
@@ -137,9 +139,9 @@ def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str
                "(fold split held fixed).</p>")
   conf = held.get("confidence_selection") or {}
   if conf:
-    rows = [[_esc(m), _esc(A.pct_interval(v["accuracy"], v["ci95"])),
-             _esc(A.pct_interval(v["delta_vs_1crop"], v["delta_ci95"], sign=True)) if "delta_vs_1crop" in v
-             else ""] for m, v in conf.items()]
+    rows = [[_esc(m), fmt(v["accuracy"], v["ci95"]),
+             fmt(v["delta_vs_1crop"], v["delta_ci95"], True) if "delta_vs_1crop" in v else ""]
+            for m, v in conf.items()]
     out.append(f"<h3>Per-image selection by confidence over all {held.get('confidence_selection_views')} views"
                "</h3>" + _table(["method", "accuracy [95 %]", "vs 1-crop (paired) [95 %]"], rows)
                + '<p class="muted">max-prob view: label of the view with the highest top-1 probability; '
@@ -206,11 +208,12 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   else:
     note = "No paper dataset is associated with this data (set config.paper_dataset to compare)."
   rows = []
+  n = metrics["num_images"]
   for key, label in (("one_crop_accuracy", "1-crop accuracy (LOC:1_1_Size:256)"),
                      ("upper_bound_accuracy", f"upper bound, all {metrics['num_views']} views"),
                      ("top36_accuracy", f"upper bound, greedy top-{top_k}")):
     theirs = paper.get(key)
-    rows.append([_esc(label), _esc(A.pct_interval(metrics.get(key), (metrics.get("ci95") or {}).get(key))),
+    rows.append([_esc(label), _esc(A.pct_interval(metrics.get(key), (metrics.get("ci95") or {}).get(key), n=n)),
                  "–" if theirs is None else f"{theirs:.2f} %"])
   theirs = paper.get("min_cover_size")
   rows.append(["greedy min-cover size", _num(metrics.get("min_cover_size")),
@@ -262,7 +265,7 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   keys = [k for k in ["1-crop"] + [f"{s} {m}" for s in ("zoom-in", "zoom-out", "zoom-224", "5-crop", "10-crop")
                                    for m in ("max", "mean")] if k in agg]
   ci = metrics.get("ci95") or {}
-  rows = [[_esc(k), _esc(A.pct_interval(agg[k], ci.get(f"aggregation/{k}"))),
+  rows = [[_esc(k), _esc(A.pct_interval(agg[k], ci.get(f"aggregation/{k}"), n=n)),
            "–" if k not in pagg else f"{pagg[k]:.2f} %"] for k in keys]
   parts.append("<h2>Aggregating views without an oracle</h2>"
                + _table(["method", "ours [95 % interval]", "paper"], rows)

@@ -28,7 +28,7 @@ Intervals: 95 % percentile bootstrap over images (`analyses.bootstrap_interval` 
 `bootstrap_mean_interval` for paired differences; seeded, 1000 draws). They leave out the variation of the
 fold split itself.
 
-  python -m zoomjax.selection WORKDIR   # the curves of a finished sweep as Markdown tables
+  python -m zoomjax.selection [--budgets 1,2,3,5,10,20,36] WORKDIR   # a finished sweep's curves as Markdown
 """
 import json
 import os
@@ -106,11 +106,11 @@ def sparse_mean_argmax(ids: np.ndarray, probs: np.ndarray) -> np.ndarray:
   entries). Ties go to the lowest class id, like np.argmax of the dense mean. -1 for an image with no entries.
   """
   n = ids.shape[0]
-  ids = np.asarray(ids).reshape(n, -1).astype(np.int64)
-  probs = np.where(ids >= 0, np.asarray(probs, np.float64).reshape(n, -1), -np.inf)
-  m = ids.shape[1]
+  m = int(np.prod(ids.shape[1:]))
   if n == 0 or m == 0:
     return np.full(n, -1, np.int64)
+  ids = np.asarray(ids).reshape(n, m).astype(np.int64)
+  probs = np.where(ids >= 0, np.asarray(probs, np.float64).reshape(n, m), -np.inf)
   order = np.argsort(ids, axis=1, kind="stable")
   s_ids = np.take_along_axis(ids, order, 1)
   s_p = np.take_along_axis(probs, order, 1)
@@ -187,7 +187,7 @@ def _interval(correct: np.ndarray, seed: int, draws: int) -> Dict:
 
 def _with_delta(correct: np.ndarray, base: Optional[np.ndarray], seed: int, draws: int) -> Dict:
   out = _interval(correct, seed, draws)
-  if base is not None:
+  if base is not None and correct.size:
     diff = correct.astype(np.float64) - base
     out["delta_vs_1crop"] = float(diff.mean())
     out["delta_ci95"] = A.bootstrap_mean_interval(diff, draws=draws, seed=seed)  # Paired, per image.
@@ -249,15 +249,19 @@ def headline_intervals(held_out: Dict) -> Dict[str, List[float]]:
   return ci
 
 
-def markdown(held_out: Dict, title: str = "") -> str:
-  """The curves, the best fixed set and confidence selection as Markdown tables ("72.0 % [63–80]" cells)."""
-  fmt = A.pct_interval
+def markdown(held_out: Dict, title: str = "", budgets: Optional[Sequence[int]] = None) -> str:
+  """The curves (at `budgets`, default all), the best fixed set and confidence selection as Markdown tables
+  ("72.0 % [63–80]" cells)."""
+  n = held_out.get("num_images") or None
+  fmt = lambda x, ci: A.pct_interval(x, ci, n=n)  # noqa: E731
   lines = [f"**{title}**", ""] if title else []
   curves = held_out.get("curves") or {}
   if curves:
     lines += ["| views per image | " + " | ".join(CURVE_LABELS[c] for c in CURVES) + " |",
               "|---:|" + "---:|" * len(CURVES)]
     for j, k in enumerate(held_out["budgets"]):
+      if budgets and k not in budgets and k != held_out["budgets"][-1]:
+        continue
       lines.append(f"| {k} | " + " | ".join(fmt(curves[c]["accuracy"][j], curves[c]["ci95"][j])
                                             for c in CURVES) + " |")
     lines += ["", f"{held_out['num_images']} images, {held_out['n_folds']} folds (seed {held_out['seed']}), "
@@ -272,16 +276,26 @@ def markdown(held_out: Dict, title: str = "") -> str:
     lines += ["", f"| per-image selection over all {held_out.get('confidence_selection_views')} views | "
               "accuracy | vs 1-crop |", "|---|---:|---:|"]
     for m, v in conf.items():
-      d = "" if "delta_vs_1crop" not in v else A.pct_interval(v["delta_vs_1crop"], v["delta_ci95"], sign=True)
+      d = "" if "delta_vs_1crop" not in v else A.pct_interval(v["delta_vs_1crop"], v["delta_ci95"], n=n, sign=True)
       lines.append(f"| {m} | {fmt(v['accuracy'], v['ci95'])} | {d} |")
   return "\n".join(lines)
 
 
 def main(argv: Sequence[str]) -> int:
-  """Prints the held-out tables of sweep workdirs (from metrics.json, or computed from records.npz)."""
+  """Prints the held-out tables of sweep workdirs (from metrics.json, or computed from records.npz).
+
+  argv: [--budgets 1,2,3,5,10,20,36] WORKDIR [WORKDIR ...] (the last budget is always shown)."""
   from zoomjax import records as records_lib  # pylint: disable=g-import-not-at-top
+  argv, budgets = list(argv), None
+  if argv[:1] == ["--budgets"] and len(argv) > 1:
+    try:
+      budgets = [int(b) for b in argv[1].split(",")]
+    except ValueError:
+      print(f"--budgets takes comma-separated integers, got {argv[1]!r}", file=sys.stderr)
+      return 2
+    argv = argv[2:]
   if not argv:
-    print("usage: python -m zoomjax.selection WORKDIR [WORKDIR ...]", file=sys.stderr)
+    print("usage: python -m zoomjax.selection [--budgets 1,2,3,5,10,20,36] WORKDIR [WORKDIR ...]", file=sys.stderr)
     return 2
   for w in argv:
     m, title = {}, w
@@ -298,7 +312,7 @@ def main(argv: Sequence[str]) -> int:
               file=sys.stderr)
         return 1
       held = record_held_out(records_lib.load(rpath), tie=m.get("tie_order") or "paper")
-    print(markdown(held, title) + "\n")
+    print(markdown(held, title, budgets) + "\n")
   return 0
 
 

@@ -113,14 +113,14 @@ def summary_table(metrics: Dict[str, Any], paper: Dict[str, float]) -> str:
   rows = [("images", str(metrics["num_images"]), ""), ("views per image", str(metrics["num_views"]), "")]
   for key, label in (("one_crop_accuracy", "1-crop (LOC:1_1_Size:256)"),
                      ("upper_bound_accuracy", "upper bound (all views)"), ("top36_accuracy", "greedy top-36")):
-    ours = analyses.pct_interval(metrics.get(key), (metrics.get("ci95") or {}).get(key))
+    ours = analyses.pct_interval(metrics.get(key), (metrics.get("ci95") or {}).get(key), n=metrics["num_images"])
     rows.append((label, ours, f"{paper[key]:.2f} %" if key in paper else ""))
   rows.append(("min-cover size", str(metrics["min_cover_size"]),
                f"{paper['min_cover_size']:.0f}" if "min_cover_size" in paper else ""))
   best = (metrics.get("held_out") or {}).get("best_fixed")
   if best:  # No oracle: views chosen on other images (zoomjax.selection).
-    rows.append((f"best fixed {best['k']} views, held-out", analyses.pct_interval(best["accuracy"], best["ci95"]),
-                 ""))
+    rows.append((f"best fixed {best['k']} views, held-out",
+                 analyses.pct_interval(best["accuracy"], best["ci95"], n=metrics["num_images"]), ""))
   w = max(len(r[0]) for r in rows)
   lines = [f"{'':{w}}  {'ours [95% CI]':>22}  {'paper':>8}"]
   lines += [f"{a:{w}}  {b:>22}  {c:>8}" for a, b, c in rows]
