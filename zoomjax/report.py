@@ -135,7 +135,8 @@ def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str
                "cover is run on the other folds and its first k views judged on the held-out fold (padded by "
                "training accuracy once the cover ends). The oracle curve picks its views on all images, like the "
                f"paper's top-36. Mean softmax: {_esc(held['mean_softmax'])}. The best fixed set is picked on all "
-               "images for the budget and method with the best held-out accuracy. Intervals: bootstrap over images "
+               "images for the budget and method with the best held-out accuracy (the best of many held-out "
+               "numbers, so slightly optimistic). Intervals: bootstrap over images "
                "(fold split held fixed).</p>")
   conf = held.get("confidence_selection") or {}
   if conf:

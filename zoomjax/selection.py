@@ -12,7 +12,8 @@ The images are split into seeded folds; for each fold the greedy cover (`analyse
 order as the sweep's top-36) runs on the other folds and its first k views are judged on the held-out fold.
 Once the training images are all covered, the k views are padded with the remaining views by their accuracy on
 the training images (a cover shorter than k happens on small sets). The best fixed set is picked on all images
-for the budget and method whose held-out accuracy is highest.
+for the budget and method whose held-out accuracy is highest; that accuracy, the maximum over 2 x K held-out
+numbers, is slightly optimistic for the chosen budget.
 
 Confidence selection over every view (zoom grid and extra crops), per image: the label of the most confident
 view, the p_max-weighted vote and the plain vote, each against the 1-crop.
