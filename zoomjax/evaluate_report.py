@@ -89,11 +89,11 @@ def _thumbnail(dataset, index: int, path: str, max_side: int = 236) -> bool:
 
 
 def _gallery(workdir: str, r: Dict[str, Any], dataset, limit: int) -> str:
-  from zoomjax.jobs import evaluate as job  # pylint: disable=import-outside-toplevel
-  pair = f"{job.slug(r['row'])}__{job.slug(r['dataset'])}"
-  path = os.path.join(workdir, job.PAIRS_DIR, pair, job.RECORDS_FILE)
+  rel = r.get("predictions")  # The pair's predictions.npz, relative to the workdir.
+  path = os.path.join(workdir, rel) if rel else ""
   if limit <= 0 or dataset is None or not os.path.exists(path):
     return ""
+  pair = os.path.basename(os.path.dirname(rel))
   with np.load(path, allow_pickle=False) as z:
     pred = {k: z[k] for k in ("index", "ids", "labels", "top5", "top5_p", "correct")}
   rows = failures(pred, limit)

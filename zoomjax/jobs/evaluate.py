@@ -392,6 +392,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
     skipped = [str(s) for s in rows[shards.SKIPPED]]
     m.update({
         "model": entry.name, "row": entry.row, "checkpoint": entry.checkpoint, "pretrained": entry.pretrained,
+        "predictions": os.path.join(PAIRS_DIR, os.path.basename(pair_dir), RECORDS_FILE),
         "random_init": bool(config.random_init), "dataset": d.name, "dataset_name": dataset.name,
         "label_space": space.name, "multi_label": bool(space.multi_label), "num_skipped": len(skipped),
         "skipped": skipped, "preprocessing": dataclasses.asdict(pp), "dtype": config.dtype,
