@@ -5,7 +5,10 @@ Key names (OpenAI `.pt` and open_clip `open_clip_pytorch_model.bin` / `.safetens
 resblocks.{i}.{ln_1, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj},
 ln_post, proj (D, E)}` and top-level text keys `token_embedding.weight, positional_embedding, transformer.*,
 ln_final, text_projection (D_t, E)`, `logit_scale`. `proj`/`text_projection` are already (in, out).
-Heads default to width // 64, as in every released ViT CLIP.
+
+The packed `in_proj_weight (3D, D)` does not say how many heads split D, so the head width comes from the
+architecture: 64 in OpenAI's models and most of open_clip's, but open_clip's ViT-H/14, g/14 and bigG/14 image
+towers use 80, 88 and 104 (`head_width` in their model configs); `head_width_for` maps the released widths.
 """
 from typing import Optional
 
@@ -13,6 +16,14 @@ from zoomjax.checkpoints.convert_torchvision import Flat, KeyTaker, count_blocks
 
 # Scalars OpenAI's archives carry next to the weights; `attn_mask` is rebuilt from the context length.
 _IGNORE = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+# Image-tower width -> head width of the released ViT CLIPs whose heads are not 64 wide (open_clip
+# model_configs ViT-H-14, ViT-g-14, ViT-bigG-14); every text tower uses 64.
+_VISION_HEAD_WIDTHS = {1280: 80, 1408: 88, 1664: 104}
+
+
+def head_width_for(width: int, tower: str = "visual") -> int:
+  """The head width of a released CLIP tower of this width (64 unless open_clip's configs say otherwise)."""
+  return _VISION_HEAD_WIDTHS.get(int(width), 64) if tower == "visual" else 64
 
 
 def strip_module_prefix(flat: Flat) -> dict:
@@ -27,7 +38,7 @@ def _tower_blocks(t: KeyTaker, src: str, dst: str, num_heads: int) -> None:
   if depth == 0:
     raise KeyError(f"{t.what}: no `{src}transformer.resblocks.0.*` keys")
   for i in range(depth):
-    s, d = f"{src}transformer.resblocks.{i}", f"{dst}/transformer/resblocks_{i}"
+    s, d = f"{src}transformer.resblocks.{i}", f"{dst + '/' if dst else ''}transformer/resblocks_{i}"
     t.norm(f"{s}.ln_1", f"{d}/ln_1")
     t.packed_attention(f"{s}.attn", f"{d}/attn", num_heads)
     t.norm(f"{s}.ln_2", f"{d}/ln_2")
@@ -43,22 +54,36 @@ def _visual(t: KeyTaker, dst: str, num_heads: Optional[int]) -> None:
   t.put(f"params/{dst}/class_embedding", t.take("visual.class_embedding"))
   t.put(f"params/{dst}/positional_embedding", t.take("visual.positional_embedding"))
   t.norm("visual.ln_pre", f"{dst}/ln_pre")
-  _tower_blocks(t, "visual.", dst, num_heads or width // 64)
+  _tower_blocks(t, "visual.", dst, num_heads or max(width // head_width_for(width), 1))
   t.norm("visual.ln_post", f"{dst}/ln_post")
   t.put(f"params/{dst}/proj", t.take("visual.proj"))
+
+
+def _text(t: KeyTaker, dst: str, num_heads: Optional[int]) -> None:
+  if not t.has("token_embedding.weight"):
+    raise KeyError(f"{t.what}: no text tower (`token_embedding.weight`); keys start with {sorted(t.flat)[:5]}")
+  t.put(f"params/{dst}token_embedding/embedding", t.take("token_embedding.weight"))
+  t.put(f"params/{dst}positional_embedding", t.take("positional_embedding"))
+  _tower_blocks(t, "", dst.rstrip("/"), num_heads or t.flat["token_embedding.weight"].shape[1] // 64)
+  t.norm("ln_final", f"{dst}ln_final")
+  t.put(f"params/{dst}text_projection", t.take("text_projection"))
 
 
 def convert_clip(flat: Flat, vision_heads: Optional[int] = None, text_heads: Optional[int] = None) -> dict:
   """Full CLIP (both towers, logit_scale) -> variables of `zoomjax.models.clip.CLIP`."""
   t = KeyTaker(strip_module_prefix(flat), "CLIP")
   _visual(t, "visual", vision_heads)
-  t.put("params/text/token_embedding/embedding", t.take("token_embedding.weight"))
-  t.put("params/text/positional_embedding", t.take("positional_embedding"))
-  _tower_blocks(t, "", "text", text_heads or t.flat["token_embedding.weight"].shape[1] // 64)
-  t.norm("ln_final", "text/ln_final")
-  t.put("params/text/text_projection", t.take("text_projection"))
+  _text(t, "text/", text_heads)
   t.put("params/logit_scale", t.take("logit_scale").reshape(()))
   return t.finish(ignore=_IGNORE)
+
+
+def convert_clip_text(flat: Flat, text_heads: Optional[int] = None) -> dict:
+  """The text tower alone -> variables of `zoomjax.models.clip.TextTower` (image-tower keys are ignored)."""
+  flat = strip_module_prefix(flat)
+  t = KeyTaker(flat, "CLIP text tower")
+  _text(t, "", text_heads)
+  return t.finish(ignore=("visual.", "logit_scale") + _IGNORE)
 
 
 def convert_clip_zero_shot(flat: Flat, vision_heads: Optional[int] = None) -> dict:
@@ -69,7 +94,8 @@ def convert_clip_zero_shot(flat: Flat, vision_heads: Optional[int] = None) -> di
   """
   flat = strip_module_prefix(flat)
   if "zeroshot_head" not in flat:
-    raise KeyError("CLIP zero-shot classifier: the checkpoint has no `zeroshot_head`. Build the classifier "
+    raise KeyError("CLIP zero-shot classifier: the checkpoint has no `zeroshot_head` (and no text tower to "
+                   "compute it from). Pass a full OpenAI/open_clip CLIP checkpoint, or build the classifier "
                    "file once with `python -m zoomjax.models.clip --checkpoint CLIP.pt --vocab "
                    "bpe_simple_vocab_16e6.txt.gz --classnames classnames.txt --out clip_zeroshot.safetensors` "
                    "and pass that file as the checkpoint")

@@ -35,6 +35,24 @@ class ModelSpec:
   checkpoint_hint: str = ""
   # Exact number of parameters (the 'params' collection) of the default module; pinned by tests.
   num_params: Optional[int] = None
+  # Keyword arguments of `load` that are options of `prepare`, not module fields (CLIP's `vocab`,
+  # `class_names`, ...; `image_size`): `load` hands them to `prepare`, never to `make_module`.
+  load_kwargs: Tuple[str, ...] = ()
+  # Optional `(flat or None, overrides, *, path, **options) -> LoadPlan`, run by `load` before the module is
+  # built (flat None: random_init): for families whose module, weights or preprocessing depend on the
+  # checkpoint itself or on `load_kwargs` (CLIP derives and caches its zero-shot head from the text tower;
+  # ViTs resample the position embedding to another `image_size`). None: `make_module(**overrides)`,
+  # `convert(flat)` and `preprocessing`, as for every other family.
+  prepare: Optional[Callable[..., "LoadPlan"]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadPlan:
+  """What a spec's `prepare` decided for one `load` call."""
+  overrides: Dict[str, Any]  # for `make_module`
+  preprocessing: Preprocessing  # the bundle's (and the dummy input's) preprocessing
+  flat: Optional[Dict[str, np.ndarray]] = None  # the checkpoint as `convert` sees it (None with random_init)
+  convert: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, Any]]] = None  # None: the spec's `convert`
 
 
 _REGISTRY: Dict[str, ModelSpec] = {}
@@ -133,18 +151,33 @@ def load(name: str, checkpoint: Optional[str] = None, *, random_init: bool = Fal
     seed: the random_init seed (and of leaves re-initialised through `dont_load`).
     dont_load: regexes of '/'-joined variable paths (e.g. 'params/head/.*') that keep a fresh init
       instead of the checkpoint's values, e.g. when `num_classes` is overridden.
-    **overrides: passed to the spec's `make_module` (dtype, bn_prior_strength, num_classes, ...).
+    **overrides: passed to the spec's `make_module` (dtype, bn_prior_strength, num_classes, ...), except the
+      spec's `load_kwargs` (e.g. CLIP's vocab, class_names, templates, head_cache_dir; image_size), which go
+      to its `prepare` hook.
   """
-  module, spec = create(name, **overrides)
-  if random_init:
-    if checkpoint is not None:
-      raise UserError(f"model {name!r}: pass either a checkpoint or random_init=True, not both")
-    variables = _init(module, spec, seed)
-  else:
+  spec = get_spec(name)
+  options = {k: overrides.pop(k) for k in spec.load_kwargs if k in overrides}
+  if random_init and checkpoint is not None:
+    raise UserError(f"model {name!r}: pass either a checkpoint or random_init=True, not both")
+  path = flat = None
+  if not random_init:
     path = resolve_checkpoint(spec, checkpoint)
     flat = read_checkpoint(path)
+  convert = spec.convert
+  if spec.prepare is not None:
     try:
-      converted = spec.convert(flat)
+      plan = spec.prepare(flat, dict(overrides), path=path, **options)
+    except CheckpointError as e:
+      raise CheckpointError(f"{path}: {e}" if path and path not in str(e) else str(e)) from None
+    overrides, flat, convert = plan.overrides, plan.flat, plan.convert or spec.convert
+    # This load's preprocessing: the dummy input of the shape check and the bundle follow it.
+    spec = dataclasses.replace(spec, preprocessing=plan.preprocessing)
+  module = spec.make_module(**overrides)
+  if random_init:
+    variables = _init(module, spec, seed)
+  else:
+    try:
+      converted = convert(flat)
     except CheckpointError as e:
       raise CheckpointError(f"{path}: {e}" if path not in str(e) else str(e)) from None
     except (KeyError, ValueError) as e:

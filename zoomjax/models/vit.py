@@ -7,9 +7,15 @@ OpenAI-CLIP ViTs (`vit_large_patch14_clip_224.openai_ft_in1k`) add `pre_norm`, Q
 Names: embedding, cls, Transformer/posembed_input/pos_embedding (1, 1+N, D, added after the cls token),
 Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3},
 Transformer/encoder_norm, optional pre_logits, head.
+
+Other input sizes: `load(name, ckpt, image_size=S)` resamples the checkpoint's position embedding to the
+S / patch grid (`resample_position_embedding`, timm's `resample_abs_pos_embed`) and scales the preprocessing;
+without it, an input that does not fit the stored grid is an error, never silently accepted.
 """
+import dataclasses
 import functools
-from typing import Any, Dict, Optional
+import math
+from typing import Any, Dict, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -17,9 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoomjax.checkpoints import convert_timm, convert_torchvision, convert_vit_npz
+from zoomjax.errors import UserError
 from zoomjax.models import registry
 from zoomjax.models.layers import Encoder1DBlock
-from zoomjax.models.preprocessing import AUGREG_PREPROCESSING, CLIP_PREPROCESSING, TORCHVISION_PREPROCESSING
+from zoomjax.models.preprocessing import (AUGREG_PREPROCESSING, CLIP_PREPROCESSING, TORCHVISION_PREPROCESSING,
+                                          Preprocessing)
+from zoomjax.resample import FILTERS
 
 
 class AddPositionEmbs(nn.Module):
@@ -103,6 +112,80 @@ class VisionTransformer(nn.Module):
 
 
 
+# ------------------------------------------------------------------------- position-embedding resampling
+
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) weights of torch's antialiased bicubic `interpolate` (PIL's a=-0.5 kernel, support widened
+  by the scale when shrinking, taps renormalised at the borders)."""
+  kernel = FILTERS["bicubic"][0]
+  scale = n_in / n_out
+  stretch = max(scale, 1.0)
+  centre = (np.arange(n_out, dtype=np.float64)[:, None] + 0.5) * scale
+  taps = np.arange(n_in, dtype=np.float64)[None, :] + 0.5
+  w = np.asarray(kernel((taps - centre) / stretch), np.float64)
+  return w / w.sum(axis=1, keepdims=True)
+
+
+def resample_position_embedding(posemb: np.ndarray, grid: Sequence[int], num_prefix_tokens: int = 1,
+                                old_grid: Optional[Sequence[int]] = None) -> np.ndarray:
+  """(..., prefix + h*w, D) learned position embedding -> (..., prefix + H*W, D) for the (H, W) patch grid.
+
+  timm's `resample_abs_pos_embed` (bicubic, antialias=True): prefix (class) tokens are kept, the grid part is
+  resized as an image; `old_grid` defaults to the square grid the token count implies.
+  """
+  posemb = np.asarray(posemb)
+  *lead, n, d = posemb.shape
+  prefix, tokens = posemb[..., :num_prefix_tokens, :], posemb[..., num_prefix_tokens:, :]
+  if old_grid is None:
+    side = math.isqrt(n - num_prefix_tokens)
+    if side * side != n - num_prefix_tokens:
+      raise ValueError(f"position embedding of {n - num_prefix_tokens} patch tokens is not a square grid")
+    old_grid = (side, side)
+  (h, w), (gh, gw) = old_grid, tuple(grid)
+  if h * w != n - num_prefix_tokens:
+    raise ValueError(f"position embedding has {n - num_prefix_tokens} patch tokens, not a {h}x{w} grid")
+  if (h, w) == (gh, gw):
+    return posemb
+  tokens = tokens.reshape(*lead, h, w, d).astype(np.float64)
+  out = np.einsum("Hh,Ww,...hwd->...HWd", _resize_matrix(h, gh), _resize_matrix(w, gw), tokens)
+  out = out.reshape(*lead, gh * gw, d).astype(posemb.dtype)
+  return np.concatenate([prefix, out], axis=-2)
+
+
+def preprocessing_at(pp: Preprocessing, image_size: int) -> Preprocessing:
+  """`pp` for another input size, keeping its crop fraction (resize = floor(size / crop_pct), as timm)."""
+  if image_size == pp.input_size:
+    return pp
+  return dataclasses.replace(pp, input_size=int(image_size),
+                             resize_size=int(math.floor(image_size * pp.resize_size / pp.input_size)))
+
+
+def grid_for(image_size: int, patch_size: int, what: str) -> int:
+  """Patch-grid side of a square `image_size` input; sizes that are not a multiple of the patch are refused."""
+  if int(image_size) <= 0 or int(image_size) % int(patch_size):
+    raise UserError(f"{what}: image_size={image_size} is not a positive multiple of the patch size {patch_size}")
+  return int(image_size) // int(patch_size)
+
+
+def _resampled_vit(flat: Dict[str, np.ndarray], num_heads: int, grid: int) -> dict:
+  variables = convert_checkpoint(flat, num_heads)
+  pos = variables["params"]["Transformer"]["posembed_input"]
+  pos["pos_embedding"] = resample_position_embedding(pos["pos_embedding"], (grid, grid))
+  return variables
+
+
+def _prepare_vit(cfg: Dict[str, Any], pp: Preprocessing, flat, overrides: Dict[str, Any], *, path=None,
+                 image_size: Optional[int] = None) -> registry.LoadPlan:
+  """`image_size=S`: the checkpoint's position embedding resampled to the S / patch grid, preprocessing at S."""
+  del path
+  if image_size is None:
+    return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=flat)
+  grid = grid_for(image_size, overrides.get("patch_size", cfg["patch_size"]), "ViT")
+  heads = overrides.get("num_heads", cfg["num_heads"])
+  return registry.LoadPlan(overrides=overrides, preprocessing=preprocessing_at(pp, image_size), flat=flat,
+                           convert=functools.partial(_resampled_vit, num_heads=heads, grid=grid))
+
+
 # ------------------------------------------------------------------------------------ checkpoints, registry
 
 def convert_checkpoint(flat: Dict[str, np.ndarray], num_heads: int) -> dict:
@@ -149,4 +232,4 @@ for _name, _cfg, _pp, _n, _hint in _ENTRIES:
   registry.register(registry.ModelSpec(
       name=_name, make_module=functools.partial(VisionTransformer, **_cfg), preprocessing=_pp,
       convert=functools.partial(convert_checkpoint, num_heads=_cfg["num_heads"]), checkpoint_hint=_hint,
-      num_params=_n))
+      num_params=_n, load_kwargs=("image_size",), prepare=functools.partial(_prepare_vit, _cfg, _pp)))
