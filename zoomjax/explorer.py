@@ -141,7 +141,9 @@ window.addEventListener('error', function (e) {
 window.addEventListener('unhandledrejection', function (e) { window.__errors.push('unhandled: ' + e.reason); });
 (function () {
   var orig = console.error;
-  console.error = function () { window.__errors.push([].slice.call(arguments).join(' ')); orig.apply(console, arguments); };
+  console.error = function () {
+    window.__errors.push([].slice.call(arguments).join(' ')); orig.apply(console, arguments);
+  };
 })();
 </script>
 <style>
@@ -150,13 +152,17 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;col
 overflow-wrap:anywhere}
 #side input,#side select{width:100%;margin:3px 0;padding:3px;box-sizing:border-box}
 #list{overflow-y:auto;flex:1;font-size:12px} .item{padding:4px;border-bottom:1px solid #eee;cursor:pointer}
-.item:hover{background:#f3f6ff} .item.sel{background:#dfe8ff} .badge{font-size:10px;padding:0 4px;border-radius:3px;margin-left:3px}
+.item:hover{background:#f3f6ff} .item.sel{background:#dfe8ff}
+.badge{font-size:10px;padding:0 4px;border-radius:3px;margin-left:3px}
 .b-res{background:#d7f5dd;color:#17803d} .b-nev{background:#fde2e1;color:#b42318} .b-one{background:#eee;color:#555}
 #main{flex:1;overflow:auto;padding:10px 16px} h1{font-size:18px;margin:4px 0} .muted{color:#777;font-size:12px}
-#top{display:flex;gap:18px;align-items:flex-start;flex-wrap:wrap} #orig{max-height:260px;max-width:360px;border:1px solid #ccc}
-#grid{border-collapse:collapse;font-size:10px} #grid td.cell{width:22px;height:13px;border:1px solid #fff;cursor:pointer;
-text-align:center;line-height:11px;color:#fff;padding:0} #grid td.cell.ok::after{content:'\2022';color:#fff;font-weight:bold}
-#grid td.cell.one{outline:2px solid #e11;outline-offset:-2px} #grid td.cell.cur{outline:2px solid #000;outline-offset:-2px}
+#top{display:flex;gap:18px;align-items:flex-start;flex-wrap:wrap}
+#orig{max-height:260px;max-width:360px;border:1px solid #ccc}
+#grid{border-collapse:collapse;font-size:10px}
+#grid td.cell{width:22px;height:13px;border:1px solid #fff;cursor:pointer;text-align:center;line-height:11px;
+color:#fff;padding:0} #grid td.cell.ok::after{content:'\2022';color:#fff;font-weight:bold}
+#grid td.cell.one{outline:2px solid #e11;outline-offset:-2px}
+#grid td.cell.cur{outline:2px solid #000;outline-offset:-2px}
 #grid th{font-weight:normal;color:#555;padding:0 4px;text-align:right} #view{min-width:260px}
 #crop{border:1px solid #ccc;background:#000;display:block} #top5{margin:4px 0;padding-left:22px;font-size:13px}
 .true{color:#17803d;font-weight:bold} #legend{font-size:11px;color:#555;margin:6px 0}
@@ -185,7 +191,8 @@ text-align:center;line-height:11px;color:#fff;padding:0} #grid td.cell.ok::after
       </div>
     </div>
     <div id="legend">p(true label): 0<canvas id="bar" width="140" height="10"></canvas>1 · • correct view ·
-      <span style="outline:2px solid #e11">&nbsp;1-crop&nbsp;</span> (LOC:1_1_Size:256) · rows: scale S, columns: anchor (row, col)</div>
+      <span style="outline:2px solid #e11">&nbsp;1-crop&nbsp;</span> (LOC:1_1_Size:256) ·
+      rows: scale S, columns: anchor (row, col)</div>
     <table id="grid"></table>
   </div>
   <pre id="test-result" style="display:none"></pre>
@@ -203,7 +210,8 @@ var $ = function (id) { return document.getElementById(id); };
 var VIRIDIS = [[68,1,84],[59,82,139],[33,145,140],[94,201,98],[253,231,37]];
 function colour(p) {
   if (p === null || p === undefined || isNaN(p)) return 'rgb(200,200,200)';
-  var x = Math.max(0, Math.min(1, p)) * (VIRIDIS.length - 1), i = Math.min(Math.floor(x), VIRIDIS.length - 2), f = x - i;
+  var x = Math.max(0, Math.min(1, p)) * (VIRIDIS.length - 1);
+  var i = Math.min(Math.floor(x), VIRIDIS.length - 2), f = x - i;
   var a = VIRIDIS[i], b = VIRIDIS[i + 1];
   return 'rgb(' + [0, 1, 2].map(function (c) { return Math.round(a[c] + f * (b[c] - a[c])); }).join(',') + ')';
 }
@@ -220,7 +228,10 @@ function geometry(h, w, s) {
   for (var i = 0; i < N; i++) { tops.push(i * th + idiv(th, 2) - half); lefts.push(i * tw + idiv(tw, 2) - half); }
   return {oh: oh, ow: ow, tops: tops, lefts: lefts};
 }
-function parseView(t) { var per = N * N, s = G.scales[Math.floor(t / per)], a = t % per; return {s: s, r: Math.floor(a / N), c: a % N}; }
+function parseView(t) {
+  var per = N * N, a = t % per;
+  return {s: G.scales[Math.floor(t / per)], r: Math.floor(a / N), c: a % N};
+}
 
 function renderList() {
   var q = $('search').value.trim().toLowerCase(), key = $('sort').value;
@@ -254,7 +265,9 @@ function select(k) {
   $('img-meta').textContent = 'true: ' + labelText(im) + ' · ' + im.n_correct + ' of ' + T + ' views correct' +
       (im.one_crop_correct === null ? '' : ' · 1-crop ' + (im.one_crop_correct ? 'correct' : 'wrong')) +
       (im.rescued ? ' · rescued by zoom' : '') + (im.never ? ' · never solved' : '');
-  [].forEach.call(document.querySelectorAll('.item'), function (el) { el.classList.toggle('sel', el.dataset.id === im.id); });
+  [].forEach.call(document.querySelectorAll('.item'), function (el) {
+    el.classList.toggle('sel', el.dataset.id === im.id);
+  });
   imgEl = null; imgReady = Promise.resolve(null);
   if (im.thumb) {
     imgEl = new Image();
@@ -324,7 +337,8 @@ function showView(t) {
     ctx.fillStyle = '#000'; ctx.fillRect(0, 0, CROP, CROP);
     ctx.imageSmoothingEnabled = true; ctx.imageSmoothingQuality = 'high';
     ctx.drawImage(img, -g.lefts[v.c], -g.tops[v.r], g.ow, g.oh);
-    $('crop-note').textContent = 'resized to ' + g.ow + ' x ' + g.oh + ', window at (' + g.lefts[v.c] + ', ' + g.tops[v.r] + ')';
+    $('crop-note').textContent = 'resized to ' + g.ow + ' x ' + g.oh + ', window at (' + g.lefts[v.c] + ', ' +
+        g.tops[v.r] + ')';
     return g;
   });
 }
@@ -333,14 +347,20 @@ function viewOf(el) { return el && el.dataset && el.dataset.view !== undefined ?
 var grid = $('grid'), lastClick = null;
 grid.addEventListener('mouseover', function (e) { var t = viewOf(e.target); if (t >= 0) showView(t); });
 grid.addEventListener('mouseleave', function () { showView(pinned); });
-grid.addEventListener('click', function (e) { var t = viewOf(e.target); if (t >= 0) { pinned = t; lastClick = showView(t); } });
+grid.addEventListener('click', function (e) {
+  var t = viewOf(e.target);
+  if (t >= 0) { pinned = t; lastClick = showView(t); }
+});
 $('search').addEventListener('input', renderList);
 $('sort').addEventListener('change', renderList);
 var nres = D.images.filter(function (im) { return im.rescued; }).length;
 var nnev = D.images.filter(function (im) { return im.never; }).length;
 $('summary').textContent = D.images.length + ' of ' + D.num_images_total + ' images · ' + T + ' views · ' +
     nres + ' rescued · ' + nnev + ' never solved';
-(function bar() { var c = $('bar').getContext('2d'); for (var x = 0; x < 140; x++) { c.fillStyle = colour(x / 139); c.fillRect(x, 0, 1, 10); } })();
+(function bar() {
+  var c = $('bar').getContext('2d');
+  for (var x = 0; x < 140; x++) { c.fillStyle = colour(x / 139); c.fillRect(x, 0, 1, 10); }
+})();
 renderList();
 
 // Test hook (see zoomjax/explorer.py): #test-click=<id>[&view=<name>][&search=<q>][&sort=<key>].
@@ -373,7 +393,8 @@ if (params['test-click'] !== undefined) {
     res.grid_rows = document.querySelectorAll('#grid tr').length - 1;
     res.correct_cells = [].map.call(document.querySelectorAll('#grid td.cell.ok'), viewOf);
     res.cell_colour = document.querySelector('#grid td.cell[data-view="' + t + '"]').style.background;
-    document.querySelector('#grid td.cell[data-view="' + t + '"]').dispatchEvent(new MouseEvent('click', {bubbles: true}));
+    var target = document.querySelector('#grid td.cell[data-view="' + t + '"]');
+    target.dispatchEvent(new MouseEvent('click', {bubbles: true}));
     Promise.resolve(lastClick).then(function (g) {
       res.view = $('view-name').textContent;
       res.view_meta = $('view-meta').textContent;
@@ -381,7 +402,8 @@ if (params['test-click'] !== undefined) {
       res.top5_true = [].map.call(document.querySelectorAll('#top5 li.true'), function (li) { return li.textContent; });
       res.geometry = g;
       try {
-        var px = $('crop').getContext('2d').getImageData(0, 0, CROP, CROP).data, lit = 0, cells = [], B = 8, w = CROP / B;
+        var px = $('crop').getContext('2d').getImageData(0, 0, CROP, CROP).data;
+        var lit = 0, cells = [], B = 8, w = CROP / B;
         for (var i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] > 30) lit++;
         for (var by = 0; by < B; by++) for (var bx = 0; bx < B; bx++) {
           var sum = [0, 0, 0];
