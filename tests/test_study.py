@@ -303,3 +303,12 @@ def test_main_dispatches_the_study_and_errors_in_one_line(setup, tmp_path):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1].startswith("zoomjax: error: config.runs:")
   assert tree_hash(setup["runs"]) == setup["before"]
+
+
+def test_rerun_over_other_runs_drops_stale_outputs(setup):
+  """Last (it rewrites the shared study workdir): a rerun keeps no export or explorer of runs no longer studied."""
+  out = _study(setup, f"{setup['runs']}/val_*", setup["out"], export_max_solved=0)
+  assert sorted(os.listdir(os.path.join(setup["out"], "export"))) == ["folder_val"]
+  assert os.listdir(os.path.join(setup["out"], "explorers")) == []
+  assert out["groups"][0]["export"]["num_images"] == len(out["groups"][0]["unsolved"]["unsolved_ids"])
+  assert tree_hash(setup["runs"]) == setup["before"]

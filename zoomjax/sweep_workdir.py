@@ -147,7 +147,10 @@ def source_dataset(sweep: Sweep):
   from zoomjax import data  # pylint: disable=g-import-not-at-top
   d = dict(sweep.config["data"])
   kw = {k: v for k, v in d.items() if k != "name" and v not in (None, "")}
-  ds = data.get_dataset(d["name"], **kw)
+  try:
+    ds = data.get_dataset(d["name"], **kw)
+  except UserError as e:  # A relative folder: path is relative to where the sweep ran.
+    raise type(e)(f"the dataset of {sweep.workdir} ({d['name']}) cannot be read from here: {e}") from e
   n = int(sweep.dataset["num_images"])
   if len(ds) < n or shards.fingerprint(ds.ids[:n], ds.labels[:n]) != sweep.dataset.get("fingerprint"):
     raise UserError(f"the dataset {d['name']} of {sweep.workdir} is no longer the one it swept (its images or labels "

@@ -409,7 +409,7 @@ def study(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     row["label"] = lab
     rows.append(row)
     per_image.append(img)
-  for gi, g in enumerate(groups):
+  for g in groups:
     for i in g["runs"]:
       rows[i]["group"] = g["key"]
     g["unsolved"] = unsolved_summary([per_image[i] for i in g["runs"]], [labels[i] for i in g["runs"]], draws, seed)
@@ -418,6 +418,8 @@ def study(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
                          "anchors": anchor_summary(rows), "export_max_solved": export_k,
                          "command": str(config.get("command") or "")}
   with shards.workdir_lock(workdir):
+    _drop_stale(os.path.join(workdir, "export"), {g["key"] for g in groups} if export_k >= 0 else set(),
+                "export.json")
     if export_k >= 0:
       for g in groups:
         sub = [per_image[i] for i in g["runs"]]
@@ -425,10 +427,13 @@ def study(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
                                   [labels[i] for i in g["runs"]], export_k)
         _log(f"export: {g['export']['num_images']} images of {g['name']} solved by <= {export_k} runs -> "
              f"{g['export']['path']}")
+    subs = [f"{i:02d}_{_slug(row['label'])}_{row['group']}" for i, row in enumerate(rows)]
+    _drop_stale(os.path.join(workdir, "explorers"), set(subs) if int(config.explorer_max_images) > 0 else set(),
+                "explorer.html")
     if int(config.explorer_max_images) > 0:
       from zoomjax import explorer  # pylint: disable=g-import-not-at-top
-      for i, (s, row) in enumerate(zip(sweeps, rows)):
-        sub = os.path.join(workdir, "explorers", f"{i:02d}_{_slug(row['label'])}_{row['group']}")
+      for s, row, name in zip(sweeps, rows, subs):
+        sub = os.path.join(workdir, "explorers", name)
         row["explorer"] = explorer.write_explorer(s.workdir, out_dir=sub, max_images=int(config.explorer_max_images),
                                                   thumb_side=int(config.explorer_thumb_side))
     out = analyses.nan_to_none(out)
@@ -436,6 +441,17 @@ def study(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     out["report"] = study_report.write_study_report(workdir, out)
     atomic.write_json(os.path.join(workdir, STUDY_FILE), out)
   return out
+
+
+def _drop_stale(folder: str, keep: set, marker: str) -> None:
+  """Removes the sub-folders of `folder` (the study's own export/ or explorers/) that an earlier study wrote
+  (they hold `marker`) and this one does not, so a rerun over other runs leaves no stale pages or datasets."""
+  if not os.path.isdir(folder):
+    return
+  for name in os.listdir(folder):
+    path = os.path.join(folder, name)
+    if name not in keep and os.path.isfile(os.path.join(path, marker)):
+      shutil.rmtree(path)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
