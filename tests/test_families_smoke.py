@@ -1,0 +1,79 @@
+"""Every model family through the zoom sweep and TTA jobs (issue 15): random_init at tiny widths
+(`config.model.overrides`), one demo photo, a one-scale grid, two MEMO views. The numbers are meaningless;
+what is checked is that each family's module runs inside each job's programs (zoom views, MEMO's gradient
+through prior-mode BatchNorm where the family has BatchNorm) and yields finite records of the right shapes.
+"""
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import tta as tta_config
+from configs import zoom_sweep as sweep_config
+from zoomjax import records as R
+from zoomjax.jobs import tta as tta_job
+from zoomjax.jobs import zoom_sweep as sweep_job
+
+pytestmark = pytest.mark.usefixtures("fast_compile_module")  # Job plumbing; the maths is in the golden tests.
+
+# EfficientNet(-Lite) blocks: (repeats, kernel, stride, expand, in, out); two stages instead of seven.
+EFFICIENTNET_TINY = dict(stages=((1, 3, 1, 1, 32, 16), (1, 5, 2, 6, 16, 24)), width=0.25, stem_features=8,
+                         head_features=32)
+# family -> (registered model, make_module overrides at a tiny width, has BatchNorm). AlexNet has no width
+# knobs: it runs at full size (61M parameters, still cheap on 224 px views).
+FAMILIES = {
+    "resnet": ("resnet50", dict(stage_sizes=(1, 1), width=8), True),
+    "resnext_wrn": ("resnext101_32x8d", dict(stage_sizes=(1, 1), width=8, groups=4), True),
+    "vgg": ("vgg19_bn", dict(cfg=(8, "M", 16, "M"), hidden=16), True),
+    "alexnet": ("alexnet", dict(), False),
+    "vit": ("vit_b32", dict(width=16, depth=1, num_heads=2, mlp_dim=32), False),
+    "efficientnet_lite": ("efficientnet_lite0", EFFICIENTNET_TINY, True),
+    "efficientnet": ("efficientnet_b0", EFFICIENTNET_TINY, True),
+    "tf_efficientnet": ("tf_efficientnet_b7", EFFICIENTNET_TINY, True),
+    "mobilenet_v3": ("mobilenet_v3_large", dict(setting=((8, 3, 8, 8, True, False, 2), (8, 3, 16, 8, True, True, 1)),
+                                                last_channel=16), True),
+    "convnext": ("convnext_base", dict(stages=((8, 1), (16, 1))), False),
+    "swin": ("swin_b", dict(embed_dim=8, depths=(2,), num_heads=(2,)), False),
+    "maxvit": ("maxvit_t", dict(stem_channels=8, block_channels=(16,), block_layers=(1,), head_dim=4,
+                                partition_size=2), True),
+}
+GRID = 256  # One zoom-in scale: 9 views, one of them the 1-crop view.
+
+
+def _with_model(config: ml_collections.ConfigDict, family: str) -> ml_collections.ConfigDict:
+  config.model.overrides = ml_collections.ConfigDict(FAMILIES[family][1])
+  return config
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_zoom_sweep_job(family, tmp_path):
+  name = FAMILIES[family][0]
+  config = _with_model(sweep_config.get_config(f"runlocal=1,model={name},limit=1,grid={GRID}"), family)
+  config.extra_crops, config.report, config.tensorboard = False, False, False
+  metrics = sweep_job.run(config, str(tmp_path))
+  assert metrics["num_images"] == 1 and metrics["num_views"] == 9
+  assert metrics["one_crop_accuracy"] in (0.0, 1.0) and 0.0 <= metrics["upper_bound_accuracy"] <= 1.0
+  rec = R.load(str(tmp_path / R.FINAL_FILE))
+  assert rec.top5.shape == (1, 9, 5) and rec.p_true.shape == rec.p_max.shape == (1, 9)
+  assert np.all((rec.top5 >= 0) & (rec.top5 < 1000))
+  assert np.all(np.isfinite(rec.p_max)) and np.all((rec.p_max > 0) & (rec.p_max <= 1))
+  assert np.all(np.isfinite(rec.agg_p)) and np.all((rec.p_true >= 0) & (rec.p_true <= rec.p_max + 1e-6))
+  with open(tmp_path / "config.json") as f:  # The overrides are part of the resume key.
+    assert json.load(f)["model"]["overrides"] == json.loads(config.model.overrides.to_json())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_tta_job(family, tmp_path):
+  name, _, has_bn = FAMILIES[family]
+  method = "memo_rrc" if has_bn else "baseline"  # MEMO with the BatchNorm prior (N = 16) where there is one
+  config = _with_model(tta_config.get_config(f"runlocal=1,method={method},model={name},limit=1,views=2"), family)
+  if family == "vit":  # Its position embedding is fixed at 224 px (runlocal's views are 64 px).
+    config.view.resize, config.view.crop = 256, 224
+  metrics = tta_job.run(config, str(tmp_path))
+  assert metrics["method"] == method and metrics["num_images"] == 1
+  assert metrics["accuracy"] in (0.0, 1.0) and (metrics["prior_strength"] == 16.0) == has_bn
+  rows = np.load(tmp_path / "seed_0" / tta_job.RECORDS_FILE)
+  assert rows["top5"].shape == rows["top5_p"].shape == (1, 5) and np.all(np.isfinite(rows["top5_p"]))
+  assert np.all(np.diff(rows["top5_p"][0]) <= 0) and 0 < rows["top5_p"][0, 0] <= 1
+  assert 0 <= rows["p_true"][0] <= rows["top5_p"][0, 0] + 1e-6
