@@ -74,6 +74,8 @@ def get_config(arg=None):
   c.top_k = 36  # The N of the paper's "N = 36" upper bound.
   c.report = True  # Write figures and report.html.
   c.gallery_size = 12  # Rescued images shown in the report.
+  # Images in the image explorer (explorer/explorer.html; rescued ones first; 0 = no explorer).
+  c.explorer_images = 4 if a.runlocal else 200
   c.tensorboard = True  # TensorBoard scalars in the workdir (zoomjax.scalars).
   c.progress_every_secs = 5.0 if a.runlocal else 30.0  # Progress log / TensorBoard interval.
   c.merge_timeout_s = 6 * 3600.0  # How long process 0 waits for the other processes' shards.

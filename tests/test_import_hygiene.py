@@ -11,7 +11,9 @@ import sys
 MODULES = ("zoomjax", "zoomjax.zoom", "zoomjax.sweep", "zoomjax.shards", "zoomjax.tta", "zoomjax.tta.memo",
            "zoomjax.tta.zoom_tta", "zoomjax.models", "zoomjax.data", "zoomjax.analyses", "zoomjax.report",
            "zoomjax.plots", "zoomjax.parallel", "zoomjax.checkpoints", "zoomjax.jobs.zoom_sweep", "zoomjax.jobs.tta",
-           "zoomjax.jobs.zoom_preview", "zoomjax.main", "zoomjax.cli", "zoomjax.scalars")
+           "zoomjax.jobs.zoom_preview", "zoomjax.main", "zoomjax.cli", "zoomjax.scalars",
+           "zoomjax.jobs.evaluate", "zoomjax.evaluate_report", "zoomjax.jobs.study", "zoomjax.study_report",
+           "zoomjax.explorer", "zoomjax.sweep_workdir", "zoomjax.selection", "zoomjax.per_class")
 FORBIDDEN = ("tensorflow", "keras", "clu.metric_writers", "clu.periodic_actions", "matplotlib.pyplot")
 
 _PROBE = """

@@ -76,6 +76,11 @@ def test_job_outputs(reference):
   assert np.all(rec.agg_p[:, sets.index("zoom-out"), 0] == 0)  # No scale below 224 in this grid.
   assert os.path.exists(os.path.join(work, "config.json"))
   assert os.path.exists(os.path.join(work, "report.html"))
+  # The image explorer of the finished sweep, linked from the report (its page is tested in test_explorer.py).
+  assert on_disk["explorer"] == os.path.join(work, "explorer", "explorer.html") and os.path.exists(on_disk["explorer"])
+  assert 'href="explorer/explorer.html"' in open(os.path.join(work, "report.html")).read()
+  with open(os.path.join(work, "explorer", "explorer_data.js")) as f:
+    assert f.read().startswith("window.EXPLORER_DATA = ")
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(work))
   assert sorted(os.listdir(os.path.join(work, shards.SHARD_DIR))) == ["shard_000000.npz", "shard_000001.npz"]
 

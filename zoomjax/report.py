@@ -178,8 +178,10 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
                  paper_dataset: Optional[str] = None, command: str = "", wall_time_s: Optional[float] = None,
                  read_image: Optional[Callable[[int], np.ndarray]] = None,
                  render_view: Optional[Callable[[np.ndarray, str], np.ndarray]] = None,
-                 gallery_size: int = 12, top_k: int = 36) -> str:
+                 gallery_size: int = 12, top_k: int = 36, explorer: Optional[str] = None) -> str:
   """Writes `<workdir>/report.html` and its figures; returns the page's path.
+
+  explorer: relative link of the image explorer (zoomjax.explorer) written next to the report, if any.
 
   read_image(global index) -> uint8 (H, W, 3) and render_view(image, view name) -> (224, 224, 3) pixels are
   needed for the gallery; without them the gallery lists the images without pictures.
@@ -199,6 +201,9 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   parts.append(f'<p class="muted">{" · ".join(_esc(m) for m in meta)}</p>')
   if command:
     parts.append(f"<p class=\"muted\">Command: <code>{_esc(command)}</code></p>")
+  if explorer:
+    parts.append(f'<p><a id="explorer-link" href="{_esc(explorer)}">Image explorer</a>: every view of every '
+                 "image (scale x anchor grid coloured by the true label's probability, crops on click)</p>")
 
   # Headline numbers.
   if paper_dataset and paper:

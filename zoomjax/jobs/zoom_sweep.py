@@ -164,10 +164,22 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
         workdir, rec, metrics, class_names=class_names, model=config.model.name, dataset=config.data.name,
         paper_dataset=pds, command=command, wall_time_s=wall_time_s, read_image=read_image,
         render_view=render_view_fn(int(config.grid.crop), int(config.grid.anchors)),
-        gallery_size=int(config.gallery_size), top_k=int(config.top_k))
+        gallery_size=int(config.gallery_size), top_k=int(config.top_k),
+        explorer="explorer/explorer.html" if int(config.get("explorer_images", 0)) > 0 else None)
     metrics["report"] = report_path
   metrics["complete"] = True
   atomic.write_json(path, metrics)
+  if config.get("report", True) and int(config.get("explorer_images", 0)) > 0:
+    # After "complete": the explorer reads the finished workdir. A failure here costs the explorer only.
+    from zoomjax import explorer  # pylint: disable=g-import-not-at-top
+    read = None if dataset is None else (lambda i: dataset.read(i)["image"])  # noqa: E731
+    try:
+      metrics["explorer"] = explorer.write_explorer(workdir, max_images=int(config.explorer_images), read_image=read)
+    except Exception as e:  # pylint: disable=broad-except
+      _log(f"the image explorer was not written ({type(e).__name__}: {e}); rerun python -m zoomjax.explorer "
+           f"{workdir}")
+    else:
+      atomic.write_json(path, metrics)
   return metrics
 
 
