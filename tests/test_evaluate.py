@@ -248,3 +248,31 @@ def test_cli_on_four_devices_gives_the_one_device_predictions(tmp_path):
       out[d] = {k: z[k] for k in ("top5", "p_true")}
   np.testing.assert_array_equal(out["d1"]["top5"], out["d4"]["top5"])
   np.testing.assert_allclose(out["d1"]["p_true"], out["d4"]["p_true"], rtol=1e-5, atol=1e-7)
+
+
+def test_openclip_zero_shot_classifier_through_the_evaluator(tmp_path):
+  """A tiny seeded open_clip ViT-H/14-like checkpoint (the golden of test_golden_clip_families.py): the job
+  passes the config's vocabulary, class names and head cache to the loader; the head is built once and cached."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  from goldens import load_golden, sw  # pylint: disable=import-outside-toplevel
+  g, state, _ = load_golden("clip_h14_tiny")
+  save_file(state, str(tmp_path / "model.safetensors"))
+  (tmp_path / "names.txt").write_text("\n".join(str(n) for n in g["class_names"]) + "\n")
+  sw.write_bpe_vocab(str(tmp_path / "vocab.txt.gz"), sw.synthetic_bpe_merges())
+  folder = _folder(tmp_path / "f", [(5, 0), (200, 1)])
+  c = evaluate_config.get_config(f"models=openclip_vit_h14@{tmp_path / 'model.safetensors'},data=folder:{folder},"
+                                 f"clip_vocab={tmp_path / 'vocab.txt.gz'},clip_classnames={tmp_path / 'names.txt'}")
+  c.model_overrides = dict(patch_size=8, width=320, depth=2, num_heads=4, mlp_dim=640, embed_dim=16, image_size=32)
+  c.clip.head_cache_dir = str(tmp_path / "heads")
+  c.batch_size = 2
+  summary = evaluate.run(c, str(tmp_path / "run"))
+  (pair,) = summary["pairs"]
+  assert pair["num_images"] == 2 and pair["preprocessing"]["input_size"] == 32
+  assert len(os.listdir(tmp_path / "heads")) >= 1  # The text head went to the cache.
+  key = json.loads((tmp_path / "run" / "pairs" / f"openclip_vit_h14__folder_{evaluate.slug(str(folder))}" /
+                    "config.json").read_text())
+  assert key["clip"]["class_names"] == str(tmp_path / "names.txt")
+  c.clip.vocab = str(tmp_path / "absent.txt.gz")  # A new head (new workdir, new cache) needs the vocabulary.
+  c.clip.head_cache_dir = str(tmp_path / "heads2")
+  with pytest.raises(errors.UserError, match="absent.txt.gz"):
+    evaluate.run(c, str(tmp_path / "run2"))
