@@ -2,7 +2,8 @@
 
   python experiments/bench_models.py --models efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 \\
       --batch 32 --runs 5 --grouped_depthwise
-  python experiments/bench_models.py --models families --batch 32 --runs 5   # issue 15's classifiers
+  python experiments/bench_models.py --models families --batch 32 --runs 5   # one model per family
+  python experiments/bench_models.py --models families --batch 2 --runs 1    # quick: does every row run?
 
 Weights are seeded random (`load(name, random_init=True)`): speed does not depend on their values. Models
 are timed round-robin (one batch of each per round) so load changes on a shared machine hit all of them
@@ -23,13 +24,20 @@ import numpy as np
 import zoomjax.models as zm
 
 
-# The paper's other torchvision classifiers (issue 15), full size, after the ResNet-50 baseline: `--models families`.
-FAMILIES = ("resnet50", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+# `--models families`: the zoo rows of BENCHMARKS.md (EfficientNet-Lite0 first: the baseline of every ratio
+# there), then one full-size model of each of issue 15's families, each at its own input size (EfficientNet-B7
+# at 600 px; L2-NS at 475/800 px is left out: about 5 TFLOPs per batch of 32 on CPU).
+FAMILIES = ("efficientnet_lite0", "resnet18", "resnet50", "vit_b32", "alexnet", "clip_vit_b32",
+            "resnext101_32x8d", "wide_resnet50_2", "vgg19", "efficientnet_b0", "tf_efficientnet_b7",
+            "mobilenet_v3_small", "mobilenet_v3_large", "convnext_base", "swin_b", "maxvit_t")
+# `--models variants`: every variant of issue 15's families, full size, after the ResNet-50 baseline.
+VARIANTS = ("resnet50", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
             "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2",
             "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
-            "mobilenet_v3_small", "mobilenet_v3_large", "swin_t", "swin_s", "swin_b",
+            "mobilenet_v3_small", "mobilenet_v3_large", "swin_t", "swin_s", "swin_b", "maxvit_t",
             *(f"{p}efficientnet_b{i}" for p in ("", "tf_") for i in range(8)),
             "tf_efficientnet_l2_ns_475")  # L2 at 800 px needs far more than 24 GB at batch 32.
+NAMED = {"families": FAMILIES, "variants": VARIANTS}
 
 
 def _flops(compiled) -> float:
@@ -87,16 +95,18 @@ def table(entries: List[Dict[str, Any]], batch: int) -> str:
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--models", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2",
-                  help="comma-separated registered names, 'families' (FAMILIES) or 'all' (the first is the "
-                       "baseline)")
+                  help="comma-separated registered names, 'families' (FAMILIES: one per family), 'variants' "
+                       "(VARIANTS) or 'all' (the first is the baseline)")
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--runs", type=int, default=5, help="timed rounds (>= 5 for a stable median)")
   ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16"])
   ap.add_argument("--grouped_depthwise", action="store_true",
                   help="also time EfficientNet-Lite with the grouped-conv depthwise implementation")
   args = ap.parse_args(argv)
-  names = (zm.list_models() if args.models == "all" else list(FAMILIES) if args.models == "families"
+  names = (zm.list_models() if args.models == "all" else list(NAMED[args.models]) if args.models in NAMED
            else [m for m in args.models.split(",") if m])
+  for name in names:  # An unknown name fails now, not after the models before it have compiled.
+    zm.get_spec(name)
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, None: None}[args.dtype]
   entries = []
   for name in names:
