@@ -453,3 +453,13 @@ def test_cli_second_process_is_refused_then_kill_9_mid_shard_resumes_to_the_same
   got, want = R.load(str(work / R.FINAL_FILE)), R.load(str(ref / R.FINAL_FILE))
   for f in R.PER_IMAGE + R.NAMES:
     np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
+
+
+def test_a_new_empty_config_block_does_not_block_resuming(tmp_path):
+  """A workdir written before `model.overrides` existed resumes; a non-empty override is still a difference."""
+  from zoomjax.errors import UserError  # pylint: disable=import-outside-toplevel
+  old = {"model": {"name": "resnet50", "checkpoint": None}}
+  shards.check_or_write_config(str(tmp_path), old, ("model",))
+  shards.check_or_write_config(str(tmp_path), {"model": {**old["model"], "overrides": {}}}, ("model",))
+  with pytest.raises(UserError, match=r"model.overrides.width: None there, 8 now"):
+    shards.check_or_write_config(str(tmp_path), {"model": {**old["model"], "overrides": {"width": 8}}}, ("model",))

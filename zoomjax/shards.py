@@ -364,11 +364,15 @@ def check_or_write_config(workdir: str, config_json: Dict[str, Any], result_fiel
 
 
 def _leaves(tree: Dict[str, Any], prefixes: Sequence[str]) -> Dict[str, Any]:
-  """{dotted path: value} of the leaves of `tree` under any of the dotted `prefixes`."""
+  """{dotted path: value} of the leaves of `tree` under any of the dotted `prefixes`.
+
+  An empty dict holds no leaf, so a field added later as an empty block (e.g. `model.overrides`) does not make
+  older workdirs unresumable.
+  """
   out = {}
 
   def walk(node, path):
-    if isinstance(node, dict) and node:
+    if isinstance(node, dict):
       for k, v in node.items():
         walk(v, f"{path}.{k}" if path else k)
     elif any(path == p or path.startswith(p + ".") for p in prefixes):
