@@ -1,4 +1,4 @@
-"""Every model family through the zoom sweep and TTA jobs (issue 15): random_init at tiny widths
+"""Every model family through the zoom sweep, TTA and evaluation jobs (issue 15): random_init at tiny widths
 (`config.model.overrides`), one demo photo, a one-scale grid, two MEMO views. The numbers are meaningless;
 what is checked is that each family's module runs inside each job's programs (zoom views, MEMO's gradient
 through prior-mode BatchNorm where the family has BatchNorm) and yields finite records of the right shapes.
@@ -9,9 +9,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import evaluate as evaluate_config
 from configs import tta as tta_config
 from configs import zoom_sweep as sweep_config
 from zoomjax import records as R
+from zoomjax.jobs import evaluate as evaluate_job
 from zoomjax.jobs import tta as tta_job
 from zoomjax.jobs import zoom_sweep as sweep_job
 
@@ -37,6 +39,8 @@ FAMILIES = {
     "swin": ("swin_b", dict(embed_dim=8, depths=(2,), num_heads=(2,)), False),
     "maxvit": ("maxvit_t", dict(stem_channels=8, block_channels=(16,), block_layers=(1,), head_dim=4,
                                 partition_size=2), True),
+    # Zero-shot CLIP with a random head (random_init needs no text data).
+    "clip": ("clip_vit_b32", dict(patch_size=32, width=32, depth=1, num_heads=2, mlp_dim=64, embed_dim=16), False),
 }
 GRID = 256  # One zoom-in scale: 9 views, one of them the 1-crop view.
 
@@ -68,7 +72,7 @@ def test_tta_job(family, tmp_path):
   name, _, has_bn = FAMILIES[family]
   method = "memo_rrc" if has_bn else "baseline"  # MEMO with the BatchNorm prior (N = 16) where there is one
   config = _with_model(tta_config.get_config(f"runlocal=1,method={method},model={name},limit=1,views=2"), family)
-  if family == "vit":  # Its position embedding is fixed at 224 px (runlocal's views are 64 px).
+  if family in ("vit", "clip"):  # Their position embeddings are fixed at 224 px (runlocal's views are 64 px).
     config.view.resize, config.view.crop = 256, 224
   metrics = tta_job.run(config, str(tmp_path))
   assert metrics["method"] == method and metrics["num_images"] == 1
@@ -77,3 +81,18 @@ def test_tta_job(family, tmp_path):
   assert rows["top5"].shape == rows["top5_p"].shape == (1, 5) and np.all(np.isfinite(rows["top5_p"]))
   assert np.all(np.diff(rows["top5_p"][0]) <= 0) and 0 < rows["top5_p"][0, 0] <= 1
   assert 0 <= rows["p_true"][0] <= rows["top5_p"][0, 0] + 1e-6
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_evaluate_job(family, tmp_path):
+  name = FAMILIES[family][0]
+  config = evaluate_config.get_config(f"runlocal=1,models={name},limit=1")
+  config.model_overrides = ml_collections.ConfigDict(FAMILIES[family][1])
+  config.gallery_size = 0
+  summary = evaluate_job.run(config, str(tmp_path))
+  (pair,) = summary["pairs"]
+  assert pair["num_images"] == 1 and pair["top1"] in (0.0, 1.0) and pair["top5"] >= pair["top1"]
+  assert pair["preprocessing"]["input_size"] >= 224  # The checkpoint's own eval view, not a runlocal size.
+  rows = np.load(tmp_path / pair["predictions"])
+  assert rows["top5"].shape == rows["top5_p"].shape == (1, 5) and np.all(np.isfinite(rows["top5_p"]))
+  assert np.all(np.diff(rows["top5_p"][0]) <= 0) and 0 < rows["top5_p"][0, 0] <= 1
