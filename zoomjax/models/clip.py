@@ -464,7 +464,8 @@ def _prepare_zero_shot(name: str, family: ZeroShotFamily, flat: Optional[Dict[st
     flat["visual.positional_embedding"] = resample_position_embedding(flat["visual.positional_embedding"],
                                                                       (grid, grid))
   if "zeroshot_head" in flat:
-    if class_names is not None or templates is not None:
+    # Jobs pass the defaults to every CLIP model; only other text data would be silently ignored.
+    if class_names not in (None, "", *zs.CLASS_NAME_SETS) or templates not in (None, "", *zs.TEMPLATE_SETS):
       warn(f"{path}: the checkpoint already holds a zero-shot head {flat['zeroshot_head'].shape}; class_names / "
            "templates apply only to full CLIP state dicts and are ignored")
   elif "token_embedding.weight" in flat:
@@ -495,9 +496,9 @@ NUM_PARAMS = {"ViT-B-32": 87_849_216 + 512_000, "ViT-B-16": 86_192_640 + 512_000
               "ViT-H-14": 632_076_800 + 1_024_000, "ViT-g-14": 1_012_645_632 + 1_024_000,
               "ViT-bigG-14": 1_844_907_264 + 1_280_000}
 
-_OPENAI_URL = "https://openaipublic.azureedge.net/clip/models/"
-_OPENAI_HINT = ("Pass OpenAI's `{file}` (the `clip` package's download, {url}...; open_clip's `{arch}` "
-                "pretrained='openai' is the same file) or open_clip's open_clip_pytorch_model.bin / "
+_OPENAI_HINT = ("Pass OpenAI's `{file}` (what the `clip` package downloads from openaipublic.azureedge.net; "
+                "open_clip's `{arch}` pretrained='openai' is the same file) or open_clip's "
+                "open_clip_pytorch_model.bin / "
                 "open_clip_model.safetensors of hf-hub {hub}; the text head is computed once from it (pass "
                 "vocab=bpe_simple_vocab_16e6.txt.gz unless open_clip is installed) and cached. An already-built "
                 "zero-shot file (python -m zoomjax.models.clip --out) also works.")
@@ -509,17 +510,16 @@ _INCEPTION = dataclasses.replace(CLIP_PREPROCESSING, mean=(127.5,) * 3, std=(127
 # name, arch, activation, preprocessing (at 224; rescaled to the arch's size), hint
 _ENTRIES = (
     ("clip_vit_b32", "ViT-B-32", "quick_gelu", CLIP_PREPROCESSING,
-     _OPENAI_HINT.format(file="ViT-B-32.pt", url=_OPENAI_URL, arch="ViT-B-32", hub="timm/vit_base_patch32_clip_224.openai")),
+     _OPENAI_HINT.format(file="ViT-B-32.pt", arch="ViT-B-32", hub="timm/vit_base_patch32_clip_224.openai")),
     ("clip_vit_b16", "ViT-B-16", "quick_gelu", CLIP_PREPROCESSING,
-     _OPENAI_HINT.format(file="ViT-B-16.pt", url=_OPENAI_URL, arch="ViT-B-16", hub="timm/vit_base_patch16_clip_224.openai")),
+     _OPENAI_HINT.format(file="ViT-B-16.pt", arch="ViT-B-16", hub="timm/vit_base_patch16_clip_224.openai")),
     ("clip_vit_l14", "ViT-L-14", "quick_gelu", CLIP_PREPROCESSING,
-     _OPENAI_HINT.format(file="ViT-L-14.pt", url=_OPENAI_URL, arch="ViT-L-14", hub="timm/vit_large_patch14_clip_224.openai")),
+     _OPENAI_HINT.format(file="ViT-L-14.pt", arch="ViT-L-14", hub="timm/vit_large_patch14_clip_224.openai")),
     ("clip_vit_l14_336", "ViT-L-14-336", "quick_gelu", CLIP_PREPROCESSING,
-     _OPENAI_HINT.format(file="ViT-L-14-336px.pt", url=_OPENAI_URL, arch="ViT-L-14-336",
-                         hub="timm/vit_large_patch14_clip_336.openai")),
+     _OPENAI_HINT.format(file="ViT-L-14-336px.pt", arch="ViT-L-14-336", hub="timm/vit_large_patch14_clip_336.openai")),
     # The zoom study fed OpenAI's L/14 ImageNet-normalised crops (paper.md §5).
     ("clip_vit_l14_zoompaper", "ViT-L-14", "quick_gelu", ZOOM_PAPER_CLIP_PREPROCESSING,
-     _OPENAI_HINT.format(file="ViT-L-14.pt", url=_OPENAI_URL, arch="ViT-L-14", hub="timm/vit_large_patch14_clip_224.openai")),
+     _OPENAI_HINT.format(file="ViT-L-14.pt", arch="ViT-L-14", hub="timm/vit_large_patch14_clip_224.openai")),
     ("openclip_vit_b32", "ViT-B-32", "gelu", CLIP_PREPROCESSING,
      _OPENCLIP_HINT.format(arch="ViT-B-32", hub="laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
                            tags="laion2b_s34b_b79k, laion2b_e16, datacomp_*, commonpool_*")),
