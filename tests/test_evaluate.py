@@ -276,3 +276,12 @@ def test_openclip_zero_shot_classifier_through_the_evaluator(tmp_path):
   c.clip.head_cache_dir = str(tmp_path / "heads2")
   with pytest.raises(errors.UserError, match="absent.txt.gz"):
     evaluate.run(c, str(tmp_path / "run2"))
+
+
+def test_every_imagenet_hard_paper_row_names_a_registered_model():
+  import zoomjax.models as zm  # pylint: disable=import-outside-toplevel
+  from zoomjax import paper_numbers as P  # pylint: disable=import-outside-toplevel
+  names = set(zm.list_models())
+  rows = list(P.IMAGENET_HARD) + [m for m, _ in P.IMAGENET_HARD_OPENCLIP]
+  assert [m for m in rows if m not in names] == []
+  assert P.imagenet_hard("openclip_vit_bigg14", "laion2b_s39b_b160k") == 15.93 and P.imagenet_hard("vgg19") == 11.985

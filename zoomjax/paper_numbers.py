@@ -330,7 +330,7 @@ IMAGENET_HARD_OPENCLIP = {
     ("openclip_vit_b16", "laion400m_e31"): 6.31, ("openclip_vit_b16", "laion400m_e32"): 6.46,
     ("openclip_vit_b16", "laion2b_s34b_b88k"): 7.18, ("openclip_vit_b16", "datacomp_l_s1b_b8k"): 5.98,
     ("openclip_vit_l14", "laion400m_e31"): 8.83, ("openclip_vit_l14", "laion400m_e32"): 8.72,
-    ("openclip_vit_l14", "laion2b_s32b_b82k"): 10.13, ("openclip_vit_l14", "datacomp_xl_s13b_b90k"): 15.60,
+    ("openclip_vit_l14_laion2b", "laion2b_s32b_b82k"): 10.13, ("openclip_vit_l14", "datacomp_xl_s13b_b90k"): 15.60,
     ("openclip_vit_l14", "commonpool_xl_clip_s13b_b90k"): 11.58,
     ("openclip_vit_l14", "commonpool_xl_laion_s13b_b90k"): 11.42,
     ("openclip_vit_l14", "commonpool_xl_s13b_b90k"): 12.44,
