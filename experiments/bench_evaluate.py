@@ -10,6 +10,8 @@ Three ways to get the same top-1 for the same images:
   model-only   the same jitted model program on the same batch shape, views already in device memory: the floor.
   PIL loop     decode with PIL, Resize + CenterCrop with PIL, normalise in NumPy, batch, jitted forward: the
                torchvision-style evaluation loop.
+  host alone   the job's make_batches without the model: the decoding and resizing any evaluator pays; on a
+               CPU-only machine it shares the cores with the model, on an accelerator it overlaps.
 Prints images/s (median of --runs after a warm-up, the three interleaved) and the ratios.
 """
 import argparse
@@ -104,7 +106,13 @@ def main():
       batch = np.stack([pil_view(dataset.fetch(i), pp) for i in range(s, s + args.batch_size)])
       np.asarray(jnp.argmax(predict(bundle.variables, jnp.asarray(batch)), -1))
 
-  t_job, t_model, t_pil = timed_interleaved([job_way, model_only, pil_loop], args.runs)
+  def host_only():
+    for batch in data_lib.make_batches(dataset, batch_size=args.batch_size, indices=indices,
+                                       num_workers=int(config.num_workers), transform=pp.pil_view,
+                                       transform_hw=(pp.input_size, pp.input_size)):
+      np.asarray(batch["image"]).sum()
+
+  t_job, t_model, t_pil, t_host = timed_interleaved([job_way, model_only, pil_loop, host_only], args.runs)
   ips = [n / t for t in (t_job, t_model, t_pil)]
   print(f"{args.model} on {dataset.name}: {n} images, batch {args.batch_size}, preprocessing resize "
         f"{pp.resize_size} {pp.resize_method} -> crop {pp.input_size}; {jax.device_count()} device(s) "
@@ -114,8 +122,11 @@ def main():
   for name, v in (("job (make_batches with PIL views + model program)", ips[0]), ("model-only", ips[1]),
                   ("PIL decode + resize/crop + model loop", ips[2])):
     print(f"| {name} | {v:.1f} | {v / ips[1]:.3f} |")
+  print(f"| host pipeline alone (decode + PIL view, {config.num_workers} threads, no model) | {n / t_host:.1f} | "
+        f"{n / t_host / ips[1]:.3f} |")
   print(f"pipeline cost on top of the model: {100 * (t_job / t_model - 1):.1f} %; job vs PIL loop: "
-        f"{ips[0] / ips[2]:.2f}x")
+        f"{ips[0] / ips[2]:.2f}x; host work alone: {1000 * t_host / n:.2f} ms per image (wall, "
+        f"{config.num_workers} threads) against {1000 * t_model / n:.2f} ms of model")
 
 
 if __name__ == "__main__":

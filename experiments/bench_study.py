@@ -83,6 +83,8 @@ def main():
   args = p.parse_args()
   if args.quick:
     args.runs, args.images, args.held_out_runs = 3, 2000, 2
+  if args.scratch:
+    os.makedirs(args.scratch, exist_ok=True)
   scratch = tempfile.mkdtemp(prefix="bench_study_", dir=args.scratch)
   times = {k: [] for k in ("load", "analyse", "per_class", "held_out")}
   facts, best = [], None
