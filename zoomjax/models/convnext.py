@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from zoomjax.checkpoints.convert_torchvision import convert_convnext
 from zoomjax.models import registry
+from zoomjax.models.efficientnet_lite import DepthwiseConv
 from zoomjax.models.preprocessing import torchvision_preprocessing
 
 # torchvision's block settings: (width, blocks) per stage; a 2x2/2 downsample sits between stages.
@@ -35,8 +36,8 @@ class CNBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
-    y = nn.Conv(c, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=c, dtype=self.dtype,
-                param_dtype=jnp.float32, name="conv_dw")(x)
+    # The shift form on XLA:CPU (grouped convolutions are slow there); nn.Conv's parameters.
+    y = DepthwiseConv(7, 1, dtype=self.dtype, padding="symmetric", use_bias=True, name="conv_dw")(x)
     y = _layer_norm(self.dtype, "norm")(y)
     y = nn.Dense(4 * c, dtype=self.dtype, param_dtype=jnp.float32, name="fc1")(y)
     y = nn.gelu(y, approximate=False)  # torch nn.GELU() is the exact erf form

@@ -100,12 +100,13 @@ ACTIVATIONS = {"relu6": jax.nn.relu6, "silu": jax.nn.silu}
 
 
 class DepthwiseConv(nn.Module):
-  """Depthwise k x k conv, TF 'SAME', no bias; kernel (k, k, 1, C) as for `nn.Conv(feature_group_count=C)`."""
+  """Depthwise k x k conv; kernel (k, k, 1, C) (and `bias` (C,)) as for `nn.Conv(feature_group_count=C)`."""
   kernel_size: int
   stride: int = 1
   impl: Optional[str] = None  # 'shift' | 'grouped' | None: 'shift' on CPU, 'grouped' elsewhere.
   dtype: Any = jnp.float32
   padding: str = "same"  # 'same' (TF) | 'symmetric' (torch k // 2).
+  use_bias: bool = False  # ConvNeXt's depthwise conv has one.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -115,15 +116,18 @@ class DepthwiseConv(nn.Module):
                         (k, k, 1, c), jnp.float32)
     kernel = kernel[:, :, 0, :].astype(self.dtype)
     x = x.astype(self.dtype)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if self.use_bias else None
     impl = self.impl or default_depthwise_impl()
     # None keeps the TF-'SAME' call of the kernels exactly as EfficientNet-Lite has always made it.
     pad = None if self.padding == "same" else conv_padding(x.shape[1], x.shape[2], k, self.stride, self.padding)
     if impl == "shift":  # Looked up at trace time (experiments/bench_depthwise.py swaps the backward pass).
-      return (depthwise.depthwise_conv_shift(x, kernel, self.stride) if pad is None
-              else depthwise.depthwise_conv_shift(x, kernel, self.stride, pad))
-    if impl == "grouped":
-      return depthwise.depthwise_conv_grouped(x, kernel, self.stride, pad)
-    raise ValueError(f"depthwise impl must be 'shift' or 'grouped', got {impl!r}")
+      y = (depthwise.depthwise_conv_shift(x, kernel, self.stride) if pad is None
+           else depthwise.depthwise_conv_shift(x, kernel, self.stride, pad))
+    elif impl == "grouped":
+      y = depthwise.depthwise_conv_grouped(x, kernel, self.stride, pad)
+    else:
+      raise ValueError(f"depthwise impl must be 'shift' or 'grouped', got {impl!r}")
+    return y if bias is None else y + bias.astype(y.dtype)
 
 
 class PatchConv(nn.Module):

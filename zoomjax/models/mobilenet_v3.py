@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from zoomjax.checkpoints.convert_torchvision import convert_mobilenet_v3
 from zoomjax.models import registry
+from zoomjax.models.efficientnet_lite import DepthwiseConv
 from zoomjax.models.layers import BatchNorm
 from zoomjax.models.preprocessing import torchvision_preprocessing
 
@@ -48,9 +49,13 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     p = (self.kernel - 1) // 2
-    x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride), padding=((p, p), (p, p)),
-                feature_group_count=self.groups, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                name="conv")(x)
+    if self.groups > 1 and self.groups == self.features == x.shape[-1]:
+      # Depthwise: the shift form on XLA:CPU (grouped convolutions are slow there), same parameters.
+      x = DepthwiseConv(self.kernel, self.stride, dtype=self.dtype, padding="symmetric", name="conv")(x)
+    else:
+      x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride), padding=((p, p), (p, p)),
+                  feature_group_count=self.groups, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                  name="conv")(x)
     x = BatchNorm(epsilon=_BN_EPS, prior_strength=self.bn_prior_strength, dtype=self.dtype, name="bn")(x)
     if self.activation == "relu":
       x = nn.relu(x)
