@@ -16,9 +16,7 @@ Prints images/s (median of --runs after a warm-up, the three interleaved) and th
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,24 +24,13 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from configs import evaluate as evaluate_config  # noqa: E402
 from zoomjax import data as data_lib  # noqa: E402
 from zoomjax import parallel  # noqa: E402
 from zoomjax.jobs import evaluate as job  # noqa: E402
-
-
-def timed_interleaved(fns, runs):
-  """Median seconds of each fn; the fns alternate within every repetition so that they see the same load."""
-  for fn in fns:
-    fn()  # Warm-up (compile).
-  times = [[] for _ in fns]
-  for _ in range(runs):
-    for fn, ts in zip(fns, times):
-      t0 = time.perf_counter()
-      fn()
-      ts.append(time.perf_counter() - t0)
-  return [statistics.median(ts) for ts in times]
+from bench_sweep import timed_interleaved  # noqa: E402  (the fns alternate within every repetition)
 
 
 def pil_view(path_or_bytes, pp):

@@ -35,19 +35,24 @@ figcaption{font-size:11px;color:#555;text-align:center} .ok{color:#17803d} .bad{
 code{background:#f6f6f6;padding:1px 4px}
 """
 
-_SCRIPT = """
+def image_check_script(what: str = "report") -> str:
+  """The page script that flags images that fail to load (visibly, on the console, in `data-images-ok`)."""
+  return """
 window.addEventListener('load', function () {
   var bad = 0;
   for (var i = 0; i < document.images.length; i++) {
     var im = document.images[i];
     if (!(im.complete && im.naturalWidth > 0)) {
       bad++; im.classList.add('missing'); im.alt = 'missing: ' + im.getAttribute('src');
-      console.error('report image failed to load: ' + im.getAttribute('src'));
+      console.error('WHAT image failed to load: ' + im.getAttribute('src'));
     }
   }
   document.body.setAttribute('data-images-ok', String(document.images.length - bad));
 });
-"""
+""".replace("WHAT", what)
+
+
+_SCRIPT = image_check_script("report")
 
 
 def _pct(x: Optional[float]) -> str:

@@ -19,6 +19,7 @@ from zoomjax import analyses
 from zoomjax import atomic
 from zoomjax import paper_numbers as P
 from zoomjax import plots
+from zoomjax import report
 from zoomjax import selection
 
 ASSETS = "study"
@@ -39,19 +40,7 @@ td.l,th.l{text-align:left} .muted{color:#777;font-size:13px} .paper{color:#777;f
 .missing{outline:3px solid #b42318}
 """
 
-_SCRIPT = """
-window.addEventListener('load', function () {
-  var bad = 0;
-  for (var i = 0; i < document.images.length; i++) {
-    var im = document.images[i];
-    if (!(im.complete && im.naturalWidth > 0)) {
-      bad++; im.classList.add('missing'); im.alt = 'missing: ' + im.getAttribute('src');
-      console.error('study image failed to load: ' + im.getAttribute('src'));
-    }
-  }
-  document.body.setAttribute('data-images-ok', String(document.images.length - bad));
-});
-"""
+_SCRIPT = report.image_check_script("study")
 
 
 def cell(value: Optional[float], ci: Optional[Sequence[float]] = None) -> str:
