@@ -230,3 +230,14 @@ def test_bootstrap_intervals_are_seeded_and_match_resampling():
   assert set(m["ci95"]) == {"one_crop_accuracy", "upper_bound_accuracy", "aggregation/zoom-in mean"}
   lo, hi = m["ci95"]["one_crop_accuracy"]
   assert 0.39 < lo < 0.42 and 0.58 < hi < 0.61  # 50 % of 100 images: about [40, 60].
+
+
+def test_unsolved_cli_ends_a_user_error_in_one_line(tmp_path):
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  out = subprocess.run([sys.executable, "-m", "zoomjax.analyses", "unsolved", str(tmp_path / "absent")],
+                       capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  assert "zoomjax: error: " in out.stderr and "records.npz does not exist" in out.stderr

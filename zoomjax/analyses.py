@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from zoomjax.data.label_space import is_correct
+from zoomjax.errors import NotFoundError
 from zoomjax.zoom import parse_view_name, view_name  # noqa: F401  (re-exported: analyses name views)
 
 ONE_CROP_VIEW = "LOC:1_1_Size:256"
@@ -371,7 +372,7 @@ def unsolved_across_workdirs(workdirs: Sequence[str]) -> Dict:
   for w in workdirs:
     path = os.path.join(w, records_lib.FINAL_FILE)
     if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} does not exist: finish the sweep in {w} first")
+      raise NotFoundError(f"{path} does not exist: finish the sweep in {w} first")
     per[w] = solved_by_image(records_lib.load(path))
   unsolved = unsolved_by_all(per)
   common = set.intersection(*(set(d) for d in per.values())) if per else set()
@@ -383,6 +384,12 @@ def unsolved_across_workdirs(workdirs: Sequence[str]) -> Dict:
 if __name__ == "__main__":
   import json  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
+  from zoomjax import cli  # pylint: disable=g-import-not-at-top
   if len(sys.argv) < 3 or sys.argv[1] != "unsolved":
-    sys.exit("usage: python -m zoomjax.analyses unsolved WORKDIR [WORKDIR ...]")
-  print(json.dumps(nan_to_none(unsolved_across_workdirs(sys.argv[2:])), indent=2))
+    sys.exit("usage: python -m zoomjax.analyses unsolved WORKDIR [WORKDIR ...] (the study job, "
+             "configs/study.py, does this and more)")
+  try:
+    print(json.dumps(nan_to_none(unsolved_across_workdirs(sys.argv[2:])), indent=2))
+  except Exception as e:  # pylint: disable=broad-except  User errors end in one line; bugs are re-raised.
+    cli.exit_on_user_error(e, "--verbose" in sys.argv)
+    raise
