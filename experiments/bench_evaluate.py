@@ -64,12 +64,11 @@ def main():
   n -= n % args.batch_size
   if n == 0:
     raise SystemExit(f"--limit {args.limit} holds no whole batch of {args.batch_size}")
-  bundle = job.load_model(config, entry)
-  pp = job.preprocessing_for(bundle.preprocessing, config.preprocessing)
   mesh = parallel.make_mesh()
+  model = job.prepare_model(config, entry, mesh)
+  bundle, pp, step, variables = model.bundle, model.pp, model.step, model.variables
   space = dataset.label_space
-  step = job.make_step(bundle, pp, None if space.class_subset is None else space.logit_mask(), mesh, jnp.float32)
-  variables = parallel.replicate(bundle.variables, mesh)
+  mask = job.logit_mask(space, bundle.num_classes)
   indices = list(range(n))
 
   def job_way():
@@ -77,14 +76,14 @@ def main():
                                        num_workers=int(config.num_workers), transform=pp.pil_view,
                                        transform_hw=(pp.input_size, pp.input_size)):
       args_ = (batch["image"], batch["labels"].astype(np.int32))
-      np.asarray(parallel.to_host(step(variables, *parallel.shard_batch(args_, mesh)))["top5"])
+      np.asarray(parallel.to_host(step(variables, *parallel.shard_batch(args_, mesh), mask))["top5"])
 
   views = jnp.full((args.batch_size, pp.input_size, pp.input_size, 3), 100, jnp.uint8)
   labels = jnp.zeros((args.batch_size, space.max_labels), jnp.int32)
 
   def model_only():
     for _ in range(n // args.batch_size):
-      np.asarray(parallel.to_host(step(variables, views, labels))["top5"])
+      np.asarray(parallel.to_host(step(variables, views, labels, mask))["top5"])
 
   predict = jax.jit(bundle.predict_fn())
 

@@ -101,11 +101,13 @@ def _config(models, data, **fields):
 def test_fake_imagenet_hard_top1_top5_and_per_origin(tmp_path, fake_model):
   _write_hard_parquet(tmp_path / "hard")
   folder = _folder(tmp_path / "folder", [(5, 5), (7, 9), (9, 300)])
-  c = _config(FAKE, f"imagenet_hard@{tmp_path / 'hard'};folder:{folder}", data_dir=str(tmp_path / "tfds"))
+  other = _folder(tmp_path / "other", [(3, 3)])  # Same label width as `folder`: same executable.
+  c = _config(FAKE, f"imagenet_hard@{tmp_path / 'hard'};folder:{folder};folder:{other}",
+              data_dir=str(tmp_path / "tfds"))
   TRACES["model"] = 0
   summary = evaluate.run(c, str(tmp_path / "run"))
-  # One trace for the random init, then one per pair: the model program is not retraced per batch or per
-  # image size (the views are made on the host, so every batch has one shape).
+  # One trace for the random init, then one per label width (ImageNet-Hard 10, the folder 1): the model program
+  # is not retraced per batch, image size or class mask (views are made on the host; the mask is an argument).
   assert TRACES["model"] == 1 + 2
   pairs = {p["dataset"]: p for p in summary["pairs"]}
   hard = pairs["imagenet_hard"]
@@ -126,11 +128,13 @@ def test_fake_imagenet_hard_top1_top5_and_per_origin(tmp_path, fake_model):
   m = json.loads((pair_dir / "metrics.json").read_text())
   assert m["complete"] is True and m["preprocessing"]["input_size"] == 8
   # results.csv / results.md hold one row per pair.
+  assert pairs[f"folder:{other}"]["top1"] == 1.0
   rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
-  assert [(r["model"], r["dataset"]) for r in rows] == [(FAKE, "imagenet_hard"), (FAKE, f"folder:{folder}")]
+  assert [(r["model"], r["dataset"]) for r in rows] == [(FAKE, "imagenet_hard"), (FAKE, f"folder:{folder}"),
+                                                         (FAKE, f"folder:{other}")]
   assert float(rows[0]["top1"]) == pytest.approx(0.4) and float(rows[0]["top5"]) == pytest.approx(0.6)
   md = (tmp_path / "run" / "results.md").read_text()
-  assert md.splitlines()[0] == f"| model | imagenet_hard | folder:{folder} |" and "40.00% [" in md
+  assert md.splitlines()[0] == f"| model | imagenet_hard | folder:{folder} | folder:{other} |" and "40.00% [" in md
   page = (tmp_path / "run" / "report.html").read_text()
   assert "Per origin" in page and "objectnet" in page and "most confident failures" in page
 

@@ -171,27 +171,45 @@ def load_model(config: ml_collections.ConfigDict, entry: ModelEntry):
                      seed=int(config.model_seed), **kw)
 
 
-def make_step(bundle, pp: Preprocessing, logit_mask: Optional[np.ndarray], mesh: jax.sharding.Mesh, dtype):
-  """`step(variables, views uint8 (B, S, S, 3), labels) -> top-5, p_true, finite`, jitted once per model.
+def make_step(bundle, pp: Preprocessing, mesh: jax.sharding.Mesh, dtype):
+  """`step(variables, views uint8 (B, S, S, 3), labels, logit_mask) -> top-5, p_true, finite`, jitted once per
+  model: the dataset's class mask is an argument, so datasets of one label width share the executable.
 
   The views are made on the host by `pp.pil_view` in the decode threads (PIL's resize is exact and its cost
   is what the reference loaders pay too), so one executable serves every image size.
   """
-  module_pp = dataclasses.replace(bundle.preprocessing, mean=pp.mean, std=pp.std)
-  predict = dataclasses.replace(bundle, preprocessing=module_pp).predict_fn(
-      dtype=None if dtype == jnp.float32 else dtype)
-  mask = None if logit_mask is None else jnp.asarray(np.asarray(logit_mask, bool))
+  predict = dataclasses.replace(bundle, preprocessing=pp).predict_fn(dtype=None if dtype == jnp.float32 else dtype)
 
-  def model_fn(variables, views, labels):
+  def model_fn(variables, views, labels, logit_mask):
     logits = predict(variables, views.astype(jnp.float32)).astype(jnp.float32)
     finite = jnp.all(jnp.isfinite(logits), axis=-1)
-    if mask is not None:
-      logits = jnp.where(mask, logits, -jnp.inf)
+    logits = jnp.where(logit_mask, logits, -jnp.inf)
     out = sweep.compact_outputs(jax.nn.softmax(logits, axis=-1), labels)
     out["finite"] = finite[:, None]
     return out
 
-  return parallel.data_parallel_jit(model_fn, mesh, num_args=3)
+  return parallel.data_parallel_jit(model_fn, mesh, num_args=4, replicated_argnums=(0, 3))
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedModel:
+  """One entry's bundle, preprocessing, jitted step and replicated variables, shared by all its datasets."""
+  bundle: Any
+  pp: Preprocessing
+  step: Any
+  variables: Any
+
+
+def prepare_model(config: ml_collections.ConfigDict, entry: ModelEntry, mesh: jax.sharding.Mesh) -> PreparedModel:
+  bundle = load_model(config, entry)
+  pp = preprocessing_for(bundle.preprocessing, config.preprocessing)
+  return PreparedModel(bundle, pp, make_step(bundle, pp, mesh, _dtype(config.dtype)),
+                       parallel.replicate(bundle.variables, mesh))
+
+
+def logit_mask(space, num_classes: int) -> np.ndarray:
+  """The dataset's scored classes (all of the model's outputs when it scores every class)."""
+  return np.ones(num_classes, bool) if space.class_subset is None else space.logit_mask()
 
 
 def hits(top5: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -255,20 +273,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
     raise UserError(f"data lists a dataset twice: {names}")
   for entry in entries:  # A finished pair of another config is refused before anything is loaded.
     for d in data_entries:
-      _check_pair_key(os.path.join(workdir, PAIRS_DIR, f"{slug(entry.row)}__{slug(d.name)}"),
-                      _pair_key(config, entry, d))
+      _check_pair_key(_pair_dir(workdir, entry, d), _pair_key(config, entry, d))
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh()
   results = []
   for entry in entries:
-    bundle = None
+    model = None
     for d in data_entries:
-      pair_dir = os.path.join(workdir, PAIRS_DIR, f"{slug(entry.row)}__{slug(d.name)}")
+      pair_dir = _pair_dir(workdir, entry, d)
       done = _complete_metrics(pair_dir)
       if done is None:
-        if bundle is None:
-          bundle = load_model(config, entry)
-        done = evaluate_pair(config, pair_dir, entry, d, datasets[d.name], bundle, mesh)
+        if model is None:
+          model = prepare_model(config, entry, mesh)
+        done = evaluate_pair(config, pair_dir, entry, d, datasets[d.name], model, mesh)
       else:
         _log(f"{entry.row} on {d.name}: complete in {pair_dir}, kept")
       if jax.process_index() == 0 and done is not None:
@@ -281,6 +298,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   print(f"evaluate: {len(results)} pairs in {time.monotonic() - t_start:.1f} s; report: "
         f"{os.path.abspath(os.path.join(workdir, 'report.html'))}", flush=True)
   return summary
+
+
+def _pair_dir(workdir: str, entry: ModelEntry, d: DataEntry) -> str:
+  return os.path.join(workdir, PAIRS_DIR, f"{slug(entry.row)}__{slug(d.name)}")
 
 
 def _pair_key(config, entry: ModelEntry, d: DataEntry) -> Dict[str, Any]:
@@ -325,7 +346,7 @@ def _check_pair_key(pair_dir: str, key: Dict[str, Any]) -> None:
                     "or delete that directory")
 
 
-def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, dataset, bundle,
+def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, dataset, model: PreparedModel,
                   mesh) -> Optional[Dict[str, Any]]:
   """Runs (or resumes) one pair; process 0 merges and writes the pair's predictions.npz and metrics.json."""
   from zoomjax import data  # pylint: disable=import-outside-toplevel
@@ -333,12 +354,9 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   t_start = time.monotonic()
   limit = int(config.limit)
   num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
-  dtype = _dtype(config.dtype)
-  pp = preprocessing_for(bundle.preprocessing, config.preprocessing)
+  bundle, pp, step, variables = model.bundle, model.pp, model.step, model.variables
   space = dataset.label_space
-  mask = None if space.class_subset is None else space.logit_mask()
-  step = make_step(bundle, pp, mask, mesh, dtype)
-  variables = parallel.replicate(bundle.variables, mesh)
+  mask = logit_mask(space, bundle.num_classes)
   batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
   shard_size = int(config.shard_size)
   n_shards = shards.num_shards(num_images, shard_size)
@@ -348,7 +366,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   def compute(batch):
     real = np.asarray(batch["index"]) >= 0
     args = (batch["image"], batch["labels"].astype(np.int32))
-    out = parallel.to_host(step(variables, *parallel.shard_batch(args, mesh)))
+    out = parallel.to_host(step(variables, *parallel.shard_batch(args, mesh), mask))
     sweep.check_finite(out, batch["index"], lambda i: dataset.ids[i], [f"{pp.input_size}px centre crop"],
                        f"{entry.row} ({entry.checkpoint or 'packaged or random weights'})")
     top5 = np.asarray(out["top5"]).astype(np.int16)
