@@ -77,12 +77,16 @@ def test_decode_modes_become_rgb():
   for name, data in cases.items():
     out = decode.decode_rgb(data, name)
     assert out.dtype == np.uint8 and out.shape == (9, 7, 3), name
+    pil = decode.decode_pil(data, name)  # The evaluator's PIL path: the same pixels, RGB, loaded.
+    assert pil.mode == "RGB" and pil.size == (7, 9), name
+    np.testing.assert_array_equal(np.asarray(pil), out, err_msg=name)
   np.testing.assert_array_equal(decode.decode_rgb(cases["rgba.png"]), rgb)  # Alpha dropped, as convert('RGB').
   np.testing.assert_array_equal(decode.decode_rgb(cases["gray.png"]), np.repeat(rgb[..., :1], 3, -1))
   # 16-bit grayscale is scaled to 8 bits (PIL's convert('RGB') would clip it to white).
   a16 = np.array([[0, 257 * 100, 65535]], np.uint16)
   out = decode.decode_rgb(_encode(Image.fromarray(a16), "PNG"), "g16.png")
   assert out[0, :, 0].tolist() == [0, 100, 255] and (out[..., 0] == out[..., 2]).all()
+  np.testing.assert_array_equal(np.asarray(decode.decode_pil(_encode(Image.fromarray(a16), "PNG"))), out)
   assert decode.image_size(cases["cmyk.jpg"]) == (9, 7)
 
 
@@ -95,6 +99,12 @@ def test_decode_errors_name_the_file():
     decode.decode_rgb(b"not an image", "junk.jpg")
   with pytest.raises(decode.DecodeError, match="junk.jpg"):
     decode.image_size(b"not an image", "junk.jpg")
+  with pytest.raises(decode.DecodeError, match="cut.jpg"):
+    decode.decode_pil(good[: len(good) // 2], "cut.jpg")
+  with pytest.raises(decode.DecodeError, match="<bytes>"):  # Unnamed bytes: never str() of the whole buffer.
+    decode.decode_rgb(b"not an image")
+  with pytest.raises(decode.DecodeError, match="no-such.png"):
+    decode.decode_pil("/nonexistent/no-such.png")
 
 
 # ---------------------------------------------------------------- folders, csv, demo photos

@@ -231,6 +231,21 @@ def test_pil_view_matches_the_device_resampler():
     assert np.abs(ours - pp.pil_view(image).astype(np.float32)).max() <= 2
 
 
+def test_pil_view_is_byte_identical_to_torchvision_resize_then_centercrop():
+  """The two-pass view (columns cropped between PIL's passes) against one `resize` + `crop`, as torchvision does,
+  over landscape / portrait / square / upsampled / odd sizes, both filters, arrays and PIL images alike."""
+  rng = np.random.default_rng(1)
+  for (h, w) in ((368, 496), (496, 368), (300, 300), (90, 170), (257, 1031), (233, 224), (1, 7)):
+    for method, filt in (("bicubic", Image.Resampling.BICUBIC), ("bilinear", Image.Resampling.BILINEAR)):
+      image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+      pp = Preprocessing(input_size=224, resize_size=256, resize_method=method, mean=(0.0,) * 3, std=(1.0,) * 3)
+      nh, nw = (int(256 * h / w), 256) if w <= h else (256, int(256 * w / h))
+      top, left = int(round((nh - 224) / 2.0)), int(round((nw - 224) / 2.0))
+      want = np.asarray(Image.fromarray(image).resize((nw, nh), filt).crop((left, top, left + 224, top + 224)))
+      np.testing.assert_array_equal(pp.pil_view(image), want, err_msg=f"{h}x{w} {method}")
+      np.testing.assert_array_equal(pp.pil_view(Image.fromarray(image)), want, err_msg=f"{h}x{w} {method} PIL")
+
+
 def test_cli_on_four_devices_gives_the_one_device_predictions(tmp_path):
   """`python -m zoomjax.main` with the batch split over 4 (fake) devices: the same predictions as 1 device here."""
   import subprocess  # pylint: disable=import-outside-toplevel

@@ -10,7 +10,7 @@ Importing this package does not import TensorFlow (nor TFDS until a TFDS-backed 
 from zoomjax.data.classes import class_names, index_of, wnids
 from zoomjax.data.dataset import Dataset
 from zoomjax.data.datasets import NAMES, get_dataset
-from zoomjax.data.decode import DecodeError, decode_rgb
+from zoomjax.data.decode import DecodeError, decode_pil, decode_rgb
 from zoomjax.data.label_space import (LABEL_SPACES, LabelSpace, get_label_space, is_correct, mask_logits, pad_labels,
                                       predict)
 from zoomjax.data.pipeline import device_prefetch, make_batches, num_steps, plan_steps

@@ -108,16 +108,17 @@ class Dataset:
       return "missing"
     return f"{st.st_size}:{st.st_mtime_ns}"
 
-  def read(self, i: int) -> Dict[str, Any]:
+  def read(self, i: int, pil: bool = False) -> Dict[str, Any]:
+    """Example i: 'image' uint8 (H, W, 3) (a loaded RGB PIL image with `pil`), 'labels', 'id'."""
     i = int(i)
     if not 0 <= i < len(self):
       raise IndexError(f"{self.name}: index {i} outside 0..{len(self) - 1}")
     try:
-      image = decode.decode_rgb(self._fetch(i), self.ids[i])
+      image = (decode.decode_pil if pil else decode.decode_rgb)(self._fetch(i), self.ids[i])
     except decode.DecodeError as e:
       self.record_skip(i, e.reason)
       raise
-    self._sizes[i] = image.shape[:2]
+    self._sizes[i] = image.size[::-1] if pil else image.shape[:2]
     return {"image": image, "labels": self.labels[i].copy(), "id": self.ids[i]}
 
   def size(self, i: int) -> tuple:

@@ -41,6 +41,12 @@ def _reason(e: Exception) -> str:
   return re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "<bytes>", f"{type(e).__name__}: {e}")
 
 
+def _label(src: Source, name: str) -> str:
+  """The name errors give an image: `name`, else the path, else '<bytes>' (only built on failure: str() of an
+  encoded image costs as much as decoding it)."""
+  return name or ("<bytes>" if isinstance(src, (bytes, bytearray, memoryview)) else str(src))
+
+
 def _open(src: Source):
   return Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src)
 
@@ -51,37 +57,52 @@ def image_size(src: Source, name: str = "") -> Tuple[int, int]:
     with _open(src) as img:
       w, h = img.size
   except Exception as e:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...).
-    raise DecodeError(name or str(src)[:80], _reason(e)) from e
+    raise DecodeError(_label(src, name), _reason(e)) from e
   if h <= 0 or w <= 0:
-    raise DecodeError(name or str(src)[:80], f"empty image of size {h}x{w}")
+    raise DecodeError(_label(src, name), f"empty image of size {h}x{w}")
   return h, w
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
+def _to_rgb(img: Image.Image) -> Image.Image:
+  """A loaded image in any mode -> RGB with the module docstring's mode rules (an RGB image is returned as is)."""
   if img.mode == "RGB":
-    return np.asarray(img)
+    return img
   if img.mode.startswith("I") or img.mode == "F":
     a = np.asarray(img).astype(np.float64)
     if a.ndim == 3:  # Multi-channel high-bit-depth modes of newer PIL.
       a = a[..., :3]
     a = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
-    return np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a
-  return np.asarray(img.convert("RGB"))
+    return Image.fromarray(np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else np.ascontiguousarray(a))
+  return img.convert("RGB")
+
+
+def decode_pil(src: Source, name: str = "") -> Image.Image:
+  """Decodes an encoded image (bytes or path) to a loaded RGB PIL image; DecodeError names the file.
+
+  What `decode_rgb` returns, before the copy into NumPy: a PIL resize straight from it saves two full-size copies.
+  """
+  try:
+    data = src
+    if not isinstance(src, (bytes, bytearray, memoryview)):
+      with open(src, "rb") as f:  # Read whole, so that no open file outlives the call (the image is not closed).
+        data = f.read()
+    img = _open(data)
+    if getattr(img, "n_frames", 1) > 1:
+      img.seek(0)
+    img.load()  # Forces the full decode now so truncation is reported here, by name.
+    rgb = _to_rgb(img)
+  except DecodeError:
+    raise
+  except Exception as e:
+    raise DecodeError(_label(src, name), _reason(e)) from e
+  if rgb.mode != "RGB" or 0 in rgb.size:
+    raise DecodeError(_label(src, name), f"decoded to a {rgb.mode} image of size {rgb.size}, not a non-empty RGB image")
+  return rgb
 
 
 def decode_rgb(src: Source, name: str = "") -> np.ndarray:
   """Decodes an encoded image (bytes or path) to uint8 (H, W, 3) RGB; DecodeError names the file."""
-  name = name or str(src)[:80]
-  try:
-    with _open(src) as img:
-      if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)
-      img.load()  # Forces the full decode now so truncation is reported here, by name.
-      arr = _to_rgb(img)
-  except DecodeError:
-    raise
-  except Exception as e:
-    raise DecodeError(name, _reason(e)) from e
+  arr = np.asarray(decode_pil(src, name))
   if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or 0 in arr.shape:
-    raise DecodeError(name, f"decoded to {arr.dtype}{arr.shape}, not a non-empty uint8 RGB image")
+    raise DecodeError(_label(src, name), f"decoded to {arr.dtype}{arr.shape}, not a non-empty uint8 RGB image")
   return np.ascontiguousarray(arr)

@@ -109,9 +109,9 @@ def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: Optional[Canva
   on_error='skip': an unreadable image becomes a masked slot and is listed in `dataset.skipped`;
   on_error='raise': the first unreadable image raises `decode.DecodeError` naming it.
   max_pixels_warning: warn about each image with more pixels, with its memory estimate (0 = never).
-  transform / transform_hw: instead of canvases, each decoded image becomes `transform(image)`, a uint8
-  `transform_hw + (3,)` array, in the decode threads (a per-checkpoint eval view); `image` is then
-  (B, *transform_hw, 3) for every batch and `hw` keeps the decoded size.
+  transform / transform_hw: instead of canvases, each decoded image (a loaded RGB PIL image) becomes
+  `transform(image)`, a uint8 `transform_hw + (3,)` array, in the decode threads (a per-checkpoint eval view);
+  `image` is then (B, *transform_hw, 3) for every batch and `hw` keeps the decoded size.
   """
   if (transform is None) == (canvas_fn is None) or (transform is not None and transform_hw is None):
     raise ValueError("make_batches needs either canvas_fn or transform with transform_hw")
@@ -142,12 +142,15 @@ def _run(dataset, steps, batch_size, num_workers, on_error, prefetch, transform=
 
   def fill(batch, slot, idx):
     try:
-      ex = dataset.read(idx)
+      ex = dataset.read(idx, pil=transform is not None)
     except decode.DecodeError:
       if on_error == "raise":
         raise
       return
-    h, w = ex["image"].shape[:2]
+    if transform is not None:
+      w, h = ex["image"].size
+    else:
+      h, w = ex["image"].shape[:2]
     if transform is not None:
       batch["image"][slot] = transform(ex["image"])
     elif h > batch["image"].shape[1] or w > batch["image"].shape[2]:

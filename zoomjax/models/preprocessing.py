@@ -3,7 +3,7 @@
 Means and standard deviations are in pixel units (0..255), so `normalize` applies to zoom crops directly.
 """
 import dataclasses
-from typing import Tuple
+from typing import Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -28,18 +28,21 @@ class Preprocessing:
     std = jnp.asarray(self.std, jnp.float32)
     return (pixels - mean) / std
 
-  def pil_view(self, image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> the standard eval view, uint8 (input_size, input_size, 3), computed with PIL.
+  def pil_view(self, image: Union[np.ndarray, Image.Image]) -> np.ndarray:
+    """uint8 (H, W, 3) or an RGB PIL image -> the standard eval view, uint8 (input_size, input_size, 3), with PIL.
 
     torchvision's `Resize(resize_size)` (short side; long side `int(resize_size * long / short)`) with this
     filter, then `CenterCrop(input_size)` (top = round((H' - size) / 2)): what the checkpoints were scored with.
+    PIL resizes in two passes, horizontal then vertical, through an 8-bit image; calling them one at a time and
+    cropping the columns in between gives the same bytes without vertically resizing the columns the crop drops.
     """
-    h, w = image.shape[:2]
-    s = self.resize_size
+    im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+    w, h = im.size
+    s, size, filt = self.resize_size, self.input_size, _PIL_FILTERS[self.resize_method]
     nh, nw = (int(s * h / w), s) if w <= h else (s, int(s * w / h))
-    im = Image.fromarray(np.asarray(image, np.uint8)).resize((nw, nh), _PIL_FILTERS[self.resize_method])
-    top, left = int(round((nh - self.input_size) / 2.0)), int(round((nw - self.input_size) / 2.0))
-    return np.asarray(im.crop((left, top, left + self.input_size, top + self.input_size)), np.uint8)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    im = im.resize((nw, h), filt).crop((left, 0, left + size, h))
+    return np.asarray(im.resize((size, nh), filt).crop((0, top, size, top + size)), np.uint8)
 
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
