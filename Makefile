@@ -33,8 +33,11 @@ browser:
 	    fi; \
 	  echo "chromium not found (apt-get install -y chromium): the report rendering tests will be skipped"; }
 
+# One pytest worker per core of CI's 2 (TEST_WORKERS=N to change); a file's tests stay on one worker, so that its
+# module fixtures (fast compiles, a study built once) are built once.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Re-resolves the newest versions setup.py allows in a throwaway venv (no -c) and writes them to constraints.txt;
 # then run `make test` and commit setup.py + constraints.txt together.

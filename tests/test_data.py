@@ -54,6 +54,9 @@ def test_predict_and_is_correct_use_one_declaration():
   assert zd.is_correct(pred, labels).tolist() == [True, False]
   assert zd.is_correct(np.array([2]), zd.pad_labels([1, 2], 3)[None]).tolist() == [True]
   assert zd.is_correct(np.array([-1]), np.full((1, 3), -1, np.int32)).tolist() == [False]
+  top2 = np.array([[5, 2], [7, 8], [-1, 3]])  # Any of the top-k among the labels; -1 padding never matches.
+  labels = np.array([[2, -1], [1, 9], [-1, -1]])
+  assert ls.topk_correct(top2, labels).tolist() == [True, False, False]
 
 
 # ---------------------------------------------------------------- decoding

@@ -72,6 +72,11 @@ def is_correct(pred, labels):
   return xp.any((labels >= 0) & (labels == xp.asarray(pred)[..., None]), axis=-1)
 
 
+def topk_correct(topk, labels):
+  """topk: (..., K) int predictions; labels: (..., L) int, -1 padded. -> (...,) bool: any of the K is a label."""
+  return is_correct(topk, labels[..., None, :]).any(-1)
+
+
 def pad_labels(labels: Sequence[int], width: int) -> np.ndarray:
   """A list of 1000-way labels -> int32 (width,) vector padded with -1."""
   labels = list(labels)

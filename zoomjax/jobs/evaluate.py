@@ -31,6 +31,7 @@ from zoomjax import paper_numbers
 from zoomjax import parallel
 from zoomjax import shards
 from zoomjax import sweep
+from zoomjax.data import label_space
 from zoomjax.errors import NotFoundError, UserError
 from zoomjax.jobs import tta as tta_job
 from zoomjax.models.preprocessing import Preprocessing
@@ -214,9 +215,7 @@ def logit_mask(space, num_classes: int) -> np.ndarray:
 
 def hits(top5: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   """(top-1 correct, top-5 correct) per image: a hit is any of the image's labels (multi-label: "any label")."""
-  valid = labels >= 0
-  match = (top5[:, :, None] == labels[:, None, :]) & valid[:, None, :]
-  return match[:, 0].any(-1), match.any(axis=(1, 2))
+  return label_space.is_correct(top5[:, 0], labels), label_space.topk_correct(top5, labels)
 
 
 def pair_metrics(rows: Dict[str, np.ndarray], origins: Optional[Sequence[str]]) -> Dict[str, Any]:

@@ -32,6 +32,7 @@ from zoomjax import paper_numbers
 from zoomjax import parallel
 from zoomjax import shards
 from zoomjax import sweep
+from zoomjax.data import label_space
 from zoomjax.errors import UserError
 from zoomjax.tta import augment, memo, zoom_tta
 
@@ -126,7 +127,7 @@ def make_step(episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
 def _seed_metrics(rows: Dict[str, np.ndarray], seed: int) -> Dict[str, Any]:
   n = int(rows["index"].shape[0])
   labels = rows["labels"]
-  top5_hit = ((rows["top5"][..., None] == labels[:, None, :]) & (labels[:, None, :] >= 0)).any(axis=(1, 2))
+  top5_hit = label_space.topk_correct(rows["top5"], labels)
   return {"seed": seed, "num_images": n,
           "accuracy": float(np.mean(rows["correct"])) if n else None,
           "accuracy_ci95": analyses.bootstrap_interval(float(np.mean(rows["correct"])), n) if n else None,
