@@ -22,13 +22,12 @@ pytestmark = pytest.mark.usefixtures("fast_compile_module")  # Job plumbing; the
 # EfficientNet(-Lite) blocks: (repeats, kernel, stride, expand, in, out); two stages instead of seven.
 EFFICIENTNET_TINY = dict(stages=((1, 3, 1, 1, 32, 16), (1, 5, 2, 6, 16, 24)), width=0.25, stem_features=8,
                          head_features=32)
-# family -> (registered model, make_module overrides at a tiny width, has BatchNorm). AlexNet has no width
-# knobs: it runs at full size (61M parameters, still cheap on 224 px views).
+# family -> (registered model, make_module overrides at a tiny width, has BatchNorm).
 FAMILIES = {
     "resnet": ("resnet50", dict(stage_sizes=(1, 1), width=8), True),
     "resnext_wrn": ("resnext101_32x8d", dict(stage_sizes=(1, 1), width=8, groups=4), True),
     "vgg": ("vgg19_bn", dict(cfg=(8, "M", 16, "M"), hidden=16), True),
-    "alexnet": ("alexnet", dict(), False),
+    "alexnet": ("alexnet", dict(widths=(8, 8, 8, 8, 8), hidden=16), False),
     "vit": ("vit_b32", dict(width=16, depth=1, num_heads=2, mlp_dim=32), False),
     "efficientnet_lite": ("efficientnet_lite0", EFFICIENTNET_TINY, True),
     "efficientnet": ("efficientnet_b0", EFFICIENTNET_TINY, True),

@@ -173,9 +173,10 @@ ALEXNET_CONVS = (0, 3, 6, 8, 10)
 def convert_alexnet(flat: Flat) -> dict:
   """torchvision AlexNet -> zoomjax.models.alexnet.AlexNet (conv1..5, fc6..8)."""
   t = KeyTaker(flat, "torchvision AlexNet")
+  channels = t.take(f"features.{ALEXNET_CONVS[-1]}.weight").shape[0]  # conv5's width (256 in the real model).
   for i, idx in enumerate(ALEXNET_CONVS, start=1):
     t.conv(f"features.{idx}", f"conv{i}", bias=True)
-  _classifier(t, (1, 4, 6), channels=256, pool=6)
+  _classifier(t, (1, 4, 6), channels=channels, pool=6)
   return t.finish()
 
 
