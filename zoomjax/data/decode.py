@@ -96,7 +96,8 @@ def decode_pil(src: Source, name: str = "") -> Image.Image:
   except Exception as e:
     raise DecodeError(_label(src, name), _reason(e)) from e
   if rgb.mode != "RGB" or 0 in rgb.size:
-    raise DecodeError(_label(src, name), f"decoded to a {rgb.mode} image of size {rgb.size}, not a non-empty RGB image")
+    raise DecodeError(_label(src, name), f"decoded to a {rgb.mode} image of size {rgb.size}, not a non-empty RGB "
+                      "image")
   return rgb
 
 

@@ -147,19 +147,18 @@ def _run(dataset, steps, batch_size, num_workers, on_error, prefetch, transform=
       if on_error == "raise":
         raise
       return
+    image = ex["image"]
     if transform is not None:
-      w, h = ex["image"].size
+      w, h = image.size
+      batch["image"][slot] = transform(image)
     else:
-      h, w = ex["image"].shape[:2]
-    if transform is not None:
-      batch["image"][slot] = transform(ex["image"])
-    elif h > batch["image"].shape[1] or w > batch["image"].shape[2]:
-      dataset.record_skip(idx, f"decoded size {h}x{w} differs from its header; does not fit its canvas")
-      if on_error == "raise":
-        raise decode.DecodeError(ex["id"], "decoded size differs from the header size")
-      return
-    else:
-      batch["image"][slot, :h, :w] = ex["image"]
+      h, w = image.shape[:2]
+      if h > batch["image"].shape[1] or w > batch["image"].shape[2]:
+        dataset.record_skip(idx, f"decoded size {h}x{w} differs from its header; does not fit its canvas")
+        if on_error == "raise":
+          raise decode.DecodeError(ex["id"], "decoded size differs from the header size")
+        return
+      batch["image"][slot, :h, :w] = image
     batch["hw"][slot] = (h, w)
     batch["labels"][slot] = ex["labels"]
     batch["mask"][slot] = True
