@@ -107,9 +107,9 @@ def main():
 
   t_job, t_model, t_pil, t_host = timed_interleaved([job_way, model_only, pil_loop, host_only], args.runs)
   ips = [n / t for t in (t_job, t_model, t_pil)]
-  print(f"{args.model} on {dataset.name}: {n} images ({distinct} distinct), batch {args.batch_size}, preprocessing resize "
-        f"{pp.resize_size} {pp.resize_method} -> crop {pp.input_size}; {jax.device_count()} device(s) "
-        f"{jax.devices()[0].platform}; load average {os.getloadavg()[0]:.2f}; median of {args.runs} runs")
+  print(f"{args.model} on {dataset.name}: {n} images ({distinct} distinct), batch {args.batch_size}, "
+        f"preprocessing resize {pp.resize_size} {pp.resize_method} -> crop {pp.input_size}; "
+        f"{jax.device_count()} device(s) {jax.devices()[0].platform}; load average {os.getloadavg()[0]:.2f}; median of {args.runs} runs")
   print("| way | images/s | vs model-only |")
   print("|---|---|---|")
   for name, v in (("job (make_batches with PIL views + model program)", ips[0]), ("model-only", ips[1]),

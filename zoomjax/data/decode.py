@@ -103,7 +103,4 @@ def decode_pil(src: Source, name: str = "") -> Image.Image:
 
 def decode_rgb(src: Source, name: str = "") -> np.ndarray:
   """Decodes an encoded image (bytes or path) to uint8 (H, W, 3) RGB; DecodeError names the file."""
-  arr = np.asarray(decode_pil(src, name))
-  if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or 0 in arr.shape:
-    raise DecodeError(_label(src, name), f"decoded to {arr.dtype}{arr.shape}, not a non-empty uint8 RGB image")
-  return np.ascontiguousarray(arr)
+  return np.ascontiguousarray(np.asarray(decode_pil(src, name)))  # RGB and non-empty: checked there.
