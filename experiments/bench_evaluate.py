@@ -109,7 +109,8 @@ def main():
   ips = [n / t for t in (t_job, t_model, t_pil)]
   print(f"{args.model} on {dataset.name}: {n} images ({distinct} distinct), batch {args.batch_size}, "
         f"preprocessing resize {pp.resize_size} {pp.resize_method} -> crop {pp.input_size}; "
-        f"{jax.device_count()} device(s) {jax.devices()[0].platform}; load average {os.getloadavg()[0]:.2f}; median of {args.runs} runs")
+        f"{jax.device_count()} device(s) {jax.devices()[0].platform}; load average {os.getloadavg()[0]:.2f}; "
+        f"median of {args.runs} runs")
   print("| way | images/s | vs model-only |")
   print("|---|---|---|")
   for name, v in (("job (make_batches with PIL views + model program)", ips[0]), ("model-only", ips[1]),
