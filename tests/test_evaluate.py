@@ -13,7 +13,9 @@ from PIL import Image
 
 from configs import evaluate as evaluate_config
 from zoomjax import errors
+from zoomjax import data as zd
 from zoomjax.data import classes
+from zoomjax.data import view_cache
 from zoomjax.jobs import evaluate
 from zoomjax.models import registry
 from zoomjax.models.preprocessing import Preprocessing
@@ -183,6 +185,70 @@ def test_non_finite_logits_stop_with_model_and_image_named(tmp_path, fake_model)
   c.model_overrides = {"nan": True}
   with pytest.raises(errors.NonFiniteError, match=rf"model {FAKE} .*image im0.png"):
     evaluate.run(c, str(tmp_path / "run"))
+
+
+def _count_reads(monkeypatch):
+  """Counts the decodes that make views (make_batches' PIL reads; the report's gallery reads arrays) by dataset."""
+  counts = {}
+  read = zd.Dataset.read
+
+  def counted(self, i, pil=False):
+    if pil:
+      counts[self.name] = counts.get(self.name, 0) + 1
+    return read(self, i, pil=pil)
+
+  monkeypatch.setattr(zd.Dataset, "read", counted)
+  return counts
+
+
+def test_later_models_with_the_same_view_copy_it_from_the_view_cache(tmp_path, fake_model, monkeypatch):
+  other = "fake_mean_classifier_6px"  # Another view (6 px crop): its own table, its own decodes.
+  registry.register(registry.ModelSpec(
+      name=other, make_module=lambda **kw: MeanClassifier(**kw),
+      preprocessing=Preprocessing(input_size=6, resize_size=6, resize_method="bilinear", mean=(0.0,) * 3,
+                                  std=(1.0,) * 3), convert=lambda flat: {}))
+  try:
+    folder = _folder(tmp_path / "f", [(5, 5), (7, 9), (9, 300)])
+    counts = _count_reads(monkeypatch)
+    summary = evaluate.run(_config(f"{FAKE}#a;{other};{FAKE}#b", f"folder:{folder}"), str(tmp_path / "run"))
+    (name,) = counts
+    assert counts[name] == 3 + 3  # FAKE#a and the 6 px model decode; FAKE#b copies FAKE#a's views.
+    by_row = {p["row"]: p for p in summary["pairs"]}
+    assert [by_row[r]["views_from_cache"] for r in (f"{FAKE}:a", other, f"{FAKE}:b")] == [0, 0, 3]
+    assert by_row[f"{FAKE}:b"]["top1"] == by_row[f"{FAKE}:a"]["top1"] == pytest.approx(1 / 3)
+    # A budget of one 8x8 view: the others are decoded again, with the same answers; 0 turns the cache off.
+    for gb, reads in ((8 * 8 * 3 / 1e9, 3 + 2), (0.0, 3 + 3)):
+      counts.clear()
+      c = _config(f"{FAKE}#a;{FAKE}#b", f"folder:{folder}", view_cache_gb=gb)
+      again = evaluate.run(c, str(tmp_path / f"run{gb}"))
+      assert counts[name] == reads
+      assert [p["top1"] for p in again["pairs"]] == [pytest.approx(1 / 3)] * 2
+    with pytest.raises(errors.UserError, match="view_cache_gb=-1.0"):
+      evaluate.run(_config(f"{FAKE}#a;{FAKE}#b", f"folder:{folder}", view_cache_gb=-1.0), str(tmp_path / "bad"))
+  finally:
+    registry._REGISTRY.pop(other, None)  # pylint: disable=protected-access
+
+
+def test_cached_views_are_the_bytes_make_batches_made(tmp_path, monkeypatch):
+  rng = np.random.default_rng(0)
+  (tmp_path / "p" / classes.wnids()[1]).mkdir(parents=True)
+  for k, hw in enumerate([(37, 50), (61, 29), (40, 40)]):
+    Image.fromarray(rng.integers(0, 256, (*hw, 3), np.uint8)).save(tmp_path / "p" / classes.wnids()[1] / f"{k}.png")
+  ds = zd.get_dataset(f"folder:{tmp_path / 'p'}")
+  pp = Preprocessing(input_size=24, resize_size=27, resize_method="bicubic", mean=(0.0,) * 3, std=(1.0,) * 3)
+  kw = dict(batch_size=2, transform=pp.pil_view, transform_hw=(24, 24), num_workers=2)
+  plain = list(zd.make_batches(ds, **kw))
+  table = view_cache.ViewCache(10**6).table("k")
+  filled = list(zd.make_batches(ds, view_table=table, **kw))
+  counts = _count_reads(monkeypatch)
+  copied = list(zd.make_batches(ds, view_table=table, **kw))
+  assert not counts and len(table) == 3 and table.hits == 3
+  for a, b, c in zip(plain, filled, copied):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+      np.testing.assert_array_equal(a[key], c[key])
+  with pytest.raises(ValueError, match="view_table"):
+    zd.make_batches(ds, batch_size=2, canvas_fn=lambda h, w: (64, 64), view_table=table)
 
 
 def test_preprocessing_overrides():

@@ -302,6 +302,15 @@ def test_images_above_the_pixel_limit_warn_with_the_memory_they_need(tmp_path, c
   assert config_lib.get_config("runlocal").max_pixels_warning == data.pipeline.MAX_PIXELS_WARNING
 
 
+def test_a_warning_shows_once_on_the_console_under_absl():
+  """absl's handler writes WARNING records to stderr: `warn` prints on stdout and does not log there too."""
+  code = ("from absl import app\nfrom zoomjax import errors\n"
+          "app.run(lambda argv: errors.warn('the photo is big'))\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=conftest.REPO,
+                        timeout=120, check=True)
+  assert proc.stdout == "warning: the photo is big\n" and "the photo is big" not in proc.stderr
+
+
 # ---------------------------------------------------------------- labels.csv
 
 def test_labels_csv_from_excel_with_a_bom_is_read_and_a_bad_wnid_names_file_and_line(tmp_path):

@@ -9,6 +9,7 @@ on.
 """
 import errno
 import re
+import sys
 from typing import Optional
 
 from absl import logging
@@ -66,6 +67,8 @@ def user_message(e: BaseException) -> Optional[str]:
 
 
 def warn(message: str) -> None:
-  """A warning the user must see: logged, and printed on the console (stdout) whatever the logging settings."""
-  logging.warning(message)
+  """A warning the user must see: printed on the console (stdout) whatever the logging settings, and logged too
+  when absl logs to a file (`--log_dir`); absl's default stream is stderr, where it would show twice."""
   print(f"warning: {message}", flush=True)
+  if getattr(logging.get_absl_handler().python_handler, "stream", None) not in (sys.stderr, sys.__stderr__):
+    logging.warning(message)

@@ -28,6 +28,7 @@ import numpy as np
 
 from zoomjax.data import decode
 from zoomjax.data.dataset import Dataset
+from zoomjax.data.view_cache import ViewTable
 from zoomjax import errors
 from zoomjax.errors import UserError
 
@@ -103,7 +104,8 @@ def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: Optional[Canva
                  indices: Optional[Sequence[int]] = None, num_workers: int = 2, on_error: str = "skip",
                  prefetch: int = 2, max_pixels_warning: int = MAX_PIXELS_WARNING,
                  transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                 transform_hw: Optional[Tuple[int, int]] = None) -> Iterator[Dict[str, np.ndarray]]:
+                 transform_hw: Optional[Tuple[int, int]] = None,
+                 view_table: Optional[ViewTable] = None) -> Iterator[Dict[str, np.ndarray]]:
   """Batches of `dataset[indices]` (all examples by default; see the module docstring).
 
   on_error='skip': an unreadable image becomes a masked slot and is listed in `dataset.skipped`;
@@ -112,9 +114,13 @@ def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: Optional[Canva
   transform / transform_hw: instead of canvases, each decoded image (a loaded RGB PIL image) becomes
   `transform(image)`, a uint8 `transform_hw + (3,)` array, in the decode threads (a per-checkpoint eval view);
   `image` is then (B, *transform_hw, 3) for every batch and `hw` keeps the decoded size.
+  view_table: with `transform`, views found there are copied instead of decoded, and new views are kept there
+  (`zoomjax.data.view_cache`; the table's key must name this dataset and this transform).
   """
   if (transform is None) == (canvas_fn is None) or (transform is not None and transform_hw is None):
     raise ValueError("make_batches needs either canvas_fn or transform with transform_hw")
+  if view_table is not None and transform is None:
+    raise ValueError("make_batches: view_table holds transform outputs; pass it with transform")
   if on_error not in ("skip", "raise"):
     raise UserError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
   if batch_size < 1:
@@ -129,18 +135,25 @@ def make_batches(dataset: Dataset, *, batch_size: int, canvas_fn: Optional[Canva
   if transform is not None:
     fixed = tuple(int(v) for v in transform_hw)
     steps = plan_steps(indices, sizes, lambda h, w: fixed, batch_size, must_hold=False)
-    return _run(dataset, steps, batch_size, num_workers, on_error, prefetch, transform)
+    return _run(dataset, steps, batch_size, num_workers, on_error, prefetch, transform, view_table)
   if max_pixels_warning > 0:
     warn_large_images(dataset, indices, sizes, canvas_fn, batch_size, max_pixels_warning)
   steps = plan_steps(indices, sizes, canvas_fn, batch_size)
   return _run(dataset, steps, batch_size, num_workers, on_error, prefetch)
 
 
-def _run(dataset, steps, batch_size, num_workers, on_error, prefetch, transform=None):
+def _run(dataset, steps, batch_size, num_workers, on_error, prefetch, transform=None, view_table=None):
   """Generator over planned local steps; decoding in a pool, `prefetch` batches in flight."""
   width = dataset.label_space.max_labels
 
   def fill(batch, slot, idx):
+    cached = None if view_table is None else view_table.get(idx)
+    if cached is not None:
+      batch["image"][slot], batch["hw"][slot] = cached
+      batch["labels"][slot] = dataset.labels[idx]
+      batch["mask"][slot] = True
+      batch["index"][slot] = idx
+      return
     try:
       ex = dataset.read(idx, pil=transform is not None)
     except decode.DecodeError:
@@ -150,7 +163,10 @@ def _run(dataset, steps, batch_size, num_workers, on_error, prefetch, transform=
     image = ex["image"]
     if transform is not None:
       w, h = image.size
-      batch["image"][slot] = transform(image)
+      view = transform(image)
+      batch["image"][slot] = view
+      if view_table is not None:
+        view_table.put(idx, view, (h, w))
     else:
       h, w = image.shape[:2]
       if h > batch["image"].shape[1] or w > batch["image"].shape[2]:
@@ -230,3 +246,4 @@ def device_prefetch(iterator: Iterable, size: int = 2, sharding=None) -> Iterato
       yield queue.popleft()
   while queue:
     yield queue.popleft()
+

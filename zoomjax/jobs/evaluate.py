@@ -32,6 +32,7 @@ from zoomjax import parallel
 from zoomjax import shards
 from zoomjax import sweep
 from zoomjax.data import label_space
+from zoomjax.data import view_cache
 from zoomjax.errors import NotFoundError, UserError
 from zoomjax.jobs import tta as tta_job
 from zoomjax.models.preprocessing import Preprocessing
@@ -275,6 +276,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
       _check_pair_key(_pair_dir(workdir, entry, d), _pair_key(config, entry, d))
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh()
+  cache_gb = float(config.view_cache_gb)
+  if cache_gb < 0:
+    raise UserError(f"config.view_cache_gb={cache_gb}: use 0 to turn the view cache off or a positive size")
+  # Only a later model of this run can reuse a view.
+  views = view_cache.ViewCache(int(cache_gb * 1e9)) if cache_gb > 0 and len(entries) > 1 else None
   results = []
   for entry in entries:
     model = None
@@ -284,7 +290,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
       if done is None:
         if model is None:
           model = prepare_model(config, entry, mesh)
-        done = evaluate_pair(config, pair_dir, entry, d, datasets[d.name], model, mesh)
+        table = None if views is None else views.table(
+            (d.name, model.pp.input_size, model.pp.resize_size, model.pp.resize_method))
+        done = evaluate_pair(config, pair_dir, entry, d, datasets[d.name], model, mesh, table)
       else:
         _log(f"{entry.row} on {d.name}: complete in {pair_dir}, kept")
       if jax.process_index() == 0 and done is not None:
@@ -346,8 +354,10 @@ def _check_pair_key(pair_dir: str, key: Dict[str, Any]) -> None:
 
 
 def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, dataset, model: PreparedModel,
-                  mesh) -> Optional[Dict[str, Any]]:
-  """Runs (or resumes) one pair; process 0 merges and writes the pair's predictions.npz and metrics.json."""
+                  mesh, views: Optional[view_cache.ViewTable] = None) -> Optional[Dict[str, Any]]:
+  """Runs (or resumes) one pair; process 0 merges and writes the pair's predictions.npz and metrics.json.
+
+  views: this dataset's views under this model's resize/crop, shared with the run's other models."""
   from zoomjax import data  # pylint: disable=import-outside-toplevel
   pid, pcount = jax.process_index(), jax.process_count()
   t_start = time.monotonic()
@@ -377,7 +387,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   def batches_for(indices):
     return data.make_batches(dataset, batch_size=batch_size, indices=indices, num_workers=int(config.num_workers),
                              on_error=config.on_error, transform=pp.pil_view,
-                             transform_hw=(pp.input_size, pp.input_size))
+                             transform_hw=(pp.input_size, pp.input_size), view_table=views)
 
   def skipped_in(rng):
     return [f"{s['id']}: {s['reason']}" for s in dataset.skipped if s["index"] in rng]
@@ -389,6 +399,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   progress = sweep.Progress(total_images=total, views_per_image=1, what=f"evaluate {entry.row} on {d.name}",
                             every_secs=float(config.progress_every_secs), log_fn=_log, compile_clock=clock)
   key = _pair_key(config, entry, d)
+  hits_before = 0 if views is None else views.hits
   with shards.claim(pair_dir, pid, key, PAIR_FIELDS, dataset.name, dataset.ids[:num_images],
                     dataset.labels[:num_images]):
     t0 = time.monotonic()
@@ -415,6 +426,8 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
         "skipped": skipped, "preprocessing": dataclasses.asdict(pp), "dtype": config.dtype,
         "paper": paper_top1(entry, d.name, None),
         "images_this_run": computed[0],
+        # Of those, views copied from an earlier model's (same dataset, resize and crop) instead of decoded.
+        "views_from_cache": 0 if views is None else views.hits - hits_before,
         # Throughput of this invocation's images, compile time excluded (it is reported on its own).
         "images_per_second": (computed[0] / (loop_s - clock.seconds)
                               if computed[0] and loop_s > clock.seconds else None),
