@@ -199,9 +199,11 @@ def flops_table(a, models_, scales, dtype) -> dict:
         f"roofline ms/img at {a.assume_tflops:.0f} TFLOP/s, {a.assume_tbps:.1f} TB/s | roofline min for {a.images} |")
   print("|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['model']} | {r['gflop_per_image']:.1f} | {r['gbytes_per_view_model']:.3f} / "
+    print(f"| {r['model']} | {r['gflop_per_image']:.1f} | "
+          f"{r['gbytes_per_view_model']:.3f} / "
           f"{r['gbytes_per_image_zoom_kernel']:.2f} / {r['gbytes_per_image_ten_crops']:.2f} / "
-          f"{r['gbytes_per_image']:.1f} | {1e3 * r['roofline_s_per_image']:.2f} | {r['roofline_minutes_dataset']:.1f} |")
+          f"{r['gbytes_per_image']:.1f} | {1e3 * r['roofline_s_per_image']:.2f} | "
+          f"{r['roofline_minutes_dataset']:.1f} |")
   out = {"flops_only": True, "assume_tflops": a.assume_tflops, "assume_tbps": a.assume_tbps, "models": rows}
   if a.out:
     with open(a.out, "w") as f:

@@ -134,7 +134,8 @@ def write_report(workdir: str, results: Sequence[Dict[str, Any]], *, entries: Se
   bars = _origin_bars(results)
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   page = f"""<!doctype html><html><head><meta charset="utf-8"><title>zoomjax evaluation</title>
-<style>{sweep_report._CSS}{_CSS_EXTRA}</style><script>{sweep_report.image_check_script('evaluation report')}</script></head><body>
+<style>{sweep_report._CSS}{_CSS_EXTRA}</style>
+<script>{sweep_report.image_check_script('evaluation report')}</script></head><body>
 <h1>Evaluation: {len(entries)} models x {len(datasets)} datasets</h1>
 <p class="muted">{now}{' · <code>' + _esc(command) + '</code>' if command else ''}</p>
 <h2>Top-1 % [95 % bootstrap interval], top-5 %, and the paper's number</h2>
