@@ -302,13 +302,21 @@ def test_images_above_the_pixel_limit_warn_with_the_memory_they_need(tmp_path, c
   assert config_lib.get_config("runlocal").max_pixels_warning == data.pipeline.MAX_PIXELS_WARNING
 
 
-def test_a_warning_shows_once_on_the_console_under_absl():
-  """absl's handler writes WARNING records to stderr: `warn` prints on stdout and does not log there too."""
-  code = ("from absl import app\nfrom zoomjax import errors\n"
-          "app.run(lambda argv: errors.warn('the photo is big'))\n")
+def test_messages_and_warnings_show_once_on_the_console_under_absl(tmp_path):
+  """absl's handler writes to stderr: `say` / `warn` print on stdout and log only when absl logs to a file."""
+  code = ("import sys\nfrom absl import app, logging\nfrom zoomjax import console\n"
+          "def main(argv):\n  if len(argv) > 1:\n    logging.get_absl_handler().use_absl_log_file('z', argv[1])\n"
+          "  console.say('3/3 images'); console.warn('the photo is big')\n"
+          "app.run(main)\n")
   proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=conftest.REPO,
                         timeout=120, check=True)
-  assert proc.stdout == "warning: the photo is big\n" and "the photo is big" not in proc.stderr
+  assert proc.stdout == "3/3 images\nwarning: the photo is big\n" and "images" not in proc.stderr
+  assert "photo" not in proc.stderr
+  proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                        cwd=conftest.REPO, timeout=120, check=True)
+  assert proc.stdout == "3/3 images\nwarning: the photo is big\n"
+  logged = "".join(p.read_text() for p in tmp_path.glob("z.*INFO*") if not p.is_symlink())
+  assert "] 3/3 images" in logged and "] the photo is big" in logged
 
 
 # ---------------------------------------------------------------- labels.csv

@@ -4,15 +4,11 @@
 traceback only with `--verbose`); any other exception is a bug and keeps its traceback. `UserError` is a
 `ValueError`, and each subclass below is also the built-in type such an error had before it existed, so code
 and tests that catch `ValueError`, `FileNotFoundError`, `KeyError`, `RuntimeError`, `TimeoutError` or
-`FloatingPointError` keep working. `warn` is the one way to tell the user something went wrong but the run goes
-on.
+`FloatingPointError` keep working. A warning (the run goes on) is `zoomjax.console.warn`.
 """
 import errno
 import re
-import sys
 from typing import Optional
-
-from absl import logging
 
 
 class UserError(ValueError):
@@ -64,11 +60,3 @@ def user_message(e: BaseException) -> Optional[str]:
     what = f"{e.filename}" if e.filename else one_line(str(e))
     return f"permission denied: {what}: fix its permissions or use another --workdir"
   return None
-
-
-def warn(message: str) -> None:
-  """A warning the user must see: printed on the console (stdout) whatever the logging settings, and logged too
-  when absl logs to a file (`--log_dir`); absl's default stream is stderr, where it would show twice."""
-  print(f"warning: {message}", flush=True)
-  if getattr(logging.get_absl_handler().python_handler, "stream", None) not in (sys.stderr, sys.__stderr__):
-    logging.warning(message)

@@ -27,6 +27,7 @@ from PIL import Image
 
 from zoomjax import analyses
 from zoomjax import atomic
+from zoomjax import console
 from zoomjax import errors
 from zoomjax import sweep_workdir
 
@@ -99,7 +100,7 @@ def write_explorer(sweep_dir: str, out_dir: Optional[str] = None, max_images: in
       ds = sweep_workdir.source_dataset(sweep)
       read_image = lambda i: ds.read(i)["image"]  # noqa: E731
     except errors.UserError as e:
-      errors.warn(f"explorer of {sweep_dir}: no originals, so no crops ({e})")
+      console.warn(f"explorer of {sweep_dir}: no originals, so no crops ({e})")
   os.makedirs(os.path.join(out_dir, THUMBS), exist_ok=True)
   thumbs, sizes = [], []
   for i in rows:
@@ -111,7 +112,7 @@ def write_explorer(sweep_dir: str, out_dir: Optional[str] = None, max_images: in
         thumb = f"{THUMBS}/{int(rec.index[i]):06d}.jpg"
         _thumbnail(image, os.path.join(out_dir, thumb), int(thumb_side))
       except Exception as e:  # pylint: disable=broad-except  One unreadable original costs its crops only.
-        errors.warn(f"explorer of {sweep_dir}: cannot read image {rec.ids[i]} ({type(e).__name__}: {e})")
+        console.warn(f"explorer of {sweep_dir}: cannot read image {rec.ids[i]} ({type(e).__name__}: {e})")
         thumb, hw = None, None
     thumbs.append(thumb)
     sizes.append(hw)

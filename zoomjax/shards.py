@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from zoomjax import atomic
-from zoomjax import errors
+from zoomjax import console
 from zoomjax.errors import NotFoundError, StateError, UserError, WaitTimeoutError
 
 SHARD_DIR = "shards"
@@ -147,7 +147,7 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
     problem = check_shard(shard_path(workdir, k), rng, fp, ids_of, file_stamp_of)
     if problem is not None:
       if problem != "missing":
-        errors.warn(f"recomputing {shard_path(workdir, k)}: {problem}")
+        console.warn(f"recomputing {shard_path(workdir, k)}: {problem}")
       todo.append(k)
   if len(todo) < len(mine):
     logging.info("resuming: %d of this process's %d shards already written", len(mine) - len(todo), len(mine))
@@ -301,9 +301,9 @@ def note_dataset(workdir: str, name: str, ids: Sequence[str], labels: np.ndarray
     if old == now:
       return
     if old:
-      errors.warn(f"the dataset changed since the last run in {workdir} ({old.get('num_images')} -> {len(ids)} images"
-            f", fingerprint {str(old.get('fingerprint'))[:12]} -> {now['fingerprint'][:12]}): shards whose "
-            "images changed are recomputed")
+      console.warn(f"the dataset changed since the last run in {workdir} ({old.get('num_images')} -> {len(ids)} images"
+                   f", fingerprint {str(old.get('fingerprint'))[:12]} -> {now['fingerprint'][:12]}): shards whose "
+                   "images changed are recomputed")
   atomic.write_json(path, now)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from zoomjax.data import decode
 from zoomjax.data.dataset import Dataset
 from zoomjax.data.view_cache import ViewTable
-from zoomjax import errors
+from zoomjax import console
 from zoomjax.errors import UserError
 
 CanvasFn = Callable[[int, int], Tuple[int, int]]
@@ -84,10 +84,10 @@ def warn_large_images(dataset: Dataset, indices: np.ndarray, sizes: np.ndarray, 
   for j in big:
     h, w = (int(v) for v in sizes[j])
     canvas = canvas_fn(h, w)
-    errors.warn(f"image {dataset.ids[int(indices[j])]} is {w}x{h} ({h * w / 1e6:.3g} Mpx, above "
-                f"max_pixels_warning={max_pixels}): its steps need about "
-                f"{memory_estimate(canvas, batch_size) / 1e9:.1f} GB of memory (canvas {canvas[1]}x{canvas[0]}, "
-                f"batch of {batch_size}); downscale it if memory runs out")
+    console.warn(f"image {dataset.ids[int(indices[j])]} is {w}x{h} ({h * w / 1e6:.3g} Mpx, above "
+                 f"max_pixels_warning={max_pixels}): its steps need about "
+                 f"{memory_estimate(canvas, batch_size) / 1e9:.1f} GB of memory (canvas {canvas[1]}x{canvas[0]}, "
+                 f"batch of {batch_size}); downscale it if memory runs out")
 
 
 def _empty_batch(batch_size: int, canvas, width: int) -> Dict[str, np.ndarray]:

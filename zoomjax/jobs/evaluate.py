@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
 from zoomjax import analyses
 from zoomjax import atomic
+from zoomjax import console
 from zoomjax import paper_numbers
 from zoomjax import parallel
 from zoomjax import shards
@@ -294,7 +294,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
             (d.name, model.pp.input_size, model.pp.resize_size, model.pp.resize_method))
         done = evaluate_pair(config, pair_dir, entry, d, datasets[d.name], model, mesh, table)
       else:
-        _log(f"{entry.row} on {d.name}: complete in {pair_dir}, kept")
+        console.say(f"{entry.row} on {d.name}: complete in {pair_dir}, kept")
       if jax.process_index() == 0 and done is not None:
         results.append(done)
         write_results(config, workdir, results, entries, data_entries, datasets)
@@ -397,7 +397,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   mine = shards.process_shards(n_shards, pid, pcount)
   total = sum(len(shards.shard_range(k, shard_size, num_images)) for k in mine)
   progress = sweep.Progress(total_images=total, views_per_image=1, what=f"evaluate {entry.row} on {d.name}",
-                            every_secs=float(config.progress_every_secs), log_fn=_log, compile_clock=clock)
+                            every_secs=float(config.progress_every_secs), log_fn=console.say, compile_clock=clock)
   key = _pair_key(config, entry, d)
   hits_before = 0 if views is None else views.hits
   with shards.claim(pair_dir, pid, key, PAIR_FIELDS, dataset.name, dataset.ids[:num_images],
@@ -439,10 +439,10 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   msg = f"{entry.row} on {d.name}: top-1 {_cell(m)}, top-5 {100 * (m['top5'] or 0):.2f}% over {m['num_images']} images"
   if m["paper"]:
     msg += f" (paper: {m['paper']['top1_percent']:.2f}%)"
-  _log(msg)
+  console.say(msg)
   skips = shards.skip_summary(skipped, num_images)
   if skips:
-    _log(skips)
+    console.say(skips)
   return m
 
 
@@ -520,8 +520,3 @@ def _csv_cell(v) -> str:
     return f"{v:.6g}"
   s = str(v)
   return '"' + s.replace('"', '""') + '"' if any(ch in s for ch in ',"\n') else s
-
-
-def _log(msg: str) -> None:
-  logging.info(msg)
-  print(msg, flush=True)

@@ -31,7 +31,7 @@ import numpy as np
 
 from zoomjax import analyses
 from zoomjax import atomic
-from zoomjax import errors
+from zoomjax import console
 from zoomjax import paper_numbers
 from zoomjax import shards
 from zoomjax import sweep_workdir
@@ -182,8 +182,8 @@ def _cover(sweep: sweep_workdir.Sweep, C: np.ndarray, transforms, names: List[st
     cover = [names.index(v) for v in stored]
     if np.array_equal(analyses.solved(C, cover), analyses.solved(C)):
       return cover, "metrics.json"
-    errors.warn(f"{sweep.workdir}: the min-cover in metrics.json does not cover what records.npz solves; "
-                "recomputing it")
+    console.warn(f"{sweep.workdir}: the min-cover in metrics.json does not cover what records.npz solves; "
+                 "recomputing it")
   cover, _ = analyses.greedy_min_cover(C, analyses.tie_order(transforms, tie))
   return cover, "recomputed"
 
@@ -380,8 +380,8 @@ def export_hard(out_dir: str, group: Dict[str, Any], sweeps: Sequence[sweep_work
   shutil.rmtree(out_dir, ignore_errors=True)
   os.replace(tmp, out_dir)
   if not keep:
-    errors.warn(f"no image of {group['name']} is solved by at most {max_solved} of its {len(labels)} runs: "
-                f"{out_dir} holds no images")
+    console.warn(f"no image of {group['name']} is solved by at most {max_solved} of its {len(labels)} runs: "
+                 f"{out_dir} holds no images")
   return {"path": out_dir, **{k: info[k] for k in ("dataset", "get_dataset_kwargs", "max_solved", "num_images")}}
 
 
@@ -404,7 +404,7 @@ def study(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     raise UserError(f"config.export_max_solved={export_k}: use -1 (no export) or k >= 0")
   rows, per_image = [], []
   for s, lab in zip(sweeps, labels):
-    _log(f"study: reading {s.workdir} ({lab} on {s.dataset.get('name')})")
+    console.say(f"study: reading {s.workdir} ({lab} on {s.dataset.get('name')})")
     row, img = analyse_run(s, top_k=top_k, tie=str(config.tie_order), draws=draws, seed=seed)
     row["label"] = lab
     rows.append(row)
@@ -425,8 +425,8 @@ def study(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
         sub = [per_image[i] for i in g["runs"]]
         g["export"] = export_hard(os.path.join(workdir, "export", g["key"]), g, sweeps, sub,
                                   [labels[i] for i in g["runs"]], export_k)
-        _log(f"export: {g['export']['num_images']} images of {g['name']} solved by <= {export_k} runs -> "
-             f"{g['export']['path']}")
+        console.say(f"export: {g['export']['num_images']} images of {g['name']} solved by <= {export_k} runs -> "
+                    f"{g['export']['path']}")
     subs = [f"{i:02d}_{_slug(row['label'])}_{row['group']}" for i, row in enumerate(rows)]
     _drop_stale(os.path.join(workdir, "explorers"), set(subs) if int(config.explorer_max_images) > 0 else set(),
                 "explorer.html")
@@ -477,9 +477,3 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
             f"data={e['dataset']}{kw}")
   print(f"study: {os.path.abspath(os.path.join(workdir, 'study.html'))}")
   return out
-
-
-def _log(msg: str) -> None:
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  logging.info(msg)
-  print(msg, flush=True)

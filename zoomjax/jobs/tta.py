@@ -28,6 +28,7 @@ from absl import logging
 
 from zoomjax import analyses
 from zoomjax import atomic
+from zoomjax import console
 from zoomjax import paper_numbers
 from zoomjax import parallel
 from zoomjax import shards
@@ -212,7 +213,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
     mine = shards.process_shards(n_shards, pid, pcount)
     total = sum(len(shards.shard_range(k, shard_size, num_images)) for k in mine)
     progress = sweep.Progress(total_images=total, views_per_image=views, what=f"tta {config.method} seed {seed}",
-                              every_secs=float(config.progress_every_secs), log_fn=_log, compile_clock=clock)
+                              every_secs=float(config.progress_every_secs), log_fn=console.say, compile_clock=clock)
     t0 = time.monotonic()
     with clock:
       shards.run_shards(
@@ -296,8 +297,3 @@ def _percent(metrics) -> str:
   if metrics["accuracy_std"] is not None:
     out += f" ± {100 * metrics['accuracy_std']:.2f} (std over {len(metrics['seeds'])} seeds)"
   return out
-
-
-def _log(msg: str) -> None:
-  logging.info(msg)
-  print(msg, flush=True)

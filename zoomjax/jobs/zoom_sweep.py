@@ -25,6 +25,7 @@ from absl import logging
 
 from zoomjax import analyses
 from zoomjax import atomic
+from zoomjax import console
 from zoomjax import paper_numbers
 from zoomjax import parallel
 from zoomjax import per_class
@@ -152,7 +153,7 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
   metrics = analyses.nan_to_none(metrics)
   path = os.path.join(workdir, "metrics.json")
   if _incomplete(path):
-    _log(f"{path} is from a run interrupted before its report was written: redoing the analysis and report")
+    console.say(f"{path} is from a run interrupted before its report was written: redoing the analysis and report")
   metrics["complete"] = False  # Until the report is written: a kill in between stays visible.
   atomic.write_json(path, metrics)
   if config.get("report", True):
@@ -176,8 +177,8 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
     try:
       metrics["explorer"] = explorer.write_explorer(workdir, max_images=int(config.explorer_images), read_image=read)
     except Exception as e:  # pylint: disable=broad-except
-      _log(f"the image explorer was not written ({type(e).__name__}: {e}); rerun python -m zoomjax.explorer "
-           f"{workdir}")
+      console.say(f"the image explorer was not written ({type(e).__name__}: {e}); rerun python -m zoomjax.explorer "
+                  f"{workdir}")
     else:
       atomic.write_json(path, metrics)
   return metrics
@@ -226,7 +227,7 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
   clock = sweep.CompileClock()
   progress = sweep.Progress(total_images=total_mine, views_per_image=spec.num_views,
                             write=writer.write_scalars if writer else None,
-                            every_secs=float(config.progress_every_secs), log_fn=_log, compile_clock=clock)
+                            every_secs=float(config.progress_every_secs), log_fn=console.say, compile_clock=clock)
   meta = {"view_names": spec.view_names, "crop_names": spec.crop_names, "agg_names": list(sweep.AGG_SETS)}
   t = len(spec.transforms)
 
@@ -316,8 +317,3 @@ def _canvas_fn(mode: str, dataset, num_images: int, num_workers: int):
   hmax, wmax = (int(v) for v in sizes[ok].max(0)) if ok.any() else (1, 1)
   canvas = zoom.canvas_size(hmax, wmax)
   return lambda h, w: canvas
-
-
-def _log(msg: str) -> None:
-  logging.info(msg)
-  print(msg, flush=True)

@@ -33,10 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from zoomjax import console
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.checkpoints.convert_clip import (convert_clip_text, convert_clip_zero_shot, head_width_for,
                                               strip_module_prefix)
-from zoomjax.errors import UserError, one_line, warn
+from zoomjax.errors import UserError, one_line
 from zoomjax.models import registry
 from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models.clip_zero_shot import OPENAI_IMAGENET_TEMPLATES, read_class_names  # noqa: F401
@@ -466,8 +467,8 @@ def _prepare_zero_shot(name: str, family: ZeroShotFamily, flat: Optional[Dict[st
   if "zeroshot_head" in flat:
     # Jobs pass the defaults to every CLIP model; only other text data would be silently ignored.
     if class_names not in (None, "", *zs.CLASS_NAME_SETS) or templates not in (None, "", *zs.TEMPLATE_SETS):
-      warn(f"{path}: the checkpoint already holds a zero-shot head {flat['zeroshot_head'].shape}; class_names / "
-           "templates apply only to full CLIP state dicts and are ignored")
+      console.warn(f"{path}: the checkpoint already holds a zero-shot head {flat['zeroshot_head'].shape}; "
+                   "class_names / templates apply only to full CLIP state dicts and are ignored")
   elif "token_embedding.weight" in flat:
     head = text_head(flat, activation, vocab=vocab, class_names=class_names, templates=templates,
                      head_cache_dir=head_cache_dir, checkpoint=path or "")

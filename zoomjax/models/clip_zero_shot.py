@@ -247,7 +247,7 @@ def cached_head(cache_dir: Optional[str], key: str, shape: Tuple[int, int], comp
 
   A stored file of the wrong shape or unreadable is recomputed and replaced; `info` goes to `<key>.json`.
   """
-  from zoomjax.errors import warn  # pylint: disable=import-outside-toplevel
+  from zoomjax.console import warn  # pylint: disable=import-outside-toplevel
   cache_dir = cache_dir or default_cache_dir()
   path = os.path.join(cache_dir, f"{key}.npz")
   if os.path.isfile(path):
