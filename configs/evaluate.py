@@ -82,7 +82,7 @@ def get_config(arg=None):
   # Images per step per device; CPU runs are bound by the model, so a moderate batch suffices.
   c.batch_size = 4 if a.runlocal else 32
   c.shard_size = 2 if a.runlocal else 256  # Images per shard file (the unit of resumption).
-  c.num_workers = 2  # Decoding threads.
+  c.num_workers = 0  # Decoding threads (0 = one per CPU core this process may use, at most 32).
   # Host memory for views kept for the run's later models with the same dataset, resize and crop (0 = off).
   c.view_cache_gb = 4.0
   c.on_error = "skip"  # Unreadable images: 'skip' (listed in metrics.json) or 'raise'.

@@ -85,7 +85,7 @@ def get_config(arg=None):
   c.batch_size = 1
   c.shard_size = 2 if a.runlocal else 16  # Images per shard file (the unit of resumption).
   c.canvas_multiple = 256  # Canvases are squares rounded up to this: fewer shapes = fewer compiles.
-  c.num_workers = 2  # Decoding threads.
+  c.num_workers = 0  # Decoding threads (0 = one per CPU core this process may use, at most 32).
   c.on_error = "skip"  # Unreadable images: 'skip' (listed in metrics.json) or 'raise'.
   c.progress_every_secs = 5.0 if a.runlocal else 30.0  # Progress log interval.
   c.merge_timeout_s = 6 * 3600.0  # How long process 0 waits for the other processes' shards.

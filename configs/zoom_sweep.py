@@ -66,7 +66,7 @@ def get_config(arg=None):
   # programs) | 'max' (one canvas for all; a handful of images).
   c.canvas = "square"
   c.dtype = "float32"  # Compute dtype of the model and zoom kernel: float32 | bfloat16.
-  c.num_workers = 2  # Decoding threads.
+  c.num_workers = 0  # Decoding threads (0 = one per CPU core this process may use, at most 32).
   c.prefetch = 2  # Batches decoded ahead.
   c.on_error = "skip"  # Unreadable images: 'skip' (listed in metrics.json) or 'raise'.
 

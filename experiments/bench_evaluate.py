@@ -68,6 +68,7 @@ def main():
   config.random_init = args.random_init
   if args.num_workers is not None:
     config.num_workers = args.num_workers
+  workers = data_lib.decode_threads(config.num_workers)
   entry = job.parse_model_entry(args.model)
   dataset = data_lib.get_dataset(job.parse_data_entry(config.data[0]).name)
   distinct = min(args.limit, len(dataset))
@@ -83,7 +84,7 @@ def main():
 
   def job_way(table=None):
     for batch in data_lib.make_batches(dataset, batch_size=args.batch_size, indices=indices,
-                                       num_workers=int(config.num_workers), transform=pp.pil_view,
+                                       num_workers=workers, transform=pp.pil_view,
                                        transform_hw=(pp.input_size, pp.input_size), view_table=table):
       args_ = (batch["image"], batch["labels"].astype(np.int32))
       np.asarray(parallel.to_host(step(variables, *parallel.shard_batch(args_, mesh), mask))["top5"])
@@ -107,7 +108,7 @@ def main():
 
   def host_only():
     for batch in data_lib.make_batches(dataset, batch_size=args.batch_size, indices=indices,
-                                       num_workers=int(config.num_workers), transform=pp.pil_view,
+                                       num_workers=workers, transform=pp.pil_view,
                                        transform_hw=(pp.input_size, pp.input_size)):
       np.asarray(batch["image"]).sum()
 
@@ -124,12 +125,12 @@ def main():
                   ("PIL decode + resize/crop + model loop", ips[2]),
                   ("job, later model of the run: views from the view cache", ips[3])):
     print(f"| {name} | {v:.1f} | {v / ips[1]:.3f} |")
-  print(f"| host pipeline alone (decode + PIL view, {config.num_workers} threads, no model) | {n / t_host:.1f} | "
+  print(f"| host pipeline alone (decode + PIL view, {workers} threads, no model) | {n / t_host:.1f} | "
         f"{n / t_host / ips[1]:.3f} |")
   print(f"pipeline cost on top of the model: {100 * (t_job / t_model - 1):.1f} % (first model), "
         f"{100 * (t_cached / t_model - 1):.1f} % (later models with the same view); job vs PIL loop: "
         f"{ips[0] / ips[2]:.2f}x; host work alone: {1000 * t_host / n:.2f} ms per image (wall, "
-        f"{config.num_workers} threads) against {1000 * t_model / n:.2f} ms of model")
+        f"{workers} threads) against {1000 * t_model / n:.2f} ms of model")
 
 
 if __name__ == "__main__":

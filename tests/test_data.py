@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import zoomjax.data as zd
+from zoomjax import errors
 from zoomjax.data import classes, decode, label_space as ls, subsets
 
 
@@ -274,3 +275,12 @@ def test_prepare_command_reports_unreadable_files(varied):
                        capture_output=True, text=True, timeout=120, cwd=repo)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "24 examples" in out.stdout and "zz_bad.jpg" in out.stdout and "1 unreadable" in out.stdout
+
+
+def test_decode_threads_default_to_one_per_usable_core(monkeypatch):
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+  assert zd.decode_threads(0) == 6 and zd.decode_threads(3) == 3
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(200)), raising=False)
+  assert zd.decode_threads(0) == zd.pipeline.MAX_AUTO_DECODE_THREADS
+  with pytest.raises(errors.UserError, match="num_workers=-1"):
+    zd.decode_threads(-1)

@@ -13,4 +13,4 @@ from zoomjax.data.datasets import NAMES, get_dataset
 from zoomjax.data.decode import DecodeError, decode_pil, decode_rgb
 from zoomjax.data.label_space import (LABEL_SPACES, LabelSpace, get_label_space, is_correct, mask_logits, pad_labels,
                                       predict)
-from zoomjax.data.pipeline import device_prefetch, make_batches, num_steps, plan_steps
+from zoomjax.data.pipeline import decode_threads, device_prefetch, make_batches, num_steps, plan_steps

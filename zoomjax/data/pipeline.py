@@ -22,6 +22,7 @@ out in plan order whatever the completion order. `device_prefetch` then moves th
 import collections
 import concurrent.futures
 import dataclasses
+import os
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,6 +40,7 @@ MAX_PIXELS_WARNING = 50_000_000  # Default of config.max_pixels_warning: about 3
 # resampling): 64 matches a 12000 x 9000 photo (canvas 12288 x 9216) taking 7.3 GB with the paper grid; a
 # 4000 x 3000 photo measured 45 with a 2-scale grid.
 BYTES_PER_CANVAS_PIXEL = 64
+MAX_AUTO_DECODE_THREADS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,21 @@ class Step:
   """One step: a canvas shape and batch_size global indices (-1 = padding)."""
   canvas: Tuple[int, int]
   indices: np.ndarray
+
+
+def decode_threads(num_workers: int) -> int:
+  """A config's `num_workers` -> decode threads: as given, or with 0 one per CPU core this process may use.
+
+  On an accelerator the host's decoding must keep up with the device, so a fixed small pool would cap every
+  model at the same images/s; capped at MAX_AUTO_DECODE_THREADS per process.
+  """
+  n = int(num_workers)
+  if n < 0:
+    raise UserError(f"num_workers={n}: use 0 (one decode thread per CPU core) or a positive count")
+  if n:
+    return n
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  return max(1, min(cores, MAX_AUTO_DECODE_THREADS))
 
 
 def plan_steps(indices: Sequence[int], sizes: np.ndarray, canvas_fn: CanvasFn, slots: int, *,

@@ -262,12 +262,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
     raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
   shards.num_shards(1, int(config.shard_size))  # A bad shard_size fails now.
   _dtype(config.dtype)
+  workers = data.decode_threads(config.num_workers)
   # Datasets first: a missing one fails before any model is loaded or any pair is claimed.
   datasets = {}
   for d in data_entries:
     kw = {k: v for k, v in (("data_dir", config.data_dir), ("manual_dir", d.manual_dir),
                             ("real_json", config.real_json), ("split", config.split)) if v}
-    datasets[d.name] = data.get_dataset(d.name, num_workers=int(config.num_workers), **kw)
+    datasets[d.name] = data.get_dataset(d.name, num_workers=workers, **kw)
   names = [d.name for d in data_entries]
   if len(set(names)) != len(names):
     raise UserError(f"data lists a dataset twice: {names}")
@@ -385,8 +386,9 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
             "p_true": np.asarray(out["p_true"], np.float32), "correct": c1, "top5_correct": c5}
 
   def batches_for(indices):
-    return data.make_batches(dataset, batch_size=batch_size, indices=indices, num_workers=int(config.num_workers),
-                             on_error=config.on_error, transform=pp.pil_view,
+    return data.make_batches(dataset, batch_size=batch_size, indices=indices,
+                             num_workers=data.decode_threads(config.num_workers), on_error=config.on_error,
+                             transform=pp.pil_view,
                              transform_hw=(pp.input_size, pp.input_size), view_table=views)
 
   def skipped_in(rng):

@@ -141,11 +141,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   from zoomjax import data, models  # pylint: disable=import-outside-toplevel
   pid = jax.process_index()
   t_start = time.monotonic()
+  workers = data.decode_threads(config.num_workers)
   bundle = models.load(config.model.name, config.model.get("checkpoint") or None,
                        random_init=bool(config.model.random_init), seed=int(config.model.seed),
                        **config.model.get("overrides", {}))
   kw = {k: v for k, v in config.data.to_dict().items() if k != "name" and v not in (None, "")}
-  dataset = data.get_dataset(config.data.name, num_workers=int(config.num_workers), **kw)
+  dataset = data.get_dataset(config.data.name, num_workers=workers, **kw)
   limit = int(config.limit)
   if limit < 0:
     raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
@@ -204,7 +205,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
 
     def batches_for(indices):
       return data.make_batches(dataset, batch_size=batch_size, canvas_fn=canvas_fn, indices=indices,
-                               num_workers=int(config.num_workers), on_error=config.on_error,
+                               num_workers=data.decode_threads(config.num_workers), on_error=config.on_error,
                                max_pixels_warning=int(config.max_pixels_warning))
 
     def skipped_in(rng):

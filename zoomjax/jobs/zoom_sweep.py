@@ -231,11 +231,12 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
   meta = {"view_names": spec.view_names, "crop_names": spec.crop_names, "agg_names": list(sweep.AGG_SETS)}
   t = len(spec.transforms)
 
-  canvas_fn = _canvas_fn(config.get("canvas", "square"), dataset, num_images, int(config.num_workers))
+  workers = data.decode_threads(config.num_workers)
+  canvas_fn = _canvas_fn(config.get("canvas", "square"), dataset, num_images, workers)
 
   def batches_for(indices):
     return data.make_batches(dataset, batch_size=step.batch_size, canvas_fn=canvas_fn, indices=indices,
-                             num_workers=int(config.num_workers), on_error=config.on_error,
+                             num_workers=workers, on_error=config.on_error,
                              max_pixels_warning=int(config.max_pixels_warning),
                              prefetch=int(config.prefetch))
 
