@@ -23,6 +23,8 @@ Args (comma-separated key=value, all optional; ';' separates list items):
   runlocal     smoke test: a tiny random model on the 2 demo photos.
 The preprocessing of every model is its checkpoint's own (zoomjax.models: bundle.preprocessing) unless a
 `--config.preprocessing.<field>` is set. Rerunning with the same --workdir resumes: finished pairs are kept.
+Models with the same view share it in memory (`view_cache_gb`); `--config.view_cache_dir=DIR` keeps the views on
+disk for later runs too.
 """
 import ml_collections
 
@@ -85,6 +87,8 @@ def get_config(arg=None):
   c.num_workers = 0  # Decoding threads (0 = one per CPU core this process may use, at most 32).
   # Host memory for views kept for the run's later models with the same dataset, resize and crop (0 = off).
   c.view_cache_gb = 4.0
+  # Keep the views on disk instead, for later runs too (150 KB per image at 224 px; '' = off).
+  c.view_cache_dir = ""
   c.on_error = "skip"  # Unreadable images: 'skip' (listed in metrics.json) or 'raise'.
   c.gallery_size = 8  # Failures shown per (model, dataset) in report.html, with their top-5 class names.
   c.progress_every_secs = 5.0 if a.runlocal else 30.0  # Progress log interval.

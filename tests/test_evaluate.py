@@ -229,6 +229,37 @@ def test_later_models_with_the_same_view_copy_it_from_the_view_cache(tmp_path, f
     registry._REGISTRY.pop(other, None)  # pylint: disable=protected-access
 
 
+def test_views_on_disk_are_reused_by_later_runs_and_recomputed_when_stale(tmp_path, fake_model, monkeypatch, capsys):
+  folder = _folder(tmp_path / "f", [(5, 5), (7, 9), (9, 300)])  # Shards of 2: images 0-1 and 2.
+  store = tmp_path / "views"
+  counts = _count_reads(monkeypatch)
+
+  def run(name):
+    counts.clear()
+    out = evaluate.run(_config(FAKE, f"folder:{folder}", view_cache_dir=str(store)), str(tmp_path / name))
+    return sum(counts.values()), out["pairs"][0]
+
+  reads, first = run("a")
+  (d,) = store.iterdir()
+  assert reads == 3 and first["views_from_cache"] == 0
+  assert sorted(p.name for p in d.glob("*.npz")) == ["0-2.npz", "2-3.npz"]
+  assert json.loads((d / "key.json").read_text())["view"] == [8, 8, "bilinear"]
+  reads, again = run("b")
+  assert reads == 0 and again["views_from_cache"] == 3 and again["top1"] == first["top1"] == pytest.approx(1 / 3)
+  # Image 1 now has grey level 9, its label (a top-1 hit); a corrupt file is not trusted either.
+  Image.fromarray(np.full((11, 14, 3), 9, np.uint8)).save(folder / "im1.png")
+  os.utime(folder / "im1.png", ns=(1, 1))
+  (d / "2-3.npz").write_bytes(b"not a zip")
+  capsys.readouterr()
+  reads, fixed = run("c")
+  out = capsys.readouterr().out
+  assert reads == 3 and fixed["views_from_cache"] == 0 and fixed["top1"] == pytest.approx(2 / 3)
+  assert f"recomputing the views in {d / '0-2.npz'}: its images changed" in out
+  assert f"recomputing the views in {d / '2-3.npz'}: " in out
+  reads, _ = run("d")
+  assert reads == 0
+
+
 def test_cached_views_are_the_bytes_make_batches_made(tmp_path, monkeypatch):
   rng = np.random.default_rng(0)
   (tmp_path / "p" / classes.wnids()[1]).mkdir(parents=True)
@@ -240,13 +271,16 @@ def test_cached_views_are_the_bytes_make_batches_made(tmp_path, monkeypatch):
   plain = list(zd.make_batches(ds, **kw))
   table = view_cache.ViewCache(10**6).table("k")
   filled = list(zd.make_batches(ds, view_table=table, **kw))
+  store = view_cache.ViewStore(str(tmp_path / "store"), {"view": 24}, ds)
+  store.save(range(3), table)
   counts = _count_reads(monkeypatch)
   copied = list(zd.make_batches(ds, view_table=table, **kw))
+  stored = list(zd.make_batches(ds, view_table=store.open(range(3), (24, 24)), **kw))
   assert not counts and len(table) == 3 and table.hits == 3
-  for a, b, c in zip(plain, filled, copied):
+  for a, b, c, d in zip(plain, filled, copied, stored):
     for key in a:
-      np.testing.assert_array_equal(a[key], b[key])
-      np.testing.assert_array_equal(a[key], c[key])
+      for other in (b, c, d):
+        np.testing.assert_array_equal(a[key], other[key])
   with pytest.raises(ValueError, match="view_table"):
     zd.make_batches(ds, batch_size=2, canvas_fn=lambda h, w: (64, 64), view_table=table)
 

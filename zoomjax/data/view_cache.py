@@ -5,11 +5,20 @@ crop 1.0) would decode and resize every image once per model. The views are uint
 device, so models with the same (dataset, input size, resize size, filter) can share them: the first model's
 decode threads fill a table, the later ones copy from it. Memory is bounded: once `max_bytes` are held, later
 views are made as usual and not kept. Cached bytes are the bytes `make_batches` made, so results do not change.
+`ViewStore` keeps them on disk instead, for later runs too (evaluating each new checkpoint on the same suite).
 """
+import hashlib
+import json
+import os
+import re
 import threading
-from typing import Dict, Hashable, Optional, Tuple
+from typing import Dict, Hashable, Optional, Sequence, Tuple
 
 import numpy as np
+import PIL
+
+from zoomjax import atomic
+from zoomjax import console
 
 View = Tuple[np.ndarray, Tuple[int, int]]  # (uint8 view, decoded (height, width)).
 
@@ -43,9 +52,9 @@ class ViewTable:
   def __len__(self) -> int:
     return len(self._views)
 
-  def get(self, index: int) -> Optional[View]:
+  def get(self, index: int, count: bool = True) -> Optional[View]:
     view = self._views.get(int(index))
-    if view is not None:
+    if view is not None and count:
       with self._cache.lock:
         self.hits += 1
     return view
@@ -58,3 +67,64 @@ class ViewTable:
         return
       cache.bytes += view.nbytes
       self._views[index] = (np.array(view, np.uint8), (int(hw[0]), int(hw[1])))
+
+
+class ViewStore:
+  """Views on disk, one file per image range, reused by later runs with the same dataset and view.
+
+  `root/<dataset>-<hash of key>/<start>-<stop>.npz` holds the range's views with the ids and file stamps they
+  were made from. A file whose ids or stamps differ from the dataset's now, or that cannot be read, is
+  recomputed with a warning. The key names the dataset, the view and Pillow's version (its resize makes them).
+  """
+
+  def __init__(self, root: str, key: Dict, dataset):
+    self.key = dict(key, pillow=PIL.__version__)
+    text = json.dumps(self.key, sort_keys=True, default=str)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset.name).strip("_")[:60] or "dataset"
+    self.dir = os.path.join(os.path.expanduser(root), f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}")
+    os.makedirs(self.dir, exist_ok=True)
+    key_path = os.path.join(self.dir, "key.json")
+    if not os.path.exists(key_path):
+      atomic.write_text(key_path, text + "\n")
+    self.dataset = dataset
+    self.hits = 0
+
+  def path(self, indices: Sequence[int]) -> str:
+    return os.path.join(self.dir, f"{int(indices[0])}-{int(indices[-1]) + 1}.npz")
+
+  def _stamps(self, indices: Sequence[int]) -> np.ndarray:
+    return np.asarray([f"{self.dataset.ids[i]}\0{self.dataset.file_stamp(i)}" for i in indices])
+
+  def open(self, indices: Sequence[int], hw: Tuple[int, int]) -> ViewTable:
+    """A private table with the range's stored views (empty when there are none or they are stale)."""
+    table = ViewTable(ViewCache(1 << 62))
+    path = self.path(indices)
+    if not os.path.exists(path):
+      return table
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        index, views, sizes, stamps = z["index"], z["views"], z["hw"], z["stamps"]
+      rows = {int(i): k for k, i in enumerate(index)}
+      if views.shape[1:] != (*hw, 3) or views.dtype != np.uint8 or not set(rows) <= set(map(int, indices)):
+        raise ValueError(f"holds views {views.shape[1:]} {views.dtype} of images {sorted(rows)[:3]}..., not "
+                         f"{hw[0]}x{hw[1]} views of images {indices[0]}..{indices[-1]}")
+      now = self._stamps(list(rows))
+      if not np.array_equal(now, stamps):
+        raise ValueError("its images changed since (ids or file size / mtime)")
+    except Exception as e:  # pylint: disable=broad-except  Any bad file is recomputed, never trusted.
+      console.warn(f"recomputing the views in {path}: {e}")
+      return table
+    for i, k in rows.items():
+      table.put(i, views[k], tuple(sizes[k]))
+    self.hits += len(rows)
+    return table
+
+  def save(self, indices: Sequence[int], table: ViewTable) -> None:
+    """Writes the range's views atomically (those of the images that decoded)."""
+    index = sorted({i for i in map(int, indices) if table.get(i, count=False) is not None})
+    if not index:
+      return
+    got = [table.get(i, count=False) for i in index]
+    atomic.savez(self.path(indices), {
+        "index": np.asarray(index, np.int64), "views": np.stack([v for v, _ in got]),
+        "hw": np.asarray([s for _, s in got], np.int32), "stamps": self._stamps(index)})

@@ -280,8 +280,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   cache_gb = float(config.view_cache_gb)
   if cache_gb < 0:
     raise UserError(f"config.view_cache_gb={cache_gb}: use 0 to turn the view cache off or a positive size")
-  # Only a later model of this run can reuse a view.
-  views = view_cache.ViewCache(int(cache_gb * 1e9)) if cache_gb > 0 and len(entries) > 1 else None
+  store_dir = config.view_cache_dir
+  # In memory, only a later model of this run can reuse a view; on disk (store_dir), later runs too.
+  views = (view_cache.ViewCache(int(cache_gb * 1e9)) if cache_gb > 0 and len(entries) > 1 and not store_dir
+           else None)
   results = []
   for entry in entries:
     model = None
@@ -291,9 +293,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
       if done is None:
         if model is None:
           model = prepare_model(config, entry, mesh)
-        table = None if views is None else views.table(
-            (d.name, model.pp.input_size, model.pp.resize_size, model.pp.resize_method))
-        done = evaluate_pair(config, pair_dir, entry, d, datasets[d.name], model, mesh, table)
+        view = (model.pp.input_size, model.pp.resize_size, model.pp.resize_method)
+        table = None if views is None else views.table((d.name, *view))
+        store = None if not store_dir else view_cache.ViewStore(
+            store_dir, {"dataset": _pair_key(config, entry, d)["dataset"], "view": view}, datasets[d.name])
+        done = evaluate_pair(config, pair_dir, entry, d, datasets[d.name], model, mesh, table, store)
       else:
         console.say(f"{entry.row} on {d.name}: complete in {pair_dir}, kept")
       if jax.process_index() == 0 and done is not None:
@@ -355,10 +359,12 @@ def _check_pair_key(pair_dir: str, key: Dict[str, Any]) -> None:
 
 
 def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, dataset, model: PreparedModel,
-                  mesh, views: Optional[view_cache.ViewTable] = None) -> Optional[Dict[str, Any]]:
+                  mesh, views: Optional[view_cache.ViewTable] = None,
+                  store: Optional[view_cache.ViewStore] = None) -> Optional[Dict[str, Any]]:
   """Runs (or resumes) one pair; process 0 merges and writes the pair's predictions.npz and metrics.json.
 
-  views: this dataset's views under this model's resize/crop, shared with the run's other models."""
+  views: this dataset's views under this model's resize/crop, shared with the run's other models in memory;
+  store: the same on disk, per shard, shared with later runs."""
   from zoomjax import data  # pylint: disable=import-outside-toplevel
   pid, pcount = jax.process_index(), jax.process_count()
   t_start = time.monotonic()
@@ -385,11 +391,19 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
     return {"top5": top5, "top5_p": np.asarray(out["top5_p"], np.float32),
             "p_true": np.asarray(out["p_true"], np.float32), "correct": c1, "top5_correct": c5}
 
+  from_cache = [0]
+
   def batches_for(indices):
-    return data.make_batches(dataset, batch_size=batch_size, indices=indices,
-                             num_workers=data.decode_threads(config.num_workers), on_error=config.on_error,
-                             transform=pp.pil_view,
-                             transform_hw=(pp.input_size, pp.input_size), view_table=views)
+    table = views if store is None else store.open(indices, (pp.input_size, pp.input_size))
+    kept, hits = (0, 0) if table is None else (len(table), table.hits)
+    yield from data.make_batches(dataset, batch_size=batch_size, indices=indices,
+                                 num_workers=data.decode_threads(config.num_workers), on_error=config.on_error,
+                                 transform=pp.pil_view, transform_hw=(pp.input_size, pp.input_size),
+                                 view_table=table)
+    if table is not None:
+      from_cache[0] += table.hits - hits
+      if store is not None and len(table) > kept:
+        store.save(indices, table)
 
   def skipped_in(rng):
     return [f"{s['id']}: {s['reason']}" for s in dataset.skipped if s["index"] in rng]
@@ -401,7 +415,6 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   progress = sweep.Progress(total_images=total, views_per_image=1, what=f"evaluate {entry.row} on {d.name}",
                             every_secs=float(config.progress_every_secs), log_fn=console.say, compile_clock=clock)
   key = _pair_key(config, entry, d)
-  hits_before = 0 if views is None else views.hits
   with shards.claim(pair_dir, pid, key, PAIR_FIELDS, dataset.name, dataset.ids[:num_images],
                     dataset.labels[:num_images]):
     t0 = time.monotonic()
@@ -428,8 +441,8 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
         "skipped": skipped, "preprocessing": dataclasses.asdict(pp), "dtype": config.dtype,
         "paper": paper_top1(entry, d.name, None),
         "images_this_run": computed[0],
-        # Of those, views copied from an earlier model's (same dataset, resize and crop) instead of decoded.
-        "views_from_cache": 0 if views is None else views.hits - hits_before,
+        # Of those, views copied from an earlier model's or run's (same dataset, resize and crop), not decoded.
+        "views_from_cache": from_cache[0],
         # Throughput of this invocation's images, compile time excluded (it is reported on its own).
         "images_per_second": (computed[0] / (loop_s - clock.seconds)
                               if computed[0] and loop_s > clock.seconds else None),
