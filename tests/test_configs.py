@@ -58,3 +58,34 @@ def test_main_runs_a_config_by_absolute_path_from_another_directory(tmp_path):
       cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (tmp_path / "out" / "zoom_grid.png").exists()
+
+
+def _main(tmp_path, *args):
+  return subprocess.run(
+      [sys.executable, "-m", "zoomjax.main", "--config=configs/zoom_sweep.py:runlocal",
+       f"--workdir={tmp_path / 'out'}", "--config.compilation_cache_dir=off", *args],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_model_overrides_from_the_command_line_reach_the_model_and_typos_end_in_one_line(tmp_path):
+  from zoomjax import cli  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  argv, added = cli._split_open_overrides(  # pylint: disable=protected-access
+      ["p", "--config.model.overrides.depths=(1, 1)", "--config.batch_size=2", "--config.model_overrides.act",
+       "gelu"])
+  assert argv == ["p", "--config.batch_size=2"]
+  assert added == [(["model", "overrides"], "depths", (1, 1)), (["model_overrides"], "act", "gelu")]
+  c = ml_collections.ConfigDict({"model": {"overrides": {}}, "model_overrides": {}})
+  c.lock()
+  cli._add_open_overrides(c, added)  # pylint: disable=protected-access
+  assert c.model.overrides.depths == (1, 1) and c.model_overrides.act == "gelu" and c.is_locked
+
+  # The override reaches the registered model's constructor, which names what it does not take.
+  proc = _main(tmp_path, "--config.model.overrides.widht=8")
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert ("zoomjax: error: model 'efficientnet_lite_tiny': an override it does not take (" in proc.stderr
+          and "unexpected keyword argument 'widht'" in proc.stderr and "Traceback" not in proc.stderr)
+  proc = _main(tmp_path, "--config.model.widht=8")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert ("zoomjax: error: --config.model.widht: the config has no field 'widht' (a model constructor argument "
+          "goes in --config.model.overrides.widht=VALUE" in proc.stderr)

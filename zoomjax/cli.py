@@ -4,6 +4,7 @@ A user error (`zoomjax.errors`: a bad config value, data file, checkpoint or wor
 problem) ends the run with one line, `zoomjax: error: <what and how to fix it>`, on stderr and exit status 2;
 `--verbose` adds its traceback. Any other exception is a bug and keeps its traceback.
 """
+import ast
 import os
 import sys
 import traceback
@@ -76,8 +77,21 @@ def parse_flags(argv: List[str]) -> List[str]:
 
   A config file that fails with a traceback that is not a user error is a bug: absl's own report keeps it.
   """
+  argv, added = _split_open_overrides(argv)
+  saved, sys.argv = sys.argv, list(argv)  # ml_collections reads its overrides from sys.argv.
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    if not any(f.filename.endswith("config_path.py") for f in traceback.extract_tb(e.__traceback__)):
+      raise  # Not an override path: a bug in the config file keeps its traceback.
+    missing = str(e).strip("\"'")
+    named = [a.split("=", 1)[0] for a in argv if a.startswith("--config.") and missing in a.split("=", 1)[0]]
+    hint = (f" (a model constructor argument goes in --config.model.overrides.{missing}=VALUE, or "
+            f"--config.model_overrides.{missing}=VALUE in configs/evaluate.py)"
+            if any(a.startswith("--config.model") for a in named) else "")
+    print(f"zoomjax: error: {' '.join(named) or '--config.<field>'}: the config has no field {missing!r}{hint}",
+          file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
   except flags.Error as e:
     user = _user_error_in(e)
     if user is not None:
@@ -86,3 +100,56 @@ def parse_flags(argv: List[str]) -> List[str]:
       return app.parse_flags_with_usage(argv)  # Parses again to print absl's report, and exits.
     print(f"zoomjax: error: {errors.one_line(str(e))} (--helpshort lists the flags)", file=sys.stderr, flush=True)
     sys.exit(EXIT_USER_ERROR)
+  finally:
+    sys.argv = saved
+  if added:
+    _add_open_overrides(flags.FLAGS["config"].value, added)
+  return rest
+
+
+# Config blocks whose keys are free (make_module kwargs): `--config.<...>.overrides.KEY=VALUE` adds KEY, which
+# ml_collections' flags cannot do (they only set fields the config already has).
+OPEN_BLOCKS = ("overrides", "model_overrides")
+
+
+def _split_open_overrides(argv: List[str]):
+  """argv without its `--config.<block>.KEY=VALUE` args for an OPEN_BLOCKS block, and those as (path, key, value)."""
+  kept, added, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    name, sep, value = arg.partition("=")
+    parts = name[len("--config."):].split(".") if name.startswith("--config.") else []
+    if len(parts) >= 2 and parts[-2] in OPEN_BLOCKS:
+      if not sep:  # `--config.model.overrides.width 8`
+        if i + 1 >= len(argv):
+          print(f"zoomjax: error: {name} needs a value ({name}=VALUE)", file=sys.stderr, flush=True)
+          sys.exit(EXIT_USER_ERROR)
+        value, i = argv[i + 1], i + 1
+      added.append((parts[:-1], parts[-1], _literal(value)))
+    else:
+      kept.append(arg)
+    i += 1
+  return kept, added
+
+
+def _literal(text: str):
+  """A Python literal (8, 0.5, (1, 1), True) or, failing that, the text itself (gelu)."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _add_open_overrides(config, added) -> None:
+  for path, key, value in added:
+    block = config
+    for part in path:
+      block = block.get(part) if hasattr(block, "get") else None
+      if block is None:
+        break
+    if not hasattr(block, "unlocked"):
+      print(f"zoomjax: error: --config.{'.'.join(path)}.{key}: the config has no block {'.'.join(path)!r}",
+            file=sys.stderr, flush=True)
+      sys.exit(EXIT_USER_ERROR)
+    with config.unlocked():
+      block[key] = value

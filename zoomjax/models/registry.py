@@ -172,7 +172,13 @@ def load(name: str, checkpoint: Optional[str] = None, *, random_init: bool = Fal
     overrides, flat, convert = plan.overrides, plan.flat, plan.convert or spec.convert
     # This load's preprocessing: the dummy input of the shape check and the bundle follow it.
     spec = dataclasses.replace(spec, preprocessing=plan.preprocessing)
-  module = spec.make_module(**overrides)
+  try:
+    module = spec.make_module(**overrides)
+  except TypeError as e:
+    if "unexpected keyword argument" not in str(e):
+      raise
+    raise UserError(f"model {name!r}: an override it does not take ({e}); overrides given: "
+                    f"{', '.join(sorted(overrides)) or 'none'}") from None
   if random_init:
     variables = _init(module, spec, seed)
   else:
