@@ -152,7 +152,7 @@ def pil_vertical_first(box_hw, out_hw):
   """Pillow >= 13's pass order: vertical first iff the height shrinks by > 2x the width's shrink (pixels).
 
   (python-pillow/Pillow#9549; measured against the installed Pillow 13.0 by probing noise images.)
-  Aspect-preserving resizes (every zoom transform) always run horizontally first, as in older Pillow.
+  An aspect-preserving resize runs vertically first only for images more than about twice as tall as wide.
   """
   bh, bw = box_hw
   oh, ow = out_hw

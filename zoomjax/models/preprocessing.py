@@ -10,7 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-_PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+from zoomjax import resample
+
+# PIL filter and its support (Resample.c): it reads `support * max(in / out, 1)` input pixels either side.
+_PIL_FILTERS = {"bicubic": (Image.Resampling.BICUBIC, 2.0), "bilinear": (Image.Resampling.BILINEAR, 1.0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,16 +36,45 @@ class Preprocessing:
 
     torchvision's `Resize(resize_size)` (short side; long side `int(resize_size * long / short)`) with this
     filter, then `CenterCrop(input_size)` (top = round((H' - size) / 2)): what the checkpoints were scored with.
-    PIL resizes in two passes, horizontal then vertical, through an 8-bit image; calling them one at a time and
-    cropping the columns in between gives the same bytes without vertically resizing the columns the crop drops.
+    PIL resizes in two separable passes through an 8-bit image, in the order `resample.pil_vertical_first`
+    gives. Running them one at a time in that order gives the same bytes while skipping work the crop
+    discards. The first pass reads only the input rows (or columns) that the kept outputs use. The second pass
+    runs only on the kept ones; the lines it never reads stay black, since they get no weight.
     """
     im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
     w, h = im.size
-    s, size, filt = self.resize_size, self.input_size, _PIL_FILTERS[self.resize_method]
+    (s, size), (filt, support) = (self.resize_size, self.input_size), _PIL_FILTERS[self.resize_method]
     nh, nw = (int(s * h / w), s) if w <= h else (s, int(s * w / h))
     top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
-    im = im.resize((nw, h), filt).crop((left, 0, left + size, h))
+    if resample.pil_vertical_first((h, w), (nh, nw)):
+      c0, c1 = _lines_read(w, nw, left, left + size, support)
+      cols = im.crop((c0, 0, c1, h)).resize((c1 - c0, nh), filt).crop((0, top, c1 - c0, top + size))
+      im = _placed(cols, (w, size), (c0, 0))
+      return np.asarray(im.resize((nw, size), filt).crop((left, 0, left + size, size)), np.uint8)
+    r0, r1 = _lines_read(h, nh, top, top + size, support)
+    rows = im.crop((0, r0, w, r1)).resize((nw, r1 - r0), filt).crop((left, 0, left + size, r1 - r0))
+    im = _placed(rows, (size, h), (0, r0))
     return np.asarray(im.resize((size, nh), filt).crop((0, top, size, top + size)), np.uint8)
+
+
+def _lines_read(in_size: int, out_size: int, lo: int, hi: int, support: float) -> Tuple[int, int]:
+  """The input lines [a, b) that PIL's resize from `in_size` to `out_size` reads for output lines [lo, hi).
+
+  Pillow's own bounds (precompute_coeffs), widened by one line either side against rounding."""
+  scale = in_size / out_size
+  reach = support * max(scale, 1.0)
+  first = int((lo + 0.5) * scale - reach + 0.5)
+  last = int((hi - 0.5) * scale + reach + 0.5)
+  return max(first - 1, 0), min(last + 1, in_size)
+
+
+def _placed(part: Image.Image, size: Tuple[int, int], at: Tuple[int, int]) -> Image.Image:
+  """`part` at `at` on a black image of `size` (w, h): the full-size input of PIL's second pass."""
+  if part.size == size:
+    return part
+  out = Image.new(part.mode, size)
+  out.paste(part, at)
+  return out
 
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
