@@ -368,6 +368,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   from zoomjax import data  # pylint: disable=import-outside-toplevel
   pid, pcount = jax.process_index(), jax.process_count()
   t_start = time.monotonic()
+  workers = data.decode_threads(config.num_workers)
   limit = int(config.limit)
   num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
   bundle, pp, step, variables = model.bundle, model.pp, model.step, model.variables
@@ -397,7 +398,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
     table = views if store is None else store.open(indices, (pp.input_size, pp.input_size))
     kept, hits = (0, 0) if table is None else (len(table), table.hits)
     yield from data.make_batches(dataset, batch_size=batch_size, indices=indices,
-                                 num_workers=data.decode_threads(config.num_workers), on_error=config.on_error,
+                                 num_workers=workers, on_error=config.on_error,
                                  transform=pp.pil_view, transform_hw=(pp.input_size, pp.input_size),
                                  view_table=table)
     if table is not None:

@@ -171,6 +171,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
            num_images: int, t_start: float) -> Optional[Dict[str, Any]]:
   from zoomjax import data  # pylint: disable=import-outside-toplevel
   pid, pcount = jax.process_index(), jax.process_count()
+  workers = data.decode_threads(config.num_workers)
   shard_size = int(config.shard_size)
   n_shards = shards.num_shards(num_images, shard_size)
   seeds = [int(s) for s in config.seeds]
@@ -205,7 +206,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
 
     def batches_for(indices):
       return data.make_batches(dataset, batch_size=batch_size, canvas_fn=canvas_fn, indices=indices,
-                               num_workers=data.decode_threads(config.num_workers), on_error=config.on_error,
+                               num_workers=workers, on_error=config.on_error,
                                max_pixels_warning=int(config.max_pixels_warning))
 
     def skipped_in(rng):
