@@ -24,7 +24,7 @@ setuptools.setup(
         "ml_dtypes>=0.7.0",  # bfloat16 / float8 arrays of checkpoints.
         "absl-py>=2.5.1",  # app, flags, logging.
         "ml_collections>=1.1.0",
-        # TensorBoard event files (zoomjax.scalars writes them without TensorFlow, unlike clu's writers).
+        # TensorBoard event files (zoomjax.runtime.scalars writes them without TensorFlow, unlike clu's writers).
         "tensorboard>=2.21.0",
         "tensorflow-datasets>=4.9.10",
         # tensorflow-datasets needs it to build datasets but does not declare it.

@@ -53,7 +53,7 @@ def parse_arg(arg: str, **spec: Any) -> ml_collections.ConfigDict:
 def add_common(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The fields every config has, so every `--config.<field>` override works for every job."""
   c.compilation_cache_dir = ""  # XLA's persistent compilation cache ("" = ~/.cache/zoomjax/jax; "off" = none).
-  c.distributed = distributed_config()  # Multi-host start-up (zoomjax.parallel.initialize_from_config).
+  c.distributed = distributed_config()  # Multi-host start-up (zoomjax.runtime.parallel.initialize_from_config).
   # Warn about images above this many pixels, with the memory they will take (0 = never); a 12000 x 9000 photo
   # takes about 7 GB in a sweep step. Not under `data`: it changes no result, so it is no part of the resume key.
   c.max_pixels_warning = 50_000_000
@@ -88,9 +88,9 @@ def data_config(name: str) -> ml_collections.ConfigDict:
 
 
 def distributed_config() -> ml_collections.ConfigDict:
-  """The multi-host block read by `zoomjax.parallel.initialize_from_config` (zoomjax.main)."""
+  """The multi-host block read by `zoomjax.runtime.parallel.initialize_from_config` (zoomjax.main)."""
   c = ml_collections.ConfigDict()
-  c.enabled = False  # Multi-host: jax.distributed.initialize() first (zoomjax.parallel).
+  c.enabled = False  # Multi-host: jax.distributed.initialize() first (zoomjax.runtime.parallel).
   c.coordinator_address = ""  # 'host:port' of process 0 ('' = auto / $ZOOMJAX_COORDINATOR_ADDRESS).
   c.num_processes = 0  # 0 = auto / $ZOOMJAX_NUM_PROCESSES.
   c.process_id = -1  # -1 = auto / $ZOOMJAX_PROCESS_ID.

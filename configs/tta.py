@@ -22,7 +22,7 @@ Any field can be overridden with --config.<field>=value. Rerunning with the same
 import ml_collections
 
 from configs import common
-from zoomjax import paper_numbers
+from zoomjax.analysis import paper_numbers
 from zoomjax.errors import UserError
 
 METHODS = ("baseline", "memo_augmix", "memo_rrc", "zoom_mean", "zoom_max")

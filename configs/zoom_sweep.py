@@ -18,7 +18,7 @@ from typing import Tuple
 import ml_collections
 
 from configs import common
-from zoomjax import paper_numbers
+from zoomjax.analysis import paper_numbers
 from zoomjax.errors import UserError
 
 GRIDS = {"paper": paper_numbers.PAPER_SCALES, "small": (64, 128, 224, 256, 384, 512), "tiny": (224, 256)}
@@ -76,7 +76,7 @@ def get_config(arg=None):
   c.gallery_size = 12  # Rescued images shown in the report.
   # Images in the image explorer (explorer/explorer.html; rescued ones first; 0 = no explorer).
   c.explorer_images = 4 if a.runlocal else 200
-  c.tensorboard = True  # TensorBoard scalars in the workdir (zoomjax.scalars).
+  c.tensorboard = True  # TensorBoard scalars in the workdir (zoomjax.runtime.scalars).
   c.progress_every_secs = 5.0 if a.runlocal else 30.0  # Progress log / TensorBoard interval.
   c.merge_timeout_s = 6 * 3600.0  # How long process 0 waits for the other processes' shards.
   c.command = ""  # Shown in the report (set by scripts that know the exact command line).

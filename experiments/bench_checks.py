@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from zoomjax import records as R
-from zoomjax import shards
+from zoomjax.analysis import records as R
+from zoomjax.runtime import shards
 from zoomjax import sweep
 
 

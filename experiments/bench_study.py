@@ -1,7 +1,7 @@
 """Benchmark: load + analyse the records of a study of many sweeps, and the held-out view selection (issue 13).
 
 Synthetic records of the paper's size (default 42 runs x 50,000 images x 324 zoom views + 10 crops = 334 views),
-written one run at a time in the sweep's own format (`zoomjax.records.save`) to a scratch folder and deleted after
+written one run at a time in the sweep's own format (`zoomjax.analysis.records.save`) to a scratch folder and deleted after
 it is measured, so one run's arrays are in memory at a time (about 0.5 GB), never the study's. Per run it times
   load       records.load of records.npz
   analyse    analyses.record_metrics (correctness, greedy min-cover, anchors, scales, aggregation, intervals)
@@ -27,10 +27,10 @@ import time
 
 import numpy as np
 
-from zoomjax import analyses
-from zoomjax import per_class
-from zoomjax import records
-from zoomjax import selection
+from zoomjax.analysis import metrics as analyses
+from zoomjax.analysis import per_class
+from zoomjax.analysis import records
+from zoomjax.analysis import selection
 
 SCALES = sorted(analyses.PAPER_SCALE_INSERTION_ORDER)  # The paper's 36 scales.
 

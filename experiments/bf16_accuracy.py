@@ -66,7 +66,7 @@ def main(argv=None):
   p.add_argument("--out", default="")
   a = p.parse_args(argv)
   from configs import zoom_sweep as cfg  # pylint: disable=g-import-not-at-top
-  from zoomjax import records as R  # pylint: disable=g-import-not-at-top
+  from zoomjax.analysis import records as R  # pylint: disable=g-import-not-at-top
   from zoomjax.jobs import zoom_sweep  # pylint: disable=g-import-not-at-top
   grid = REDUCED_SCALES if a.grid == "reduced" else cfg.grid_scales(a.grid)
   if 256 not in grid:

@@ -7,7 +7,7 @@ What it measures, in one process, nothing from the network (random weights, synt
   1. the bf16 and fp32 matrix-product ceiling (TFLOP/s, square products of side --matmul-n);
   2. per model, the sweep's own jitted step (`zoomjax.sweep.make_step`: zoom grid + 10 crops computed on the
      device, chunked model calls, compact outputs) on synthetic ~500x375 images in the 512 canvas bucket,
-     batch sharded over every local device (`zoomjax.parallel`): views/s, images/s, FLOPs per image from
+     batch sharded over every local device (`zoomjax.runtime.parallel`): views/s, images/s, FLOPs per image from
      XLA's cost analysis (zoom kernel + views x model), the achieved fraction of the ceiling, and the projected
      time for the 50,000-image ImageNet validation set.
 Prints a table and writes everything to --out (JSON).
@@ -30,7 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from zoomjax import sweep  # noqa: E402
-from zoomjax.paper_numbers import PAPER_SCALES  # noqa: E402
+from zoomjax.analysis.paper_numbers import PAPER_SCALES  # noqa: E402
 
 QUICK_SCALES = (224, 256)
 # Synthetic image sizes (h, w): ImageNet val's most common shapes, all in the 512 canvas bucket.
@@ -121,7 +121,8 @@ def synthetic_batch(batch: int, canvas_fn, seed: int = 0):
 
 def bench_model(name: str, *, scales, dtype, batch_per_device: int, view_chunk: int, reps: int,
                 num_images: int, ceiling_tflops: float, zoom_impl=None, flops_only: bool = False) -> dict:
-  from zoomjax import models, parallel, zoom  # pylint: disable=g-import-not-at-top
+  from zoomjax import models, zoom  # pylint: disable=g-import-not-at-top
+  from zoomjax.runtime import parallel
   overrides = {} if dtype == jnp.float32 else {"dtype": dtype}
   t0 = time.perf_counter()
   bundle = models.load(name, random_init=True, seed=0, **overrides)

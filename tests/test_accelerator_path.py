@@ -27,7 +27,8 @@ def _worker() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from zoomjax import models, parallel, sweep, zoom  # pylint: disable=g-import-not-at-top
+  from zoomjax import models, sweep, zoom  # pylint: disable=g-import-not-at-top
+  from zoomjax.runtime import parallel
   assert jax.local_device_count() == 8, jax.devices()
   mesh8, mesh1 = parallel.make_mesh(), parallel.make_mesh(jax.local_devices()[:1])
   rng = np.random.default_rng(0)

@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 
-from zoomjax import analyses as A
-from zoomjax import paper_numbers as P
+from zoomjax.analysis import metrics as A
+from zoomjax.analysis import paper_numbers as P
 
 SCALES = (64, 224, 256, 512)
 GRID = [(s, r, c) for s in SCALES for r in range(3) for c in range(3)]  # scale-major like ZoomGrid.
@@ -192,7 +192,7 @@ def test_paper_numbers_consistent():
 
 
 def test_unsolved_across_workdirs(tmp_path):
-  from zoomjax import records as R
+  from zoomjax.analysis import records as R
   import test_report  # The fake records: odd images wrong at 1-crop, image 1 rescued by a zoom.
   a = test_report.fake_records(n=4, seed=0)
   b = test_report.fake_records(n=4, seed=0)
@@ -236,7 +236,7 @@ def test_unsolved_cli_ends_a_user_error_in_one_line(tmp_path):
   import os  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
-  out = subprocess.run([sys.executable, "-m", "zoomjax.analyses", "unsolved", str(tmp_path / "absent")],
+  out = subprocess.run([sys.executable, "-m", "zoomjax.analysis.metrics", "unsolved", str(tmp_path / "absent")],
                        capture_output=True, text=True, timeout=120,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]

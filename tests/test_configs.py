@@ -68,7 +68,7 @@ def _main(tmp_path, *args):
 
 
 def test_model_overrides_from_the_command_line_reach_the_model_and_typos_end_in_one_line(tmp_path):
-  from zoomjax import cli  # pylint: disable=import-outside-toplevel
+  from zoomjax.runtime import cli  # pylint: disable=import-outside-toplevel
   import ml_collections  # pylint: disable=import-outside-toplevel
   argv, added = cli._split_open_overrides(  # pylint: disable=protected-access
       ["p", "--config.model.overrides.depths=(1, 1)", "--config.batch_size=2", "--config.model_overrides.act",

@@ -401,7 +401,7 @@ def test_openclip_zero_shot_classifier_through_the_evaluator(tmp_path):
 
 def test_every_imagenet_hard_paper_row_names_a_registered_model():
   import zoomjax.models as zm  # pylint: disable=import-outside-toplevel
-  from zoomjax import paper_numbers as P  # pylint: disable=import-outside-toplevel
+  from zoomjax.analysis import paper_numbers as P  # pylint: disable=import-outside-toplevel
   names = set(zm.list_models())
   rows = list(P.IMAGENET_HARD) + [m for m, _ in P.IMAGENET_HARD_OPENCLIP]
   assert [m for m in rows if m not in names] == []

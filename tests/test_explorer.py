@@ -1,4 +1,4 @@
-"""zoomjax.explorer: the data it writes for a sweep with known answers, and the page in headless Chromium (skipped
+"""zoomjax.reports.explorer: the data it writes for a sweep with known answers, and the page in headless Chromium (skipped
 without chromium locally, required under CI: `make browser`).
 
 The sweep is written by hand in zoom_sweep's workdir layout (a fake model whose every answer is chosen here) over
@@ -17,12 +17,12 @@ import pytest
 from PIL import Image
 
 from conftest import require
-from zoomjax import analyses as A
-from zoomjax import atomic
+from zoomjax.analysis import metrics as A
+from zoomjax.runtime import atomic
 from zoomjax import data
-from zoomjax import explorer
-from zoomjax import records as R
-from zoomjax import shards
+from zoomjax.reports import explorer
+from zoomjax.analysis import records as R
+from zoomjax.runtime import shards
 from zoomjax import zoom
 from zoomjax.errors import UserError
 

@@ -23,12 +23,12 @@ import conftest
 from configs import tta as tta_config
 from configs import zoom_sweep as config_lib
 from test_checkpoints import FakeStorage, FakeTensor, write_torch_zip  # The torch-format writer without torch.
-from zoomjax import atomic
+from zoomjax.runtime import atomic
 from zoomjax import data
 from zoomjax import errors
-from zoomjax import cli
-from zoomjax import records as R
-from zoomjax import shards
+from zoomjax.runtime import cli
+from zoomjax.analysis import records as R
+from zoomjax.runtime import shards
 from zoomjax import zoom
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.jobs import tta as tta_job
@@ -263,7 +263,7 @@ def test_tta_reports_skips_retries_fixed_files_and_marks_completion(tmp_path, ca
 
 
 def test_a_kill_during_the_report_is_visible_and_the_rerun_redoes_it(tmp_path, monkeypatch, capsys):
-  from zoomjax import report
+  from zoomjax.reports import sweep as report
   c = small_config(report=True)
   work = tmp_path / "work"
   seen = []

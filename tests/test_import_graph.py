@@ -1,4 +1,5 @@
-"""The zoomjax package has no import cycles (static: module- and function-level imports both count)."""
+"""The zoomjax package has no import cycles and its wings keep their direction (static: module- and
+function-level imports both count)."""
 import ast
 import pathlib
 import pkgutil
@@ -100,8 +101,53 @@ def test_no_import_cycles():
   assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def _in(module: str, package: str) -> bool:
+  return module == package or module.startswith(package + ".")
+
+
+def layering_violations(graph: Dict[str, Set[str]]) -> List[str]:
+  """"module -> dependency" for every import that points the wrong way between the package's parts.
+
+  runtime (how a job runs) imports nothing of zoomjax but errors; analysis (the maths over records) imports no
+  reports and no jobs; reports import no jobs; converters never import models; kernels import neither models
+  nor the zoom API.
+  """
+  rules = [
+      ("zoomjax.runtime", lambda d: not _in(d, "zoomjax.runtime") and d not in ("zoomjax", "zoomjax.errors")),
+      ("zoomjax.analysis", lambda d: _in(d, "zoomjax.reports") or _in(d, "zoomjax.jobs")),
+      ("zoomjax.reports", lambda d: _in(d, "zoomjax.jobs")),
+      ("zoomjax.checkpoints", lambda d: _in(d, "zoomjax.models")),
+      ("zoomjax.kernels", lambda d: _in(d, "zoomjax.models") or d == "zoomjax.zoom"),
+  ]
+  bad = []
+  for module, deps in sorted(graph.items()):
+    for package, forbidden in rules:
+      if _in(module, package):
+        bad += [f"{module} -> {d}" for d in sorted(deps) if forbidden(d)]
+  return bad
+
+
+def test_layering_rules_catch_a_wrong_way_import():
+  graph = {"zoomjax.analysis.metrics": {"zoomjax.reports.html", "zoomjax.zoom"},
+           "zoomjax.runtime.shards": {"zoomjax.errors", "zoomjax.runtime.atomic", "zoomjax.data"},
+           "zoomjax.reports.sweep": {"zoomjax.analysis.metrics", "zoomjax.jobs.study"}}
+  assert layering_violations(graph) == ["zoomjax.analysis.metrics -> zoomjax.reports.html",
+                                        "zoomjax.reports.sweep -> zoomjax.jobs.study",
+                                        "zoomjax.runtime.shards -> zoomjax.data"]
+
+
 def test_layering():
-  """Converters never import models; kernels import neither models nor the zoom API."""
+  assert layering_violations(import_graph()) == []
+
+
+def test_top_level_holds_at_most_eight_modules():
+  """The package's top level is the front door and the core; everything else lives in a wing."""
+  root = pathlib.Path(zoomjax.__file__).parent
+  modules = sorted(p.name for p in root.glob("*.py") if p.name != "__init__.py")
+  assert len(modules) <= 8, modules
+
+
+def test_converters_and_kernels_keep_out_of_models():
   graph = import_graph()
   for module, deps in graph.items():
     if module.startswith("zoomjax.checkpoints"):

@@ -1,19 +1,19 @@
 """Importing zoomjax's public modules loads neither TensorFlow nor clu's metric writers, nor pyplot.
 
 TensorFlow costs seconds and gigabytes in every process and test worker; only a TFDS build needs it (TensorBoard
-scalars go through `zoomjax.scalars`, which needs no TensorFlow). pyplot would switch the user's matplotlib
+scalars go through `zoomjax.runtime.scalars`, which needs no TensorFlow). pyplot would switch the user's matplotlib
 backend. Runs in a fresh interpreter, since this test process has imported much already.
 """
 import json
 import subprocess
 import sys
 
-MODULES = ("zoomjax", "zoomjax.zoom", "zoomjax.sweep", "zoomjax.shards", "zoomjax.tta", "zoomjax.tta.memo",
-           "zoomjax.tta.zoom_tta", "zoomjax.models", "zoomjax.data", "zoomjax.analyses", "zoomjax.report",
-           "zoomjax.plots", "zoomjax.parallel", "zoomjax.checkpoints", "zoomjax.jobs.zoom_sweep", "zoomjax.jobs.tta",
-           "zoomjax.jobs.zoom_preview", "zoomjax.main", "zoomjax.cli", "zoomjax.scalars",
-           "zoomjax.jobs.evaluate", "zoomjax.evaluate_report", "zoomjax.jobs.study", "zoomjax.study_report",
-           "zoomjax.explorer", "zoomjax.sweep_workdir", "zoomjax.selection", "zoomjax.per_class")
+MODULES = ("zoomjax", "zoomjax.zoom", "zoomjax.sweep", "zoomjax.runtime.shards", "zoomjax.tta", "zoomjax.tta.memo",
+           "zoomjax.tta.zoom_tta", "zoomjax.models", "zoomjax.data", "zoomjax.analysis.metrics", "zoomjax.reports.sweep",
+           "zoomjax.reports.figures", "zoomjax.runtime.parallel", "zoomjax.checkpoints", "zoomjax.jobs.zoom_sweep", "zoomjax.jobs.tta",
+           "zoomjax.jobs.zoom_preview", "zoomjax.main", "zoomjax.runtime.cli", "zoomjax.runtime.scalars",
+           "zoomjax.jobs.evaluate", "zoomjax.reports.evaluate", "zoomjax.jobs.study", "zoomjax.reports.study",
+           "zoomjax.reports.explorer", "zoomjax.analysis.sweep_results", "zoomjax.analysis.selection", "zoomjax.analysis.per_class")
 FORBIDDEN = ("tensorflow", "keras", "clu.metric_writers", "clu.periodic_actions", "matplotlib.pyplot")
 
 _PROBE = """
@@ -42,7 +42,7 @@ def test_public_modules_import_no_tensorflow_clu_writers_or_pyplot():
 
 _WRITE = """
 import sys
-from zoomjax import scalars
+from zoomjax.runtime import scalars
 w = scalars.ScalarWriter(sys.argv[1])
 w.write_scalars(3, {"images_per_sec": 1.5, "eta_secs": 2})
 w.write_scalars(4, {"images_per_sec": 2.5})

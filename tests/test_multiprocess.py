@@ -44,7 +44,7 @@ def _worker(argv) -> int:
   jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/zoomjax/jax-tests"))
   sys.path.insert(0, REPO)
   from configs import zoom_sweep as cfg  # pylint: disable=g-import-not-at-top
-  from zoomjax import parallel  # pylint: disable=g-import-not-at-top
+  from zoomjax.runtime import parallel  # pylint: disable=g-import-not-at-top
   config = cfg.get_config(f"runlocal=1,data=folder:{a.data}")
   config.limit = 0
   config.shard_size = SHARD_SIZE
@@ -110,12 +110,12 @@ def _launch(workdir, data, *, devices=1, processes=1, stop_after=0, expect=0):
 
 
 def _records_of(rec):
-  from zoomjax import records as R  # pylint: disable=g-import-not-at-top
+  from zoomjax.analysis import records as R  # pylint: disable=g-import-not-at-top
   return {f: getattr(rec, f) for f in R.PER_IMAGE + R.NAMES + (R.SKIPPED,)}
 
 
 def _records(workdir):
-  from zoomjax import records as R  # pylint: disable=g-import-not-at-top
+  from zoomjax.analysis import records as R  # pylint: disable=g-import-not-at-top
   return _records_of(R.load(os.path.join(workdir, R.FINAL_FILE)))
 
 
@@ -157,8 +157,8 @@ def _assert_same(got, want, what):
 
 
 def test_two_processes_cut_short_then_one_process_with_eight_devices_finishes(images, reference, tmp_path):
-  from zoomjax import records as R  # pylint: disable=g-import-not-at-top
-  from zoomjax.shards import shard_path  # pylint: disable=g-import-not-at-top
+  from zoomjax.analysis import records as R  # pylint: disable=g-import-not-at-top
+  from zoomjax.runtime.shards import shard_path  # pylint: disable=g-import-not-at-top
   wd = str(tmp_path / "two_then_one")
   outs = _launch(wd, images, processes=2, stop_after=1, expect=3)
   assert all("WORKER STOPPED" in o for o in outs)

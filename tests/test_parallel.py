@@ -1,4 +1,4 @@
-"""zoomjax.parallel: meshes, shardings, distributed settings; 8 fake CPU devices give the 1-device answers.
+"""zoomjax.runtime.parallel: meshes, shardings, distributed settings; 8 fake CPU devices give the 1-device answers.
 
 The 8-device checks run in a subprocess (`python tests/test_parallel.py`), because the device count is fixed by
 XLA_FLAGS before JAX starts. The sweep job end to end (8 devices, 2 processes, resume) is tests/test_multiprocess.py.
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoomjax import parallel
+from zoomjax.runtime import parallel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from test_selection import GRID, NAMES, ONE, make_records
-from zoomjax import analyses as A
-from zoomjax import per_class as PC
+from zoomjax.analysis import metrics as A
+from zoomjax.analysis import per_class as PC
 
 
 def v(name):

@@ -21,11 +21,11 @@ import pytest
 from PIL import Image
 
 from conftest import require
-from zoomjax import analyses as A
-from zoomjax import per_class
-from zoomjax import records as R
-from zoomjax import report
-from zoomjax import selection
+from zoomjax.analysis import metrics as A
+from zoomjax.analysis import per_class
+from zoomjax.analysis import records as R
+from zoomjax.reports import sweep as report
+from zoomjax.analysis import selection
 
 SCALES = (64, 224, 256, 512)
 GRID = [(s, r, c) for s in SCALES for r in range(3) for c in range(3)]

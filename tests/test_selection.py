@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from zoomjax import analyses as A
-from zoomjax import records as R
-from zoomjax import selection as S
+from zoomjax.analysis import metrics as A
+from zoomjax.analysis import records as R
+from zoomjax.analysis import selection as S
 
 SCALES = (64, 224, 256, 512)
 GRID = [(s, r, c) for s in SCALES for r in range(3) for c in range(3)]

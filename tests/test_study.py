@@ -22,8 +22,8 @@ from configs import study as study_config
 from configs import zoom_sweep as sweep_config
 from zoomjax import data
 from zoomjax import models
-from zoomjax import parallel
-from zoomjax import records as R
+from zoomjax.runtime import parallel
+from zoomjax.analysis import records as R
 from zoomjax import zoom
 from zoomjax.errors import UserError
 from zoomjax.jobs import study as job

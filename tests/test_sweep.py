@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoomjax import parallel
-from zoomjax import records as R
-from zoomjax import shards
+from zoomjax.runtime import progress as progress_lib
+from zoomjax.runtime import parallel
+from zoomjax.analysis import records as R
+from zoomjax.runtime import shards
 from zoomjax import sweep
 
 
@@ -214,7 +215,7 @@ def test_merge_refuses_missing_or_mixed_shards(tmp_path):
 def test_compile_clock_counts_compilation_and_progress_reports_it():
   f = jax.jit(lambda x: jnp.tanh(x) * 3.0 + x.sum())
   a, b, c = np.ones((3, 7), np.float32), np.ones((3, 7), np.float32), np.ones((4, 7), np.float32)
-  with sweep.CompileClock() as clock:
+  with progress_lib.CompileClock() as clock:
     f(a).block_until_ready()
     f(b).block_until_ready()  # Cached in memory: no second executable.
     f(c).block_until_ready()
@@ -223,7 +224,7 @@ def test_compile_clock_counts_compilation_and_progress_reports_it():
   jax.jit(lambda x: x - 1)(c)  # Not counted once the block is left.
   assert clock.seconds == after
   logs = []
-  p = sweep.Progress(total_images=4, views_per_image=10, every_secs=0.0, log_fn=logs.append, compile_clock=clock)
+  p = progress_lib.Progress(total_images=4, views_per_image=10, every_secs=0.0, log_fn=logs.append, compile_clock=clock)
   p(0, t=1.0)
   p(2, t=2.0)
   assert f"compiling {after:.1f} s so far (2 executables)" in logs[-1] and p.last["compile_secs"] == after
@@ -231,7 +232,7 @@ def test_compile_clock_counts_compilation_and_progress_reports_it():
 
 def test_progress_reports_images_views_eta():
   logs = []
-  p = sweep.Progress(total_images=10, views_per_image=334, every_secs=0.0, log_fn=logs.append)
+  p = progress_lib.Progress(total_images=10, views_per_image=334, every_secs=0.0, log_fn=logs.append)
   p(0, t=100.0)
   p(4, t=102.0)
   assert p.last["images_per_sec"] == pytest.approx(2.0)

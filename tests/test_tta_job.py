@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import tta as tta_config
-from zoomjax import paper_numbers
-from zoomjax import shards
+from zoomjax.analysis import paper_numbers
+from zoomjax.runtime import shards
 from zoomjax.jobs import tta as tta_job
 from zoomjax.tta import zoom_tta
 

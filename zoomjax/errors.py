@@ -4,7 +4,7 @@
 traceback only with `--verbose`); any other exception is a bug and keeps its traceback. `UserError` is a
 `ValueError`, and each subclass below is also the built-in type such an error had before it existed, so code
 and tests that catch `ValueError`, `FileNotFoundError`, `KeyError`, `RuntimeError`, `TimeoutError` or
-`FloatingPointError` keep working. A warning (the run goes on) is `zoomjax.console.warn`.
+`FloatingPointError` keep working. A warning (the run goes on) is `zoomjax.runtime.console.warn`.
 """
 import errno
 import re

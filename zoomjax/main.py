@@ -1,7 +1,7 @@
 """Entry point: `python -m zoomjax.main --config configs/<x>.py[:args] --workdir DIR [--verbose]`.
 
 All logic lives in `zoomjax.jobs.<config.experiment>.run(config, workdir)`; user errors end in one line
-(`zoomjax.cli`).
+(`zoomjax.runtime.cli`).
 """
 import importlib
 import os
@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from zoomjax import cli
+from zoomjax.runtime import cli
 from zoomjax import errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -32,7 +32,7 @@ def main(argv):
 def _run_job() -> None:
   import jax  # pylint: disable=g-import-not-at-top
 
-  from zoomjax import parallel  # pylint: disable=g-import-not-at-top
+  from zoomjax.runtime import parallel  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   try:

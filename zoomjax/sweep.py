@@ -6,22 +6,20 @@ One step per batch of images does everything on the device that runs the model:
     -> normalise -> model, in chunks of `view_chunk` views per image (bounds activation memory)
     -> masked softmax -> top-5 ids, true-label probability, max probability per view,
        plus, per aggregation set, the top-5 of the set's mean softmax (accumulated over chunks)
-and only those compact arrays come back to the host (`zoomjax.records`).
+and only those compact arrays come back to the host (`zoomjax.analysis.records`).
 
 Scale-out: the step takes an optional `jax.sharding.Mesh` with a 'data' axis; the image batch is sharded over
-it and the variables are replicated. Shards, resumption and the merge are `zoomjax.shards`.
+it and the variables are replicated. Shards, resumption and the merge are `zoomjax.runtime.shards`.
 """
 import dataclasses
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
-from zoomjax import parallel
-from zoomjax import records as records_lib
+from zoomjax.runtime import parallel
+from zoomjax.analysis import records as records_lib
 from zoomjax import resample
 from zoomjax import zoom
 from zoomjax.errors import NonFiniteError
@@ -215,85 +213,3 @@ def split_outputs(out: Dict[str, np.ndarray], num_grid: int) -> Dict[str, np.nda
       "crop_top5": top5[:, num_grid:], "crop_p_true": p_true[:, num_grid:], "crop_p_max": p_max[:, num_grid:],
       "agg_top5": np.asarray(out["agg_top5"]).astype(np.int16), "agg_p": np.asarray(out["agg_p"], np.float32),
   }
-
-
-class CompileClock:
-  """Seconds spent turning jitted functions into executables while active: tracing, lowering and XLA
-  compilation (or reading the executable from the persistent cache), from `jax.monitoring`'s events.
-
-  `with CompileClock() as clock: ...` then `clock.seconds`, `clock.count` (executables), `clock.cache_hits`.
-  """
-
-  EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
-            "/jax/core/compile/backend_compile_duration")
-  CACHE_HIT = "/jax/compilation_cache/cache_hits"
-
-  def __init__(self):
-    self.seconds, self.count, self.cache_hits = 0.0, 0, 0
-
-  def _on_duration(self, event: str, duration: float, **kwargs) -> None:
-    del kwargs
-    if event in self.EVENTS:
-      self.seconds += duration
-      self.count += event == self.EVENTS[-1]
-
-  def _on_event(self, event: str, **kwargs) -> None:
-    del kwargs
-    self.cache_hits += event == self.CACHE_HIT
-
-  def __enter__(self) -> "CompileClock":
-    jax.monitoring.register_event_duration_secs_listener(self._on_duration)
-    jax.monitoring.register_event_listener(self._on_event)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    jax.monitoring.unregister_event_duration_listener(self._on_duration)
-    jax.monitoring.unregister_event_listener(self._on_event)
-
-
-class Progress:
-  """Logs (and hands to `write`) images/s, views/s and the ETA at most every `every_secs` and at the end.
-
-  Hand-written rather than clu's PeriodicAction, whose import loads TensorFlow (README, Dependencies).
-  """
-
-  def __init__(self, *, total_images: int, views_per_image: int, every_secs: float = 30.0,
-               log_fn: Callable[[str], None] = logging.info,
-               write: Optional[Callable[[int, Dict[str, float]], None]] = None, what: str = "sweep",
-               compile_clock: Optional[CompileClock] = None):
-    self._total, self._vpi, self._every, self._log, self._write = total_images, views_per_image, every_secs, \
-        log_fn, write
-    self._what, self._clock = what, compile_clock
-    self._start: Optional[Tuple[int, float]] = None
-    self._previous: Optional[Tuple[int, float]] = None
-    self.last: Dict[str, float] = {}
-
-  def __call__(self, step: int, t: Optional[float] = None) -> bool:
-    """Reports when due; the first call starts the clock (resumed work is not "done now")."""
-    t = time.monotonic() if t is None else t
-    if self._start is None:
-      self._start = self._previous = (step, t)
-      return False
-    if t - self._previous[1] < self._every and step < self._total:
-      return False
-    if step == self._previous[0]:
-      return False
-    self._report(step, t)
-    return True
-
-  def _report(self, step: int, t: float):
-    (s0, t0), (sp, tp) = self._start, self._previous
-    ips = (step - sp) / max(t - tp, 1e-9)
-    mean_ips = (step - s0) / max(t - t0, 1e-9)
-    eta = (self._total - step) / mean_ips if mean_ips > 0 else float("inf")
-    self._previous = (step, t)
-    self.last = {"images_per_sec": ips, "views_per_sec": ips * self._vpi, "eta_secs": eta,
-                 "images_done": float(step)}
-    compiled = ""
-    if self._clock is not None:
-      self.last["compile_secs"] = self._clock.seconds
-      compiled = f", compiling {self._clock.seconds:.1f} s so far ({self._clock.count} executables)"
-    self._log(f"{self._what}: {step}/{self._total} images, {ips:.2f} images/s, {ips * self._vpi:.1f} views/s, "
-              f"ETA {eta / 60:.1f} min{compiled}")
-    if self._write is not None:
-      self._write(step, self.last)

@@ -26,7 +26,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
-from zoomjax import atomic
+from zoomjax.runtime import atomic
 from zoomjax.data import classes, decode, files, subsets
 from zoomjax.errors import UserError
 

@@ -11,7 +11,7 @@ Why a plan first: a jit-compiled step needs one canvas shape per batch. So we re
 (cheap, cached by our builds), then plan steps of `batch_size` slots by streaming the examples through
 per-bucket queues (a step is emitted when a bucket's queue fills; partial queues are flushed at the end in order
 of first appearance). The plan depends only on `indices`, the sizes, `canvas_fn` and `batch_size`, never on
-timing, so the order is deterministic. Processes split work by shard (`zoomjax.shards`), not inside a plan.
+timing, so the order is deterministic. Processes split work by shard (`zoomjax.runtime.shards`), not inside a plan.
 
 Very large photos are legal but costly: every image above `max_pixels_warning` pixels gets a warning with the
 memory its step will take, before anything is decoded (a 12000 x 9000 photo took 7.3 GB).
@@ -30,7 +30,7 @@ import numpy as np
 from zoomjax.data import decode
 from zoomjax.data.dataset import Dataset
 from zoomjax.data.view_cache import ViewTable
-from zoomjax import console
+from zoomjax.runtime import console
 from zoomjax.errors import UserError
 
 CanvasFn = Callable[[int, int], Tuple[int, int]]

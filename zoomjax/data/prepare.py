@@ -10,7 +10,7 @@ first ids and every image whose header cannot be read.
 """
 from absl import app, flags
 
-from zoomjax import cli
+from zoomjax.runtime import cli
 from zoomjax.data import get_dataset
 
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset name, e.g. imagenet_a, imagenet_v2, folder:PATH.")

@@ -17,8 +17,8 @@ from typing import Dict, Hashable, Optional, Sequence, Tuple
 import numpy as np
 import PIL
 
-from zoomjax import atomic
-from zoomjax import console
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
 
 View = Tuple[np.ndarray, Tuple[int, int]]  # (uint8 view, decoded (height, width)).
 

@@ -1,7 +1,7 @@
 """Job `evaluate`: top-1 / top-5 of many classifiers on many datasets, each model with its own preprocessing.
 
 Every (model, dataset) pair is one sub-run with its own resume key, through the same shard / resume /
-multi-process / mesh machinery as the sweep (`zoomjax.shards`). Per image the model sees one view: the short
+multi-process / mesh machinery as the sweep (`zoomjax.runtime.shards`). Per image the model sees one view: the short
 side resized to `resize_size` with the checkpoint's filter, then the centre `input_size` crop (torchvision's
 Resize + CenterCrop, timm's crop_pct), made with PIL in the decode threads and normalised on the device with
 the checkpoint's mean/std. Workdir layout:
@@ -24,12 +24,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from zoomjax import analyses
-from zoomjax import atomic
-from zoomjax import console
-from zoomjax import paper_numbers
-from zoomjax import parallel
-from zoomjax import shards
+from zoomjax.runtime import progress as progress_lib
+from zoomjax.analysis import metrics as analyses
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
+from zoomjax.analysis import paper_numbers
+from zoomjax.runtime import parallel
+from zoomjax.runtime import shards
 from zoomjax import sweep
 from zoomjax.data import label_space
 from zoomjax.data import view_cache
@@ -377,7 +378,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
   shard_size = int(config.shard_size)
   n_shards = shards.num_shards(num_images, shard_size)
-  clock = sweep.CompileClock()
+  clock = progress_lib.CompileClock()
   computed = [0]
 
   def compute(batch):
@@ -413,7 +414,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
                p_true=np.zeros(0, np.float32), correct=np.zeros(0, bool), top5_correct=np.zeros(0, bool))
   mine = shards.process_shards(n_shards, pid, pcount)
   total = sum(len(shards.shard_range(k, shard_size, num_images)) for k in mine)
-  progress = sweep.Progress(total_images=total, views_per_image=1, what=f"evaluate {entry.row} on {d.name}",
+  progress = progress_lib.Progress(total_images=total, views_per_image=1, what=f"evaluate {entry.row} on {d.name}",
                             every_secs=float(config.progress_every_secs), log_fn=console.say, compile_clock=clock)
   key = _pair_key(config, entry, d)
   with shards.claim(pair_dir, pid, key, PAIR_FIELDS, dataset.name, dataset.ids[:num_images],
@@ -499,7 +500,7 @@ CSV_COLUMNS = ("model", "pretrained", "checkpoint", "dataset", "label_space", "n
 def write_results(config, workdir: str, results: Sequence[Dict[str, Any]], entries: Sequence[ModelEntry],
                   data_entries: Sequence[DataEntry], datasets: Dict[str, Any], final: bool = False) -> Dict:
   """results.json / .csv / .md and report.html from the pairs finished so far (atomic writes)."""
-  from zoomjax import evaluate_report  # pylint: disable=import-outside-toplevel
+  from zoomjax.reports import evaluate as evaluate_report  # pylint: disable=import-outside-toplevel
   rows = []
   for r in results:
     ci1, ci5 = (r.get("ci95") or {}).get("top1") or [None, None], (r.get("ci95") or {}).get("top5") or [None, None]

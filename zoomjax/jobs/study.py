@@ -1,7 +1,7 @@
 """Job `study`: the paper's comparison over many finished zoom sweeps (models x datasets), in one workdir of its own.
 
 Reads N sweep workdirs (`config.runs`: ';'-separated paths or globs), each checked by
-`zoomjax.sweep_workdir.open_sweep` (finished, readable, its records matching its grid), and writes into its own
+`zoomjax.analysis.sweep_results.open_sweep` (finished, readable, its records matching its grid), and writes into its own
 workdir, never into theirs:
   study.json    every number below (fractions), per run and per (dataset, grid) group
   table1.csv    Table 1 per run: 1-crop, greedy top-k and upper bound with 95 % bootstrap intervals, the paper's
@@ -11,7 +11,7 @@ workdir, never into theirs:
   export/<group>/   (config.export_max_solved >= 0) the images solved by at most k of the group's runs, as a
                 `folder:` dataset (labels.csv) with each image's per-run solved flags (solved_by_run.csv):
                 the ImageNet-Hard construction of the paper, made reproducible
-  explorers/<run>/explorer.html   the image explorer of each run (`zoomjax.explorer`)
+  explorers/<run>/explorer.html   the image explorer of each run (`zoomjax.reports.explorer`)
 
 Runs are grouped by (dataset, grid): the dataset by dataset.json's fingerprint of ids and labels (two spellings
 of one folder are one dataset), its name shown. Cross-run analyses (unsolved images, export) stay inside a
@@ -29,12 +29,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import ml_collections
 import numpy as np
 
-from zoomjax import analyses
-from zoomjax import atomic
-from zoomjax import console
-from zoomjax import paper_numbers
-from zoomjax import shards
-from zoomjax import sweep_workdir
+from zoomjax.analysis import metrics as analyses
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
+from zoomjax.analysis import paper_numbers
+from zoomjax.runtime import shards
+from zoomjax.analysis import sweep_results as sweep_workdir
 from zoomjax.errors import NotFoundError, UserError
 
 STUDY_FILE = "study.json"
@@ -221,7 +221,7 @@ def analyse_run(sweep: sweep_workdir.Sweep, *, top_k: int = 36, tie: str = "", d
   }
   row["ci95"] = {k: analyses.bootstrap_interval(row[k], n, draws=draws, seed=seed) for k in HEADLINE
                  if row[k] is not None}
-  if "held_out" in sweep.metrics:  # zoomjax.selection's held-out view selection curves, when the sweep has them.
+  if "held_out" in sweep.metrics:  # zoomjax.analysis.selection's held-out view selection curves, when the sweep has them.
     row["held_out"] = sweep.metrics["held_out"]
   per_image = {"ids": np.asarray([str(i) for i in arr["ids"]]), "solved": analyses.solved(C),
                "one_crop": C[:, names.index(analyses.ONE_CROP_VIEW)] if has_one else None}
@@ -390,7 +390,7 @@ def export_hard(out_dir: str, group: Dict[str, Any], sweeps: Sequence[sweep_work
 
 def study(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Reads, checks and analyses the runs; writes the study's files into `workdir`. Returns study.json's dict."""
-  from zoomjax import study_report  # pylint: disable=g-import-not-at-top  (matplotlib only when needed)
+  from zoomjax.reports import study as study_report  # pylint: disable=g-import-not-at-top  (matplotlib only when needed)
   inputs = expand_runs(str(config.runs), workdir)
   refuse_output_in_inputs(workdir, inputs)
   sweeps = [sweep_workdir.open_sweep(w) for w in inputs]
@@ -431,7 +431,7 @@ def study(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     _drop_stale(os.path.join(workdir, "explorers"), set(subs) if int(config.explorer_max_images) > 0 else set(),
                 "explorer.html")
     if int(config.explorer_max_images) > 0:
-      from zoomjax import explorer  # pylint: disable=g-import-not-at-top
+      from zoomjax.reports import explorer  # pylint: disable=g-import-not-at-top
       for s, row, name in zip(sweeps, rows, subs):
         sub = os.path.join(workdir, "explorers", name)
         row["explorer"] = explorer.write_explorer(s.workdir, out_dir=sub, max_images=int(config.explorer_max_images),
@@ -459,7 +459,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   if jax.process_index() != 0:  # Host-side analysis of files: one process does it.
     return {}
   out = study(config, workdir)
-  from zoomjax import study_report  # pylint: disable=g-import-not-at-top
+  from zoomjax.reports import study as study_report  # pylint: disable=g-import-not-at-top
   print(study_report.table1_markdown(out, with_paper=False))
   a = [e for e in out["anchors"] if e["centre_share"] is not None]
   for e in a:

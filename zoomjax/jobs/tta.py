@@ -2,7 +2,7 @@
 
 Each batch of images runs one jitted, vmapped episode per image (each image its own parameter copy), split over
 this process's devices; results go through the same shard / resume / merge machinery as the zoom sweep
-(`zoomjax.shards`). Workdir layout:
+(`zoomjax.runtime.shards`). Workdir layout:
   config.json              the resume key: every field that changes a result (method, model and checkpoint,
                            data and label space, seeds, MEMO / view / zoom settings, limit, shard size)
   seed_<s>/shards/         per-shard records of seed s: pred, top-5 ids and probabilities, p_true, correct
@@ -26,12 +26,13 @@ import numpy as np
 import optax
 from absl import logging
 
-from zoomjax import analyses
-from zoomjax import atomic
-from zoomjax import console
-from zoomjax import paper_numbers
-from zoomjax import parallel
-from zoomjax import shards
+from zoomjax.runtime import progress as progress_lib
+from zoomjax.analysis import metrics as analyses
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
+from zoomjax.analysis import paper_numbers
+from zoomjax.runtime import parallel
+from zoomjax.runtime import shards
 from zoomjax import sweep
 from zoomjax.data import label_space
 from zoomjax.errors import UserError
@@ -185,7 +186,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
                p_true=np.zeros(0, np.float32), correct=np.zeros(0, bool))
   computed = [0]
   loop_s = 0.0
-  clock = sweep.CompileClock()
+  clock = progress_lib.CompileClock()
   for seed in seeds:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     base_key = jax.random.PRNGKey(seed)
@@ -214,7 +215,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
 
     mine = shards.process_shards(n_shards, pid, pcount)
     total = sum(len(shards.shard_range(k, shard_size, num_images)) for k in mine)
-    progress = sweep.Progress(total_images=total, views_per_image=views, what=f"tta {config.method} seed {seed}",
+    progress = progress_lib.Progress(total_images=total, views_per_image=views, what=f"tta {config.method} seed {seed}",
                               every_secs=float(config.progress_every_secs), log_fn=console.say, compile_clock=clock)
     t0 = time.monotonic()
     with clock:

@@ -6,11 +6,11 @@ Workdir layout (rerunning with the same workdir resumes; nothing already written
   shards/           shard_<k>.npz, one per global image range, written atomically when complete
   records.npz       all shards merged (process 0)
   metrics.json      headline numbers (95 % intervals under "ci95") and every analysis, including "held_out"
-                    (zoomjax.selection) and "per_class" (zoomjax.per_class) (process 0); `"complete": false`
+                    (zoomjax.analysis.selection) and "per_class" (zoomjax.analysis.per_class) (process 0); `"complete": false`
                     until report.html is written, then true (a run killed in the report stage is visible, and a
                     rerun redoes it)
   report.html, report/   figures and gallery (process 0)
-  events.out.tfevents.*  TensorBoard scalars (zoomjax.scalars): images/s, views/s, ETA
+  events.out.tfevents.*  TensorBoard scalars (zoomjax.runtime.scalars): images/s, views/s, ETA
 """
 import json
 import os
@@ -23,15 +23,16 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from zoomjax import analyses
-from zoomjax import atomic
-from zoomjax import console
-from zoomjax import paper_numbers
-from zoomjax import parallel
-from zoomjax import per_class
-from zoomjax import records as records_lib
-from zoomjax import selection
-from zoomjax import shards
+from zoomjax.runtime import progress as progress_lib
+from zoomjax.analysis import metrics as analyses
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
+from zoomjax.analysis import paper_numbers
+from zoomjax.runtime import parallel
+from zoomjax.analysis import per_class
+from zoomjax.analysis import records as records_lib
+from zoomjax.analysis import selection
+from zoomjax.runtime import shards
 from zoomjax import sweep
 from zoomjax.errors import UserError
 
@@ -119,7 +120,7 @@ def summary_table(metrics: Dict[str, Any], paper: Dict[str, float]) -> str:
   rows.append(("min-cover size", str(metrics["min_cover_size"]),
                f"{paper['min_cover_size']:.0f}" if "min_cover_size" in paper else ""))
   best = (metrics.get("held_out") or {}).get("best_fixed")
-  if best:  # No oracle: views chosen on other images (zoomjax.selection).
+  if best:  # No oracle: views chosen on other images (zoomjax.analysis.selection).
     rows.append((f"best fixed {best['k']} views, held-out",
                  analyses.pct_interval(best["accuracy"], best["ci95"], n=metrics["num_images"]), ""))
   w = max(len(r[0]) for r in rows)
@@ -132,7 +133,7 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
                        wall_time_s: Optional[float] = None, command: str = "",
                        compile_time_s: Optional[float] = None) -> Dict[str, Any]:
   """metrics.json, figures and report.html from merged records (process 0)."""
-  from zoomjax import report  # pylint: disable=g-import-not-at-top
+  from zoomjax.reports import sweep as report  # pylint: disable=g-import-not-at-top
   metrics = analyses.record_metrics(rec, k=int(config.top_k), tie=config.tie_order, crop=int(config.grid.crop),
                                     anchors=int(config.grid.anchors))
   metrics["held_out"] = selection.record_held_out(rec, budget=int(config.top_k), tie=config.tie_order)
@@ -172,12 +173,12 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
   atomic.write_json(path, metrics)
   if config.get("report", True) and int(config.get("explorer_images", 0)) > 0:
     # After "complete": the explorer reads the finished workdir. A failure here costs the explorer only.
-    from zoomjax import explorer  # pylint: disable=g-import-not-at-top
+    from zoomjax.reports import explorer  # pylint: disable=g-import-not-at-top
     read = None if dataset is None else (lambda i: dataset.read(i)["image"])  # noqa: E731
     try:
       metrics["explorer"] = explorer.write_explorer(workdir, max_images=int(config.explorer_images), read_image=read)
     except Exception as e:  # pylint: disable=broad-except
-      console.say(f"the image explorer was not written ({type(e).__name__}: {e}); rerun python -m zoomjax.explorer "
+      console.say(f"the image explorer was not written ({type(e).__name__}: {e}); rerun python -m zoomjax.reports.explorer "
                   f"{workdir}")
     else:
       atomic.write_json(path, metrics)
@@ -224,8 +225,8 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
   logging.info("zoom sweep: %s on %s, %d images x %d views (%d grid + %d crops), %d shards of %d",
                config.model.name, dataset.name, num_images, spec.num_views, len(spec.transforms),
                len(spec.crop_names), n_shards, shard_size)
-  clock = sweep.CompileClock()
-  progress = sweep.Progress(total_images=total_mine, views_per_image=spec.num_views,
+  clock = progress_lib.CompileClock()
+  progress = progress_lib.Progress(total_images=total_mine, views_per_image=spec.num_views,
                             write=writer.write_scalars if writer else None,
                             every_secs=float(config.progress_every_secs), log_fn=console.say, compile_clock=clock)
   meta = {"view_names": spec.view_names, "crop_names": spec.crop_names, "agg_names": list(sweep.AGG_SETS)}
@@ -294,10 +295,10 @@ def _incomplete(metrics_path: str) -> bool:
 
 
 def _metric_writer(config, workdir: str, pid: int):
-  """TensorBoard scalars on process 0 (`zoomjax.scalars`, no TensorFlow), or None."""
+  """TensorBoard scalars on process 0 (`zoomjax.runtime.scalars`, no TensorFlow), or None."""
   if pid != 0 or not config.get("tensorboard", True):
     return None
-  from zoomjax import scalars  # pylint: disable=g-import-not-at-top
+  from zoomjax.runtime import scalars  # pylint: disable=g-import-not-at-top
   return scalars.ScalarWriter(workdir)
 
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from zoomjax import console
+from zoomjax.runtime import console
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.checkpoints.convert_clip import (convert_clip_text, convert_clip_zero_shot, head_width_for,
                                               strip_module_prefix)

@@ -12,7 +12,7 @@ Head cache: computing a head encodes 1000 classes x 80 prompts with the text tow
 accelerator for the large towers), so `cached_head` stores each head once under
 `<cache dir>/<key>.npz` (`head` (E, C) float32) with `<key>.json` beside it (what the head was built from);
 the key hashes the text tower's tensors (`text_tower_digest`: the only weights the head depends on), its
-configuration and activation, the class names and the templates. Writes are atomic (zoomjax.atomic).
+configuration and activation, the class names and the templates. Writes are atomic (zoomjax.runtime.atomic).
 """
 import ast
 import hashlib
@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from zoomjax import atomic
+from zoomjax.runtime import atomic
 from zoomjax.errors import NotFoundError, UnknownNameError, UserError
 
 # The 80 prompt templates of OpenAI's "Prompt Engineering for ImageNet" notebook (used by the zoom paper and
@@ -247,7 +247,7 @@ def cached_head(cache_dir: Optional[str], key: str, shape: Tuple[int, int], comp
 
   A stored file of the wrong shape or unreadable is recomputed and replaced; `info` goes to `<key>.json`.
   """
-  from zoomjax.console import warn  # pylint: disable=import-outside-toplevel
+  from zoomjax.runtime.console import warn  # pylint: disable=import-outside-toplevel
   cache_dir = cache_dir or default_cache_dir()
   path = os.path.join(cache_dir, f"{key}.npz")
   if os.path.isfile(path):

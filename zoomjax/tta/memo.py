@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zoomjax import parallel
+from zoomjax.runtime import parallel
 from zoomjax.data.label_space import mask_logits
 from zoomjax.models.bundle import ModelBundle
 from zoomjax.tta import augment as augment_lib
@@ -122,7 +122,7 @@ def map_images(fn: EpisodeFn, variables, images: jax.Array, hws: jax.Array, keys
 
   images: (N, Hc, Wc, 3) zero-padded canvases; hws: (N, 2) true sizes; keys: (N,) episode keys. The last chunk is
   padded by repeating its final image, so one executable serves every chunk. Returns (N, C) numpy logits.
-  With a `mesh` (zoomjax.parallel.make_mesh()) each chunk is split over its devices with the variables
+  With a `mesh` (zoomjax.runtime.parallel.make_mesh()) each chunk is split over its devices with the variables
   replicated (a shard_map: `jit(in_shardings=...)` of this vmap returned wrong answers in jax 0.10.2).
   """
   n = images.shape[0]

@@ -87,7 +87,7 @@ def coverage_curve(curve: Sequence[float], path: str, *, title: str, upper_bound
 
 def held_out_curves(held_out: Dict, path: str, *, title: str, one_crop: Optional[float] = None,
                     labels: Optional[Dict[str, str]] = None) -> str:
-  """Accuracy vs views per image of the held-out selection curves (`zoomjax.selection`), each with its 95 %
+  """Accuracy vs views per image of the held-out selection curves (`zoomjax.analysis.selection`), each with its 95 %
   bootstrap band; dashed line at the 1-crop."""
   k = np.asarray(held_out["budgets"])
   fig, ax = _subplots((6.4, 3.8))

@@ -6,7 +6,7 @@ probability of the true label(s) and the max probability. The one exception, agg
 reduced on device during the sweep: per image and aggregation set we keep the top-5 ids and probabilities of
 the set's mean masked softmax (its argmax is the aggregated prediction).
 
-They are written through `zoomjax.shards` (one `.npz` per shard of images, merged by process 0 into
+They are written through `zoomjax.runtime.shards` (one `.npz` per shard of images, merged by process 0 into
 `records.npz`).
 
 Arrays (N images, T grid views, X extra crops, A aggregation sets, L label width):
@@ -24,8 +24,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from zoomjax import atomic
-from zoomjax import shards
+from zoomjax.runtime import atomic
+from zoomjax.runtime import shards
 
 PER_IMAGE = ("index", "ids", "labels", "top5", "p_true", "p_max", "crop_top5", "crop_p_true", "crop_p_max",
              "agg_top5", "agg_p")

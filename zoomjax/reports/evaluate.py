@@ -11,8 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from zoomjax import atomic
-from zoomjax import report as sweep_report
+from zoomjax.runtime import atomic
+from zoomjax.reports import sweep as sweep_report
 
 ASSETS = "report"
 _CSS_EXTRA = """

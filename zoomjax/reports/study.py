@@ -15,12 +15,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from zoomjax import analyses
-from zoomjax import atomic
-from zoomjax import paper_numbers as P
-from zoomjax import plots
-from zoomjax import report
-from zoomjax import selection
+from zoomjax.analysis import metrics as analyses
+from zoomjax.runtime import atomic
+from zoomjax.analysis import paper_numbers as P
+from zoomjax.reports import figures as plots
+from zoomjax.reports import sweep as report
+from zoomjax.analysis import selection
 
 ASSETS = "study"
 METRICS = (("one_crop_accuracy", "1-crop (LOC:1_1_Size:256)", P.ONE_CROP),
@@ -359,12 +359,12 @@ def write_study_report(workdir: str, study: Dict[str, Any]) -> str:
                    f"<code>{_esc(rel(e['path']))}</code> (labels.csv, solved_by_run.csv); sweep it with "
                    f"<code>--config configs/zoom_sweep.py:data={_esc(e['dataset'])}{_esc(kw)}</code>.</p>")
 
-  # Held-out selection (zoomjax.selection), when the sweeps have it.
+  # Held-out selection (zoomjax.analysis.selection), when the sweeps have it.
   held = [r for r in runs if (r.get("held_out") or {}).get("budgets")]
   if held:
     parts.append("<h2>Zoom without an oracle (held-out view selection)</h2>"
                  '<p class="muted">Views chosen on the other folds of images, evaluated on the held-out fold '
-                 "(zoomjax.selection; every curve and interval in study.json).</p>")
+                 "(zoomjax.analysis.selection; every curve and interval in study.json).</p>")
     figs = []
     for g in groups:
       curves = [(runs[i]["label"], runs[i]["held_out"]) for i in g["runs"] if runs[i] in held]

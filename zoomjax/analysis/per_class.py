@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from zoomjax import analyses as A
+from zoomjax.analysis import metrics as A
 
 BY = ("first", "every")
 TOP = 10

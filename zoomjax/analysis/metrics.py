@@ -328,7 +328,7 @@ def pct_interval(x: Optional[float], ci: Optional[Sequence[float]] = None, *, n:
 
 
 def record_metrics(rec, *, k: int = 36, tie: str = "paper", crop: int = 224, anchors: int = 3) -> Dict:
-  """Every analysis of one sweep from its `zoomjax.records.Records` (fractions; JSON-ready)."""
+  """Every analysis of one sweep from its `zoomjax.analysis.records.Records` (fractions; JSON-ready)."""
   transforms = [parse_view_name(str(n)) for n in rec.view_names]
   C = correctness(rec.top1, rec.labels)
   out = summary(C, transforms, k=k, tie=tie, crop=crop, anchors=anchors)
@@ -367,7 +367,7 @@ def unsolved_across_workdirs(workdirs: Sequence[str]) -> Dict:
   """Images that no model solves with any zoom view, over several sweeps' workdirs (paper.md §2.2: 0.39 %
   of IN+ReaL for the 5 IN-trained models). Images are matched by id; only images every sweep saw count."""
   import os  # pylint: disable=g-import-not-at-top
-  from zoomjax import records as records_lib  # pylint: disable=g-import-not-at-top
+  from zoomjax.analysis import records as records_lib  # pylint: disable=g-import-not-at-top
   per = {}
   for w in workdirs:
     path = os.path.join(w, records_lib.FINAL_FILE)
@@ -384,9 +384,9 @@ def unsolved_across_workdirs(workdirs: Sequence[str]) -> Dict:
 if __name__ == "__main__":
   import json  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  from zoomjax import cli  # pylint: disable=g-import-not-at-top
+  from zoomjax.runtime import cli  # pylint: disable=g-import-not-at-top
   if len(sys.argv) < 3 or sys.argv[1] != "unsolved":
-    sys.exit("usage: python -m zoomjax.analyses unsolved WORKDIR [WORKDIR ...] (the study job, "
+    sys.exit("usage: python -m zoomjax.analysis.metrics unsolved WORKDIR [WORKDIR ...] (the study job, "
              "configs/study.py, does this and more)")
   try:
     print(json.dumps(nan_to_none(unsolved_across_workdirs(sys.argv[2:])), indent=2))

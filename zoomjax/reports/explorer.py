@@ -1,6 +1,6 @@
 """The image explorer of a finished sweep: static files (no server) to look at every view of every image.
 
-  python -m zoomjax.explorer WORKDIR [--out DIR] [--max-images N]     (default DIR: WORKDIR/explorer)
+  python -m zoomjax.reports.explorer WORKDIR [--out DIR] [--max-images N]     (default DIR: WORKDIR/explorer)
 
 `write_explorer` writes explorer.html, explorer_data.js (the records of the images shown, as one JS literal, since
 browsers do not let a file:// page fetch JSON) and thumbs/ (each original, downscaled to `thumb_side` keeping its
@@ -25,11 +25,11 @@ from typing import Callable, List, Optional
 import numpy as np
 from PIL import Image
 
-from zoomjax import analyses
-from zoomjax import atomic
-from zoomjax import console
+from zoomjax.analysis import metrics as analyses
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
 from zoomjax import errors
-from zoomjax import sweep_workdir
+from zoomjax.analysis import sweep_results as sweep_workdir
 
 DATA_FILE = "explorer_data.js"
 PAGE_FILE = "explorer.html"
@@ -364,7 +364,7 @@ $('summary').textContent = D.images.length + ' of ' + D.num_images_total + ' ima
 })();
 renderList();
 
-// Test hook (see zoomjax/explorer.py): #test-click=<id>[&view=<name>][&search=<q>][&sort=<key>].
+// Test hook (see zoomjax/reports/explorer.py): #test-click=<id>[&view=<name>][&search=<q>][&sort=<key>].
 var params = {};
 location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
   var i = kv.indexOf('='); if (i > 0) params[kv.slice(0, i)] = decodeURIComponent(kv.slice(i + 1));
@@ -425,7 +425,7 @@ if (params['test-click'] !== undefined) {
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m zoomjax.explorer", description=__doc__.split("\n\n")[0])
+  p = argparse.ArgumentParser(prog="python -m zoomjax.reports.explorer", description=__doc__.split("\n\n")[0])
   p.add_argument("workdir", help="a finished zoom_sweep workdir")
   p.add_argument("--out", default=None, help="output folder (default: WORKDIR/explorer)")
   p.add_argument("--max-images", type=int, default=200, help="at most this many images (0 = all)")

@@ -13,12 +13,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from zoomjax import analyses as A
-from zoomjax import atomic
-from zoomjax import paper_numbers as P
-from zoomjax import per_class as PC
-from zoomjax import plots
-from zoomjax import selection as S
+from zoomjax.analysis import metrics as A
+from zoomjax.runtime import atomic
+from zoomjax.analysis import paper_numbers as P
+from zoomjax.analysis import per_class as PC
+from zoomjax.reports import figures as plots
+from zoomjax.analysis import selection as S
 
 ASSETS = "report"
 
@@ -110,7 +110,7 @@ def gallery_candidates(rec, limit: int) -> List[Dict]:
 
 def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str], str]) -> str:
   """Accuracy vs views per image (the four curves with bands), a few budgets as a table, the best fixed set,
-  and per-image confidence selection over every view (`zoomjax.selection`)."""
+  and per-image confidence selection over every view (`zoomjax.analysis.selection`)."""
   out = ["<h2>Zoom without an oracle: views chosen on other images</h2>"]
   n = held["num_images"]
   fmt = lambda x, ci, sign=False: _esc(A.pct_interval(x, ci, n=n, sign=sign))  # noqa: E731
@@ -158,7 +158,7 @@ def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str
 
 
 def _per_class_section(pc: Dict, class_names: Sequence[str]) -> str:
-  """The classes zoom rescues most and least (`zoomjax.per_class`)."""
+  """The classes zoom rescues most and least (`zoomjax.analysis.per_class`)."""
   header = ["class", "images", "1-crop", "upper bound", "rescued / 1-crop wrong", "rescue rate", "best anchor"]
 
   def rows(classes):
@@ -186,7 +186,7 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
                  gallery_size: int = 12, top_k: int = 36, explorer: Optional[str] = None) -> str:
   """Writes `<workdir>/report.html` and its figures; returns the page's path.
 
-  explorer: relative link of the image explorer (zoomjax.explorer) written next to the report, if any.
+  explorer: relative link of the image explorer (zoomjax.reports.explorer) written next to the report, if any.
 
   read_image(global index) -> uint8 (H, W, 3) and render_view(image, view name) -> (224, 224, 3) pixels are
   needed for the gallery; without them the gallery lists the images without pictures.

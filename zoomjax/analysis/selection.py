@@ -29,7 +29,7 @@ Intervals: 95 % percentile bootstrap over images (`analyses.bootstrap_interval` 
 `bootstrap_mean_interval` for paired differences; seeded, 1000 draws). They leave out the variation of the
 fold split itself.
 
-  python -m zoomjax.selection [--budgets 1,2,3,5,10,20,36] WORKDIR   # a finished sweep's curves as Markdown
+  python -m zoomjax.analysis.selection [--budgets 1,2,3,5,10,20,36] WORKDIR   # a finished sweep's curves as Markdown
 """
 import json
 import os
@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from zoomjax import analyses as A
+from zoomjax.analysis import metrics as A
 
 CURVES = ("oracle_in_sample", "held_out_upper_bound", "held_out_max_confidence", "held_out_mean_softmax")
 CURVE_LABELS = {"oracle_in_sample": "oracle: in-sample greedy k views (upper bound)",
@@ -286,7 +286,7 @@ def main(argv: Sequence[str]) -> int:
   """Prints the held-out tables of sweep workdirs (from metrics.json, or computed from records.npz).
 
   argv: [--budgets 1,2,3,5,10,20,36] WORKDIR [WORKDIR ...] (the last budget is always shown)."""
-  from zoomjax import records as records_lib  # pylint: disable=g-import-not-at-top
+  from zoomjax.analysis import records as records_lib  # pylint: disable=g-import-not-at-top
   argv, budgets = list(argv), None
   if argv[:1] == ["--budgets"] and len(argv) > 1:
     try:
@@ -296,7 +296,7 @@ def main(argv: Sequence[str]) -> int:
       return 2
     argv = argv[2:]
   if not argv:
-    print("usage: python -m zoomjax.selection [--budgets 1,2,3,5,10,20,36] WORKDIR [WORKDIR ...]", file=sys.stderr)
+    print("usage: python -m zoomjax.analysis.selection [--budgets 1,2,3,5,10,20,36] WORKDIR [WORKDIR ...]", file=sys.stderr)
     return 2
   for w in argv:
     m, title = {}, w

@@ -29,8 +29,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import numpy as np
 from absl import logging
 
-from zoomjax import atomic
-from zoomjax import console
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
 from zoomjax.errors import NotFoundError, StateError, UserError, WaitTimeoutError
 
 SHARD_DIR = "shards"

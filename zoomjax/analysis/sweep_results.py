@@ -12,8 +12,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from zoomjax import records as records_lib
-from zoomjax import shards
+from zoomjax.analysis import records as records_lib
+from zoomjax.runtime import shards
 from zoomjax.errors import NotFoundError, UserError
 
 EXPERIMENT = "zoom_sweep"
