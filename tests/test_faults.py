@@ -304,7 +304,7 @@ def test_images_above_the_pixel_limit_warn_with_the_memory_they_need(tmp_path, c
 
 def test_messages_and_warnings_show_once_on_the_console_under_absl(tmp_path):
   """absl's handler writes to stderr: `say` / `warn` print on stdout and log only when absl logs to a file."""
-  code = ("import sys\nfrom absl import app, logging\nfrom zoomjax import console\n"
+  code = ("import sys\nfrom absl import app, logging\nfrom zoomjax.runtime import console\n"
           "def main(argv):\n  if len(argv) > 1:\n    logging.get_absl_handler().use_absl_log_file('z', argv[1])\n"
           "  console.say('3/3 images'); console.warn('the photo is big')\n"
           "app.run(main)\n")
