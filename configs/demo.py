@@ -8,12 +8,12 @@ through all 324 zoom views of the paper's grid plus the 10 Krizhevsky crops. A f
 prints the summary table and the path of report.html. Rerunning resumes (delete runs/demo to start over).
 `configs/demo.py:runlocal` runs the same pipeline with a tiny random model on a 2-scale grid (seconds).
 """
-from configs import common
-from configs import zoom_sweep
+from zoomjax.runtime import config as config_lib
+from zoomjax.configs import zoom_sweep
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, runlocal=False)
+  a = config_lib.parse_arg(arg, runlocal=False)
   c = zoom_sweep.get_config("runlocal,data=demo_photos,limit=0" if a.runlocal else
                             "model=efficientnet_lite0,data=demo_photos,grid=paper")
   c.canvas = "max"  # The 4 photos fall in 3 canvas buckets: one 768^2 canvas compiles the step once.

@@ -3,7 +3,7 @@
   python -m zoomjax.main --workdir runs/eval \
     --config configs/evaluate.py:models=efficientnet_lite0,data=folder:../shared/data/imagenet-val-100
 
-ImageNet-Hard and the robustness suite (paper.md §4.5-4.6), each model with its checkpoint's own preprocessing:
+ImageNet-Hard and the robustness suite (docs/study.md §4.5-4.6), each model with its checkpoint's own preprocessing:
   --config configs/evaluate.py:models=resnet50@resnet50.pth;vgg19@vgg19.pth;clip_vit_l14@ViT-L-14.pt,\
 data=imagenet_hard@~/data/imagenet-hard;imagenet_a@~/data;imagenet2012_real/union,clip_vocab=bpe.txt.gz
 
@@ -19,7 +19,7 @@ Args (comma-separated key=value, all optional; ';' separates list items):
   data_dir     TFDS data_dir of every dataset (our builds and official ones).   real_json: ReaL's real.json.
   limit        first N images of each dataset (0 = all).
   dtype        float32 | bfloat16 | float16 compute (inputs are normalised in float32 first).
-  clip_vocab / clip_classnames / clip_templates: CLIP/OpenCLIP zero-shot heads (see zoomjax.models.clip).
+  clip_vocab / clip_classnames / clip_templates: CLIP/OpenCLIP zero-shot heads (see zoomjax.models.clip_families).
   runlocal     smoke test: a tiny random model on the 2 demo photos.
 The preprocessing of every model is its checkpoint's own (zoomjax.models: bundle.preprocessing) unless a
 `--config.preprocessing.<field>` is set. Rerunning with the same --workdir resumes: finished pairs are kept.
@@ -28,10 +28,10 @@ disk for later runs too.
 """
 import ml_collections
 
-from configs import common
+from zoomjax import sweep
+from zoomjax.runtime import config as config_lib
 from zoomjax.errors import UserError
 
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _split(value: str):
@@ -39,11 +39,10 @@ def _split(value: str):
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, models="", models_file="", checkpoint="", data="", data_dir="", real_json="",
-                       limit=-1, dtype="float32", clip_vocab="", clip_classnames="openai", clip_templates="openai",
-                       runlocal=False)
-  if a.dtype not in DTYPES:
-    raise UserError(f"dtype={a.dtype!r} is not one of {DTYPES}")
+  a = config_lib.parse_arg(arg, models="", models_file="", checkpoint="", data="", data_dir="", real_json="",
+                           limit=-1, dtype="float32", clip_vocab="", clip_classnames="openai",
+                           clip_templates="openai", runlocal=False)
+  sweep.compute_dtype(a.dtype)  # A bad dtype fails while the config is read.
   models = _split(a.models) or (() if a.models_file else
                                 (("efficientnet_lite_tiny",) if a.runlocal else ("efficientnet_lite0",)))
   if a.checkpoint:  # The common `checkpoint=` arg of every config: the weights of the (single) model.
@@ -93,4 +92,4 @@ def get_config(arg=None):
   c.gallery_size = 8  # Failures shown per (model, dataset) in report.html, with their top-5 class names.
   c.progress_every_secs = 5.0 if a.runlocal else 30.0  # Progress log interval.
   c.merge_timeout_s = 6 * 3600.0  # How long process 0 waits for the other processes' shards.
-  return common.add_common(c)
+  return config_lib.add_common(c)

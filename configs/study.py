@@ -15,11 +15,12 @@ with --config.<field>=value.
 """
 import ml_collections
 
-from configs import common
+from zoomjax.runtime import config as config_lib
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, runs="", export_max_solved=-1, mixed="group", top_k=36, explorers=-1, runlocal=False)
+  a = config_lib.parse_arg(arg, runs="", export_max_solved=-1, mixed="group", top_k=36, explorers=-1,
+                           runlocal=False)
   c = ml_collections.ConfigDict()
   c.experiment = "study"  # zoomjax.jobs.study
   c.runs = a.runs  # Sweep workdirs: ';'-separated paths or globs.
@@ -35,4 +36,4 @@ def get_config(arg=None):
   c.explorer_max_images = a.explorers if a.explorers >= 0 else (8 if a.runlocal else 200)
   c.explorer_thumb_side = 256 if a.runlocal else 512  # Longest side of the originals stored for the explorers.
   c.command = ""  # Shown in study.html (set by scripts that know the exact command line).
-  return common.add_common(c)
+  return config_lib.add_common(c)

@@ -21,7 +21,7 @@ Any field can be overridden with --config.<field>=value. Rerunning with the same
 """
 import ml_collections
 
-from configs import common
+from zoomjax.runtime import config as config_lib
 from zoomjax.analysis import paper_numbers
 from zoomjax.errors import UserError
 
@@ -29,9 +29,9 @@ METHODS = ("baseline", "memo_augmix", "memo_rrc", "zoom_mean", "zoom_max")
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, method="memo_rrc", model="", checkpoint="", row="", data="demo_photos", paper="",
-                       seeds="0", limit=-1, views=0, steps=1, lr=2.5e-4, prior=16.0, optimizer="sgd",
-                       momentum=0.0, weight_decay=0.0, runlocal=False)
+  a = config_lib.parse_arg(arg, method="memo_rrc", model="", checkpoint="", row="", data="demo_photos",
+                           paper="", seeds="0", limit=-1, views=0, steps=1, lr=2.5e-4, prior=16.0,
+                           optimizer="sgd", momentum=0.0, weight_decay=0.0, runlocal=False)
   if a.method not in METHODS:
     raise UserError(f"method={a.method!r} is not one of {METHODS}")
   if a.row and a.row not in paper_numbers.TABLE5_ROWS:
@@ -47,11 +47,12 @@ def get_config(arg=None):
   c.experiment = "tta"  # zoomjax.jobs.tta
   c.method = a.method  # What predicts each image (see the module docstring).
 
-  c.model = common.model_config(a.model or ("efficientnet_lite_tiny" if a.runlocal else "efficientnet_lite0"),
-                                a.checkpoint, random_init=a.runlocal)
+  c.model = config_lib.model_config(
+      a.model or ("efficientnet_lite_tiny" if a.runlocal else "efficientnet_lite0"), a.checkpoint,
+      random_init=a.runlocal)
   c.model.paper_row = a.row  # Table 5 row this checkpoint stands for ('' = no paper comparison).
 
-  c.data = common.data_config(a.data)
+  c.data = config_lib.data_config(a.data)
   c.paper_dataset = a.paper  # Paper column ('' = inferred from the data name).
   c.limit = a.limit if a.limit >= 0 else (2 if a.runlocal else 0)  # First N images (0 = all).
 
@@ -89,4 +90,4 @@ def get_config(arg=None):
   c.on_error = "skip"  # Unreadable images: 'skip' (listed in metrics.json) or 'raise'.
   c.progress_every_secs = 5.0 if a.runlocal else 30.0  # Progress log interval.
   c.merge_timeout_s = 6 * 3600.0  # How long process 0 waits for the other processes' shards.
-  return common.add_common(c)
+  return config_lib.add_common(c)

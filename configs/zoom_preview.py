@@ -8,11 +8,11 @@ Writes <workdir>/zoom_grid.png (one row per scale, one column per anchor). Overr
 """
 import ml_collections
 
-from configs import common
+from zoomjax.runtime import config as config_lib
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, quick=False)
+  a = config_lib.parse_arg(arg, quick=False)
   c = ml_collections.ConfigDict()
   c.experiment = "zoom_preview"  # zoomjax.jobs.<experiment>.run(config, workdir) is what main.py runs.
   c.image = ""  # Path of the photo; "" = scikit-image's packaged cat (chelsea.png), no download.
@@ -21,4 +21,4 @@ def get_config(arg=None):
   c.anchors = 3  # n x n anchor grid (the paper: 3 x 3).
   c.crop = 224  # Side of each view (the paper: 224).
   c.thumb = 112  # Side of each tile in the montage, in pixels (views are downsampled for the picture).
-  return common.add_common(c)
+  return config_lib.add_common(c)

@@ -13,45 +13,31 @@ Args (comma-separated key=value, all optional):
   runlocal    shrink everything for a smoke test (tiny random model, 2 images, tiny grid).
 Rerunning with the same --workdir resumes; any field can be overridden with --config.<field>=value.
 """
-from typing import Tuple
-
 import ml_collections
 
-from configs import common
-from zoomjax.analysis import paper_numbers
-from zoomjax.errors import UserError
+from zoomjax.runtime import config as config_lib
+from zoomjax import zoom
 
-GRIDS = {"paper": paper_numbers.PAPER_SCALES, "small": (64, 128, 224, 256, 384, 512), "tiny": (224, 256)}
-
-
-def grid_scales(name: str) -> Tuple[int, ...]:
-  """A named grid or 'S1/S2/...' -> its scales."""
-  if name in GRIDS:
-    return tuple(GRIDS[name])
-  try:
-    scales = tuple(int(s) for s in name.split("/") if s)
-  except ValueError:
-    raise UserError(f"grid={name!r}: use one of {sorted(GRIDS)} or scales like 128/256/512") from None
-  bad = [s for s in scales if s <= 0]
-  if not scales or bad:
-    raise UserError(f"grid={name!r}: every scale must be a positive short side in pixels (got {list(scales)})")
-  return scales
+# Named grids of the `grid` arg (any other grid is spelt out as S1/S2/...).
+GRIDS = {"paper": zoom.PAPER_SCALES, "small": (64, 128, 224, 256, 384, 512), "tiny": (224, 256)}
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="", checkpoint="", data="demo_photos", grid="", limit=-1, paper="",
-                       runlocal=False)
+  a = config_lib.parse_arg(arg, model="", checkpoint="", data="demo_photos", grid="", limit=-1, paper="",
+                           runlocal=False)
   c = ml_collections.ConfigDict()
   c.experiment = "zoom_sweep"  # zoomjax.jobs.zoom_sweep
 
-  c.model = common.model_config(a.model or ("efficientnet_lite_tiny" if a.runlocal else "efficientnet_lite0"),
-                                a.checkpoint, random_init=a.runlocal)
-  c.data = common.data_config(a.data)
+  c.model = config_lib.model_config(
+      a.model or ("efficientnet_lite_tiny" if a.runlocal else "efficientnet_lite0"), a.checkpoint,
+      random_init=a.runlocal)
+  c.data = config_lib.data_config(a.data)
   c.limit = a.limit if a.limit >= 0 else (2 if a.runlocal else 0)  # First N images (0 = all).
   c.paper_dataset = a.paper  # Paper column for comparisons ('' = inferred from the data name).
 
   c.grid = ml_collections.ConfigDict()
-  c.grid.scales = grid_scales(a.grid or ("tiny" if a.runlocal else "paper"))  # Shorter side S per scale.
+  # Shorter side S per scale.
+  c.grid.scales = config_lib.grid_scales(a.grid or ("tiny" if a.runlocal else "paper"), GRIDS)
   c.grid.anchors = 3  # anchors x anchors crop centres (the paper: 3x3).
   c.grid.crop = 224  # Square crop side; also the zoom-in/out threshold.
   c.extra_crops = True  # Also Resize(256) + TenCrop(224) views for the 5/10-crop aggregation baselines.
@@ -65,7 +51,7 @@ def get_config(arg=None):
   # 'square' (one views program per bucket of the longer side) | 'buckets' (per side: least padding, more
   # programs) | 'max' (one canvas for all; a handful of images).
   c.canvas = "square"
-  c.dtype = "float32"  # Compute dtype of the model and zoom kernel: float32 | bfloat16.
+  c.dtype = "float32"  # Compute dtype of the model and zoom kernel: float32 | bfloat16 | float16.
   c.num_workers = 0  # Decoding threads (0 = one per CPU core this process may use, at most 32).
   c.prefetch = 2  # Batches decoded ahead.
   c.on_error = "skip"  # Unreadable images: 'skip' (listed in metrics.json) or 'raise'.
@@ -80,4 +66,4 @@ def get_config(arg=None):
   c.progress_every_secs = 5.0 if a.runlocal else 30.0  # Progress log / TensorBoard interval.
   c.merge_timeout_s = 6 * 3600.0  # How long process 0 waits for the other processes' shards.
   c.command = ""  # Shown in the report (set by scripts that know the exact command line).
-  return common.add_common(c)
+  return config_lib.add_common(c)

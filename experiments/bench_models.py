@@ -25,12 +25,12 @@ import zoomjax.models as zm
 
 
 # `--models families`: the zoo rows of BENCHMARKS.md (EfficientNet-Lite0 first: the baseline of every ratio
-# there), then one full-size model of each of issue 15's families, each at its own input size (EfficientNet-B7
+# there), then one full-size model of each family, each at its own input size (EfficientNet-B7
 # at 600 px; L2-NS at 475/800 px is left out: about 5 TFLOPs per batch of 32 on CPU).
 FAMILIES = ("efficientnet_lite0", "resnet18", "resnet50", "vit_b32", "alexnet", "clip_vit_b32",
             "resnext101_32x8d", "wide_resnet50_2", "vgg19", "efficientnet_b0", "tf_efficientnet_b7",
             "mobilenet_v3_small", "mobilenet_v3_large", "convnext_base", "swin_b", "maxvit_t")
-# `--models variants`: every variant of issue 15's families, full size, after the ResNet-50 baseline.
+# `--models variants`: every variant of every family, full size, after the ResNet-50 baseline.
 VARIANTS = ("resnet50", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
             "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2",
             "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
@@ -125,3 +125,5 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
   main()
+  from machine_info import line  # pylint: disable=g-import-not-at-top  experiments/machine_info.py
+  print(line())

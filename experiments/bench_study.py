@@ -1,4 +1,4 @@
-"""Benchmark: load + analyse the records of a study of many sweeps, and the held-out view selection (issue 13).
+"""Benchmark: load + analyse the records of a study of many sweeps, and the held-out view selection.
 
 Synthetic records of the paper's size (default 42 runs x 50,000 images x 324 zoom views + 10 crops = 334 views),
 written one run at a time in the sweep's own format (`zoomjax.analysis.records.save`) to a scratch folder and deleted after
@@ -130,3 +130,5 @@ def main():
 
 if __name__ == "__main__":
   main()
+  from machine_info import line  # pylint: disable=g-import-not-at-top  experiments/machine_info.py
+  print(line())

@@ -139,3 +139,5 @@ def main():
 
 if __name__ == "__main__":
   main()
+  from machine_info import line  # pylint: disable=g-import-not-at-top  experiments/machine_info.py
+  print(line())

@@ -98,9 +98,9 @@ def main():
                    "cores": cores})
   # The view generators alone, 64 views of one image, vmapped.
   for name, aug in augs.items():
-    gen = jax.jit(jax.vmap(aug, in_axes=(0, None, None)))
+    gen = jax.jit(jax.vmap(aug, in_axes=(None, None, 0)))
     vkeys = jax.random.split(jax.random.PRNGKey(1), 64)
-    s, cores = timed(lambda: gen(vkeys, canvases[0], hws[0]).block_until_ready(), args.repeats)
+    s, cores = timed(lambda: gen(canvases[0], hws[0], vkeys).block_until_ready(), args.repeats)
     rows.append({"method": name.replace("MEMO + ", "") + " views only", "mode": "64 views", "seconds": s,
                  "images_per_second": None, "views_per_second": 64 / s, "cores": cores})
 
@@ -154,3 +154,5 @@ def torch_baseline(args) -> dict:
 
 if __name__ == "__main__":
   main()
+  from machine_info import line  # pylint: disable=g-import-not-at-top  experiments/machine_info.py
+  print(line())

@@ -3,7 +3,7 @@
   .venv/bin/python experiments/bench_zoom.py [--images 3] [--runs 5] [--impl sparse,dense] [--scales paper]
 
 Baselines (same images, same process):
-  (a) the authors' loop: PIL resize for every view, then crop (paper.md §1.2 "one script per anchor");
+  (a) the authors' loop: PIL resize for every view, then crop (docs/study.md §1.2 "one script per anchor");
   (b) PIL resize once per scale, then the 9 crops.
 JAX rows: zoom_crops on each image's canvas bucket after warm-up. Compile time is reported cold (an empty
 persistent compilation cache in a temporary folder) and cached (a second process-level compile from it).
@@ -115,3 +115,5 @@ def main():
 
 if __name__ == "__main__":
   main()
+  from machine_info import line  # pylint: disable=g-import-not-at-top  experiments/machine_info.py
+  print(line())

@@ -68,7 +68,8 @@ def main(argv=None):
   from configs import zoom_sweep as cfg  # pylint: disable=g-import-not-at-top
   from zoomjax.analysis import records as R  # pylint: disable=g-import-not-at-top
   from zoomjax.jobs import zoom_sweep  # pylint: disable=g-import-not-at-top
-  grid = REDUCED_SCALES if a.grid == "reduced" else cfg.grid_scales(a.grid)
+  from zoomjax.runtime import config as config_lib  # pylint: disable=g-import-not-at-top
+  grid = REDUCED_SCALES if a.grid == "reduced" else config_lib.grid_scales(a.grid, cfg.GRIDS)
   if 256 not in grid:
     raise ValueError(f"--grid {a.grid}: must contain scale 256 (the 1-crop view LOC:1_1_Size:256)")
   data = f"folder:{a.data}"
@@ -120,3 +121,5 @@ def main(argv=None):
 
 if __name__ == "__main__":
   main()
+  from machine_info import line  # pylint: disable=g-import-not-at-top  experiments/machine_info.py
+  print(line())

@@ -30,7 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from zoomjax import sweep  # noqa: E402
-from zoomjax.analysis.paper_numbers import PAPER_SCALES  # noqa: E402
+from zoomjax.zoom import PAPER_SCALES  # noqa: E402
 
 QUICK_SCALES = (224, 256)
 # Synthetic image sizes (h, w): ImageNet val's most common shapes, all in the 512 canvas bucket.
@@ -288,3 +288,5 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
   main()
+  from machine_info import line  # pylint: disable=g-import-not-at-top  experiments/machine_info.py
+  print(line())

@@ -1,10 +1,13 @@
-"""The study's analyses on correctness matrices whose answers are known by construction (paper.md §2)."""
-import os
+"""The study's analyses on correctness matrices whose answers are known by construction (docs/study.md §2)."""
 import numpy as np
 import pytest
 
+from zoomjax import zoom
 from zoomjax.analysis import metrics as A
 from zoomjax.analysis import paper_numbers as P
+from zoomjax.analysis import study as ST
+from zoomjax.analysis import sweep_results
+from zoomjax.errors import UserError
 
 SCALES = (64, 224, 256, 512)
 GRID = [(s, r, c) for s in SCALES for r in range(3) for c in range(3)]  # scale-major like ZoomGrid.
@@ -191,23 +194,58 @@ def test_paper_numbers_consistent():
     P.paper_dataset_key("folder", override="imagenet")
 
 
-def test_unsolved_across_workdirs(tmp_path):
-  from zoomjax.analysis import records as R
-  import test_report  # The fake records: odd images wrong at 1-crop, image 1 rescued by a zoom.
-  a = test_report.fake_records(n=4, seed=0)
-  b = test_report.fake_records(n=4, seed=0)
-  b.top5[0, :, 0] = 999  # Model b never solves image 0; model a does.
-  b.top5[3, :, 0] = 999
-  a.top5[3, :, 0] = 998  # Neither solves image 3.
-  for name, rec in (("a", a), ("b", b.select(np.array([0, 1, 3])))):  # b never saw image 2.
-    os.makedirs(tmp_path / name)
-    R.save(str(tmp_path / name / R.FINAL_FILE), rec)
-  out = A.unsolved_across_workdirs([str(tmp_path / "a"), str(tmp_path / "b")])
-  assert out["unsolved_ids"] == ["img3.jpg"] and out["num_common_images"] == 3
-  assert out["unsolved_fraction"] == pytest.approx(1 / 3)
-  assert out["images_not_in_every_sweep"][str(tmp_path / "a")] == 1
-  with pytest.raises(FileNotFoundError, match="finish the sweep"):
-    A.unsolved_across_workdirs([str(tmp_path / "nope")])
+def test_unsolved_over_runs_counts_only_images_every_run_saw():
+  """analysis.study over per-image solved flags: image 3 no run solves; b never saw image 2 (not unsolved)."""
+  per = [{"ids": np.array(["i0", "i1", "i2", "i3"]), "solved": np.array([True, True, False, False])},
+         {"ids": np.array(["i0", "i1", "i3"]), "solved": np.array([False, True, False])}]
+  counts = ST.solved_counts(per)
+  assert counts["ids"] == ["i0", "i1", "i3"] and counts["count"].tolist() == [1, 2, 0]
+  assert counts["solved"].tolist() == [[True, True, False], [False, True, False]]
+  assert counts["not_in_every_run"] == ["i2"]
+  u = ST.unsolved_summary(per, ["a", "b"], draws=200, seed=0)
+  assert u["unsolved_ids"] == ["i3"] and u["num_common_images"] == 3
+  assert u["unsolved_fraction"] == pytest.approx(1 / 3) and u["images_solved_by_exactly"] == [1, 1, 1]
+  assert u["ci95"] == A.bootstrap_interval(1 / 3, 3, draws=200, seed=0) and u["not_in_every_run"] == ["i2"]
+
+
+def test_centre_share_and_anchor_summary():
+  a = np.zeros((3, 3), int)
+  a[1, 1], a[0, 0] = 3, 1
+  b = np.zeros((3, 3), int)
+  b[2, 2] = 4
+  assert ST.centre_share(a) == pytest.approx(0.75) and ST.centre_share(b) == 0.0
+  assert ST.centre_share(np.zeros((3, 3))) is None and ST.centre_share(np.ones((2, 2))) is None  # No picks; even.
+  small = np.zeros((5, 5), int)
+  small[2, 2] = 2
+  rows = [{"top_k_anchor_counts": c.tolist()} for c in (a, b, small)]
+  three, five = ST.anchor_summary(rows)
+  assert three["counts"] == (a + b).tolist() and three["runs"] == [0, 1] and five["runs"] == [2]
+  assert three["centre_share"] == pytest.approx(3 / 8) and three["mean_per_run_centre_share"] == pytest.approx(0.375)
+  assert three["uniform_share"] == pytest.approx(1 / 9) and three["paper_centre_share"] == pytest.approx(0.2665)
+  assert five["centre_share"] == 1.0
+
+
+def _sweep(workdir, name, fingerprint, scales=(224, 256), model="m"):
+  return sweep_results.Sweep(workdir, {"grid": {"scales": list(scales), "anchors": 3, "crop": 224},
+                                       "model": {"name": model}},
+                             {"name": name, "fingerprint": fingerprint, "num_images": 2}, {"paper_dataset": None})
+
+
+def test_group_sweeps_by_dataset_and_grid():
+  runs = [_sweep("w/a", "folder:/x/val", "f1"), _sweep("w/b", "folder:/x/val", "f1", model="n"),
+          _sweep("w/c", "folder:/x/val", "f1", scales=zoom.PAPER_SCALES), _sweep("w/d", "demo_photos", "f2"),
+          _sweep("w/e", "folder:/x/val", "f1")]
+  groups = ST.group_sweeps(runs)
+  assert [g["runs"] for g in groups] == [[0, 1, 4], [2], [3]]
+  assert [g["name"] for g in groups] == ["folder:val · 224/256 x 3x3", "folder:val · paper x 3x3", "demo_photos"]
+  assert [g["key"] for g in groups] == ["folder_val_224_256_x_3x3", "folder_val_paper_x_3x3", "demo_photos"]
+  assert ST.run_labels(runs, groups) == ["m [a]", "n", "m", "m", "m [e]"]  # Same model twice in one group.
+  with pytest.raises(UserError, match="w/a and w/x both swept folder:/x/val but over different images"):
+    ST.group_sweeps(runs[:1] + [_sweep("w/x", "folder:/x/val", "f9")])
+  with pytest.raises(UserError, match="w/c is of another grid"):
+    ST.group_sweeps(runs[:3], mixed="refuse")
+  with pytest.raises(UserError, match="config.mixed"):
+    ST.group_sweeps(runs, mixed="merge")
 
 
 def test_bootstrap_intervals_are_seeded_and_match_resampling():
@@ -230,14 +268,3 @@ def test_bootstrap_intervals_are_seeded_and_match_resampling():
   assert set(m["ci95"]) == {"one_crop_accuracy", "upper_bound_accuracy", "aggregation/zoom-in mean"}
   lo, hi = m["ci95"]["one_crop_accuracy"]
   assert 0.39 < lo < 0.42 and 0.58 < hi < 0.61  # 50 % of 100 images: about [40, 60].
-
-
-def test_unsolved_cli_ends_a_user_error_in_one_line(tmp_path):
-  import os  # pylint: disable=import-outside-toplevel
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-  out = subprocess.run([sys.executable, "-m", "zoomjax.analysis.metrics", "unsolved", str(tmp_path / "absent")],
-                       capture_output=True, text=True, timeout=120,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
-  assert "zoomjax: error: " in out.stderr and "records.npz does not exist" in out.stderr

@@ -2,7 +2,7 @@
 
 The torch files are produced by a pickler that emits the same opcodes as `torch.save` (protocol 2, the
 `torch._utils._rebuild_tensor_v2` / `torch.<T>Storage` globals, persistent storage ids) without torch. That
-torch itself reads these files identically was checked once in a throwaway venv (see BENCHMARKS.md and README.md,
+torch itself reads these files identically was checked once in a throwaway venv (see BENCHMARKS.md and docs/models.md,
 "Models and checkpoints"); one file written by `torch.save` itself is committed in tests/golden.
 """
 import collections

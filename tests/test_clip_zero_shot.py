@@ -19,7 +19,7 @@ import zoomjax.models as zm
 from conftest import SHARED, require  # pylint: disable=wrong-import-order
 from zoomjax.checkpoints import CheckpointError, read_checkpoint
 from zoomjax.errors import NotFoundError, UnknownNameError, UserError
-from zoomjax.models import clip
+from zoomjax.models import clip, clip_archs, clip_cli, clip_families, clip_head
 from zoomjax.models import clip_zero_shot as zs
 from goldens import load_golden, rel_err, sw  # pylint: disable=wrong-import-order
 
@@ -56,7 +56,7 @@ def _load(tiny, cache, **kw):
 def test_metadata_is_parsed_as_data(metadata):
   names = zs.read_metadata(metadata, "IMAGENET_CLASSNAMES")
   assert len(names) == 1000 and names[:2] == ("tench", "goldfish") and names[-1] == "toilet paper"
-  # paper.md §5: OpenAI's curated list has the duplicates "missile" (657, 744) and "sunglasses" (836, 837).
+  # docs/study.md §5: OpenAI's curated list has the duplicates "missile" (657, 744) and "sunglasses" (836, 837).
   assert [i for i, n in enumerate(names) if n in ("missile", "sunglasses")] == [657, 744, 836, 837]
   # The lambdas become format strings; zoomjax's own 80 are open_clip's, in order.
   assert zs.read_metadata(metadata, "OPENAI_IMAGENET_TEMPLATES") == zs.OPENAI_IMAGENET_TEMPLATES
@@ -108,7 +108,7 @@ def test_head_is_computed_once_and_reused(tiny, tmp_path, monkeypatch):
   assert meta["class_names"] == list(g["class_names"]) and len(meta["templates"]) == 80
   assert meta["activation"] == "gelu" and meta["checkpoint"] == path and meta["shape"] == [16, 5]
   # Later loads (other dtypes too) read the cache: the text tower never runs, the vocabulary is not needed.
-  monkeypatch.setattr(clip, "zero_shot_head", lambda *a, **k: pytest.fail("head recomputed"))
+  monkeypatch.setattr(clip_head, "zero_shot_head", lambda *a, **k: pytest.fail("head recomputed"))
   again = _load(tiny, tmp_path, vocab=str(tmp_path / "absent.txt.gz"), dtype=jnp.bfloat16)
   np.testing.assert_array_equal(again.variables["params"]["zeroshot_head"], first.variables["params"]["zeroshot_head"])
   # Other class names, templates or activation are other heads (other keys); so is another text tower.
@@ -153,13 +153,13 @@ def test_bad_cache_entries_are_recomputed_and_unwritable_caches_only_warn(tmp_pa
 # ------------------------------------------------------------------------------------ files users bring
 
 def test_built_classifier_file_and_cache_warming_cli(tiny, tmp_path, monkeypatch, capsys):
-  """`python -m zoomjax.models.clip --out` writes a file that loads like the full checkpoint; without --out
+  """`python -m zoomjax.models.clip_cli --out` writes a file that loads like the full checkpoint; without --out
   the CLI fills the cache that load() then reads."""
   g, path, names, vocab, x = tiny
   out = tmp_path / "zs.safetensors"
   # (--model would refuse the tiny tower: its geometry is not ViT-H/14's; --activation says what it sets.)
-  assert clip.main(["--checkpoint", path, "--activation", "gelu", "--vocab", vocab, "--classnames", names,
-                    "--out", str(out)]) == 0
+  assert clip_cli.main(["--checkpoint", path, "--activation", "gelu", "--vocab", vocab, "--classnames", names,
+                        "--out", str(out)]) == 0
   flat = read_checkpoint(str(out))
   assert "zeroshot_head" in flat and not any(k.startswith("token_embedding") for k in flat)
   built = zm.load(FAMILY, str(out), **TINY)
@@ -169,18 +169,19 @@ def test_built_classifier_file_and_cache_warming_cli(tiny, tmp_path, monkeypatch
   assert "already holds a zero-shot head" in capsys.readouterr().out
 
   cache = tmp_path / "cache"
-  assert clip.main(["--checkpoint", path, "--activation", "gelu", "--vocab", vocab, "--classnames", names,
-                    "--head-cache-dir", str(cache)]) == 0
-  monkeypatch.setattr(clip, "zero_shot_head", lambda *a, **k: pytest.fail("head recomputed"))
+  assert clip_cli.main(["--checkpoint", path, "--activation", "gelu", "--vocab", vocab, "--classnames", names,
+                        "--head-cache-dir", str(cache)]) == 0
+  monkeypatch.setattr(clip_head, "zero_shot_head", lambda *a, **k: pytest.fail("head recomputed"))
   warm = _load(tiny, cache)
   np.testing.assert_array_equal(warm.variables["params"]["zeroshot_head"], flat["zeroshot_head"])
   # The CLI's geometry check names the mismatch before any head is computed.
-  assert clip.main(["--checkpoint", path, "--model", "openclip_vit_b32", "--vocab", vocab]) == 2
+  with pytest.raises(SystemExit, match="^2$"):
+    clip_cli.main(["--checkpoint", path, "--model", "openclip_vit_b32", "--vocab", vocab])
   assert "patch_size: model 32 vs checkpoint 8" in capsys.readouterr().err
 
 
 def test_module_cli_help_as_a_subprocess(tmp_path):
-  run = subprocess.run([sys.executable, "-m", "zoomjax.models.clip", "--help"], cwd=tmp_path, capture_output=True,
+  run = subprocess.run([sys.executable, "-m", "zoomjax.models.clip_cli", "--help"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300, check=False)
   assert run.returncode == 0 and "--head-cache-dir" in run.stdout and "openclip_vit_bigg14" in run.stdout
 
@@ -239,10 +240,10 @@ def test_random_init_needs_no_text_data_and_bf16_stays_close(monkeypatch):
 
 def test_is_zero_shot():
   names = [n for n in zm.list_models() if "clip_vit" in n]
-  assert len(names) >= 17 and all(clip.is_zero_shot(n) for n in names)
-  assert not clip.is_zero_shot("resnet50") and not clip.is_zero_shot("vit_l14")
+  assert len(names) >= 17 and all(clip_families.is_zero_shot(n) for n in names)
+  assert not clip_families.is_zero_shot("resnet50") and not clip_families.is_zero_shot("vit_l14")
   with pytest.raises(UnknownNameError):
-    clip.is_zero_shot("clip_vit_x99")
+    clip_families.is_zero_shot("clip_vit_x99")
 
 
 # open_clip 3.3.0 (`sum(p.numel() for p in model.parameters())`, whole models).
@@ -253,11 +254,11 @@ FULL_OPEN_CLIP = {"ViT-B-32": 151_277_313, "ViT-B-16": 149_620_737, "ViT-L-14": 
 
 @pytest.mark.parametrize("arch", sorted(FULL_OPEN_CLIP))
 def test_parameter_counts_match_open_clip(arch):
-  names = [n for n, f in clip._FAMILIES.items() if f.arch == arch]  # pylint: disable=protected-access
+  names = [n for n, f in clip_families.FAMILIES.items() if f.arch == arch]
   module, spec = zm.create(names[0])
-  assert zm.count_params(zm.variable_shapes(module, spec)) == spec.num_params == clip.NUM_PARAMS[arch]
+  assert zm.count_params(zm.variable_shapes(module, spec)) == spec.num_params == clip_families.NUM_PARAMS[arch]
   assert all(zm.get_spec(n).num_params == spec.num_params for n in names)
-  cfg, size = clip.openai_config(arch), clip.ARCHS[arch]["image_size"]
+  cfg, size = clip_archs.openai_config(arch), clip_archs.ARCHS[arch]["image_size"]
   shapes = jax.eval_shape(clip.CLIP(cfg["vision"], cfg["text"]).init, jax.random.PRNGKey(0),
                           jnp.zeros((1, size, size, 3)), jnp.zeros((1, 77), jnp.int32))
   assert zm.count_params(shapes) == FULL_OPEN_CLIP[arch]

@@ -36,7 +36,7 @@ def test_declared_label_spaces():
     sub = space.class_subset
     assert len(set(sub)) == n == space.num_scored_classes and list(sub) == sorted(sub)
     assert 0 <= min(sub) and max(sub) < 1000 and space.logit_mask().sum() == n
-  # paper.md §1.4: ObjectNet's classes run from n02708093 (409 analog clock) to n15075141 (999 toilet tissue).
+  # docs/study.md §1.4: ObjectNet's classes run from n02708093 (409 analog clock) to n15075141 (999 toilet tissue).
   assert classes.wnids()[subsets.OBJECTNET_113[0]] == "n02708093"
   assert classes.wnids()[subsets.OBJECTNET_113[-1]] == "n15075141"
   assert ls.REAL.multi_label and ls.IMAGENET_HARD.max_labels == 10

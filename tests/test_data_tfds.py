@@ -115,7 +115,7 @@ def test_official_builders_through_mock_data(tmp_path, name, kwargs, n):
 
 
 def test_imagenet2012_from_val_tar_and_real_json(tmp_path):
-  import tensorflow  # noqa: F401  A declared dependency: the official builder reads the tar through tf.io.gfile.
+  import tensorflow  # noqa: F401  The `tfds` extra (make test installs it): the official builder uses tf.io.gfile.
   names = {k: f"ILSVRC2012_val_{k:08d}.JPEG" for k in (1, 2, 3)}
   _tar(tmp_path / "ILSVRC2012_img_val.tar", {names[k]: _jpeg(k * 40, 10 + k, 9) for k in names})
   with pytest.raises(FileNotFoundError, match="ILSVRC2012_img_val.tar"):

@@ -1,5 +1,5 @@
 """The evaluation job against a fake classifier whose answers are known exactly, on a fake ImageNet-Hard parquet
-built here in the layout of paper.md §4.2, plus EfficientNet-Lite0's real accuracy on the 100 val photos."""
+built here in the layout of docs/study.md §4.2, plus EfficientNet-Lite0's real accuracy on the 100 val photos."""
 import csv
 import io
 import json
@@ -19,6 +19,7 @@ from zoomjax.data import view_cache
 from zoomjax.jobs import evaluate
 from zoomjax.models import registry
 from zoomjax.models.preprocessing import Preprocessing
+from zoomjax.runtime import atomic
 from test_report import chromium, render_page  # noqa: F401  (the headless-Chromium fixture and driver)
 
 FAKE = "fake_mean_classifier"
@@ -136,7 +137,7 @@ def test_fake_imagenet_hard_top1_top5_and_per_origin(tmp_path, fake_model):
                                                          (FAKE, f"folder:{other}")]
   assert float(rows[0]["top1"]) == pytest.approx(0.4) and float(rows[0]["top5"]) == pytest.approx(0.6)
   md = (tmp_path / "run" / "results.md").read_text()
-  assert md.splitlines()[0] == f"| model | imagenet_hard | folder:{folder} | folder:{other} |" and "40.00% [" in md
+  assert md.splitlines()[0] == f"| model | imagenet_hard | folder:{folder} | folder:{other} |" and "40.0 % [" in md
   page = (tmp_path / "run" / "report.html").read_text()
   assert "Per origin" in page and "objectnet" in page and "most confident failures" in page
 
@@ -145,7 +146,7 @@ def test_resume_keeps_finished_pairs_and_refuses_another_config(tmp_path, fake_m
   folder = _folder(tmp_path / "f", [(5, 5), (7, 7), (9, 1)])
   c = _config(FAKE, f"folder:{folder}")
   evaluate.run(c, str(tmp_path / "run"))
-  pair = tmp_path / "run" / "pairs" / f"{FAKE}__folder_{evaluate.slug(str(folder))}"
+  pair = tmp_path / "run" / "pairs" / f"{FAKE}__folder_{atomic.slug(str(folder))}"
   before = (pair / "metrics.json").stat().st_mtime_ns
   capsys.readouterr()
   again = evaluate.run(c, str(tmp_path / "run"))
@@ -390,7 +391,7 @@ def test_openclip_zero_shot_classifier_through_the_evaluator(tmp_path):
   (pair,) = summary["pairs"]
   assert pair["num_images"] == 2 and pair["preprocessing"]["input_size"] == 32
   assert len(os.listdir(tmp_path / "heads")) >= 1  # The text head went to the cache.
-  key = json.loads((tmp_path / "run" / "pairs" / f"openclip_vit_h14__folder_{evaluate.slug(str(folder))}" /
+  key = json.loads((tmp_path / "run" / "pairs" / f"openclip_vit_h14__folder_{atomic.slug(str(folder))}" /
                     "config.json").read_text())
   assert key["clip"]["class_names"] == str(tmp_path / "names.txt")
   c.clip.vocab = str(tmp_path / "absent.txt.gz")  # A new head (new workdir, new cache) needs the vocabulary.

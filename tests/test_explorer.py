@@ -1,5 +1,5 @@
-"""zoomjax.reports.explorer: the data it writes for a sweep with known answers, and the page in headless Chromium (skipped
-without chromium locally, required under CI: `make browser`).
+"""zoomjax.reports.explorer: the data it writes for a sweep with known answers, and the page in headless Chromium
+(skipped without chromium locally, required under CI: `make browser`).
 
 The sweep is written by hand in zoom_sweep's workdir layout (a fake model whose every answer is chosen here) over
 synthetic gradient images, so that the crop the page draws on its <canvas> can be checked against zoomjax.zoom's
@@ -141,8 +141,11 @@ def test_cli_and_bad_workdir(sweep, tmp_path, capsys):
   assert explorer.main([sweep, "--out", str(tmp_path / "cli"), "--max-images", "2"]) == 0
   assert "explorer:" in capsys.readouterr().out
   assert len(read_data(str(tmp_path / "cli"))["images"]) == 2
-  assert explorer.main([str(tmp_path)]) == 2
+  with pytest.raises(SystemExit) as e:  # A user error: one line on stderr, exit status 2.
+    explorer.main([str(tmp_path)])
+  assert e.value.code == 2
   err = capsys.readouterr().err
+  assert len(err.strip().splitlines()) == 1
   assert err.startswith("zoomjax: error:") and str(tmp_path) in err and "not a zoom_sweep workdir" in err
   with pytest.raises(UserError, match="not marked complete"):
     broken = str(tmp_path / "broken")

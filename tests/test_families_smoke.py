@@ -1,4 +1,4 @@
-"""Every model family through the zoom sweep, TTA and evaluation jobs (issue 15): random_init at tiny widths
+"""Every model family through the zoom sweep, TTA and evaluation jobs: random_init at tiny widths
 (`config.model.overrides`), one demo photo, a one-scale grid, two MEMO views. The numbers are meaningless;
 what is checked is that each family's module runs inside each job's programs (zoom views, MEMO's gradient
 through prior-mode BatchNorm where the family has BatchNorm) and yields finite records of the right shapes.

@@ -297,7 +297,7 @@ def test_images_above_the_pixel_limit_warn_with_the_memory_they_need(tmp_path, c
   assert out.count("warning: image ") == 1
   assert ("warning: image n01440764/big.png is 400x300 (0.12 Mpx, above max_pixels_warning=100000): its steps "
           "need about 0.0 GB of memory (canvas 512x384, batch of 1)") in out
-  # The 12000 x 9000 photo (it took 7.3 GB): the estimate says so.
+  # A 12000 x 9000 photo (a sweep step took 7.3 GB): the estimate says so.
   assert abs(data.pipeline.memory_estimate(zoom.canvas_size(9000, 12000), 1) / 1e9 - 7.3) < 0.1
   assert config_lib.get_config("runlocal").max_pixels_warning == data.pipeline.MAX_PIXELS_WARNING
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from zoomjax.checkpoints import convert_clip
-from zoomjax.models import clip
+from zoomjax.models import clip, clip_archs, clip_head
+from zoomjax.models.clip_zero_shot import OPENAI_IMAGENET_TEMPLATES
 from goldens import GOLDEN, sw, rel_err  # pylint: disable=wrong-import-order
 
 
@@ -51,7 +52,7 @@ def test_zero_shot_classifier_is_100_cos(golden):
   np.testing.assert_allclose(logits, 100.0 * img @ txt.T, rtol=1e-4, atol=1e-3)
   assert inter["feature_map"].shape == (2, 4, 4, 32)
   del flat["zeroshot_head"]
-  with pytest.raises(KeyError, match="python -m zoomjax.models.clip"):
+  with pytest.raises(KeyError, match="python -m zoomjax.models.clip_cli"):
     convert_clip.convert_clip_zero_shot(flat)
 
 
@@ -74,7 +75,7 @@ def test_zero_shot_head_averages_normalised_template_embeddings():
 
   names = ["0", "1", "2"]
   tok = lambda texts: np.array([[int(s.split("|")[0]) * 10 + int(s.split("|")[1])] for s in texts])
-  head = clip.zero_shot_head(encode, tok, names, templates=("{}|0", "{}|1"))
+  head = clip_head.zero_shot_head(encode, tok, names, templates=("{}|0", "{}|1"))
   assert head.shape == (5, 3)
   np.testing.assert_allclose(head, unit.T, atol=1e-6)
 
@@ -98,7 +99,7 @@ def test_zero_shot_head_matches_numpy_oracle(golden):
   model = clip.CLIP(VISION, TEXT)
   encode = jax.jit(lambda t: model.apply(variables, t, method=clip.CLIP.encode_text))
   classes = ["goldfish", "great white shark", "tiger shark", "hen"]
-  templates = clip.OPENAI_IMAGENET_TEMPLATES
+  templates = OPENAI_IMAGENET_TEMPLATES
   # Oracle: all prompts in one batch, then plain NumPy.
   prompts = [t.format(c) for c in classes for t in templates]
   emb = np.asarray(encode(_toy_tokenize(prompts)), np.float64).reshape(len(classes), len(templates), -1)
@@ -107,7 +108,7 @@ def test_zero_shot_head_matches_numpy_oracle(golden):
   want = (centre / np.sqrt(np.sum(centre ** 2, axis=-1, keepdims=True))).T  # (E, C)
   assert len(templates) == 80 and want.shape == (VISION["embed_dim"], len(classes))
 
-  head = clip.zero_shot_head(encode, _toy_tokenize, classes)
+  head = clip_head.zero_shot_head(encode, _toy_tokenize, classes)
   assert head.shape == want.shape
   np.testing.assert_allclose(head, want, rtol=1e-5, atol=1e-6)
 
@@ -122,19 +123,20 @@ def test_zero_shot_head_matches_numpy_oracle(golden):
 
 def test_config_from_state_dict(golden):
   _, state, _ = golden
-  cfg = clip.config_from_state_dict(state, vision_head_width=16, text_head_width=12)
+  cfg = clip_archs.config_from_state_dict(state, vision_head_width=16, text_head_width=12)
   assert cfg == {"vision": VISION, "text": TEXT}
 
 
 def test_module_cli_runs_as_a_subprocess(tmp_path):
-  """`python -m zoomjax.models.clip` (the README's head builder) imports and runs as users start it."""
+  """`python -m zoomjax.models.clip_cli` (the README's head builder) imports and runs as users start it."""
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
-  run = lambda *a: subprocess.run([sys.executable, "-m", "zoomjax.models.clip", *a], cwd=tmp_path,  # noqa: E731
+  run = lambda *a: subprocess.run([sys.executable, "-m", "zoomjax.models.clip_cli", *a], cwd=tmp_path,  # noqa: E731
                                   capture_output=True, text=True, timeout=300, check=False)
   ok = run("--help")
   assert ok.returncode == 0 and "--checkpoint" in ok.stdout and "--classnames" in ok.stdout, ok.stderr[-2000:]
   missing = run("--checkpoint", str(tmp_path / "ViT-L-14.pt"), "--vocab", "v.txt.gz", "--classnames", "c.txt",
                 "--out", str(tmp_path / "out.safetensors"))
-  assert missing.returncode != 0 and "ViT-L-14.pt" in missing.stderr
+  assert missing.returncode == 2 and "ViT-L-14.pt" in missing.stderr
+  assert missing.stderr.startswith("zoomjax: error: ") and missing.stderr.count("\n") == 1, missing.stderr[-2000:]
   assert "already registered" not in missing.stderr

@@ -8,7 +8,8 @@ from ../shared/data/clip (the `clip_vocab` fixture; ZOOMJAX_CLIP_VOCAB overrides
 import numpy as np
 import pytest
 
-from zoomjax.models import clip, clip_tokenizer
+from zoomjax.models import clip_tokenizer
+from zoomjax.models.clip_zero_shot import OPENAI_IMAGENET_TEMPLATES
 from goldens import GOLDEN, sw  # pylint: disable=wrong-import-order
 
 
@@ -44,7 +45,7 @@ def test_missing_vocab_names_the_file(tmp_path):
 
 
 def test_templates_are_the_80_openai_prompts():
-  t = clip.OPENAI_IMAGENET_TEMPLATES
+  t = OPENAI_IMAGENET_TEMPLATES
   assert len(t) == 80 == len(set(t)) and all(s.count("{}") == 1 for s in t)
   assert t[0] == "a bad photo of a {}." and t[-1] == "a tattoo of the {}."
 

@@ -1,4 +1,4 @@
-"""ConvNeXt / MobileNetV3 / Swin (issue 15): torchvision goldens at narrow widths, exact full-size counts, contracts.
+"""ConvNeXt / MobileNetV3 / Swin: torchvision goldens at narrow widths, exact full-size counts, contracts.
 
 Expected outputs were computed by experiments/make_goldens.py (`convnext_narrow`, `mobilenet_v3_narrow`,
 `swin_narrow`) in a throwaway torch venv on the seeded weights of tests/golden/seeded_weights.py, rebuilt here

@@ -1,4 +1,4 @@
-"""MaxViT-T (issue 15): torchvision golden at a narrow width, exact full-size count, loading, contracts.
+"""MaxViT-T: torchvision golden at a narrow width, exact full-size count, loading, contracts.
 
 Expected outputs were computed by experiments/make_maxvit_golden.py in a throwaway torch venv on the seeded
 weights of tests/golden/seeded_weights.py, rebuilt here with numpy alone.

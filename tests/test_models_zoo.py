@@ -8,7 +8,7 @@ from safetensors.numpy import save_file
 
 from zoomjax import models
 from zoomjax.checkpoints import CheckpointError
-from zoomjax.models import clip, clip_tokenizer
+from zoomjax.models import clip, clip_archs, clip_cli, clip_head, clip_tokenizer
 from goldens import GOLDEN, sw, assert_memo_episode_adapts  # pylint: disable=wrong-import-order
 
 
@@ -38,7 +38,7 @@ def test_exact_parameter_counts(name):
 
 def test_full_clip_parameter_counts_match_open_clip():
   for arch, want in (("ViT-B/32", 151_277_313), ("ViT-L/14", 427_616_513)):
-    cfg = clip.openai_config(arch)
+    cfg = clip_archs.openai_config(arch)
     shapes = jax.eval_shape(clip.CLIP(cfg["vision"], cfg["text"]).init, jax.random.PRNGKey(0),
                             jnp.zeros((1, 224, 224, 3)), jnp.zeros((1, 77), jnp.int32))
     assert models.count_params(shapes) == want
@@ -135,7 +135,7 @@ def test_preprocessing_per_family():
 
 
 def test_zero_shot_classifier_file_end_to_end(tmp_path):
-  """`python -m zoomjax.models.clip` on a tiny CLIP + synthetic vocab -> registry-style classifier."""
+  """`python -m zoomjax.models.clip_cli` on a tiny CLIP + synthetic vocab -> registry-style classifier."""
   vocab = tmp_path / "vocab.txt.gz"
   sw.write_bpe_vocab(str(vocab), sw.synthetic_bpe_merges())
   tok = clip_tokenizer.ClipTokenizer(str(vocab))
@@ -151,7 +151,7 @@ def test_zero_shot_classifier_file_end_to_end(tmp_path):
   names = tmp_path / "classnames.txt"
   names.write_text("goldfish\ngreat white shark\ntiger shark\n")
   out = tmp_path / "zs.safetensors"
-  clip.main(["--checkpoint", str(ckpt), "--vocab", str(vocab), "--classnames", str(names), "--out", str(out)])
+  clip_cli.main(["--checkpoint", str(ckpt), "--vocab", str(vocab), "--classnames", str(names), "--out", str(out)])
 
   from zoomjax.checkpoints import read_checkpoint
   from zoomjax.checkpoints.convert_clip import convert_clip, convert_clip_zero_shot
@@ -159,7 +159,7 @@ def test_zero_shot_classifier_file_end_to_end(tmp_path):
   assert not any(k.startswith("token_embedding") for k in flat)
   full = convert_clip(state)
   encode = jax.jit(lambda t: model.apply(full, t, method=clip.CLIP.encode_text))
-  want_head = clip.zero_shot_head(encode, tok, ["goldfish", "great white shark", "tiger shark"])
+  want_head = clip_head.zero_shot_head(encode, tok, ["goldfish", "great white shark", "tiger shark"])
   np.testing.assert_allclose(flat["zeroshot_head"], want_head, rtol=1e-5, atol=1e-6)
   classifier = clip.ZeroShotClassifier(vision, num_classes=3)
   x = jnp.asarray(sw.seeded_images((2, 32, 32, 3)))

@@ -160,7 +160,7 @@ def _worker() -> None:
   keys = memo.episode_keys(jax.random.PRNGKey(0), range(8))
   ref = memo.map_images(fn, bundle.variables, jnp.asarray(canvas), jnp.asarray(hws), keys, chunk_size=8)
   run8 = parallel.data_parallel_jit(jax.vmap(fn, in_axes=(None, 0, 0, 0)), mesh8, num_args=4)
-  got = run8(parallel.replicate(bundle.variables, mesh8), *parallel.shard_batch((canvas, keys, hws), mesh8))
+  got = run8(parallel.replicate(bundle.variables, mesh8), *parallel.shard_batch((canvas, hws, keys), mesh8))
   assert len(got.sharding.device_set) == 8
   got = parallel.to_host(got)
   # Random-init logits are small (~1e-4), so the tolerance is relative to their scale; an RRC box can move by a
@@ -184,7 +184,7 @@ def _worker() -> None:
   outs = []
   for mesh in (mesh8, mesh1):
     step = tta_job.make_step(memo.make_baseline(bundle, resize_size=28, crop_size=24), mesh)
-    args = parallel.shard_batch((canvas, np.asarray(keys), hws, labels), mesh)
+    args = parallel.shard_batch((canvas, hws, np.asarray(keys), labels), mesh)
     outs.append(parallel.to_host(step(parallel.replicate(bundle.variables, mesh), *args)))
   assert len(set(outs[0]["top5"][:, 0].tolist())) > 1  # Distinct answers per image.
   assert_same_records(outs[0], outs[1], "TTA step, 8 devices vs 1")

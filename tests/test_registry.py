@@ -144,3 +144,21 @@ def test_loading_does_not_initialise(monkeypatch):
   assert not calls
   assert zm.count_params(bundle.variables) == el.NUM_PARAMS["efficientnet_lite0"]
   assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(bundle.variables))
+
+
+def test_register_takes_a_spec_or_a_named_factory():
+  """`register(spec)` for families, `register(name, factory)` for models of one's own (tests/test_own_model.py)."""
+  spec = zm.get_spec("efficientnet_lite_tiny")
+  with pytest.raises(ValueError, match="takes no factory"):
+    zm.register(spec, lambda: None)
+  with pytest.raises(ValueError, match="must be a function of no arguments"):
+    zm.register("test_only_factory", "not callable")
+  assert "test_only_factory" not in zm.list_models()
+  bundle = zm.load("efficientnet_lite_tiny", random_init=True)
+  zm.register("test_only_factory", lambda: bundle)
+  try:
+    assert "test_only_factory" in zm.list_models() and zm.is_factory("test_only_factory")
+    assert zm.from_config({"name": "test_only_factory"}) is bundle
+    assert not zm.is_factory("efficientnet_lite_tiny")
+  finally:
+    registry._FACTORIES.pop("test_only_factory", None)  # pylint: disable=protected-access

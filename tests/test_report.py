@@ -24,6 +24,7 @@ from conftest import require
 from zoomjax.analysis import metrics as A
 from zoomjax.analysis import per_class
 from zoomjax.analysis import records as R
+from zoomjax.reports import html
 from zoomjax.reports import sweep as report
 from zoomjax.analysis import selection
 
@@ -76,16 +77,15 @@ def test_report_content(tmp_path):
   page = open(path, encoding="utf-8").read()
   # Ours next to the paper's ResNet-50 ImageNet numbers (Table 1 and the min-cover table).
   assert "75.75" in page and "96.78" in page and "94.46" in page and "234" in page
-  # Headline numbers carry their 95 % interval, as "50.0 % [17–83]".
+  # Headline numbers carry their 95 % interval, as "50.0 % [16.7–83.3]".
   one, ci = metrics["one_crop_accuracy"], metrics["ci95"]["one_crop_accuracy"]
-  n = metrics["num_images"]
-  assert A.pct_interval(one, ci, n=n) in page and f"{100 * one:.1f} % [{100 * ci[0]:.0f}–{100 * ci[1]:.0f}]" in page
+  assert html.interval(one, ci) in page and f"{100 * one:.1f} % [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]" in page
   # Zoom without an oracle: the curves (figure + table), the best fixed set, confidence selection.
   held = metrics["held_out"]
   assert "report/held_out.png" in page and "Best fixed set without an oracle" in page
   assert all(f"<code>{v}</code>" in page for v in held["best_fixed"]["views"])
   for m, v in held["confidence_selection"].items():
-    assert m in page and A.pct_interval(v["accuracy"], v["ci95"], n=n) in page
+    assert m in page and html.interval(v["accuracy"], v["ci95"]) in page
   # Per class by name: image 1 (class 11) is the one rescue, so cls11 leads the most rescued; a class whose
   # 1-crop is wrong and never rescued (odd images other than 1) leads the least rescued.
   pc = metrics["per_class"]

@@ -8,6 +8,8 @@ import pytest
 from zoomjax.analysis import metrics as A
 from zoomjax.analysis import records as R
 from zoomjax.analysis import selection as S
+from zoomjax.reports import html
+from zoomjax.reports import study as study_report
 
 SCALES = (64, 224, 256, 512)
 GRID = [(s, r, c) for s in SCALES for r in range(3) for c in range(3)]
@@ -196,7 +198,7 @@ def test_record_held_out_json_intervals_best_fixed_set_and_top36():
   assert set(S.headline_intervals(out)) == {"held_out/best_fixed"} | {f"confidence/{m}"
                                                                        for m in S.CONFIDENCE_METHODS[1:]}
   assert out == S.record_held_out(rec, budget=36)  # Seeded.
-  table = S.markdown(out, "fake")
+  table = study_report.held_out_markdown(out, "fake")
   assert "| 36 |" in table and " % [" in table and "LOC:1_1_Size:512" in table
 
 
@@ -213,31 +215,16 @@ def test_record_held_out_small_grids_and_tiny_sets():
   assert none["curves"] == {} and none["confidence_selection"]["vote"]["accuracy"] is None
 
 
-def test_pct_interval_formats():
-  assert A.pct_interval(0.72, [0.63, 0.80]) == "72.0 % [63–80]"
-  assert A.pct_interval(0.7575, [0.75372, 0.76131]) == "75.75 % [75.37–76.13]"
-  assert A.pct_interval(0.5, [0.45, 0.53]) == "50.0 % [45.0–53.0]"
-  assert A.pct_interval(0.03, [-0.01, 0.07], sign=True) == "+3.0 pts [-1.0, +7.0]"
-  assert A.pct_interval(None, None) == "–" and A.pct_interval(0.5) == "50.00 %"
-  # With the number of images, one table reads alike whatever each interval's width.
-  assert A.pct_interval(0.95, [0.90, 0.99], n=100) == "95.0 % [90–99]"
-  assert A.pct_interval(0.5, [0.45, 0.53], n=100) == "50.0 % [45–53]"
-  assert A.pct_interval(0.096, [0.089, 0.103], n=7500) == "9.6 % [8.9–10.3]"
-  assert A.pct_interval(0.99, [0.989, 0.991], n=50_000) == "99.00 % [98.90–99.10]"
-
-
-def test_main_prints_the_curve_of_a_workdir(tmp_path, capsys):
-  top1, p, labels, n = constructed()
+def test_held_out_markdown_shows_the_chosen_budgets_and_the_last():
+  """The held-out tables as the study job prints them (zoomjax.reports.study.held_out_markdown)."""
+  top1, p, labels, _ = constructed()
   t = top1.shape[1]
-  rec = make_records(top1, p, labels)
-  R.save(str(tmp_path / R.FINAL_FILE), rec)
-  assert S.main([str(tmp_path)]) == 0  # No metrics.json: computed from records.npz.
-  first = capsys.readouterr().out
-  assert f"| {t} |" in first and "views per image" in first
-  with open(tmp_path / "metrics.json", "w") as f:
-    json.dump({"model": "m", "dataset": "d", "held_out": S.record_held_out(rec)}, f)
-  assert S.main(["--budgets", "1,2", str(tmp_path)]) == 0
-  out = capsys.readouterr().out
-  assert "m on d" in out and "| 2 |" in out and "| 3 |" not in out and f"| {t} |" in out
-  assert S.main(["--budgets", "x", str(tmp_path)]) == 2
-  assert S.main([str(tmp_path / "nope")]) == 1
+  held = S.record_held_out(make_records(top1, p, labels))
+  every = study_report.held_out_markdown(held, "m on d")
+  assert every.startswith("**m on d**") and f"| {t} |" in every and "| 3 |" in every and "views per image" in every
+  some = study_report.held_out_markdown(held, budgets=(1, 2))
+  assert "| 2 |" in some and "| 3 |" not in some and f"| {t} |" in some  # The last budget is always shown.
+  best = held["best_fixed"]
+  assert html.interval(best["accuracy"], best["ci95"]) in some and all(f"`{v}`" in some for v in best["views"])
+  for m, v in held["confidence_selection"].items():
+    assert f"| {m} | {html.interval(v['accuracy'], v['ci95'])} |" in some

@@ -28,6 +28,8 @@ from zoomjax import zoom
 from zoomjax.errors import UserError
 from zoomjax.jobs import study as job
 from zoomjax.jobs import zoom_sweep
+from zoomjax.reports import html
+from zoomjax.reports import study as study_report
 
 pytestmark = pytest.mark.usefixtures("fast_compile_module")  # Compiles dominate; no parity check here.
 
@@ -160,7 +162,7 @@ def test_table1_matches_numpy(setup):
       assert 0 <= lo <= v <= hi <= 1, (name, key)
       short = key.replace("_accuracy", "")
       assert float(csv_row[f"{short}_pct"]) == pytest.approx(100 * v, abs=1e-3)
-      assert f"{100 * v:.1f} % [{100 * lo:.0f}–{100 * hi:.0f}]" in md
+      assert f"{100 * v:.1f} % [{100 * lo:.1f}–{100 * hi:.1f}]" in md
     assert row["min_cover_size"] == len(greedy(C)) and csv_row["workdir"] == row["workdir"]
   # The relabelling made the val numbers non-trivial (the oracles could otherwise agree on zeros).
   val0 = on_disk["runs"][0]
@@ -197,6 +199,25 @@ def test_centre_share_and_unsolved(setup):
     assert row["explorer"].startswith(setup["out"]) and os.path.exists(row["explorer"])
     with open(os.path.join(row["workdir"], "metrics.json")) as f:  # The sweep's held-out curves, when it has them.
       assert row.get("held_out") == json.load(f).get("held_out")
+
+
+def test_printed_summary_holds_what_the_study_found(setup):
+  """The job's console summary: Table 1, the centre share, the unsolved images by id, the held-out selection."""
+  s = setup["study"]
+  text = job.summary_text(s)
+  assert text.startswith(study_report.table1_markdown(s, with_paper=False))
+  (anchors,) = s["anchors"]
+  share = html.percent(anchors["centre_share"])
+  assert f"centre anchor share of the greedy top-{TOP_K} views over 3 runs: {share} (paper: 26.65 %" in text
+  val = s["groups"][0]
+  u = val["unsolved"]
+  assert (f"{val['name']}: {len(u['unsolved_ids'])} of {u['num_common_images']} images solved by none of its 2 runs "
+          f"({html.interval(u['unsolved_fraction'], u['ci95'])}): {', '.join(u['unsolved_ids'])}") in text
+  assert f"data={val['export']['dataset']}" in text
+  for r in s["runs"]:  # Every sweep has its held-out selection, printed as a table per run.
+    assert r["held_out"]["budgets"] and f"**{r['label']} on {r['dataset']}: zoom without an oracle**" in text
+    best = r["held_out"]["best_fixed"]
+    assert html.interval(best["accuracy"], best["ci95"]) in text
 
 
 def test_export_reloads_and_sweeps_again(setup):

@@ -189,7 +189,7 @@ def _ks(a, b):
 def test_rrc_boxes_follow_the_torchvision_rule(hw):
   n = 4000
   h, w = hw
-  boxes = np.asarray(jax.jit(jax.vmap(lambda k: augment.sample_rrc_box(k, jnp.asarray(hw))))(
+  boxes = np.asarray(jax.jit(jax.vmap(lambda k: augment.sample_rrc_box(jnp.asarray(hw), k)))(
       jax.random.split(jax.random.PRNGKey(0), n)))
   rng = np.random.default_rng(0)
   ref = np.array([_torchvision_rrc_box(rng, h, w) for _ in range(n)])
@@ -203,7 +203,7 @@ def test_rrc_boxes_follow_the_torchvision_rule(hw):
     assert _ks(f(boxes), f(ref)) < crit, name
   # The fallback (no fitting draw in 10 attempts) is the exact centre crop, with the same frequency.
   fallback = tuple(_torchvision_rrc_box(np.random.default_rng(1), h, w, scale=(2.0, 2.0)))
-  fb = tuple(np.asarray(augment.sample_rrc_box(jax.random.PRNGKey(1), jnp.asarray(hw), scale=(2.0, 2.0))))
+  fb = tuple(np.asarray(augment.sample_rrc_box(jnp.asarray(hw), jax.random.PRNGKey(1), scale=(2.0, 2.0))))
   assert fb == fallback
   is_fb = lambda b: np.all(b == np.array(fallback)[None], axis=1)
   assert abs(is_fb(boxes).mean() - is_fb(ref).mean()) < 0.02
@@ -214,14 +214,14 @@ def test_rrc_boxes_follow_the_torchvision_rule(hw):
 def test_rrc_view_is_pil_crop_then_resize():
   img = photo(45, 60)
   key = jax.random.PRNGKey(3)
-  view = np.asarray(augment.random_resized_crop(key, jnp.asarray(img), None, SIZE, "bicubic"))
-  box = np.asarray(augment.sample_rrc_box(key, jnp.asarray(img.shape[:2])))
+  view = np.asarray(augment.random_resized_crop(jnp.asarray(img), None, key, SIZE, "bicubic"))
+  box = np.asarray(augment.sample_rrc_box(jnp.asarray(img.shape[:2]), key))
   ref = pil_resize_crop_reference(img, box, (SIZE, SIZE), (0, 0), (SIZE, SIZE), "bicubic")
   assert np.abs(view - ref).max() <= 2
   # Same key, same view; a zero-padded canvas with the true size gives the same view.
   canvas = np.zeros((64, 64, 3), np.uint8)
   canvas[:45, :60] = img
-  view2 = augment.random_resized_crop(key, jnp.asarray(canvas), jnp.asarray([45, 60]), SIZE, "bicubic")
+  view2 = augment.random_resized_crop(jnp.asarray(canvas), jnp.asarray([45, 60]), key, SIZE, "bicubic")
   np.testing.assert_array_equal(view, view2)
 
 
@@ -229,10 +229,10 @@ def test_rrc_pass_order_default_is_horizontal_first_and_pil_order_follows_pillow
   """A tall image makes Pillow >= 13 resize some boxes vertically first; the default keeps the old order."""
   img = photo(150, 40, seed=5)
   keys = jax.random.split(jax.random.PRNGKey(7), 24)
-  default = jax.jit(jax.vmap(lambda k: augment.random_resized_crop(k, jnp.asarray(img), None, SIZE, "bicubic")))
-  pillow13 = jax.jit(jax.vmap(lambda k: augment.random_resized_crop(k, jnp.asarray(img), None, SIZE, "bicubic",
+  default = jax.jit(jax.vmap(lambda k: augment.random_resized_crop(jnp.asarray(img), None, k, SIZE, "bicubic")))
+  pillow13 = jax.jit(jax.vmap(lambda k: augment.random_resized_crop(jnp.asarray(img), None, k, SIZE, "bicubic",
                                                                      pil_order=True)))
-  boxes = np.asarray(jax.vmap(lambda k: augment.sample_rrc_box(k, jnp.asarray(img.shape[:2])))(keys))
+  boxes = np.asarray(jax.vmap(lambda k: augment.sample_rrc_box(jnp.asarray(img.shape[:2]), k))(keys))
   got_default, got_13 = np.asarray(default(keys)), np.asarray(pillow13(keys))
   vertical_first = 0
   for box, a, b in zip(boxes, got_default, got_13):
@@ -297,14 +297,14 @@ def test_augmix_ops_match_pil(level, sign):
 
 def test_augmix_view_mixes_whole_number_ops_and_is_deterministic_per_key():
   img = jnp.asarray(photo(40, 50, seed=7))
-  f = jax.jit(lambda k: augment.augmix(k, img, None, SIZE))
+  f = jax.jit(lambda k: augment.augmix(img, None, k, SIZE))
   a, b, c = f(jax.random.PRNGKey(0)), f(jax.random.PRNGKey(0)), f(jax.random.PRNGKey(1))
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
   assert a.shape == (SIZE, SIZE, 3) and float(a.min()) >= 0 and float(a.max()) <= 255
   # Each chain is a sequence of 8-bit ops on the pre-augmented crop.
-  x = augment.random_resized_crop(jax.random.PRNGKey(2), img, None, SIZE, "bilinear")
-  chain = np.asarray(augment.augmix_chain(jax.random.PRNGKey(3), x))
+  x = augment.random_resized_crop(img, None, jax.random.PRNGKey(2), SIZE, "bilinear")
+  chain = np.asarray(augment.augmix_chain(x, jax.random.PRNGKey(3)))
   np.testing.assert_array_equal(chain, np.round(chain))
 
 
@@ -334,20 +334,20 @@ def test_memo_adapts_without_touching_the_callers_variables():
   aug = augment.augmix_augmentation(SIZE)  # MEMO's own views here; the batched test below uses RRC
   adapt = jax.jit(_memo(bundle, aug, logit_mask=mask))
   key = jax.random.PRNGKey(0)
-  logits = adapt(bundle.variables, canvases[0], key, hws[0])
+  logits = adapt(bundle.variables, canvases[0], hws[0], key)
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, bundle.variables))
-  np.testing.assert_array_equal(logits, adapt(bundle.variables, canvases[0], key, hws[0]))  # same key, same result
+  np.testing.assert_array_equal(logits, adapt(bundle.variables, canvases[0], hws[0], key))  # same key, same result
   assert np.all(np.isneginf(logits[~mask])) and np.all(np.isfinite(logits[mask]))
   # steps=0 is prior-mode prediction on the standard view; the adapted prediction differs from it.
-  no_step = jax.jit(_memo(bundle, logit_mask=mask, steps=0))(bundle.variables, canvases[0], key, hws[0])
+  no_step = jax.jit(_memo(bundle, logit_mask=mask, steps=0))(bundle.variables, canvases[0], hws[0], key)
   view = augment.standard_view(canvases[0], hws[0], 36, SIZE)
   manual, _ = memo.with_bn_prior(bundle.module, 16.0).apply(bundle.variables,
                                                              bundle.preprocessing.normalize(view[None]))
   np.testing.assert_allclose(no_step[mask], manual[0][mask], rtol=1e-5, atol=1e-5)
   assert not np.allclose(no_step[mask], logits[mask])
   # The episode by hand: the step's views (key -> step key -> view keys), one SGD step, predict.
-  views = jax.jit(jax.vmap(aug, in_axes=(0, None, None)))(
-      jax.random.split(jax.random.split(key, 1)[0], 4), canvases[0], hws[0])
+  views = jax.jit(jax.vmap(aug, in_axes=(None, None, 0)))(
+      canvases[0], hws[0], jax.random.split(jax.random.split(key, 1)[0], 4))
   prior = memo.with_bn_prior(bundle.module, 16.0)
   loss = lambda p: marginal_entropy(prior.apply({**bundle.variables, "params": p},
                                                 bundle.preprocessing.normalize(views))[0], mask)

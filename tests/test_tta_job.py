@@ -160,6 +160,6 @@ def test_zoom_tta_runs_views_through_the_model_in_chunks():
   expect = jax.nn.log_softmax(colours / 10.0, axis=-1)
   for how in ("mean", "max"):
     fn = jax.jit(zoom_tta.make_zoom_tta(bundle, crops_fn, how, view_chunk=2))  # 3 chunks, last one padded
-    np.testing.assert_allclose(fn({}, image, None), zoom_tta.aggregate(colours / 10.0, how), rtol=1e-5,
+    np.testing.assert_allclose(fn({}, image), zoom_tta.aggregate(colours / 10.0, how), rtol=1e-5,
                                atol=1e-5)
   np.testing.assert_allclose(zoom_tta.aggregate(colours / 10.0, "max"), expect[0], rtol=1e-6)

@@ -70,7 +70,7 @@ def test_unknown_name():
     (256, (341, 256), (56, 169, 282), (42, 127, 212), (-56, 57, 170), (-70, 15, 100)),
     (1024, (1365, 1024), (227, 682, 1137), (170, 511, 852), (115, 570, 1025), (58, 399, 740))])
 def test_worked_examples(s, size, ax, ay, left, top):
-  """paper.md §1.1 table, W x H = 500 x 375; the portrait image swaps the roles; traced form agrees."""
+  """docs/study.md §1.1 table, W x H = 500 x 375; the portrait image swaps the roles; traced form agrees."""
   out_h, out_w, tops, lefts = zoom_geometry(375, 500, s)
   assert (out_w, out_h) == size and lefts == left and tops == top
   assert tuple(v + 112 for v in lefts) == ax and tuple(v + 112 for v in tops) == ay
@@ -98,7 +98,7 @@ def test_canvas_buckets():
 
 @pytest.mark.parametrize("image, match", [
     (np.zeros((8, 8), np.uint8), "shape"), (np.zeros((8, 8, 4), np.uint8), "shape"),
-    (np.zeros((0, 8, 3), np.uint8), "empty"), (np.zeros((8, 8, 3), np.float32), "uint8"),
+    (np.zeros((0, 8, 3), np.uint8), "empty"), (np.zeros((8, 8, 3), np.int32), "uint8"),
     (np.zeros((2, 8, 8, 3), np.uint8), "shape")])
 def test_invalid_images(image, match):
   with pytest.raises(ValueError, match=match):
@@ -112,7 +112,9 @@ def test_invalid_batches():
   with pytest.raises(ValueError, match="fit the canvas"):
     zoom_crops_batch(canvas, np.array([[10, 10], [300, 10]], np.int32), SMALL)
   with pytest.raises(ValueError, match="uint8"):
-    zoom_crops_batch(canvas.astype(np.float32), np.array([[10, 10], [10, 10]], np.int32), SMALL)
+    zoom_crops_batch(canvas.astype(np.int16), np.array([[10, 10], [10, 10]], np.int32), SMALL)
+  with pytest.raises(ValueError, match="takes uint8 canvases"):
+    zoom_crops_batch(canvas.astype(np.float32), np.array([[10, 10], [10, 10]], np.int32), SMALL, impl="sparse")
   with pytest.raises(ValueError, match="impl"):
     zoom_crops_batch(canvas, np.array([[10, 10], [10, 10]], np.int32), SMALL, impl="fast")
   with pytest.raises(ValueError, match="out of range"):
@@ -192,3 +194,42 @@ def test_black_outside_the_image():
   assert crops.shape == (1, 32, 32, 3)
   assert crops[0, :6].max() == 0 and crops[0, 26:].max() == 0 and crops[0, :, :6].max() == 0
   assert np.all(crops[0, 6:26, 6:26] == 200)
+
+
+# ------------------------------------------------------------------------------------------ float images
+
+# Tiny: a gradient test differentiates the whole grid (zoom-out, near-size and zoom-in scales, 2 x 2 anchors).
+TINY = ZoomGrid((5, 9, 14), anchors=2, crop=6)
+
+
+def test_float_image_is_the_uint8_grid_without_rounding():
+  """The same resampling as the PIL path: on a uint8 image cast to float, at most the 8-bit rounding apart."""
+  img = (60 + _noise(23, 31, seed=3).astype(np.int32) // 2).astype(np.uint8)  # In [60, 188]: nothing to clip.
+  ref = np.asarray(zoom_crops(img, SMALL))
+  got = zoom_crops(img.astype(np.float32), SMALL)
+  assert got.dtype == jnp.float32 and got.shape == ref.shape
+  got = np.asarray(got)
+  assert np.any(got != np.round(got))  # Not rounded to whole grey levels ...
+  inside = (ref > 0) & (ref < 255)  # ... nor clipped (the uint8 path clips bicubic overshoot at 0 and 255).
+  diff = np.abs(got[inside] - ref[inside])  # PIL rounds the first pass to 8 bits: <= 0.5 times the second's gain.
+  assert diff.max() <= 1.5 and diff.mean() < 0.35, (diff.max(), diff.mean())
+  np.testing.assert_array_equal(got[ref == 0] == 0, ref[ref == 0] == 0)  # Black outside the image stays black.
+  batch = zoom_crops_batch(jnp.asarray(to_canvas(img)[0], jnp.bfloat16)[None], to_canvas(img)[1][None], SMALL)
+  assert batch.dtype == jnp.float32 and np.abs(np.asarray(batch[0]) - got).max() < 2.0  # bf16 pixels in
+
+
+def test_grad_flows_through_the_grid_to_the_pixels():
+  import jax  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  img = rng.uniform(30, 220, (7, 10, 3)).astype(np.float32)
+  weights = jnp.asarray(rng.normal(size=(TINY.num_transforms, 6, 6, 3)), jnp.float32)
+  loss = jax.jit(lambda x: jnp.sum(zoom_crops(x, TINY) * weights))
+  grad = np.asarray(jax.jit(jax.grad(lambda x: jnp.sum(zoom_crops(x, TINY) * weights)))(jnp.asarray(img)))
+  assert grad.shape == img.shape and np.all(np.isfinite(grad))
+  assert np.count_nonzero(grad) > 0.9 * grad.size  # Every pixel feeds some view of this grid.
+  # Central differences: the grid is linear in float pixels, so they match the gradient up to float32 rounding.
+  for i, j, c in [(0, 0, 0), (3, 4, 1), (6, 9, 2), (2, 7, 0), (5, 1, 1)]:
+    step = np.zeros_like(img)
+    step[i, j, c] = 1.0
+    fd = (float(loss(jnp.asarray(img + step))) - float(loss(jnp.asarray(img - step)))) / 2.0
+    assert abs(fd - grad[i, j, c]) <= 2e-3 * max(1.0, abs(grad[i, j, c])), (i, j, c, fd, grad[i, j, c])

@@ -1,7 +1,10 @@
 """Entry point: `python -m zoomjax.main --config configs/<x>.py[:args] --workdir DIR [--verbose]`.
 
 All logic lives in `zoomjax.jobs.<config.experiment>.run(config, workdir)`; user errors end in one line
-(`zoomjax.runtime.cli`).
+(`zoomjax.runtime.cli`). Ctrl-C or SIGTERM ends any job within a moment, keeping every finished image, with one
+line `interrupted: N of M images kept; rerun the same command to resume` and exit status 130 (SIGTERM: 143)
+(`zoomjax.runtime.interrupt`). `--config.<field>=VALUE` overrides may come before or after `--config`. JAX's
+INFO lines about optional backends it did not find (libtpu, CUDA/ROCm plugins) are not shown unless --verbose.
 """
 import importlib
 import os
@@ -11,6 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from zoomjax.runtime import cli
+from zoomjax.runtime import interrupt
 from zoomjax import errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -44,15 +48,24 @@ def _run_job() -> None:
   if cache_dir != "off":
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
+  with cli.quiet_backend_probe(_VERBOSE.value):
+    devices = jax.devices()  # Starts the backends: CPU runs would otherwise log a missing libtpu.so.
+  logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(), devices)
   job = importlib.import_module(f"zoomjax.jobs.{config.experiment}")
   job.run(config, _WORKDIR.value)
 
 
 def run() -> None:
-  root = cli.config_root(sys.argv)
-  if root and root not in sys.path:
-    sys.path.insert(0, root)
+  """`python -m zoomjax.main` and the `zoomjax` command: `--config` may name an installed config (`zoom_sweep.py`,
+  see zoomjax.runtime.config.resolve_config_path) from any directory."""
+  interrupt.install()  # First: a Ctrl-C from here on ends in one line, keeping what is finished.
+  from zoomjax.runtime import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  config_lib.bind_checkout_configs()
+  try:
+    sys.argv = config_lib.resolve_config_flag(sys.argv)
+  except errors.UserError as e:
+    cli.exit_on_user_error(e, verbose=False)
   app.run(main, flags_parser=cli.parse_flags)
 
 

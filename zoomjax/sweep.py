@@ -19,14 +19,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoomjax.runtime import parallel
+from zoomjax.runtime import progress
 from zoomjax.analysis import records as records_lib
 from zoomjax import resample
 from zoomjax import zoom
-from zoomjax.errors import NonFiniteError
+from zoomjax.errors import NonFiniteError, UserError
 
 Array = jax.Array
 
 AGG_SETS, CROP_NAMES, TOP_K = records_lib.AGG_SETS, records_lib.CROP_NAMES, records_lib.TOP_K
+# Compute dtypes a job may run its model (and zoom kernel) in; logits and softmax are always float32.
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  """`config.dtype` by name -> the jnp dtype every job computes in; a UserError naming the value otherwise."""
+  if name not in COMPUTE_DTYPES:
+    raise UserError(f"config.dtype={name!r}: use one of {', '.join(COMPUTE_DTYPES)}")
+  return jnp.dtype(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +120,8 @@ def compact_outputs(probs: Array, labels: Array) -> Dict[str, Array]:
 
 def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Array, Array], Array],
               spec: ViewSpec, *, logit_mask: Optional[np.ndarray] = None, view_chunk: int = 64,
-              dtype: Any = jnp.float32, mesh: Optional[jax.sharding.Mesh] = None):
+              dtype: Any = jnp.float32, mesh: Optional[jax.sharding.Mesh] = None,
+              say: Optional[Callable[[str], None]] = None):
   """Builds the sweep step `step(variables, canvas, hw, labels) -> dict of compact arrays`.
 
   Two jitted programs: `views` (canvas -> every view, chunked for the model) compiles once per canvas shape;
@@ -124,6 +135,7 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
   Outputs (B first): top5 (B, V, 5) int32, p_true/p_max (B, V) f32, finite (B, V) bool (all logits finite),
   agg_top5 (B, A, 5) int32, agg_p (B, A, 5) f32, with V = grid views followed by the extra crops and
   A = len(AGG_SETS). `step.views` and `step.model` are the two jitted programs.
+  say: where to announce each compile (`compiling the views program for 512x512 canvases...`); None: silent.
   """
   membership = jnp.asarray(spec.membership())
   set_sizes = jnp.maximum(membership.sum(0), 1.0)
@@ -183,8 +195,16 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
     views_step = parallel.data_parallel_jit(views_fn, mesh, num_args=2, replicated_argnums=())
     model_step = parallel.data_parallel_jit(model_fn, mesh, num_args=3)
 
+  views_call, model_call = views_step, model_step
+  if say is not None:  # A line before each compile: a paper grid's first one takes minutes.
+    views_call = progress.announcing(views_step, lambda canvas, hw: (
+        canvas.shape, f"the views program for {canvas.shape[1]}x{canvas.shape[2]} canvases"), say)
+    model_call = progress.announcing(model_step, lambda variables, views, labels: (
+        views.shape, f"the model program for {views.shape[0]} image{'s' if views.shape[0] > 1 else ''} x "
+                     f"{num_views} views per step"), say)
+
   def step(variables, canvas, hw, labels):
-    return model_step(variables, views_step(canvas, hw), labels)
+    return model_call(variables, views_call(canvas, hw), labels)
 
   step.views, step.model = views_step, model_step
   return step

@@ -2,7 +2,7 @@
 
 A zoom transform (S, r, c) resizes an image like torchvision `Resize(S, BICUBIC)` on PIL (short side -> S,
 long side -> (S * long) // short, PIL bicubic a=-0.5, antialiased when downscaling), then crops a `crop`^2
-window centred on anchor (r, c) of an n x n grid of tiles (integer arithmetic of paper.md §1.1), black (0)
+window centred on anchor (r, c) of an n x n grid of tiles (integer arithmetic of docs/study.md §1.1), black (0)
 outside the resized image. The output matches PIL to 1-2 grey levels on a few pixels.
 
 Images of any size share one executable: each image sits at the top-left of a zero-padded canvas whose shape
@@ -12,6 +12,10 @@ implementations compute the same numbers:
   Maps onto matrix units; the default on GPU/TPU.
 - 'sparse': per scale only the non-zero taps of each output pixel (`zoomjax.kernels.zoom_sparse`); the
   default on CPU, where XLA's dense matmuls cannot keep up with PIL.
+
+uint8 images (PIL's 8-bit RGB) take PIL's path exactly, rounding to 8 bits between the two passes. Float images
+take the same resampling weights without any rounding or clipping: the grid is then linear in the pixels, so
+`jax.grad` flows through it to the image (the 'dense' form computes it, on every backend).
 """
 import dataclasses
 import functools
@@ -33,7 +37,7 @@ __all__ = [
 
 Array = jax.Array
 
-# paper.md §1.2: 27 hand-picked sizes + int(linspace(10, 1024, 10)), deduplicated (10 appears twice), sorted.
+# docs/study.md §1.2: 27 hand-picked sizes + int(linspace(10, 1024, 10)), deduplicated (10 appears twice), sorted.
 PAPER_SCALES = (10, 16, 32, 48, 64, 96, 122, 128, 192, 224, 235, 240, 256, 288, 320, 348, 384, 448, 460, 512,
                 573, 576, 640, 664, 672, 680, 686, 690, 700, 720, 768, 798, 832, 896, 911, 1024)
 
@@ -134,7 +138,7 @@ class ZoomGrid:
 
 
 def zoom_geometry(h: IntLike, w: IntLike, scale: IntLike, anchors: int = 3, crop: int = 224) -> tuple:
-  """(resized_h, resized_w, tops, lefts) of paper.md §1.1 for an h x w image at scale S.
+  """(resized_h, resized_w, tops, lefts) of docs/study.md §1.1 for an h x w image at scale S.
 
   Works on Python ints (returns ints and tuples) and on traced jnp ints (returns arrays).
   resized = `resample.short_side_resize`; tile = side // n; anchor = i * tile + tile // 2; window start =
@@ -176,14 +180,20 @@ def canvas_size(h: int, w: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> Tup
   return side(h), side(w)
 
 
-def _check_image(image) -> np.ndarray:
-  image = np.asarray(image)
+def _is_float(dtype) -> bool:
+  return bool(jnp.issubdtype(dtype, jnp.floating))
+
+
+def _check_image(image, allow_float: bool = False):
+  """The image as an array (numpy, or jax where it is one already: a traced image stays traced), checked."""
+  image = image if allow_float and isinstance(image, jax.Array) else np.asarray(image)
   if image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(f"expected an RGB image of shape (H, W, 3), got shape {image.shape}")
   if image.shape[0] < 1 or image.shape[1] < 1:
     raise ValueError(f"image is empty: shape {image.shape}")
-  if image.dtype != np.uint8:
-    raise ValueError(f"expected a uint8 image (PIL's 8-bit RGB), got dtype {image.dtype}")
+  if image.dtype != np.uint8 and not (allow_float and _is_float(image.dtype)):
+    raise ValueError(f"expected a uint8 image (PIL's 8-bit RGB){' or a float one' if allow_float else ''}, got "
+                     f"dtype {image.dtype}")
   return image
 
 
@@ -214,17 +224,30 @@ def _blocks_to_crops(x, n, crop):
   return x.reshape(n, crop, n, crop, c).transpose(0, 2, 1, 3, 4).reshape(n * n, crop, crop, c)
 
 
-def _dense_scale(canvas, hw, scale, n, crop, dtype):
-  """All n*n crops of one (traced) scale of one image with two dense matmuls."""
+def _linear_apply(image, rows, cols, dtype):
+  """`rows @ image @ cols.T` per channel without rounding or clipping: linear (differentiable) in the pixels."""
+  cdtype = jnp.float32 if dtype is None else dtype
+  hi = jax.lax.Precision.HIGHEST
+  x = jnp.einsum("wx,hxc->hwc", cols.astype(cdtype), image.astype(cdtype), precision=hi,
+                 preferred_element_type=jnp.float32)
+  return jnp.einsum("oh,hwc->owc", rows.astype(cdtype), x.astype(cdtype), precision=hi,
+                    preferred_element_type=jnp.float32)
+
+
+def _dense_scale(canvas, hw, scale, n, crop, dtype, linear=False):
+  """All n*n crops of one (traced) scale of one image with two dense matmuls (PIL's 8-bit rounding between
+  and after them unless `linear`)."""
   hc, wc = canvas.shape[:2]
   out_h, out_w, tops, lefts = zoom_geometry(hw[0], hw[1], scale, n, crop)
   rows = _window_matrix(hc, hw[0], out_h, tops, crop)
   cols = _window_matrix(wc, hw[1], out_w, lefts, crop)
-  return _blocks_to_crops(separable_apply(canvas, rows, cols, dtype=dtype), n, crop)
+  out = _linear_apply(canvas, rows, cols, dtype) if linear else separable_apply(canvas, rows, cols, dtype=dtype)
+  return _blocks_to_crops(out, n, crop)
 
 
 def _dense_image(canvas, hw, scales, n, crop, dtype, scale_batch):
-  fn = lambda s: _dense_scale(canvas, hw, s, n, crop, dtype)
+  linear = _is_float(canvas.dtype)
+  fn = lambda s: _dense_scale(canvas, hw, s, n, crop, dtype, linear)
   out = jax.lax.map(fn, jnp.asarray(scales, jnp.int32), batch_size=scale_batch)
   return out.reshape((-1,) + out.shape[2:])
 
@@ -278,11 +301,15 @@ def zoom_crops_batch(canvas, hw, grid: ZoomGrid, *, transforms=None, impl: Optio
   Each image sits at the top-left of its canvas; `hw` holds the true (height, width) and is traced, so one
   executable serves every image size that fits the canvas shape. Output: float32 in [0, 255] (integer
   values, like PIL's uint8), transforms in `grid` order, black outside the image.
+  A float canvas (any float dtype, pixels on any scale) gives the same resampling without 8-bit rounding or
+  clipping, linear in the pixels so that gradients flow to them (float32 output; bicubic ringing may leave
+  [0, 255]); it always takes the 'dense' form.
 
   transforms: None (all), a slice, indices or names: compute only those (and only their scales), e.g. to
     bound memory in a sweep (`range(i, j)` chunks of whole scales cost nothing extra). Static: each distinct
     subset compiles once.
-  impl: 'dense' (two matmuls per scale; default off CPU), 'sparse' (K-tap gathers; default on CPU).
+  impl: 'dense' (two matmuls per scale; default off CPU and for float canvases), 'sparse' (K-tap gathers;
+    default on CPU for uint8 canvases).
   dtype: compute dtype of the dense matmuls (e.g. jnp.bfloat16); ignored by 'sparse'.
   scale_batch: dense only, how many scales are computed at once (default all; lower it to bound memory).
   """
@@ -296,17 +323,20 @@ def zoom_crops_batch(canvas, hw, grid: ZoomGrid, *, transforms=None, impl: Optio
     raise ValueError(f"canvas must be (B, Hc, Wc, 3), got shape {shape}")
   if min(shape) < 1:
     raise ValueError(f"canvas is empty: shape {shape}")
-  if dt != np.uint8:
-    raise ValueError(f"canvas must be uint8 (PIL's 8-bit RGB), got {dt}")
+  if dt != np.uint8 and not _is_float(dt):
+    raise ValueError(f"canvas must be uint8 (PIL's 8-bit RGB) or float, got {dt}")
   if np.shape(hw) != (shape[0], 2):
     raise ValueError(f"hw must be (B, 2) = ({shape[0]}, 2), got {np.shape(hw)}")
   if not isinstance(hw, jax.core.Tracer) and not isinstance(canvas, jax.core.Tracer):
     hw_np = np.asarray(hw)
     if np.any(hw_np < 1) or np.any(hw_np > np.array(shape[1:3])):
       raise ValueError(f"hw {hw_np.tolist()} must be >= 1 and fit the canvas {shape[1:3]}")
-  impl = impl or _default_impl()
+  impl = impl or ("dense" if _is_float(dt) else _default_impl())
   if impl not in ("dense", "sparse"):
     raise ValueError(f"impl must be 'dense' or 'sparse', got {impl!r}")
+  if impl == "sparse" and _is_float(dt):
+    raise ValueError(f"impl='sparse' keeps PIL's 8-bit intermediates, so it takes uint8 canvases; a {dt} canvas "
+                     "takes impl='dense' (the default for float canvases)")
   if dtype is not None:
     dtype = jnp.dtype(dtype).name
   idx = grid.transform_indices(transforms)
@@ -316,13 +346,21 @@ def zoom_crops_batch(canvas, hw, grid: ZoomGrid, *, transforms=None, impl: Optio
 
 
 def zoom_crops(image, grid: ZoomGrid, **kwargs) -> Array:
-  """All zoom crops of one uint8 (H, W, 3) image -> float32 (T, crop, crop, 3) in [0, 255].
+  """All zoom crops of one (H, W, 3) image -> float32 (T, crop, crop, 3).
 
-  The image is padded to its `canvas_size` bucket, so images of similar size reuse one executable.
-  Keyword arguments as in `zoom_crops_batch`.
+  uint8 images follow PIL exactly (values in [0, 255], whole numbers). Float images (numpy or jax, traced too)
+  give the same resampling without rounding or clipping, so `jax.grad` of a function of the crops flows back
+  to the pixels (see `zoom_crops_batch`). The image is padded to its `canvas_size` bucket, so images of similar
+  size reuse one executable. Keyword arguments as in `zoom_crops_batch`.
   """
-  canvas, hw = to_canvas(image)
-  return _first(zoom_crops_batch(canvas[None], hw[None], grid, **kwargs))
+  image = _check_image(image, allow_float=True)
+  if image.dtype == np.uint8:
+    canvas, hw = to_canvas(image)
+    return _first(zoom_crops_batch(canvas[None], hw[None], grid, **kwargs))
+  h, w = image.shape[:2]
+  hc, wc = canvas_size(h, w)
+  canvas = jnp.pad(jnp.asarray(image, jnp.float32), ((0, hc - h), (0, wc - w), (0, 0)))
+  return zoom_crops_batch(canvas[None], np.array([[h, w]], np.int32), grid, **kwargs)[0]
 
 
 # x[0] of a fresh batch we own: donating it lets XLA reuse the buffer (an eager x[0] copies ~200 MB per image).

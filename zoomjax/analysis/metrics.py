@@ -1,4 +1,4 @@
-"""Every analysis of the zoom study (paper.md §2) as pure numpy functions over sweep records.
+"""Every analysis of the zoom study (docs/study.md §2) as pure numpy functions over sweep records.
 
 The central object is the boolean correctness matrix `C` of shape (N images, T views): C[i, t] is true iff the
 top-1 prediction of view t on image i is one of the image's labels (`zoomjax.data.label_space.is_correct`, so
@@ -13,21 +13,26 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from zoomjax.data.label_space import is_correct
-from zoomjax.errors import NotFoundError
 from zoomjax.zoom import parse_view_name, view_name  # noqa: F401  (re-exported: analyses name views)
+
+__all__ = ["ONE_CROP_VIEW", "PAPER_SCALE_INSERTION_ORDER", "Transform", "parse_view_name", "view_name", "correctness",
+           "view_index", "one_crop_accuracy", "solved", "upper_bound", "tie_order", "greedy_min_cover",
+           "union_accuracy", "coverage_curve", "anchor_upper_bound", "accuracy_vs_scale", "zoom_groups", "disentangle",
+           "aggregation_sets", "most_confident_prediction", "aggregation_accuracy", "top36_anchor_counts", "best_view",
+           "unsolved_by_all", "summary", "bootstrap_interval", "bootstrap_mean_interval", "with_intervals",
+           "record_metrics", "nan_to_none"]
 
 ONE_CROP_VIEW = "LOC:1_1_Size:256"
 
-# The authors' scale list in the order their result dict was filled (27 hand-picked sizes, then the new
-# values of int(linspace(10, 1024, 10))). Their correctness-matrix rows were the per-anchor files concatenated,
-# each in this scale order; greedy ties go to the first row, so `paper` tie order reproduces it.
+# Not the grid (that is `zoomjax.zoom.PAPER_SCALES`, sorted): the same 36 scales in the order the authors' result
+# dict was filled (27 hand-picked sizes, then the new values of int(linspace(10, 1024, 10))), which only decides
+# greedy ties. Their correctness-matrix rows were the per-anchor files concatenated, each in this scale order;
+# greedy ties go to the first row, so the `paper` tie order (`tie_order`) reproduces their picks.
 PAPER_SCALE_INSERTION_ORDER = (10, 16, 32, 48, 64, 96, 128, 192, 224, 240, 256, 288, 320, 384, 448, 512, 576,
                                640, 664, 672, 680, 690, 700, 720, 768, 832, 896, 122, 235, 348, 460, 573,
                                686, 798, 911, 1024)
 
 Transform = Tuple[int, int, int]
-
-
 
 
 def correctness(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -42,6 +47,7 @@ def _mean(x: np.ndarray) -> float:
 
 
 def view_index(names: Sequence[str], name: str) -> int:
+  """The column of view `name` (e.g. 'LOC:1_1_Size:256') in a sweep's views; an error naming the grid's range."""
   names = list(names)
   if name not in names:
     raise ValueError(f"view {name!r} is not in the sweep's grid; its views run {names[0]} .. {names[-1]}")
@@ -49,7 +55,7 @@ def view_index(names: Sequence[str], name: str) -> int:
 
 
 def one_crop_accuracy(C: np.ndarray, names: Sequence[str], view: str = ONE_CROP_VIEW) -> float:
-  """Accuracy of the paper's standard 1-crop, the zoom view LOC:1_1_Size:256 (paper.md §1.1, §2.1)."""
+  """Accuracy of the paper's standard 1-crop, the zoom view LOC:1_1_Size:256 (docs/study.md §1.1, §2.1)."""
   return _mean(C[:, view_index(names, view)])
 
 
@@ -86,7 +92,7 @@ def tie_order(transforms: Sequence[Transform], mode: str = "paper") -> np.ndarra
 
 
 def greedy_min_cover(C: np.ndarray, rank: Optional[np.ndarray] = None) -> Tuple[List[int], List[int]]:
-  """Greedy set cover of the solvable images by views (paper.md §2.1/§2.3).
+  """Greedy set cover of the solvable images by views (docs/study.md §2.1/§2.3).
 
   Each step picks the view that solves the most still-uncovered images; ties go to the lowest `rank`
   (default: view order). Stops when every image that any view solves is covered.
@@ -110,6 +116,7 @@ def greedy_min_cover(C: np.ndarray, rank: Optional[np.ndarray] = None) -> Tuple[
 
 
 def union_accuracy(C: np.ndarray, views: Sequence[int]) -> float:
+  """Accuracy of a set of views with an oracle: the fraction of images at least one of `views` solves."""
   return upper_bound(C, views)
 
 
@@ -156,7 +163,7 @@ def zoom_groups(transforms: Sequence[Transform], crop: int = 224) -> Dict[str, n
 
 def disentangle(C: np.ndarray, transforms: Sequence[Transform], cover: Sequence[int],
                 exclusive_cover: Optional[Sequence[int]] = None, crop: int = 224) -> Dict[str, float]:
-  """Zoom-in vs zoom-out vs zoom-224 (paper.md §2.7).
+  """Zoom-in vs zoom-out vs zoom-224 (docs/study.md §2.7).
 
   ub_<g>: union accuracy of the group's views that are in the model's own min-cover `cover`.
   excl_<g>: fraction of images solved by group g and by neither other group, where each group is restricted
@@ -213,7 +220,7 @@ def aggregation_accuracy(top1: np.ndarray, p_max: np.ndarray, labels: np.ndarray
 
 def top36_anchor_counts(cover: Sequence[int], transforms: Sequence[Transform], k: int = 36,
                         anchors: int = 3) -> np.ndarray:
-  """(anchors, anchors) counts of the anchors among the first k greedy picks ([NB-T36])."""
+  """(anchors, anchors) counts of the anchors among the first k greedy picks (docs/study.md §2.3)."""
   counts = np.zeros((anchors, anchors), np.int64)
   for v in list(cover)[:k]:
     _, r, c = transforms[v]
@@ -304,29 +311,6 @@ def with_intervals(metrics: Dict, n: int, keys: Sequence[str] = ("one_crop_accur
   return metrics
 
 
-def pct_interval(x: Optional[float], ci: Optional[Sequence[float]] = None, *, n: Optional[int] = None,
-                 sign: bool = False) -> str:
-  """A fraction and its interval as reports show them: "72.0 % [63–80]" (sign: "+3.0 pts [-1.0, +7.0]").
-
-  The bounds get the decimals the interval resolves: 0 from 10 points of width up, 1 from 1 point, else 2, the
-  value as many but at least 1. With `n` (the images behind it) the width is that of a 50 % accuracy over n
-  images, so every cell of one table reads alike: 100 images "72.0 % [63–80]", 50,000 "75.75 % [75.37–76.13]".
-  """
-  if x is None or x != x:
-    return "–"
-  v = 100 * x
-  if ci is None:
-    return f"{v:+.2f} pts" if sign else f"{v:.2f} %"
-  lo, hi = 100 * ci[0], 100 * ci[1]
-  w = 196 / np.sqrt(n) if n else hi - lo  # 2 x 1.96 x sqrt(0.25 / n), in points.
-  d = 0 if (w >= 10 or w == 0) else (1 if w >= 1 else 2)
-  dv = max(1, d)
-  if sign:
-    d = max(1, d)
-    return f"{v:+.{dv}f} pts [{lo:+.{d}f}, {hi:+.{d}f}]"
-  return f"{v:.{dv}f} % [{lo:.{d}f}–{hi:.{d}f}]"
-
-
 def record_metrics(rec, *, k: int = 36, tie: str = "paper", crop: int = 224, anchors: int = 3) -> Dict:
   """Every analysis of one sweep from its `zoomjax.analysis.records.Records` (fractions; JSON-ready)."""
   transforms = [parse_view_name(str(n)) for n in rec.view_names]
@@ -355,41 +339,3 @@ def nan_to_none(x):
   if isinstance(x, (list, tuple)):
     return [nan_to_none(v) for v in x]
   return x
-
-
-def solved_by_image(rec) -> Dict[str, bool]:
-  """{image id: solved by at least one zoom view} of one sweep's records."""
-  C = correctness(rec.top1, rec.labels)
-  return {str(i): bool(s) for i, s in zip(rec.ids, C.any(axis=1))}
-
-
-def unsolved_across_workdirs(workdirs: Sequence[str]) -> Dict:
-  """Images that no model solves with any zoom view, over several sweeps' workdirs (paper.md §2.2: 0.39 %
-  of IN+ReaL for the 5 IN-trained models). Images are matched by id; only images every sweep saw count."""
-  import os  # pylint: disable=g-import-not-at-top
-  from zoomjax.analysis import records as records_lib  # pylint: disable=g-import-not-at-top
-  per = {}
-  for w in workdirs:
-    path = os.path.join(w, records_lib.FINAL_FILE)
-    if not os.path.exists(path):
-      raise NotFoundError(f"{path} does not exist: finish the sweep in {w} first")
-    per[w] = solved_by_image(records_lib.load(path))
-  unsolved = unsolved_by_all(per)
-  common = set.intersection(*(set(d) for d in per.values())) if per else set()
-  return {"workdirs": list(workdirs), "num_common_images": len(common), "unsolved_ids": unsolved,
-          "unsolved_fraction": len(unsolved) / len(common) if common else float("nan"),
-          "images_not_in_every_sweep": {w: len(set(d) - common) for w, d in per.items()}}
-
-
-if __name__ == "__main__":
-  import json  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  from zoomjax.runtime import cli  # pylint: disable=g-import-not-at-top
-  if len(sys.argv) < 3 or sys.argv[1] != "unsolved":
-    sys.exit("usage: python -m zoomjax.analysis.metrics unsolved WORKDIR [WORKDIR ...] (the study job, "
-             "configs/study.py, does this and more)")
-  try:
-    print(json.dumps(nan_to_none(unsolved_across_workdirs(sys.argv[2:])), indent=2))
-  except Exception as e:  # pylint: disable=broad-except  User errors end in one line; bugs are re-raised.
-    cli.exit_on_user_error(e, "--verbose" in sys.argv)
-    raise

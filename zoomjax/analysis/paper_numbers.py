@@ -1,7 +1,7 @@
 """The paper's published numbers, as data, so reports can put ours next to theirs.
 
 Source: the paper (Table 1 of the final version of 2023-08-07; min-cover sizes; the additional classifiers of
-its notebooks [NB-ADD]; per-anchor upper bounds; disentangling; aggregation; Table 5, MEMO). All values are
+its notebooks; per-anchor upper bounds; disentangling; aggregation; Table 5, MEMO). All values are
 percentages over the full datasets (ImageNet val = 50,000 images), so on a subset they are a reference, not a
 target.
 
@@ -10,13 +10,18 @@ Keys: models use zoomjax model names (`resnet50`, `vit_b32`, ...), datasets the 
 """
 from typing import Dict, Optional
 
+from zoomjax import zoom
+
+__all__ = ["DATASETS", "PAPER_CROP", "ZOOM_IN_SCALES", "MODEL_KEYS", "DISPLAY_NAMES", "DATASET_KEYS", "ONE_CROP",
+           "TOP36", "UPPER_BOUND", "MIN_COVER_SIZE", "ADDITIONAL", "ANCHOR_UPPER_BOUND", "DISENTANGLING", "AGGREGATION",
+           "UNSOLVED_BY_ALL_IN_REAL", "paper_dataset_key", "lookup", "TABLE5_COLUMNS", "TABLE5_ROWS", "TABLE5",
+           "table5", "IMAGENET_HARD", "IMAGENET_HARD_OPENCLIP", "imagenet_hard"]
+
 DATASETS = ("IN", "ReaL", "IN+ReaL", "IN-A", "IN-R", "IN-S", "ON")
 
-# The zoom grid's 36 unique scales S (short side after resizing), and its zoom-in part (S > 224, the crop).
-PAPER_SCALES = (10, 16, 32, 48, 64, 96, 122, 128, 192, 224, 235, 240, 256, 288, 320, 348, 384, 448, 460, 512,
-                573, 576, 640, 664, 672, 680, 686, 690, 700, 720, 768, 798, 832, 896, 911, 1024)
+# The zoom-in part of the paper's grid (`zoomjax.zoom.PAPER_SCALES`): the scales S > 224, the crop.
 PAPER_CROP = 224
-ZOOM_IN_SCALES = tuple(s for s in PAPER_SCALES if s > PAPER_CROP)
+ZOOM_IN_SCALES = tuple(s for s in zoom.PAPER_SCALES if s > PAPER_CROP)
 
 # Paper model label -> zoomjax model name.
 MODEL_KEYS = {
@@ -36,7 +41,7 @@ DATASET_KEYS = {
 }
 
 
-def _table(text: str, columns=DATASETS) -> Dict[str, Dict[str, float]]:
+def _parse_table(text: str, columns=DATASETS) -> Dict[str, Dict[str, float]]:
   """Parses 'Model | v1 | v2 ...' rows into {model_key: {column: value}}."""
   out = {}
   for line in text.strip().splitlines():
@@ -49,7 +54,7 @@ def _table(text: str, columns=DATASETS) -> Dict[str, Dict[str, float]]:
 
 
 # Table 1 (a): standard top-1 with the 1-crop view LOC:1_1_Size:256.
-ONE_CROP = _table("""
+ONE_CROP = _parse_table("""
 AlexNet | 56.16 | 62.67 | 61.76 | 1.75 | 21.10 | 10.05 | 14.23
 VGG-16 | 71.37 | 78.90 | 78.52 | 2.69 | 26.98 | 16.78 | 28.32
 ResNet-18 | 69.45 | 76.94 | 76.47 | 1.37 | 32.14 | 19.41 | 27.59
@@ -59,7 +64,7 @@ CLIP-ViT-L/14 | 75.03 | 80.68 | 81.95 | 71.28 | 87.74 | 58.23 | 66.32
 """)
 
 # Table 1 (b): greedy top-36 upper bound.
-TOP36 = _table("""
+TOP36 = _parse_table("""
 random | 3.60 | 3.60 | 3.60 | 18.00 | 18.00 | 3.60 | 31.85
 AlexNet | 85.19 | 90.30 | 89.74 | 31.37 | 47.04 | 24.40 | 49.17
 VGG-16 | 92.30 | 96.08 | 95.81 | 46.69 | 52.86 | 34.34 | 62.94
@@ -70,7 +75,7 @@ CLIP-ViT-L/14 | 94.19 | 97.32 | 97.56 | 97.16 | 98.60 | 83.77 | 89.59
 """)
 
 # Table 1 (c): upper bound over all 324 views.
-UPPER_BOUND = _table("""
+UPPER_BOUND = _parse_table("""
 random | 32.40 | 32.40 | 32.40 | 100.00 | 100.00 | 32.40 | 100.00
 AlexNet | 90.03 | 93.85 | 93.48 | 42.23 | 55.52 | 29.53 | 59.65
 VGG-16 | 95.30 | 97.90 | 97.66 | 58.27 | 60.88 | 39.90 | 71.85
@@ -81,7 +86,7 @@ CLIP-ViT-L/14 | 96.78 | 98.69 | 98.80 | 98.45 | 99.20 | 89.00 | 93.13
 """)
 
 # §2.3 min-cover sizes (out of 324). The IN+ReaL column used the OLD IN+ReaL definition (46,837 images).
-MIN_COVER_SIZE = _table("""
+MIN_COVER_SIZE = _parse_table("""
 ResNet-18 | 250 | 201 | 184 | 211 | 278 | 269 | 254
 ResNet-50 | 234 | 178 | 153 | 214 | 271 | 281 | 259
 ViT-B/32 | 233 | 168 | 138 | 193 | 257 | 273 | 273
@@ -90,10 +95,10 @@ AlexNet | 255 | 239 | 234 | 212 | 272 | 275 | 268
 CLIP-ViT-L/14 | 251 | 197 | 162 | 93 | 114 | 280 | 212
 """)
 
-# §2.4 additional classifiers [NB-ADD] (max, 1-crop, top-36, min-cover) on IN and ReaL (exact values).
+# docs/study.md §2.4 additional classifiers (max, 1-crop, top-36, min-cover) on IN and ReaL (exact values).
 _ADD_COLUMNS = ("upper_bound", "one_crop", "top36", "min_cover_size")
 ADDITIONAL = {
-    "IN": _table("""
+    "IN": _parse_table("""
 MobileNetV3-Small | 95.204 | 67.422 | 91.790 | 242
 ResNet-50 | 96.768 | 75.742 | 94.472 | 233
 EfficientNet-B0 | 96.870 | 77.692 | 94.866 | 219
@@ -102,7 +107,7 @@ ViT-B/32 | 97.190 | 75.752 | 95.038 | 229
 Swin-B | 97.390 | 83.368 | 95.952 | 201
 MaxViT-T | 97.448 | 83.486 | 96.114 | 193
 """, _ADD_COLUMNS),
-    "ReaL": _table("""
+    "ReaL": _parse_table("""
 MobileNetV3-Small | 97.658 | 74.471 | 95.627 | 209
 ConvNeXt-Base | 98.527 | 88.193 | 97.679 | 157
 EfficientNet-B0 | 98.604 | 84.126 | 97.491 | 171
@@ -271,7 +276,7 @@ def lookup(model: str, dataset: Optional[str]) -> Dict[str, float]:
   """Every headline paper number (percent) for (model, paper dataset); empty when the paper has none.
 
   Keys match metrics.json: one_crop_accuracy, upper_bound_accuracy, top36_accuracy, min_cover_size.
-  Table 1 takes precedence over the [NB-ADD] re-runs, which fill in models Table 1 lacks.
+  Table 1 takes precedence over the notebooks' additional re-runs, which fill in models Table 1 lacks.
   """
   if dataset is None:
     return {}

@@ -1,4 +1,4 @@
-"""Per-class analyses of a sweep (issue 13): which classes zoom rescues, and where their solving views sit.
+"""Per-class analyses of a sweep: which classes zoom rescues, and where their solving views sit.
 
 Per class: n images, 1-crop accuracy, upper bound (some zoom view right), rescue rate (of the images the 1-crop
 gets wrong, the fraction some zoom view gets right) and best anchor (the anchor whose 36 scales solve the most
@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from zoomjax.analysis import metrics as A
+
+__all__ = ["BY", "TOP", "class_rows", "per_class_table", "rescue_ranking", "record_per_class", "rows_of"]
 
 BY = ("first", "every")
 TOP = 10

@@ -27,6 +27,9 @@ import numpy as np
 from zoomjax.runtime import atomic
 from zoomjax.runtime import shards
 
+__all__ = ["PER_IMAGE", "NAMES", "SKIPPED", "FINAL_FILE", "TOP_K", "AGG_SETS", "CROP_NAMES", "Records", "save", "load",
+           "empty_rows", "merge_shards"]
+
 PER_IMAGE = ("index", "ids", "labels", "top5", "p_true", "p_max", "crop_top5", "crop_p_true", "crop_p_max",
              "agg_top5", "agg_p")
 NAMES = ("view_names", "crop_names", "agg_names")
@@ -34,7 +37,7 @@ NAMES = ("view_names", "crop_names", "agg_names")
 SKIPPED = "skipped"
 FINAL_FILE = "records.npz"
 TOP_K = 5
-# Aggregation sets (paper.md §2.8); zoom sets are defined by the scale relative to the crop size.
+# Aggregation sets (docs/study.md §2.8); zoom sets are defined by the scale relative to the crop size.
 AGG_SETS = ("zoom-in", "zoom-out", "zoom-224", "5-crop", "10-crop")
 # The extra views: torchvision Resize(256) + TenCrop(224) = FiveCrop, then FiveCrop of the flipped image.
 CROP_NAMES = tuple(f"5CROP:{p}_Size:256" for p in ("tl", "tr", "bl", "br", "center")) + tuple(
@@ -104,6 +107,7 @@ def _from_arrays(arrays: Dict[str, np.ndarray]) -> Records:
 
 
 def load(path: str) -> Records:
+  """A sweep's records file (records.npz, or one shard) as Records; a clear error for a missing or bad file."""
   return _from_arrays(shards.load_arrays(path, PER_IMAGE + NAMES))
 
 

@@ -1,4 +1,4 @@
-"""Zoom without an oracle (issue 13): views chosen on some images and judged on others, and per-image selection
+"""Zoom without an oracle: views chosen on some images and judged on others, and per-image selection
 by confidence.
 
 The paper's top-36 number is an oracle twice over: its views are picked on the test images with their labels,
@@ -29,16 +29,18 @@ Intervals: 95 % percentile bootstrap over images (`analyses.bootstrap_interval` 
 `bootstrap_mean_interval` for paired differences; seeded, 1000 draws). They leave out the variation of the
 fold split itself.
 
-  python -m zoomjax.analysis.selection [--budgets 1,2,3,5,10,20,36] WORKDIR   # a finished sweep's curves as Markdown
+A sweep stores the result in metrics.json ("held_out"); its report.html draws it, and the study job prints it
+(`zoomjax.reports.study.held_out_markdown`).
 """
-import json
-import os
-import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from zoomjax.analysis import metrics as A
+
+__all__ = ["CURVES", "CURVE_LABELS", "NO_ORACLE", "CONFIDENCE_METHODS", "MEAN_SOFTMAX_NOTE", "N_FOLDS", "SEED", "DRAWS",
+           "fold_ids", "select_views", "union_curve", "max_confidence_curve", "sparse_mean_argmax",
+           "mean_softmax_curve", "held_out_outcomes", "confidence_outcomes", "record_held_out", "headline_intervals"]
 
 CURVES = ("oracle_in_sample", "held_out_upper_bound", "held_out_max_confidence", "held_out_mean_softmax")
 CURVE_LABELS = {"oracle_in_sample": "oracle: in-sample greedy k views (upper bound)",
@@ -248,74 +250,3 @@ def headline_intervals(held_out: Dict) -> Dict[str, List[float]]:
     if m != "1-crop" and v.get("ci95") is not None:
       ci[f"confidence/{m}"] = v["ci95"]
   return ci
-
-
-def markdown(held_out: Dict, title: str = "", budgets: Optional[Sequence[int]] = None) -> str:
-  """The curves (at `budgets`, default all), the best fixed set and confidence selection as Markdown tables
-  ("72.0 % [63–80]" cells)."""
-  n = held_out.get("num_images") or None
-  fmt = lambda x, ci: A.pct_interval(x, ci, n=n)  # noqa: E731
-  lines = [f"**{title}**", ""] if title else []
-  curves = held_out.get("curves") or {}
-  if curves:
-    lines += ["| views per image | " + " | ".join(CURVE_LABELS[c] for c in CURVES) + " |",
-              "|---:|" + "---:|" * len(CURVES)]
-    for j, k in enumerate(held_out["budgets"]):
-      if budgets and k not in budgets and k != held_out["budgets"][-1]:
-        continue
-      lines.append(f"| {k} | " + " | ".join(fmt(curves[c]["accuracy"][j], curves[c]["ci95"][j])
-                                            for c in CURVES) + " |")
-    lines += ["", f"{held_out['num_images']} images, {held_out['n_folds']} folds (seed {held_out['seed']}), "
-              f"{held_out['num_candidate_views']} candidate views, greedy ties by the {held_out['tie_order']} "
-              f"order; 95 % bootstrap intervals over images. Mean softmax: {held_out['mean_softmax']}."]
-  best = held_out.get("best_fixed")
-  if best:
-    lines += ["", f"Best fixed set without an oracle: k = {best['k']} by {CURVE_LABELS[best['method']]}, "
-              f"held-out {fmt(best['accuracy'], best['ci95'])}: " + ", ".join(f"`{v}`" for v in best["views"])]
-  conf = held_out.get("confidence_selection") or {}
-  if conf:
-    lines += ["", f"| per-image selection over all {held_out.get('confidence_selection_views')} views | "
-              "accuracy | vs 1-crop |", "|---|---:|---:|"]
-    for m, v in conf.items():
-      d = "" if "delta_vs_1crop" not in v else A.pct_interval(v["delta_vs_1crop"], v["delta_ci95"], n=n, sign=True)
-      lines.append(f"| {m} | {fmt(v['accuracy'], v['ci95'])} | {d} |")
-  return "\n".join(lines)
-
-
-def main(argv: Sequence[str]) -> int:
-  """Prints the held-out tables of sweep workdirs (from metrics.json, or computed from records.npz).
-
-  argv: [--budgets 1,2,3,5,10,20,36] WORKDIR [WORKDIR ...] (the last budget is always shown)."""
-  from zoomjax.analysis import records as records_lib  # pylint: disable=g-import-not-at-top
-  argv, budgets = list(argv), None
-  if argv[:1] == ["--budgets"] and len(argv) > 1:
-    try:
-      budgets = [int(b) for b in argv[1].split(",")]
-    except ValueError:
-      print(f"--budgets takes comma-separated integers, got {argv[1]!r}", file=sys.stderr)
-      return 2
-    argv = argv[2:]
-  if not argv:
-    print("usage: python -m zoomjax.analysis.selection [--budgets 1,2,3,5,10,20,36] WORKDIR [WORKDIR ...]", file=sys.stderr)
-    return 2
-  for w in argv:
-    m, title = {}, w
-    path = os.path.join(w, "metrics.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        m = json.load(f)
-      title = f"{m.get('model', '?')} on {m.get('dataset', '?')} ({w})"
-    held = m.get("held_out")
-    if held is None:
-      rpath = os.path.join(w, records_lib.FINAL_FILE)
-      if not os.path.exists(rpath):
-        print(f"{w}: neither metrics.json with 'held_out' nor {records_lib.FINAL_FILE}: finish the sweep first",
-              file=sys.stderr)
-        return 1
-      held = record_held_out(records_lib.load(rpath), tie=m.get("tie_order") or "paper")
-    print(markdown(held, title, budgets) + "\n")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))

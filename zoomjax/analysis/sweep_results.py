@@ -16,6 +16,8 @@ from zoomjax.analysis import records as records_lib
 from zoomjax.runtime import shards
 from zoomjax.errors import NotFoundError, UserError
 
+__all__ = ["EXPERIMENT", "METRICS_FILE", "Grid", "Sweep", "open_sweep", "source_dataset"]
+
 EXPERIMENT = "zoom_sweep"
 METRICS_FILE = "metrics.json"
 # (scales, anchors, crop) of a sweep's zoom grid.
@@ -146,9 +148,8 @@ def source_dataset(sweep: Sweep):
   labels the sweep saw (dataset.json's fingerprint over the first num_images); a UserError otherwise."""
   from zoomjax import data  # pylint: disable=g-import-not-at-top
   d = dict(sweep.config["data"])
-  kw = {k: v for k, v in d.items() if k != "name" and v not in (None, "")}
   try:
-    ds = data.get_dataset(d["name"], **kw)
+    ds = data.from_config(d)
   except UserError as e:  # A relative folder: path is relative to where the sweep ran.
     raise type(e)(f"the dataset of {sweep.workdir} ({d['name']}) cannot be read from here: {e}") from e
   n = int(sweep.dataset["num_images"])

@@ -89,14 +89,14 @@ def convert_clip_text(flat: Flat, text_heads: Optional[int] = None) -> dict:
 def convert_clip_zero_shot(flat: Flat, vision_heads: Optional[int] = None) -> dict:
   """Image tower + `zeroshot_head` (E, C) -> variables of `zoomjax.models.clip.ZeroShotClassifier`.
 
-  The head is written once by `python -m zoomjax.models.clip` (text tower, vocabulary and class names);
+  The head is written once by `python -m zoomjax.models.clip_cli` (text tower, vocabulary and class names);
   text-tower keys, if present, are ignored here.
   """
   flat = strip_module_prefix(flat)
   if "zeroshot_head" not in flat:
     raise KeyError("CLIP zero-shot classifier: the checkpoint has no `zeroshot_head` (and no text tower to "
                    "compute it from). Pass a full OpenAI/open_clip CLIP checkpoint, or build the classifier "
-                   "file once with `python -m zoomjax.models.clip --checkpoint CLIP.pt --vocab "
+                   "file once with `python -m zoomjax.models.clip_cli --checkpoint CLIP.pt --vocab "
                    "bpe_simple_vocab_16e6.txt.gz --classnames classnames.txt --out clip_zeroshot.safetensors` "
                    "and pass that file as the checkpoint")
   t = KeyTaker(flat, "CLIP zero-shot classifier")

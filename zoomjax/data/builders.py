@@ -73,8 +73,8 @@ class ZoomjaxImages(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = CONFIGS
-  MANUAL_DOWNLOAD_INSTRUCTIONS = ("See zoomjax/data/builders.py (module docstring) or the 'Datasets' section of "
-                                  "README.md.")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = ("See zoomjax/data/builders.py (module docstring) or docs/datasets.md, "
+                                  "which lists the files to place where.")
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

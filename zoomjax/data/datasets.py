@@ -2,8 +2,8 @@
 
 Names (kwargs in brackets; `data_dir` defaults to TFDS's, `$TFDS_DATA_DIR` or ~/tensorflow_datasets):
   imagenet2012        ImageNet val, 1000-way. A prepared TFDS `imagenet2012` (array_record) in data_dir, else
-                      built by TFDS's official builder from manual_dir/ILSVRC2012_img_val.tar (needs TensorFlow,
-                      once). [data_dir, manual_dir, split='validation']
+                      built by TFDS's official builder from manual_dir/ILSVRC2012_img_val.tar (once; needs
+                      TensorFlow: pip install 'zoomjax[tfds]'). [data_dir, manual_dir, split='validation']
   imagenet2012_real   ImageNet val with ReaL labels: variant 'real' (default; multi-label, the 3,163 images
                       with an empty ReaL set are not in the dataset -> 46,837) or 'union' ({original} | ReaL,
                       50,000). Labels from real_json=PATH/real.json over imagenet2012's images, or a prepared
@@ -17,7 +17,7 @@ Names (kwargs in brackets; `data_dir` defaults to TFDS's, `$TFDS_DATA_DIR` or ~/
   folder:PATH         class sub-folders named by WNID, or PATH/labels.csv (file,label). [label_space]
 For A/R/Sketch/V2/ObjectNet/Hard: a build of ours (`builders.ZoomjaxImages`) in data_dir is used, or made from
 manual_dir (array_record, no TensorFlow needed), or an official TFDS build of the same dataset in data_dir.
-README.md ("Datasets") lists exactly which files to place where.
+docs/datasets.md lists exactly which files to place where.
 
 Examples are ordered by id (file name or path inside the dataset), so index i means the same image on every
 machine and for every process count.
@@ -52,6 +52,19 @@ DEMO_PHOTOS = (
     ("skimage", "data/rocket.jpg", ("n03773504", "n04008634", "n04266014")),  # missile, projectile, space shuttle
     ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", ("n03763968",)),  # military uniform
 )
+
+
+def _require_tensorflow(what: str) -> None:
+  """Raises a UserError naming the install command when TensorFlow, which `what` needs, cannot be imported.
+
+  Only TFDS's official builders need it (they read archives through tf.io.gfile); it is the `tfds` extra, not a
+  dependency of the base install (1.4 GB).
+  """
+  try:
+    import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    raise UserError(f"{what} needs TensorFlow: pip install 'zoomjax[tfds]' (import tensorflow: {e})") from None
+
 
 def _skip_decoding():
   import tensorflow_datasets as tfds
@@ -116,7 +129,7 @@ def _official_source(tfds_name: str, split: str, data_dir):
     raise StateError(
         f"{builder.data_dir} holds a TFDS {tfds_name} build that cannot be read by random access ({err}). zoomjax "
         f"reads array_record builds; convert once with `tfds convert_format --dataset_dir={builder.data_dir} "
-        f"--out_file_format=array_record` (needs TensorFlow).") from err
+        f"--out_file_format=array_record` (needs TensorFlow: pip install 'zoomjax[tfds]').") from err
   return None
 
 
@@ -203,7 +216,8 @@ def _imagenet2012(split, data_dir, manual_dir, num_workers) -> Dataset:
   if not tar.exists():
     raise NotFoundError(f"imagenet2012: {tar} is missing; place ILSVRC2012_img_val.tar (6.3 GB, image-net.org) "
                         f"in manual_dir={manual_dir}")
-  import tensorflow_datasets as tfds  # The official builder reads the tar through TensorFlow (tf.io.gfile).
+  _require_tensorflow(f"building imagenet2012 from {tar}")  # The official builder reads it through tf.io.gfile.
+  import tensorflow_datasets as tfds
   builder = tfds.builder("imagenet2012", data_dir=data_dir, file_format="array_record")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(tar.parent)))
   ds = _official_dataset("imagenet2012", ls.IMAGENET_1K, "imagenet2012", split, data_dir,

@@ -8,35 +8,40 @@ Run it once on one machine before a multi-host sweep: every process then only re
 building the same dataset concurrently would race on data_dir). Prints the count, the label space, the
 first ids and every image whose header cannot be read.
 """
-from absl import app, flags
+import argparse
+from typing import Optional, Sequence
 
-from zoomjax.runtime import cli
 from zoomjax.data import get_dataset
+from zoomjax.runtime import cli
 
-_DATASET = flags.DEFINE_string("dataset", None, "Dataset name, e.g. imagenet_a, imagenet_v2, folder:PATH.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS's).")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder holding the downloaded files.")
-_VARIANT = flags.DEFINE_string("variant", None, "imagenet_v2 / imagenet2012_real variant.")
-_REAL_JSON = flags.DEFINE_string("real_json", None, "Path of ReaL's real.json.")
-_SPLIT = flags.DEFINE_string("split", None, "Split (and optional [a:b] slice).")
-_WORKERS = flags.DEFINE_integer("num_workers", 4, "Threads for the header scan.")
-_VERBOSE = flags.DEFINE_bool("verbose", False, "Also print the traceback of a user error.")
-flags.mark_flag_as_required("dataset")
+__all__ = ["main"]
 
 
-def main(argv):
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """`python -m zoomjax.data.prepare --dataset NAME ...`: 0 when built and scanned; a user error (a missing
+  download, a bad name) ends in one line on stderr with exit status 2."""
+  p = argparse.ArgumentParser(prog="python -m zoomjax.data.prepare", description=__doc__.split("\n\n")[0])
+  p.add_argument("--dataset", required=True, help="dataset name, e.g. imagenet_a, imagenet_v2, folder:PATH")
+  p.add_argument("--data_dir", default=None, help="TFDS data dir (default: TFDS's)")
+  p.add_argument("--manual_dir", default=None, help="folder holding the downloaded files")
+  p.add_argument("--variant", default=None, help="imagenet_v2 / imagenet2012_real variant")
+  p.add_argument("--real_json", default=None, help="path of ReaL's real.json")
+  p.add_argument("--split", default=None, help="split (and optional [a:b] slice)")
+  p.add_argument("--num_workers", type=int, default=4, help="threads for the header scan")
+  p.add_argument("--verbose", action="store_true", help="also print the traceback of a user error")
+  a = p.parse_args(argv)
   try:
-    _prepare(argv)
+    _prepare(a)
   except Exception as e:  # pylint: disable=broad-except  User errors end in one line; bugs are re-raised.
-    cli.exit_on_user_error(e, _VERBOSE.value)
+    cli.exit_on_user_error(e, a.verbose)
     raise
+  return 0
 
 
-def _prepare(argv):
-  del argv
-  ds = get_dataset(_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, variant=_VARIANT.value,
-                   real_json=_REAL_JSON.value, split=_SPLIT.value, num_workers=_WORKERS.value)
-  sizes = ds.sizes(num_workers=_WORKERS.value)
+def _prepare(a: argparse.Namespace) -> None:
+  ds = get_dataset(a.dataset, data_dir=a.data_dir, manual_dir=a.manual_dir, variant=a.variant,
+                   real_json=a.real_json, split=a.split, num_workers=a.num_workers)
+  sizes = ds.sizes(num_workers=a.num_workers)
   sizes = sizes[sizes[:, 0] >= 0] if (sizes[:, 0] >= 0).any() else sizes
   print(f"{ds.name}: {len(ds)} examples, label space {ds.label_space.name} "
         f"({ds.label_space.num_scored_classes} scored classes, up to {ds.label_space.max_labels} labels)")
@@ -50,4 +55,4 @@ def _prepare(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Class subsets scored by the paper's datasets, as data (1000-way indices in sorted-WNID order).
 
-Taken from paper.md §1.4 (the authors' fork, `third_party.py`): the ImageNet-A and ImageNet-R 200-class masks
+Taken from docs/study.md §1.4 (the authors' fork, `third_party.py`): the ImageNet-A and ImageNet-R 200-class masks
 of Hendrycks et al., and the 113 ImageNet classes the paper files ObjectNet's overlapping classes under.
 `tests/test_data.py` checks counts, ranges and a few WNIDs against TFDS's labels.txt.
 """

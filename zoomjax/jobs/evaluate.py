@@ -15,7 +15,6 @@ import csv
 import dataclasses
 import json
 import os
-import re
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -37,6 +36,7 @@ from zoomjax.data import view_cache
 from zoomjax.errors import NotFoundError, UserError
 from zoomjax.jobs import tta as tta_job
 from zoomjax.models.preprocessing import Preprocessing
+from zoomjax.reports import html
 
 FIELDS = ("top5", "top5_p", "p_true", "correct", "top5_correct")  # Per-image fields besides index/ids/labels.
 RECORDS_FILE = "predictions.npz"
@@ -116,11 +116,6 @@ def model_entries(config: ml_collections.ConfigDict) -> List[ModelEntry]:
   return out
 
 
-def slug(text: str) -> str:
-  """A file-name-safe form of a model row or dataset name."""
-  return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
-
-
 def preprocessing_for(bundle_pp: Preprocessing, override: ml_collections.ConfigDict) -> Preprocessing:
   """The checkpoint's own preprocessing with the config's non-empty overrides applied."""
   size = int(override.input_size) or bundle_pp.input_size
@@ -147,21 +142,19 @@ def preprocessing_for(bundle_pp: Preprocessing, override: ml_collections.ConfigD
   return Preprocessing(input_size=size, resize_size=resize, resize_method=method, mean=mean, std=std)
 
 
-def _dtype(name: str):
-  if name not in ("float32", "bfloat16", "float16"):
-    raise UserError(f"config.dtype must be float32, bfloat16 or float16, got {name!r}")
-  return jnp.dtype(name)
-
-
 def _is_zero_shot(name: str) -> bool:
-  from zoomjax.models import clip  # pylint: disable=import-outside-toplevel
-  return clip.is_zero_shot(name)
+  from zoomjax import models  # pylint: disable=import-outside-toplevel
+  from zoomjax.models import clip_families  # pylint: disable=import-outside-toplevel
+  return not models.is_factory(name) and clip_families.is_zero_shot(name)
 
 
 def load_model(config: ml_collections.ConfigDict, entry: ModelEntry):
-  """The bundle of one entry: its checkpoint (or random_init), compute dtype and, for CLIP, its text head."""
+  """The bundle of one entry: its checkpoint (or random_init), compute dtype and, for CLIP, its text head.
+
+  An entry may name a factory of your own (`package.module:function`, zoomjax.models.load); random_init does not
+  apply to it (its variables are its own)."""
   from zoomjax import models  # pylint: disable=import-outside-toplevel
-  dtype = _dtype(config.dtype)
+  dtype = sweep.compute_dtype(config.dtype)
   kw = dict(config.model_overrides.to_dict())
   if dtype != jnp.float32:
     kw["dtype"] = dtype
@@ -169,9 +162,9 @@ def load_model(config: ml_collections.ConfigDict, entry: ModelEntry):
     c = config.clip
     kw.update(vocab=c.vocab or None, class_names=c.class_names, templates=c.templates,
               head_cache_dir=c.head_cache_dir or None)
-  random_init = bool(config.random_init)
-  return models.load(entry.name, None if random_init else entry.checkpoint, random_init=random_init,
-                     seed=int(config.model_seed), **kw)
+  random_init = bool(config.random_init) and not models.is_factory(entry.name)
+  return models.from_config({"name": entry.name, "checkpoint": None if random_init else entry.checkpoint,
+                             "random_init": random_init, "seed": int(config.model_seed)}, **kw)
 
 
 def make_step(bundle, pp: Preprocessing, mesh: jax.sharding.Mesh, dtype):
@@ -206,8 +199,10 @@ class PreparedModel:
 def prepare_model(config: ml_collections.ConfigDict, entry: ModelEntry, mesh: jax.sharding.Mesh) -> PreparedModel:
   bundle = load_model(config, entry)
   pp = preprocessing_for(bundle.preprocessing, config.preprocessing)
-  return PreparedModel(bundle, pp, make_step(bundle, pp, mesh, _dtype(config.dtype)),
-                       parallel.replicate(bundle.variables, mesh))
+  step = progress_lib.announcing(  # One executable per model and label width.
+      make_step(bundle, pp, mesh, sweep.compute_dtype(config.dtype)), lambda v, x, labels, m: (
+          (x.shape, labels.shape), f"{entry.row} for batches of {x.shape[0]} {x.shape[1]}x{x.shape[2]} views"))
+  return PreparedModel(bundle, pp, step, parallel.replicate(bundle.variables, mesh))
 
 
 def logit_mask(space, num_classes: int) -> np.ndarray:
@@ -244,7 +239,7 @@ def paper_top1(entry: ModelEntry, dataset_name: str, variant: Optional[str] = No
   base = dataset_name.split("/")[0]
   if base == "imagenet_hard":
     v = paper_numbers.imagenet_hard(entry.name, entry.pretrained or None)
-    return None if v is None else {"top1_percent": v, "source": "paper.md §4.6 (ImageNet-Hard, 10,980 images)"}
+    return None if v is None else {"top1_percent": v, "source": "docs/study.md §4.6 (ImageNet-Hard, 10,980 images)"}
   key = paper_numbers.paper_dataset_key(dataset_name, None, variant)
   v = paper_numbers.lookup(entry.name, key).get("one_crop_accuracy")
   return None if v is None else {"top1_percent": v, "source": f"Table 1 / §2.4 1-crop, {key}"}
@@ -258,24 +253,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   data_entries = [parse_data_entry(d) for d in config.data]
   if not data_entries:
     raise UserError("no datasets: pass data=name[@manual_dir];...")
-  limit = int(config.limit)
-  if limit < 0:
-    raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
+  shards.images_to_run(config.limit, 0)  # A bad limit fails now, before any dataset or model is loaded.
   shards.num_shards(1, int(config.shard_size))  # A bad shard_size fails now.
-  _dtype(config.dtype)
+  sweep.compute_dtype(config.dtype)
   workers = data.decode_threads(config.num_workers)
   # Datasets first: a missing one fails before any model is loaded or any pair is claimed.
   datasets = {}
   for d in data_entries:
-    kw = {k: v for k, v in (("data_dir", config.data_dir), ("manual_dir", d.manual_dir),
-                            ("real_json", config.real_json), ("split", config.split)) if v}
-    datasets[d.name] = data.get_dataset(d.name, num_workers=workers, **kw)
+    datasets[d.name] = data.from_config({"name": d.name, "data_dir": config.data_dir, "manual_dir": d.manual_dir,
+                                         "real_json": config.real_json, "split": config.split}, num_workers=workers)
   names = [d.name for d in data_entries]
   if len(set(names)) != len(names):
     raise UserError(f"data lists a dataset twice: {names}")
   for entry in entries:  # A finished pair of another config is refused before anything is loaded.
     for d in data_entries:
       _check_pair_key(_pair_dir(workdir, entry, d), _pair_key(config, entry, d))
+      shards.expect(_pair_dir(workdir, entry, d), num_images=shards.images_to_run(config.limit, len(datasets[d.name])),
+                    shard_size=int(config.shard_size), process_index=jax.process_index(),
+                    process_count=jax.process_count())  # Every pair counts in the line a Ctrl-C prints.
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh()
   cache_gb = float(config.view_cache_gb)
@@ -314,7 +309,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
 
 
 def _pair_dir(workdir: str, entry: ModelEntry, d: DataEntry) -> str:
-  return os.path.join(workdir, PAIRS_DIR, f"{slug(entry.row)}__{slug(d.name)}")
+  return os.path.join(workdir, PAIRS_DIR, f"{atomic.slug(entry.row)}__{atomic.slug(d.name)}")
 
 
 def _pair_key(config, entry: ModelEntry, d: DataEntry) -> Dict[str, Any]:
@@ -370,8 +365,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
   pid, pcount = jax.process_index(), jax.process_count()
   t_start = time.monotonic()
   workers = data.decode_threads(config.num_workers)
-  limit = int(config.limit)
-  num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
+  num_images = shards.images_to_run(config.limit, len(dataset))
   bundle, pp, step, variables = model.bundle, model.pp, model.step, model.variables
   space = dataset.label_space
   mask = logit_mask(space, bundle.num_classes)
@@ -453,9 +447,9 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
     m = analyses.nan_to_none(m)
     m["complete"] = True  # Written last, atomically, after predictions.npz.
     atomic.write_json(os.path.join(pair_dir, "metrics.json"), m)
-  msg = f"{entry.row} on {d.name}: top-1 {_cell(m)}, top-5 {100 * (m['top5'] or 0):.2f}% over {m['num_images']} images"
+  msg = f"{entry.row} on {d.name}: top-1 {_cell(m)}, top-5 {html.percent(m['top5'])} over {m['num_images']} images"
   if m["paper"]:
-    msg += f" (paper: {m['paper']['top1_percent']:.2f}%)"
+    msg += f" (paper: {html.published(m['paper']['top1_percent'])})"
   console.say(msg)
   skips = shards.skip_summary(skipped, num_images)
   if skips:
@@ -464,19 +458,15 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
 
 
 def _cell(m: Dict[str, Any]) -> str:
-  """'72.00% [63-81]': top-1 with its 95 % bootstrap interval."""
-  if m.get("top1") is None:
-    return "n/a"
-  ci = (m.get("ci95") or {}).get("top1")
-  return f"{100 * m['top1']:.2f}%" + (f" [{100 * ci[0]:.0f}-{100 * ci[1]:.0f}]" if ci else "")
+  """'72.0 % [63.0–80.0]': top-1 with its 95 % bootstrap interval (`zoomjax.reports.html.interval`)."""
+  return html.interval(m.get("top1"), (m.get("ci95") or {}).get("top1"))
 
 
 def results_markdown(results: Sequence[Dict[str, Any]], entries: Sequence[ModelEntry],
                      data_entries: Sequence[DataEntry]) -> str:
   """Rows model, columns dataset: 'top-1 [95 % CI] (paper X)'; '…' for a pair not evaluated yet."""
   by = {(r["row"], r["dataset"]): r for r in results}
-  header = ["model"] + [d.name for d in data_entries]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  rows = []
   for e in entries:
     cells = [e.row]
     for d in data_entries:
@@ -486,10 +476,10 @@ def results_markdown(results: Sequence[Dict[str, Any]], entries: Sequence[ModelE
         continue
       cell = _cell(r)
       if r.get("paper"):
-        cell += f" (paper {r['paper']['top1_percent']:.2f})"
+        cell += f" (paper {html.published(r['paper']['top1_percent'], unit=False)})"
       cells.append(cell)
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    rows.append(cells)
+  return html.markdown_table(["model"] + [d.name for d in data_entries], rows)
 
 
 CSV_COLUMNS = ("model", "pretrained", "checkpoint", "dataset", "label_space", "num_images", "num_skipped", "top1",
@@ -513,10 +503,8 @@ def write_results(config, workdir: str, results: Sequence[Dict[str, Any]], entri
                  "images_per_second": r.get("images_per_second"), "dtype": r.get("dtype"),
                  "input_size": pp.get("input_size"), "resize_size": pp.get("resize_size"),
                  "resize_method": pp.get("resize_method")})
-  lines = [",".join(CSV_COLUMNS)]
-  for row in rows:
-    lines.append(",".join(_csv_cell(row[c]) for c in CSV_COLUMNS))
-  atomic.write_text(os.path.join(workdir, "results.csv"), "\n".join(lines) + "\n")
+  atomic.write_text(os.path.join(workdir, "results.csv"),
+                    html.csv_text(CSV_COLUMNS, [[row[c] for c in CSV_COLUMNS] for row in rows]))
   md = results_markdown(results, entries, data_entries)
   atomic.write_text(os.path.join(workdir, "results.md"), md + "\n")
   summary = {"pairs": [{k: v for k, v in r.items() if k != "skipped"} for r in results],
@@ -529,11 +517,3 @@ def write_results(config, workdir: str, results: Sequence[Dict[str, Any]], entri
   atomic.write_json(os.path.join(workdir, "results.json"), summary)
   return summary
 
-
-def _csv_cell(v) -> str:
-  if v is None:
-    return ""
-  if isinstance(v, float):
-    return f"{v:.6g}"
-  s = str(v)
-  return '"' + s.replace('"', '""') + '"' if any(ch in s for ch in ',"\n') else s

@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from typing import Any, Dict, Optional
 
 import jax
@@ -36,6 +37,7 @@ from zoomjax.runtime import shards
 from zoomjax import sweep
 from zoomjax.data import label_space
 from zoomjax.errors import UserError
+from zoomjax.reports import html
 from zoomjax.tta import augment, memo, zoom_tta
 
 # Config fields that change a result; a resumed run must agree on all of them.
@@ -98,8 +100,13 @@ def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndar
     else:
       aug = augment.augmix_augmentation(size, float(m.severity), int(m.width), int(m.max_depth))
     prior = float(m.prior_strength) if float(m.prior_strength) > 0 else None
-    return memo.make_memo(bundle, aug, optimizer=make_optimizer(m), num_views=int(m.num_views),
-                          steps=int(m.steps), prior_strength=prior, logit_mask=logit_mask, **view_kw)
+    note = memo.prior_mode_note(bundle, prior)  # A model that cannot take prior mode: said once, in one line.
+    if note is not None:
+      (console.warn if "batch_stats" in bundle.variables else console.say)(f"tta {method}: {note}")
+    with warnings.catch_warnings():  # make_memo's warning is the note just printed.
+      warnings.simplefilter("ignore", UserWarning)
+      return memo.make_memo(bundle, aug, optimizer=make_optimizer(m), num_views=int(m.num_views),
+                            steps=int(m.steps), prior_strength=prior, logit_mask=logit_mask, **view_kw)
   if method in ("zoom_mean", "zoom_max"):
     from zoomjax import zoom  # pylint: disable=import-outside-toplevel
     scales = tuple(int(s) for s in config.zoom.scales) or paper_numbers.ZOOM_IN_SCALES
@@ -107,17 +114,16 @@ def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndar
       grid = zoom.ZoomGrid(scales, anchors=int(config.zoom.anchors), crop=int(config.view.crop))
     except (TypeError, ValueError) as e:
       raise UserError(f"config.zoom: {e}") from None
-    crops_fn = lambda canvas, hw: zoom.zoom_crops_batch(canvas[None], hw[None], grid)[0]  # noqa: E731
-    return zoom_tta.make_zoom_tta(bundle, crops_fn, method.split("_")[1], logit_mask=logit_mask,
+    return zoom_tta.make_zoom_tta(bundle, zoom_tta.grid_views(grid), method.split("_")[1], logit_mask=logit_mask,
                                   view_chunk=int(config.zoom.view_chunk))
   raise UserError(f"method={method!r} is not one of baseline, memo_augmix, memo_rrc, zoom_mean, zoom_max")
 
 
 def make_step(episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
-  """`step(variables, images, keys, hws, labels) -> compact outputs` over a batch, split over `mesh`."""
+  """`step(variables, images, hws, keys, labels) -> compact outputs` over a batch, split over `mesh`."""
 
-  def step(variables, images, keys, hws, labels):
-    logits = jax.vmap(episode, in_axes=(None, 0, 0, 0))(variables, images, keys, hws).astype(jnp.float32)
+  def step(variables, images, hws, keys, labels):
+    logits = jax.vmap(episode, in_axes=(None, 0, 0, 0))(variables, images, hws, keys).astype(jnp.float32)
     out = sweep.compact_outputs(jax.nn.softmax(logits, axis=-1), labels)
     # Masked classes are -inf by design; NaN or +inf means broken weights or an overflow.
     out["finite"] = ~jnp.any(jnp.isnan(logits) | (logits == jnp.inf), axis=-1)[:, None]
@@ -143,20 +149,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   pid = jax.process_index()
   t_start = time.monotonic()
   workers = data.decode_threads(config.num_workers)
-  bundle = models.load(config.model.name, config.model.get("checkpoint") or None,
-                       random_init=bool(config.model.random_init), seed=int(config.model.seed),
-                       **config.model.get("overrides", {}))
-  kw = {k: v for k, v in config.data.to_dict().items() if k != "name" and v not in (None, "")}
-  dataset = data.get_dataset(config.data.name, num_workers=workers, **kw)
-  limit = int(config.limit)
-  if limit < 0:
-    raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
-  num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
+  bundle = models.from_config(config.model)
+  dataset = data.from_config(config.data, num_workers=workers)
+  num_images = shards.images_to_run(config.limit, len(dataset))
   space = dataset.label_space
   episode = build_episode(config, bundle, space.logit_mask())
   mesh = parallel.make_mesh()
   batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
-  step = make_step(episode, mesh)
+  step = progress_lib.announcing(make_step(episode, mesh), lambda variables, images, *rest: (
+      images.shape, f"the {config.method} step for batches of {images.shape[0]} on {images.shape[1]}x"
+      f"{images.shape[2]} canvases"))  # Each canvas side compiles once.
   variables = parallel.replicate(bundle.variables, mesh)
   shards.num_shards(num_images, int(config.shard_size))  # A bad shard_size fails before the workdir is claimed.
   key = json.loads(config.to_json_best_effort())
@@ -187,6 +189,9 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
   computed = [0]
   loop_s = 0.0
   clock = progress_lib.CompileClock()
+  for seed in seeds:  # The line a Ctrl-C prints counts every seed's images.
+    shards.expect(os.path.join(workdir, f"seed_{seed}"), num_images=num_images, shard_size=shard_size,
+                  process_index=pid, process_count=pcount)
   for seed in seeds:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     base_key = jax.random.PRNGKey(seed)
@@ -195,8 +200,8 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
       real = np.asarray(batch["index"]) >= 0
       # Padding slots repeat a real image (a 0x0 image has no views); run_shards drops their rows.
       src = np.where(real, np.arange(len(real)), np.argmax(real))
-      args = (batch["image"][src], np.asarray(memo.episode_keys(base_key, batch["index"][src])),
-              batch["hw"][src].astype(np.int32), batch["labels"][src].astype(np.int32))
+      args = (batch["image"][src], batch["hw"][src].astype(np.int32),
+              np.asarray(memo.episode_keys(base_key, batch["index"][src])), batch["labels"][src].astype(np.int32))
       out = parallel.to_host(step(variables, *parallel.shard_batch(args, mesh)))
       sweep.check_finite(out, batch["index"], lambda i: dataset.ids[i], ["the prediction view"],
                          config.model.name)
@@ -245,7 +250,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
   msg = (f"tta {config.method} {config.model.name} on {dataset.name}: accuracy {_percent(metrics)} over "
          f"{metrics['num_images']} images")
   if metrics["paper_accuracy_percent"] is not None:
-    msg += f" (paper: {metrics['paper_accuracy_percent']:.2f}%)"
+    msg += f" (paper: {html.published(metrics['paper_accuracy_percent'])})"
   print(msg, flush=True)
   skips = shards.skip_summary(metrics["skipped"], num_images)
   if skips:
@@ -291,12 +296,10 @@ def _metrics(config, dataset, space, per_seed, computed: int, loop_s: float, wal
 
 
 def _percent(metrics) -> str:
+  """'72.0 % [63.0–80.0]' (95 % bootstrap interval), '± 0.5 pts (std over 3 seeds)' with several seeds."""
   if metrics["accuracy_percent"] is None:
-    return "n/a"
-  out = f"{metrics['accuracy_percent']:.2f}%"
-  ci = metrics.get("accuracy_ci95")
-  if ci:
-    out += f" [{100 * ci[0]:.1f}-{100 * ci[1]:.1f}, 95% bootstrap]"
+    return html.MISSING
+  out = html.interval(metrics["accuracy_percent"] / 100, metrics.get("accuracy_ci95"))
   if metrics["accuracy_std"] is not None:
-    out += f" ± {100 * metrics['accuracy_std']:.2f} (std over {len(metrics['seeds'])} seeds)"
+    out += f" ± {html.percent(metrics['accuracy_std'], unit=' pts')} (std over {len(metrics['seeds'])} seeds)"
   return out

@@ -13,6 +13,7 @@ from absl import logging
 from PIL import Image, ImageDraw
 
 from zoomjax import zoom
+from zoomjax.runtime import console
 from zoomjax.errors import NotFoundError, UserError
 
 _LABEL_H = 12  # Pixels above each tile for its name (PIL's default bitmap font is ~11 px high).
@@ -61,6 +62,8 @@ def run(config, workdir: str) -> str:
                        crop=int(config.crop))
   logging.info("zoom preview of %s (%d x %d): %d transforms", path, image.shape[1], image.shape[0],
                grid.num_transforms)
+  console.say(f"compiling the zoom grid ({grid.num_transforms} views) for a {image.shape[1]}x{image.shape[0]} "
+              "image...")
   crops = np.asarray(zoom.zoom_crops(image, grid))
   os.makedirs(workdir, exist_ok=True)
   out = os.path.join(workdir, "zoom_grid.png")

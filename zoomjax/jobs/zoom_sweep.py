@@ -3,7 +3,9 @@
 Workdir layout (rerunning with the same workdir resumes; nothing already written is rewritten):
   config.json       the resume key, written once the model and data are built; a rerun with a config that
                     changes the results is refused
-  shards/           shard_<k>.npz, one per global image range, written atomically when complete
+  shards/           shard_<k>.npz, one per global image range, written atomically when complete;
+                    shard_<k>.partial.npz, the finished images of a shard a Ctrl-C or SIGTERM stopped (the rerun
+                    computes only the rest)
   records.npz       all shards merged (process 0)
   metrics.json      headline numbers (95 % intervals under "ci95") and every analysis, including "held_out"
                     (zoomjax.analysis.selection) and "per_class" (zoomjax.analysis.per_class) (process 0); `"complete": false`
@@ -35,17 +37,12 @@ from zoomjax.analysis import selection
 from zoomjax.runtime import shards
 from zoomjax import sweep
 from zoomjax.errors import UserError
+from zoomjax.reports import html
 
 CANVAS_MODES = ("square", "buckets", "max")
 # Config fields that change the numbers; a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "data", "limit", "grid", "extra_crops", "shard_size", "batch_size", "view_chunk",
                  "dtype", "canvas")
-
-
-def _dtype(name: str):
-  if name not in ("float32", "bfloat16"):
-    raise UserError(f"config.dtype must be 'float32' or 'bfloat16', got {name!r}")
-  return jnp.dtype(name)
 
 
 def _grid(config):
@@ -60,13 +57,9 @@ def _grid(config):
 def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] = None):
   """(dataset, bundle, grid, spec, step, variables) for a config; shared by the job and the benchmark."""
   from zoomjax import data, models, zoom  # pylint: disable=g-import-not-at-top
-  kw = {k: v for k, v in config.data.to_dict().items() if k != "name" and v not in (None, "")}
-  dataset = data.get_dataset(config.data.name, **kw)
-  dtype = _dtype(config.dtype)
-  overrides = dict(config.model.get("overrides", {}))
-  overrides.update({} if dtype == jnp.float32 else {"dtype": dtype})
-  bundle = models.load(config.model.name, config.model.get("checkpoint") or None,
-                       random_init=bool(config.model.random_init), seed=int(config.model.seed), **overrides)
+  dataset = data.from_config(config.data)
+  dtype = sweep.compute_dtype(config.dtype)
+  bundle = models.from_config(config.model, **({} if dtype == jnp.float32 else {"dtype": dtype}))
   grid = _grid(config)
   spec = sweep.ViewSpec(transforms=tuple(tuple(int(v) for v in t) for t in grid.transforms),
                         crop=int(config.grid.crop), extra_crops=bool(config.extra_crops))
@@ -81,7 +74,7 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
   mesh = mesh if mesh is not None else parallel.make_mesh()
   batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
   jitted = sweep.make_step(predict_fn, crops_fn, spec, logit_mask=mask, view_chunk=int(config.view_chunk),
-                           dtype=dtype, mesh=mesh)
+                           dtype=dtype, mesh=mesh, say=console.say)
   variables = parallel.replicate(bundle.variables, mesh)
 
   def step(variables, image, hw, labels):
@@ -115,14 +108,14 @@ def summary_table(metrics: Dict[str, Any], paper: Dict[str, float]) -> str:
   rows = [("images", str(metrics["num_images"]), ""), ("views per image", str(metrics["num_views"]), "")]
   for key, label in (("one_crop_accuracy", "1-crop (LOC:1_1_Size:256)"),
                      ("upper_bound_accuracy", "upper bound (all views)"), ("top36_accuracy", "greedy top-36")):
-    ours = analyses.pct_interval(metrics.get(key), (metrics.get("ci95") or {}).get(key), n=metrics["num_images"])
-    rows.append((label, ours, f"{paper[key]:.2f} %" if key in paper else ""))
+    ours = html.interval(metrics.get(key), (metrics.get("ci95") or {}).get(key))
+    rows.append((label, ours, html.published(paper[key]) if key in paper else ""))
   rows.append(("min-cover size", str(metrics["min_cover_size"]),
                f"{paper['min_cover_size']:.0f}" if "min_cover_size" in paper else ""))
   best = (metrics.get("held_out") or {}).get("best_fixed")
   if best:  # No oracle: views chosen on other images (zoomjax.analysis.selection).
     rows.append((f"best fixed {best['k']} views, held-out",
-                 analyses.pct_interval(best["accuracy"], best["ci95"], n=metrics["num_images"]), ""))
+                 html.interval(best["accuracy"], best["ci95"]), ""))
   w = max(len(r[0]) for r in rows)
   lines = [f"{'':{w}}  {'ours [95% CI]':>22}  {'paper':>8}"]
   lines += [f"{a:{w}}  {b:>22}  {c:>8}" for a, b, c in rows]
@@ -199,10 +192,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
     analyses.tie_order(grid.transforms, config.tie_order)  # A bad analysis setting fails now, not after the sweep.
   except ValueError as e:
     raise UserError(f"config.tie_order: {e}") from None
-  limit = int(config.limit)
-  if limit < 0:
-    raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
-  num_images = len(dataset) if limit == 0 else min(limit, len(dataset))
+  num_images = shards.images_to_run(config.limit, len(dataset))
   shards.num_shards(num_images, int(config.shard_size))  # A bad shard_size fails before the workdir is claimed.
   if config.get("canvas", "square") not in CANVAS_MODES:
     raise UserError(f"config.canvas must be one of {CANVAS_MODES}, got {config.canvas!r}")

@@ -1,4 +1,8 @@
-"""What `zoomjax.models.load` returns: a module, its variables and how its checkpoint wants inputs."""
+"""What `zoomjax.models.load` returns: a module, its variables and how its checkpoint wants inputs.
+
+A model of your own is a ModelBundle too: build one in a function of no arguments (a factory) and name it
+`package.module:function` in a job's config, or `zoomjax.models.register` it (docs/own-model.md).
+"""
 import dataclasses
 from typing import Any, Optional
 
@@ -7,15 +11,34 @@ import flax.linen as nn
 # Preprocessing (and the ImageNet constants) are importable from here too, where they lived first.
 from zoomjax.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: F401
 
+__all__ = ["ModelBundle", "Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD"]
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelBundle:
-  """A classifier ready to apply: `logits, inter = module.apply(variables, preprocessing.normalize(x))`."""
+  """A classifier ready to apply: `logits, inter = module.apply(variables, preprocessing.normalize(x))`.
+
+  name: what messages call it; module: a flax module whose `apply(variables, x)` returns `(logits (N, C),
+  intermediates)`; variables: {"params": ..., maybe "batch_stats": ...}; preprocessing: the input size, the
+  standard eval view and the mean/std (pixel units) its weights expect; num_classes: C, in the standard
+  sorted-WNID ImageNet-1k order when C is 1000.
+  """
   name: str
   module: nn.Module
   variables: Any  # {"params": ..., maybe "batch_stats": ...}
   preprocessing: Preprocessing
   num_classes: int = 1000  # Output classes, in the standard sorted-WNID ImageNet-1k order.
+
+  def __post_init__(self):
+    # Checked here so that a hand-built bundle (a model of one's own) fails where it is made, not inside a job.
+    if not callable(getattr(self.module, "apply", None)):
+      raise TypeError(f"ModelBundle {self.name!r}: module must be a flax module (with .apply), got "
+                      f"{type(self.module).__name__}")
+    if not isinstance(self.preprocessing, Preprocessing):
+      raise TypeError(f"ModelBundle {self.name!r}: preprocessing must be a zoomjax.models.Preprocessing, got "
+                      f"{type(self.preprocessing).__name__}")
+    if int(self.num_classes) != self.num_classes or self.num_classes < 1:
+      raise ValueError(f"ModelBundle {self.name!r}: num_classes must be a positive int, got {self.num_classes!r}")
 
   def predict_fn(self, module: Optional[nn.Module] = None, dtype: Any = None):
     """Pure `fn(variables, pixels in [0, 255] NHWC float) -> logits`: normalise, then apply.

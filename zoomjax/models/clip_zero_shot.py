@@ -53,7 +53,7 @@ OPENAI_IMAGENET_TEMPLATES = (
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 METADATA_FILE = "zero_shot_metadata.py"
-# Named class-name sets -> the metadata variable holding them. The zoom study (paper.md §5) used OpenAI's
+# Named class-name sets -> the metadata variable holding them. The zoom study (docs/study.md §5) used OpenAI's
 # curated names, so "zoom_paper" is the same list; the ImageNet-Hard runs' gist names (§4.5) are not
 # published: pass them as a file.
 CLASS_NAME_SETS = {"openai": "IMAGENET_CLASSNAMES", "zoom_paper": "IMAGENET_CLASSNAMES"}
@@ -205,7 +205,7 @@ def resolve_vocab(value: Optional[str]) -> str:
     raise NotFoundError(
         f"building a CLIP zero-shot head needs the BPE vocabulary {VOCAB_FILE} and no installed open_clip/clip "
         f"package has it: pass vocab=/path/to/{VOCAB_FILE} (it ships inside the open_clip_torch wheel and "
-        "OpenAI's clip repository), or load an already-built zero-shot file (python -m zoomjax.models.clip)")
+        "OpenAI's clip repository), or load an already-built zero-shot file (python -m zoomjax.models.clip_cli)")
   return path
 
 

@@ -6,87 +6,26 @@ copied and opened anywhere. A few lines of script flag images that fail to load 
 so a broken report is noticed, not silently half-rendered.
 """
 import datetime
-import html
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
 from zoomjax.analysis import metrics as A
-from zoomjax.runtime import atomic
 from zoomjax.analysis import paper_numbers as P
 from zoomjax.analysis import per_class as PC
-from zoomjax.reports import figures as plots
 from zoomjax.analysis import selection as S
+from zoomjax.reports import figures as plots
+from zoomjax.reports import html
+from zoomjax.runtime import atomic
+
+__all__ = ["ASSETS", "gallery_candidates", "write_report"]
 
 ASSETS = "report"
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222}
-h1{font-size:22px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3} td.l,th.l{text-align:left} .muted{color:#777;font-size:13px}
-.figs img{max-width:560px;margin:4px} .gallery{display:flex;flex-wrap:wrap;gap:14px}
-.card{border:1px solid #ddd;border-radius:6px;padding:8px;width:540px} .card img{height:160px;margin-right:4px}
-.card .row{display:flex;align-items:flex-end} figure{margin:0 4px 0 0}
-figcaption{font-size:11px;color:#555;text-align:center} .ok{color:#17803d} .bad{color:#b42318}
-.missing{outline:3px solid #b42318}
-code{background:#f6f6f6;padding:1px 4px}
-"""
-
-def image_check_script(what: str = "report") -> str:
-  """The page script that flags images that fail to load (visibly, on the console, in `data-images-ok`)."""
-  return """
-window.addEventListener('load', function () {
-  var bad = 0;
-  for (var i = 0; i < document.images.length; i++) {
-    var im = document.images[i];
-    if (!(im.complete && im.naturalWidth > 0)) {
-      bad++; im.classList.add('missing'); im.alt = 'missing: ' + im.getAttribute('src');
-      console.error('WHAT image failed to load: ' + im.getAttribute('src'));
-    }
-  }
-  document.body.setAttribute('data-images-ok', String(document.images.length - bad));
-});
-""".replace("WHAT", what)
-
-
-_SCRIPT = image_check_script("report")
-
-
-def _pct(x: Optional[float]) -> str:
-  return "–" if x is None or (isinstance(x, float) and x != x) else f"{100 * x:.2f}"
-
 
 def _num(x) -> str:
-  return "–" if x is None else (f"{x:.2f}" if isinstance(x, float) else str(x))
-
-
-def _esc(s) -> str:
-  return html.escape(str(s))
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left_cols: int = 1) -> str:
-  th = "".join(f'<th class="{"l" if i < left_cols else ""}">{_esc(h)}</th>' for i, h in enumerate(header))
-  body = []
-  for row in rows:
-    body.append("<tr>" + "".join(f'<td class="{"l" if i < left_cols else ""}">{c}</td>'
-                                 for i, c in enumerate(row)) + "</tr>")
-  return f"<table><tr>{th}</tr>{''.join(body)}</table>"
-
-
-def _save_image(arr: np.ndarray, path: str, max_side: Optional[int] = None) -> str:
-  img = Image.fromarray(np.asarray(np.clip(np.round(arr), 0, 255), np.uint8))
-  if max_side and max(img.size) > max_side:
-    img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-  img.save(path, quality=90)
-  return path
-
-
-def _class(class_names: Sequence[str], k) -> str:
-  k = int(k)
-  return class_names[k] if 0 <= k < len(class_names) else f"class {k}"
+  return html.MISSING if html.is_missing(x) else (f"{x:.2f}" if isinstance(x, float) else str(x))
 
 
 def gallery_candidates(rec, limit: int) -> List[Dict]:
@@ -112,8 +51,7 @@ def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str
   """Accuracy vs views per image (the four curves with bands), a few budgets as a table, the best fixed set,
   and per-image confidence selection over every view (`zoomjax.analysis.selection`)."""
   out = ["<h2>Zoom without an oracle: views chosen on other images</h2>"]
-  n = held["num_images"]
-  fmt = lambda x, ci, sign=False: _esc(A.pct_interval(x, ci, n=n, sign=sign))  # noqa: E731
+  fmt = lambda x, ci, sign=False: html.escape(html.interval(x, ci, sign=sign))  # noqa: E731
   curves = held.get("curves") or {}
   if curves:
     fig = plots.held_out_curves(held, os.path.join(assets, "held_out.png"), labels=S.CURVE_LABELS,
@@ -126,30 +64,30 @@ def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str
       shown.append(budgets[-1])
     rows = [[str(k)] + [fmt(curves[c]["accuracy"][k - 1], curves[c]["ci95"][k - 1]) for c in S.CURVES]
             for k in shown]
-    out.append(_table(["views per image"] + [S.CURVE_LABELS[c] for c in S.CURVES], rows))
+    out.append(html.html_table(["views per image"] + [S.CURVE_LABELS[c] for c in S.CURVES], rows))
     best = held.get("best_fixed")
     if best:
       delta = ""
       if "delta_vs_1crop" in best:
         delta = f" ({fmt(best['delta_vs_1crop'], best['delta_ci95'], True)} vs the 1-crop)"
       out.append(f"<p>Best fixed set without an oracle: <b>k = {best['k']}</b> views by "
-                 f"{_esc(S.CURVE_LABELS[best['method']])}, held-out "
+                 f"{html.escape(S.CURVE_LABELS[best['method']])}, held-out "
                  f"<b>{fmt(best['accuracy'], best['ci95'])}</b>{delta}: "
-                 + ", ".join(f"<code>{_esc(v)}</code>" for v in best["views"]) + "</p>")
+                 + ", ".join(f"<code>{html.escape(v)}</code>" for v in best["views"]) + "</p>")
     out.append(f'<p class="muted">{held["num_images"]} images in {held["n_folds"]} seeded folds: the greedy '
                "cover is run on the other folds and its first k views judged on the held-out fold (padded by "
                "training accuracy once the cover ends). The oracle curve picks its views on all images, like the "
-               f"paper's top-36. Mean softmax: {_esc(held['mean_softmax'])}. The best fixed set is picked on all "
-               "images for the budget and method with the best held-out accuracy (the best of many held-out "
+               f"paper's top-36. Mean softmax: {html.escape(held['mean_softmax'])}. The best fixed set is picked on "
+               "all images for the budget and method with the best held-out accuracy (the best of many held-out "
                "numbers, so slightly optimistic). Intervals: bootstrap over images "
                "(fold split held fixed).</p>")
   conf = held.get("confidence_selection") or {}
   if conf:
-    rows = [[_esc(m), fmt(v["accuracy"], v["ci95"]),
+    rows = [[html.escape(m), fmt(v["accuracy"], v["ci95"]),
              fmt(v["delta_vs_1crop"], v["delta_ci95"], True) if "delta_vs_1crop" in v else ""]
             for m, v in conf.items()]
     out.append(f"<h3>Per-image selection by confidence over all {held.get('confidence_selection_views')} views"
-               "</h3>" + _table(["method", "accuracy [95 %]", "vs 1-crop (paired) [95 %]"], rows)
+               "</h3>" + html.html_table(["method", "accuracy [95 %]", "vs 1-crop (paired) [95 %]"], rows)
                + '<p class="muted">max-prob view: label of the view with the highest top-1 probability; '
                "p_max-weighted vote: each view votes its top-1 class with its top-1 probability (the mean of the "
                "top-1 sparse softmax); vote: one vote per view. The records keep no full softmax, so entropy "
@@ -160,12 +98,14 @@ def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str
 def _per_class_section(pc: Dict, class_names: Sequence[str]) -> str:
   """The classes zoom rescues most and least (`zoomjax.analysis.per_class`)."""
   header = ["class", "images", "1-crop", "upper bound", "rescued / 1-crop wrong", "rescue rate", "best anchor"]
+  pct = lambda x: html.percent(x, unit="")  # noqa: E731  (the title says %)
 
   def rows(classes):
     out = []
     for r in PC.rows_of(pc, classes):
-      out.append([_esc(_class(class_names, r["class"])), str(r["n"]), _pct(r["one_crop"]), _pct(r["upper_bound"]),
-                  f"{r['rescued']} / {r['wrong']}", _pct(r["rescue_rate"]), _esc(r["best_anchor"] or "–")])
+      out.append([html.escape(html.class_name(class_names, r["class"])), str(r["n"]), pct(r["one_crop"]),
+                  pct(r["upper_bound"]), f"{r['rescued']} / {r['wrong']}", pct(r["rescue_rate"]),
+                  html.escape(r["best_anchor"] or html.MISSING)])
     return out
 
   by = ("first label" if pc["by"] == "first" else "every label")
@@ -174,9 +114,9 @@ def _per_class_section(pc: Dict, class_names: Sequence[str]) -> str:
           + f"; classes with at least {pc['min_wrong']} 1-crop mistake(s) ranked by rescue rate (the fraction "
           "of the 1-crop's mistakes that some zoom view gets right), ties to more mistakes. Best anchor: row_col "
           "of the anchor whose scales solve most of the class.")
-  return ("<h2>Per class (%)</h2><h3>Most rescued by zoom</h3>" + _table(header, rows(pc["most_rescued"]))
-          + "<h3>Least rescued by zoom</h3>" + _table(header, rows(pc["least_rescued"]))
-          + f'<p class="muted">{_esc(note)}</p>')
+  return ("<h2>Per class (%)</h2><h3>Most rescued by zoom</h3>" + html.html_table(header, rows(pc["most_rescued"]))
+          + "<h3>Least rescued by zoom</h3>" + html.html_table(header, rows(pc["least_rescued"]))
+          + f'<p class="muted">{html.escape(note)}</p>')
 
 
 def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str], model: str, dataset: str,
@@ -197,41 +137,42 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   paper = P.lookup(model, paper_dataset)
   shown = P.DISPLAY_NAMES.get(model, model)
   title = f"{shown} on {dataset}"
-  parts = [f"<h1>Zoom sweep: {_esc(title)}</h1>"]
+  parts = [f"<h1>Zoom sweep: {html.escape(title)}</h1>"]
   when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   meta = [f"{metrics['num_images']} images x {metrics['num_views']} zoom views",
           f"written {when}"]
   if wall_time_s is not None:
     meta.append(f"sweep wall time {wall_time_s / 60:.1f} min")
-  parts.append(f'<p class="muted">{" · ".join(_esc(m) for m in meta)}</p>')
+  parts.append(f'<p class="muted">{" · ".join(html.escape(m) for m in meta)}</p>')
   if command:
-    parts.append(f"<p class=\"muted\">Command: <code>{_esc(command)}</code></p>")
+    parts.append(f"<p class=\"muted\">Command: <code>{html.escape(command)}</code></p>")
   if explorer:
-    parts.append(f'<p><a id="explorer-link" href="{_esc(explorer)}">Image explorer</a>: every view of every '
+    parts.append(f'<p><a id="explorer-link" href="{html.escape(explorer)}">Image explorer</a>: every view of every '
                  "image (scale x anchor grid coloured by the true label's probability, crops on click)</p>")
 
   # Headline numbers.
   if paper_dataset and paper:
-    note = (f"Paper: {_esc(shown)} on the full {_esc(paper_dataset)} set (paper.md §2); "
+    note = (f"Paper: {html.escape(shown)} on the full {html.escape(paper_dataset)} set (docs/study.md §2); "
             "ours may be a subset, so expect sampling noise.")
   elif paper_dataset:
-    note = f"The paper reports no numbers for {_esc(shown)} on {_esc(paper_dataset)}."
+    note = f"The paper reports no numbers for {html.escape(shown)} on {html.escape(paper_dataset)}."
   else:
     note = "No paper dataset is associated with this data (set config.paper_dataset to compare)."
   rows = []
-  n = metrics["num_images"]
   for key, label in (("one_crop_accuracy", "1-crop accuracy (LOC:1_1_Size:256)"),
                      ("upper_bound_accuracy", f"upper bound, all {metrics['num_views']} views"),
                      ("top36_accuracy", f"upper bound, greedy top-{top_k}")):
     theirs = paper.get(key)
-    rows.append([_esc(label), _esc(A.pct_interval(metrics.get(key), (metrics.get("ci95") or {}).get(key), n=n)),
-                 "–" if theirs is None else f"{theirs:.2f} %"])
+    rows.append([html.escape(label), html.escape(html.interval(metrics.get(key), (metrics.get("ci95") or {}).get(key))),
+                 html.escape(html.published(theirs))])
   theirs = paper.get("min_cover_size")
   rows.append(["greedy min-cover size", _num(metrics.get("min_cover_size")),
-               "–" if theirs is None else f"{theirs:.0f}"])
-  parts.append("<h2>Headline numbers</h2>" + _table(["metric", "ours [95 % bootstrap interval]", "paper"], rows)
+               html.MISSING if theirs is None else f"{theirs:.0f}"])
+  parts.append("<h2>Headline numbers</h2>"
+               + html.html_table(["metric", "ours [95 % bootstrap interval]", "paper"], rows)
                + f'<p class="muted">{note} Intervals: percentile bootstrap over images (1000 seeded draws). '
-               f'Greedy ties broken by the {_esc(metrics.get("tie_order", ""))} order (analyses.tie_order).</p>')
+               f'Greedy ties broken by the {html.escape(metrics.get("tie_order", ""))} order '
+               "(zoomjax.analysis.metrics.tie_order).</p>")
 
   # Figures.
   figs = []
@@ -251,21 +192,22 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
                                    upper_bound=metrics["upper_bound_accuracy"],
                                    one_crop=metrics.get("one_crop_accuracy"), k=top_k))
   parts.append("<h2>Figures</h2><div class=\"figs\">"
-               + "".join(f'<img src="{rel(p)}" alt="{_esc(os.path.basename(p))}">' for p in figs) + "</div>")
+               + "".join(f'<img src="{rel(p)}" alt="{html.escape(os.path.basename(p))}">' for p in figs) + "</div>")
 
   # Disentangling.
   dis = metrics.get("disentangling", {})
   pdis = P.DISENTANGLING.get(model, {}).get(paper_dataset or "", {})
   cols = ["ub_in", "ub_out", "ub_224", "excl_in", "excl_out", "excl_224"]
-  rows = [["ours"] + [_pct(dis.get(c)) for c in cols]]
+  pct = lambda x: html.percent(x, unit="")  # noqa: E731  (the title says %)
+  rows = [["ours"] + [pct(dis.get(c)) for c in cols]]
   by_group = metrics.get("solved_fraction_by_group", {})
   if by_group:
-    rows.append(["ours, every view of the group"] + [_pct(by_group.get(g)) for g in ("in", "out", "224")]
+    rows.append(["ours, every view of the group"] + [pct(by_group.get(g)) for g in ("in", "out", "224")]
                 + ["", "", ""])
   if pdis:
-    rows.append(["paper"] + [f"{pdis[c]:.2f}" for c in cols])
+    rows.append(["paper"] + [html.published(pdis[c], unit=False) for c in cols])
   parts.append("<h2>Zoom-in vs zoom-out vs zoom-224 (%)</h2>"
-               + _table(["", "UB in", "UB out", "UB 224", "excl. in", "excl. out", "excl. 224"], rows)
+               + html.html_table(["", "UB in", "UB out", "UB 224", "excl. in", "excl. out", "excl. 224"], rows)
                + '<p class="muted">UB: union over the group\'s views in the model\'s own min-cover. Exclusive: '
                "solved by the group and by neither other group (own min-cover; the paper's exclusive columns "
                "used CLIP's min-cover for every model, a code quirk).</p>")
@@ -276,10 +218,10 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   keys = [k for k in ["1-crop"] + [f"{s} {m}" for s in ("zoom-in", "zoom-out", "zoom-224", "5-crop", "10-crop")
                                    for m in ("max", "mean")] if k in agg]
   ci = metrics.get("ci95") or {}
-  rows = [[_esc(k), _esc(A.pct_interval(agg[k], ci.get(f"aggregation/{k}"), n=n)),
-           "–" if k not in pagg else f"{pagg[k]:.2f} %"] for k in keys]
+  rows = [[html.escape(k), html.escape(html.interval(agg[k], ci.get(f"aggregation/{k}"))),
+           html.escape(html.published(pagg.get(k)))] for k in keys]
   parts.append("<h2>Aggregating views without an oracle</h2>"
-               + _table(["method", "ours [95 % interval]", "paper"], rows)
+               + html.html_table(["method", "ours [95 % interval]", "paper"], rows)
                + '<p class="muted">max: label of the most confident view; mean: argmax of the mean softmax '
                "over the set. 5/10-crop: Resize(256, bicubic) + FiveCrop/TenCrop(224).</p>")
 
@@ -293,32 +235,37 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
   cands = gallery_candidates(rec, gallery_size)
   cards = []
   for g in cands:
-    truth = ", ".join(_class(class_names, k) for k in g["labels"])
+    truth = ", ".join(html.class_name(class_names, k) for k in g["labels"])
     pics = ""
     if read_image is not None and render_view is not None:
       image = read_image(g["index"])
       stem = f"gallery_{g['index']:06d}"
-      p0 = _save_image(image, os.path.join(assets, f"{stem}_orig.jpg"), max_side=320)
-      p1 = _save_image(render_view(image, g["one_crop_view"]), os.path.join(assets, f"{stem}_1crop.jpg"))
-      p2 = _save_image(render_view(image, g["best_view"]), os.path.join(assets, f"{stem}_best.jpg"))
-      pics = "".join(f'<figure><img src="{rel(p)}" alt="{_esc(a)}" title="{_esc(a)}">'
-                     f"<figcaption>{_esc(a)}</figcaption></figure>" for p, a in
+      p0 = html.save_thumbnail(image, os.path.join(assets, f"{stem}_orig.jpg"), max_side=320, quality=90)
+      p1 = html.save_thumbnail(render_view(image, g["one_crop_view"]), os.path.join(assets, f"{stem}_1crop.jpg"),
+                               quality=90)
+      p2 = html.save_thumbnail(render_view(image, g["best_view"]), os.path.join(assets, f"{stem}_best.jpg"),
+                               quality=90)
+      pics = "".join(f'<figure><img src="{rel(p)}" alt="{html.escape(a)}" title="{html.escape(a)}">'
+                     f"<figcaption>{html.escape(a)}</figcaption></figure>" for p, a in
                      ((p0, "original"), (p1, "1-crop " + g["one_crop_view"]), (p2, "best " + g["best_view"])))
     cards.append(
         f'<div class="card"><div class="row">{pics}</div>'
-        f"<div><b>{_esc(g['id'])}</b> · true: {_esc(truth)} · {g['num_correct_views']} views correct</div>"
-        f'<div class="bad">1-crop {_esc(g["one_crop_view"])}: {_esc(_class(class_names, g["one_crop_pred"]))} '
-        f"({100 * g['one_crop_p']:.0f}%)</div>"
-        f'<div class="ok">best {_esc(g["best_view"])}: {_esc(_class(class_names, g["best_pred"]))} '
-        f"({100 * g['best_p']:.0f}%)</div></div>")
+        f"<div><b>{html.escape(g['id'])}</b> · true: {html.escape(truth)} · {g['num_correct_views']} views "
+        "correct</div>"
+        f'<div class="bad">1-crop {html.escape(g["one_crop_view"])}: '
+        f'{html.escape(html.class_name(class_names, g["one_crop_pred"]))} '
+        f"({html.escape(html.percent(g['one_crop_p']))})</div>"
+        f'<div class="ok">best {html.escape(g["best_view"])}: '
+        f'{html.escape(html.class_name(class_names, g["best_pred"]))} '
+        f"({html.escape(html.percent(g['best_p']))})</div></div>")
   parts.append(f"<h2>Rescued by zoom: 1-crop wrong, some zoom right ({len(cands)} shown)</h2>"
                + (f'<div class="gallery">{"".join(cards)}</div>' if cards else "<p>None.</p>"))
 
   skipped = metrics.get("skipped_files") or []
   parts.append(f"<h2>Skipped files ({len(skipped)})</h2>"
-               + ("<ul>" + "".join(f"<li>{_esc(s)}</li>" for s in skipped) + "</ul>" if skipped else "<p>None.</p>"))
-  page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_esc(title)}</title>"
-          f"<style>{_CSS}</style></head><body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
+               + ("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>" if skipped
+                  else "<p>None.</p>"))
+  page = html.document(title, "".join(parts), what="report")
   path = os.path.join(workdir, "report.html")
   atomic.write_text(path, page)
   return path

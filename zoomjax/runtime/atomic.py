@@ -9,10 +9,20 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
-from typing import Any, BinaryIO, Dict, Iterator
+from typing import Any, BinaryIO, Dict, Iterator, Optional
 
 import numpy as np
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def slug(text: str, max_len: Optional[int] = None) -> str:
+  """A file-name-safe form of `text` (a model row, a dataset name, a run label): each run of characters other
+  than letters, digits, '.', '_' and '-' becomes one '_', at most `max_len` characters, never empty ("x")."""
+  out = _UNSAFE.sub("_", text).strip("_")
+  return (out[:max_len] if max_len else out) or "x"
 
 
 def _umask() -> int:

@@ -1,39 +1,53 @@
-"""Command-line plumbing of `zoomjax.main`: the config's package root, flag parsing, one-line user errors.
+"""Command-line plumbing of `zoomjax.main`: flag parsing, one-line user errors, a quiet backend start.
+
+`--config.<field>=VALUE` overrides may stand before or after `--config` (`config_fields_after_config`); the open
+blocks (`--config.model.overrides.KEY=VALUE`) may add keys.
 
 A user error (`zoomjax.errors`: a bad config value, data file, checkpoint or workdir, a full disk, a permission
 problem) ends the run with one line, `zoomjax: error: <what and how to fix it>`, on stderr and exit status 2;
 `--verbose` adds its traceback. Any other exception is a bug and keeps its traceback.
 """
 import ast
-import os
+import contextlib
+import logging as std_logging
 import sys
 import traceback
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 from absl import app, flags
 
 from zoomjax import errors
 
+__all__ = ["EXIT_USER_ERROR", "BACKEND_LOGGER", "OPEN_BLOCKS", "quiet_backend_probe", "exit_on_user_error",
+           "parse_flags", "config_fields_after_config"]
+
 EXIT_USER_ERROR = 2
+BACKEND_LOGGER = "jax._src.xla_bridge"
 
 
-def config_root(argv) -> str:
-  """The directory holding the `configs/` package of `--config .../configs/x.py`, or "".
+class _OptionalBackendFilter(std_logging.Filter):
+  """Drops JAX's INFO record `Unable to initialize backend '<x>': ...`, which JAX logs for every optional backend
+  it probes and does not find (libtpu on a CPU machine, a CUDA or ROCm plugin without its hardware). A backend
+  the user asked for (JAX_PLATFORMS) raises instead, and a GPU or TPU that is present but failed is a WARNING:
+  both still show."""
 
-  Config files import their siblings as `configs.<name>`; putting that directory first on sys.path makes
-  `--config /any/path/configs/x.py` work from any working directory.
-  """
-  for i, arg in enumerate(argv):
-    path = None
-    if arg.startswith("--config="):
-      path = arg[len("--config="):]
-    elif arg == "--config" and i + 1 < len(argv):
-      path = argv[i + 1]
-    if path:
-      folder = os.path.dirname(os.path.abspath(path.split(":", 1)[0]))
-      if os.path.basename(folder) == "configs":
-        return os.path.dirname(folder)
-  return ""
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not (record.levelno <= std_logging.INFO and str(record.msg).startswith("Unable to initialize backend"))
+
+
+@contextlib.contextmanager
+def quiet_backend_probe(verbose: bool = False) -> Iterator[None]:
+  """Starting JAX's backends inside this block logs no line about optional backends that are absent (all of
+  them are shown with `verbose`)."""
+  if verbose:
+    yield
+    return
+  logger, quiet = std_logging.getLogger(BACKEND_LOGGER), _OptionalBackendFilter()
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
 
 
 def exit_on_user_error(e: BaseException, verbose: bool, prefix: str = "") -> None:
@@ -77,7 +91,7 @@ def parse_flags(argv: List[str]) -> List[str]:
 
   A config file that fails with a traceback that is not a user error is a bug: absl's own report keeps it.
   """
-  argv, added = _split_open_overrides(argv)
+  argv, added = _split_open_overrides(config_fields_after_config(argv))
   saved, sys.argv = sys.argv, list(argv)  # ml_collections reads its overrides from sys.argv.
   try:
     rest = flags.FLAGS(argv)
@@ -105,6 +119,40 @@ def parse_flags(argv: List[str]) -> List[str]:
   if added:
     _add_open_overrides(flags.FLAGS["config"].value, added)
   return rest
+
+
+def _flag_name(arg: str) -> str:
+  """'--config.limit=3' -> 'config.limit'; '' for an arg that is not a flag."""
+  return arg.lstrip("-").split("=", 1)[0] if arg.startswith("-") and arg not in ("-", "--") else ""
+
+
+def config_fields_after_config(argv: List[str]) -> List[str]:
+  """argv with the `--config.<field>` overrides given before `--config` moved to just after it (and its value).
+
+  absl meets flags in order and refuses an override met before the config file it overrides ("Found
+  --config.shard_size=10 in argv before a value for --config was specified"); the order of the overrides among
+  themselves is kept. An override's value given as the next arg (`--config.limit 3`) moves with it.
+  """
+  argv = list(argv)
+  end = argv.index("--") if "--" in argv else len(argv)
+  at = next((i for i in range(1, end) if _flag_name(argv[i]) == "config"), None)
+  if at is None:
+    return argv
+  moved, kept, i = [], argv[:1], 1
+  while i < at:
+    name = _flag_name(argv[i])
+    if name.startswith(("config.", "noconfig.")):
+      moved.append(argv[i])
+      if "=" not in argv[i] and i + 1 < at and not argv[i + 1].startswith("--"):
+        moved.append(argv[i + 1])  # Its value (or a positional arg, which may stand anywhere).
+        i += 1
+    else:
+      kept.append(argv[i])
+    i += 1
+  if not moved:
+    return argv
+  after = at + (2 if "=" not in argv[at] and at + 1 < end else 1)
+  return kept + argv[at:after] + moved + argv[after:]
 
 
 # Config blocks whose keys are free (make_module kwargs): `--config.<...>.overrides.KEY=VALUE` adds KEY, which

@@ -142,7 +142,7 @@ def data_parallel_jit(fn: Callable[..., Any], mesh: Mesh, *, num_args: int,
   per-example independent
   along the batch axis (no cross-example reductions), as the zoom sweep and batched MEMO are.
 
-  E.g. for a vmapped MEMO episode `fn(variables, images, keys, hws)`: `data_parallel_jit(fn, mesh, num_args=4)`.
+  E.g. for a vmapped MEMO episode `fn(variables, images, hws, keys)`: `data_parallel_jit(fn, mesh, num_args=4)`.
   """
   in_specs = tuple(P() if i in replicated_argnums else P(DATA_AXIS) for i in range(num_args))
   # check_vma=False: per-device programs may carry unsharded loop state (e.g. a scan accumulator).

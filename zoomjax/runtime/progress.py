@@ -1,13 +1,45 @@
-"""Progress of a long job: seconds spent compiling (`CompileClock`) and the images/s, views/s, ETA line
-(`Progress`).
+"""Progress of a long job: a line before each compile (`announcing`), seconds spent compiling (`CompileClock`)
+and the images/s, views/s, ETA line (`Progress`).
+
+A paper-grid sweep compiles for minutes before its first image; `announcing` wraps a jitted step so that
+`compiling the views program for 512x512 canvases...` is said (`zoomjax.runtime.console.say`) the first time the
+step meets a new input shape, i.e. just before JAX compiles it (or reads it from the persistent cache).
 
 Hand-written rather than clu's PeriodicAction, whose import loads TensorFlow.
 """
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
 import jax
 from absl import logging
+
+from zoomjax.runtime import console
+
+__all__ = ["announcing", "CompileClock", "Progress"]
+
+
+def announcing(fn: Callable[..., Any], describe: Callable[..., Tuple[Hashable, str]],
+               say: Callable[[str], None] = console.say) -> Callable[..., Any]:
+  """`fn` (a jitted step), saying `compiling <what>...` before each call whose key is new.
+
+  describe(*args) -> (key, what): key is what selects the executable (the input shapes that vary, e.g. the
+  canvas shape); `what` names the program for the user. Keys are remembered per wrapper, like jit's own cache
+  per function, so a step reused across runs announces each shape once.
+  """
+  seen = set()
+
+  def call(*args, **kwargs):
+    key, what = describe(*args, **kwargs)
+    if key not in seen:
+      seen.add(key)
+      say(f"compiling {what}...")
+    return fn(*args, **kwargs)
+
+  call.__wrapped__ = fn
+  for name in ("lower", "trace", "eval_shape"):  # jit's AOT entry points stay reachable.
+    if hasattr(fn, name):
+      setattr(call, name, getattr(fn, name))
+  return call
 
 
 class CompileClock:
@@ -47,7 +79,7 @@ class CompileClock:
 class Progress:
   """Logs (and hands to `write`) images/s, views/s and the ETA at most every `every_secs` and at the end.
 
-  Hand-written rather than clu's PeriodicAction, whose import loads TensorFlow (README, Dependencies).
+  Hand-written rather than clu's PeriodicAction, whose import loads TensorFlow (docs/index.md, Design notes).
   """
 
   def __init__(self, *, total_images: int, views_per_image: int, every_secs: float = 30.0,

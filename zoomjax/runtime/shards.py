@@ -4,6 +4,10 @@ Shard k holds the images with global index in [k * shard_size, (k + 1) * shard_s
 processes, so any process layout resumes any other's partial run. Processes take shards round-robin, never talk
 to each other, and share only the filesystem. A shard file appears (atomic replace of a complete file) only
 when all its images are done; a rerun skips shards whose file exists. Process 0 merges when all exist.
+A shard left unfinished (Ctrl-C, SIGTERM, an error) keeps its finished images in `shard_<k>.partial.npz`, the
+same format (meta and fingerprint included); the rerun computes only the images it lacks, then writes the shard
+file and deletes the partial one. A partial file whose ids, fingerprint or meta disagree with the run is dropped
+with a warning; the merge never reads partial files.
 
 A shard is an `.npz` of per-image rows (`index` (N,) int64, `ids` (N,) str, `labels` (N, L) int32 -1 padded,
 plus the job's own fields, N first), per-run metadata that must be identical in every shard (e.g. view names),
@@ -31,7 +35,14 @@ from absl import logging
 
 from zoomjax.runtime import atomic
 from zoomjax.runtime import console
+from zoomjax.runtime import interrupt
 from zoomjax.errors import NotFoundError, StateError, UserError, WaitTimeoutError
+
+__all__ = ["SHARD_DIR", "CONFIG_FILE", "DATASET_FILE", "ROW_KEYS", "SKIPPED", "FINGERPRINT", "SKIPPED_INDEX",
+           "SKIPPED_STAMP", "Rows", "shard_path", "partial_path", "num_shards", "images_to_run", "shard_range",
+           "process_shards", "concat_rows", "fingerprint", "save_shard", "load_arrays", "run_shards", "expect",
+           "load_partial", "check_shard", "skip_summary", "workdir_lock", "claim", "wait_for_shards",
+           "note_dataset", "merge", "check_or_write_config"]
 
 SHARD_DIR = "shards"
 CONFIG_FILE = "config.json"
@@ -52,6 +63,14 @@ def num_shards(num_images: int, shard_size: int) -> int:
   if shard_size <= 0:
     raise UserError(f"shard_size must be positive, got {shard_size}")
   return -(-num_images // shard_size)
+
+
+def images_to_run(limit: int, available: int) -> int:
+  """How many images a job runs: the first `limit` of the dataset's `available` (config.limit; 0 = all)."""
+  limit = int(limit)
+  if limit < 0:
+    raise UserError(f"config.limit={limit}: use 0 for all images or a positive count")
+  return available if limit == 0 else min(limit, available)
 
 
 def shard_range(k: int, shard_size: int, num_images: int) -> range:
@@ -129,70 +148,192 @@ def run_shards(workdir: str, *, num_images: int, shard_size: int,
   """Computes and writes this process's missing shards; returns the shard ids written now.
 
   batches_for(indices) yields batches (dicts with 'index' (B,) global index, -1 for padding and unreadable
-  images, 'labels' (B, L), ...) over exactly those images, in any order. Each shard gets its own batch stream,
-  so batch composition, hence every number, is the same whether a run went through in one go or was resumed.
-  compute(batch) -> the job's per-row fields (B first). empty_rows: the same fields with zero rows (a shard
-  whose images were all unreadable). skipped_in(range) -> "id: reason" of the unreadable images in the range.
+  images, 'labels' (B, L), ...) over exactly those images, in any order. Each shard gets its own batch stream
+  over its unfinished images (all of them, or those its partial file lacks), so compute(batch) -> the job's
+  per-row fields (B first) must give each image's rows whatever the other images of its batch (every zoomjax
+  step does: per-image programs of fixed shapes); then a resumed run's numbers equal an uninterrupted run's.
+  empty_rows: the same fields with zero rows (a shard whose images were all unreadable). skipped_in(range) ->
+  "id: reason" of the unreadable images in the range.
   fingerprint_of(range) -> `fingerprint` of the range's ids and labels now; existing shards that do not match
-  it (or cannot be read, or hold other images) are recomputed with a warning.
+  it (or cannot be read, or hold other images) are recomputed with a warning, and partial files are dropped.
   file_stamp_of(i) -> a stamp of image i's source file now ('' when it has none, e.g. bytes from an archive):
   stored for the shard's skipped images, so that a rerun retries those whose file changed.
+
+  When the shard loop is left early (Ctrl-C or SIGTERM through `zoomjax.runtime.interrupt`, or any exception)
+  the finished images of the shard in progress go to its partial file (`partial_path`), which the next run
+  continues from. `zoomjax.runtime.interrupt` is told how many of this process's images are kept on disk.
   """
   n_shards = num_shards(num_images, shard_size)
   mine = process_shards(n_shards, process_index, process_count)
-  todo = []
+  fields = list(dict.fromkeys(tuple(ROW_KEYS) + tuple(empty_rows)))
+  todo, partials = [], {}
   for k in mine:
     rng = shard_range(k, shard_size, num_images)
     fp = fingerprint_of(rng) if fingerprint_of is not None else None
     problem = check_shard(shard_path(workdir, k), rng, fp, ids_of, file_stamp_of)
-    if problem is not None:
+    if problem is None:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(partial_path(workdir, k))  # Left by a kill between writing the shard and removing it.
+    else:
       if problem != "missing":
         console.warn(f"recomputing {shard_path(workdir, k)}: {problem}")
       todo.append(k)
+      rows = load_partial(partial_path(workdir, k), rng, fp, ids_of, fields, meta)
+      if rows is not None:
+        partials[k] = rows
   if len(todo) < len(mine):
     logging.info("resuming: %d of this process's %d shards already written", len(mine) - len(todo), len(mine))
-  done_images = sum(len(shard_range(k, shard_size, num_images)) for k in mine if k not in todo)
+  total = sum(len(shard_range(k, shard_size, num_images)) for k in mine)
+  kept = total - sum(len(shard_range(k, shard_size, num_images)) for k in todo)  # In finished shard files.
+  unit = os.path.abspath(workdir)
+
+  def in_partials(but: Optional[int] = None) -> int:
+    return sum(len(r["index"]) for j, r in partials.items() if j != but)
+
+  if partials:
+    logging.info("resuming %d partly done shards (%d images)", len(partials), in_partials())
+  interrupt.account(unit, kept + in_partials(), total)
+  done_images = kept + in_partials()
   if progress is not None:
     progress(done_images)  # Starts the clock: rates and ETA count only the work of this run.
   written = []
-  for k in todo:
-    rng = shard_range(k, shard_size, num_images)
-    parts: List[Rows] = []
-    seen = set()
-    for batch in batches_for(list(rng)):
-      index = np.asarray(batch["index"])
-      keep = index >= 0
-      if not keep.any():
-        continue
-      got = [int(i) for i in index[keep]]
-      if any(i not in rng or i in seen for i in got):
-        raise RuntimeError(f"the data stream for shard {k} ({rng}) yielded unexpected images {got}")
-      seen.update(got)
-      part = {f: np.asarray(v)[keep] for f, v in compute(batch).items()}
-      part["index"] = index[keep].astype(np.int64)
-      part["labels"] = np.asarray(batch["labels"])[keep].astype(np.int32)
-      part["ids"] = _strings([ids_of(i) for i in got])
-      parts.append(part)
-      done_images += len(got)
-      if progress is not None:
-        progress(done_images)
-    done_images += len(rng) - len(seen)
-    if parts:
-      rows = concat_rows(parts)
-      rows = {f: v[np.argsort(rows["index"], kind="stable")] for f, v in rows.items()}  # Shards store index order.
-    else:
-      rows = dict(empty_rows, index=np.zeros(0, np.int64), ids=np.zeros(0, np.str_),
-                  labels=np.zeros((0, 1), np.int32))
-    path = shard_path(workdir, k)
-    meta_k = dict(meta)
-    if fingerprint_of is not None:
-      meta_k[FINGERPRINT] = [fingerprint_of(rng)]
-    stamps = None if file_stamp_of is None else {i: file_stamp_of(i) for i in rng if i not in seen}
-    save_shard(path, rows, meta_k, list(skipped_in(rng)), stamps)
-    written.append(k)
-    if on_shard_written is not None:
-      on_shard_written(k, path)
+  current: Dict[str, Any] = {"k": None, "parts": [], "saved": 0}
+
+  def save_partial() -> None:
+    """The finished images of the shard in progress -> its partial file (none finished now: nothing)."""
+    with interrupt.commit():
+      k, parts = current["k"], current["parts"]
+      n = sum(len(p["index"]) for p in parts)
+      if k is None or n == current["saved"]:
+        return
+      rows = _sorted_rows(concat_rows(parts))
+      meta_k = dict(meta)
+      if fingerprint_of is not None:
+        meta_k[FINGERPRINT] = [fingerprint_of(shard_range(k, shard_size, num_images))]
+      save_shard(partial_path(workdir, k), rows, meta_k, [])
+      current["saved"] = n
+      interrupt.account(unit, kept + in_partials(but=k) + n, total)
+
+  with interrupt.saving(save_partial):
+    for k in todo:
+      rng = shard_range(k, shard_size, num_images)
+      with interrupt.commit():
+        earlier = partials.get(k)
+        current.update(k=k, parts=[earlier] if earlier is not None else [],
+                       saved=0 if earlier is None else len(earlier["index"]))
+      seen = set() if earlier is None else {int(i) for i in earlier["index"]}
+      remaining = [i for i in rng if i not in seen]
+      try:
+        for batch in (batches_for(remaining) if remaining else ()):
+          index = np.asarray(batch["index"])
+          keep = index >= 0
+          if not keep.any():
+            continue
+          got = [int(i) for i in index[keep]]
+          if any(i not in rng or i in seen for i in got):
+            raise RuntimeError(f"the data stream for shard {k} ({rng}) yielded unexpected images {got}")
+          part = {f: np.asarray(v)[keep] for f, v in compute(batch).items()}
+          part["index"] = index[keep].astype(np.int64)
+          part["labels"] = np.asarray(batch["labels"])[keep].astype(np.int32)
+          part["ids"] = _strings([ids_of(i) for i in got])
+          with interrupt.commit():
+            seen.update(got)
+            current["parts"].append(part)
+          done_images += len(got)
+          if progress is not None:
+            progress(done_images)
+      except BaseException:
+        try:
+          save_partial()  # Finished images survive a Ctrl-C, a bad image under on_error='raise', a bug.
+        except Exception as e:  # pylint: disable=broad-except  The original error is the one to report.
+          logging.warning("could not keep the finished images of shard %d: %s", k, e)
+        raise
+      done_images += len(rng) - len(seen)
+      parts = current["parts"]
+      if parts:
+        rows = _sorted_rows(concat_rows(parts))
+      else:
+        rows = dict(empty_rows, index=np.zeros(0, np.int64), ids=np.zeros(0, np.str_),
+                    labels=np.zeros((0, 1), np.int32))
+      path = shard_path(workdir, k)
+      meta_k = dict(meta)
+      if fingerprint_of is not None:
+        meta_k[FINGERPRINT] = [fingerprint_of(rng)]
+      stamps = None if file_stamp_of is None else {i: file_stamp_of(i) for i in rng if i not in seen}
+      with interrupt.commit():
+        save_shard(path, rows, meta_k, list(skipped_in(rng)), stamps)
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(partial_path(workdir, k))
+        partials.pop(k, None)
+        current.update(k=None, parts=[], saved=0)
+        kept += len(rng)
+        interrupt.account(unit, kept + in_partials(), total)
+      written.append(k)
+      if on_shard_written is not None:
+        on_shard_written(k, path)
   return written
+
+
+def expect(workdir: str, *, num_images: int, shard_size: int, process_index: int = 0,
+           process_count: int = 1) -> None:
+  """Declares a `run_shards(workdir, ...)` still to come in this run (a later TTA seed, evaluate pair), so that
+  the line a Ctrl-C prints counts its images, and those its shard files already hold, before it starts."""
+  mine = process_shards(num_shards(num_images, shard_size), process_index, process_count)
+  total = sum(len(shard_range(k, shard_size, num_images)) for k in mine)
+  kept = sum(len(shard_range(k, shard_size, num_images)) for k in mine if os.path.exists(shard_path(workdir, k)))
+  interrupt.expect(os.path.abspath(workdir), total, kept)
+
+
+def _sorted_rows(rows: Rows) -> Rows:
+  """Rows in image index order (shards store index order)."""
+  order = np.argsort(rows["index"], kind="stable")
+  return {f: v[order] for f, v in rows.items()}
+
+
+def partial_path(workdir: str, k: int) -> str:
+  """Shard k's partial file: the images of an unfinished shard that were done when its run stopped."""
+  return os.path.join(workdir, SHARD_DIR, f"shard_{k:06d}.partial.npz")
+
+
+def load_partial(path: str, rng: range, fp: Optional[str], ids_of: Callable[[int], str], fields: Sequence[str],
+                 meta: Mapping[str, Sequence[str]]) -> Optional[Rows]:
+  """The rows of a partial file that belongs to `rng` as it is now (its ids, fingerprint and `meta` agree), or
+  None: none exists, or it is dropped with a warning (its images are computed again)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      arrays = {f: z[f] for f in z.files}
+  except Exception as e:  # pylint: disable=broad-except  Any unreadable file is recomputed.
+    problem = f"unreadable ({type(e).__name__}: {e})"
+  else:
+    problem = _partial_problem(arrays, rng, fp, ids_of, fields, meta)
+  if problem is None:
+    return {f: arrays[f] for f in fields}
+  console.warn(f"dropping {path} and computing its images again: {problem}")
+  with contextlib.suppress(OSError):
+    os.remove(path)
+  return None
+
+
+def _partial_problem(arrays: Rows, rng: range, fp: Optional[str], ids_of: Callable[[int], str],
+                     fields: Sequence[str], meta: Mapping[str, Sequence[str]]) -> Optional[str]:
+  missing = [f for f in list(fields) + list(meta) if f not in arrays]
+  if missing:
+    return f"it lacks {missing} (written by another job or version)"
+  index = arrays["index"]
+  if any(len(arrays[f]) != len(index) for f in fields):
+    return "its fields have different lengths"
+  if len(set(int(i) for i in index)) != len(index) or any(int(i) not in rng for i in index):
+    return f"holds images outside its range {rng.start}..{rng.stop - 1} or twice"
+  if any(str(arrays["ids"][j]) != ids_of(int(i)) for j, i in enumerate(index)):
+    return "its image ids differ from the dataset's at the same indices (the dataset changed)"
+  if fp is not None and (FINGERPRINT not in arrays or str(arrays[FINGERPRINT][0]) != fp):
+    return "the dataset's images or labels in its range changed since it was written"
+  differ = [f for f in meta if [str(x) for x in arrays[f]] != [str(x) for x in meta[f]]]
+  if differ:
+    return f"its {differ[0]} differ from this run's"
+  return None
 
 
 def check_shard(path: str, rng: range, fp: Optional[str], ids_of: Callable[[int], str],

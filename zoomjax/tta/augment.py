@@ -1,11 +1,12 @@
-"""Test-time views as pure functions of (key, image): RandomResizedCrop, the standard eval view and AugMix.
+"""Test-time views as pure functions of (image, hw, key): RandomResizedCrop, the standard eval view and AugMix.
 
-Images enter as a zero-padded canvas (Hc, Wc, 3) plus the true size `hw` (traced), so one compiled function serves
-every image size and vmaps over a batch of images. Resampling is `zoomjax.resample.resize_crop` (PIL semantics).
-Outputs are float32 pixels in [0, 255] holding whole numbers, like the uint8 PIL images torchvision hands to
-ToTensor; the model bundle's `preprocessing.normalize` comes after.
+Images enter as a zero-padded canvas (Hc, Wc, 3) plus the true size `hw` (traced; None: the whole canvas), so one
+compiled function serves every image size and vmaps over a batch of images. Every function of `zoomjax.tta` takes
+its arguments in one order: (variables,) image, hw, key, then options. Resampling is
+`zoomjax.resample.resize_crop` (PIL semantics). Outputs are float32 pixels in [0, 255] holding whole numbers, like
+the uint8 PIL images torchvision hands to ToTensor; the model bundle's `preprocessing.normalize` comes after.
 
-Randomness comes only from `jax.random` keys, so a view is a pure function of (key, image).
+Randomness comes only from `jax.random` keys, so a view is a pure function of (image, hw, key).
 
 Pass order: every resize here runs horizontally first, as every Pillow before 13.0 did (MEMO's and the zoom
 study's setup). `pil_order=True` follows the installed Pillow >= 13 instead (vertical first for strong vertical
@@ -21,6 +22,10 @@ import jax.numpy as jnp
 
 from zoomjax.resample import resize_crop, short_side_resize
 
+__all__ = ["AUGMIX_FILL", "AUGMIX_OPS", "Augmentation", "RRC_RATIO", "RRC_SCALE", "as_hw", "augmix",
+           "augmix_augmentation", "augmix_chain", "augmix_op", "random_resized_crop", "rrc_augmentation",
+           "sample_rrc_box", "standard_view"]
+
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 # MEMO passes `fillcolor=128` to PIL on RGB images, which PIL reads as the packed pixel (128, 0, 0): dark red.
@@ -28,7 +33,7 @@ AUGMIX_FILL = (128.0, 0.0, 0.0)
 AUGMIX_OPS = ("autocontrast", "equalize", "rotate", "solarize", "shear_x", "shear_y", "translate_x",
               "translate_y", "posterize")
 
-# An augmentation: (key, canvas (Hc, Wc, 3), hw int32 (2,)) -> float32 (H', W', 3) pixels in [0, 255].
+# An augmentation: (canvas (Hc, Wc, 3), hw int32 (2,), key) -> float32 (H', W', 3) pixels in [0, 255].
 Augmentation = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -39,7 +44,7 @@ def as_hw(canvas: jax.Array, hw=None) -> jax.Array:
   return jnp.asarray(hw, jnp.int32)
 
 
-def sample_rrc_box(key: jax.Array, hw, scale: Tuple[float, float] = RRC_SCALE,
+def sample_rrc_box(hw, key: jax.Array, scale: Tuple[float, float] = RRC_SCALE,
                    ratio: Tuple[float, float] = RRC_RATIO, attempts: int = 10) -> jax.Array:
   """torchvision `RandomResizedCrop.get_params`: int32 (top, left, height, width) of a crop of an (h, w) image.
 
@@ -70,7 +75,7 @@ def sample_rrc_box(key: jax.Array, hw, scale: Tuple[float, float] = RRC_SCALE,
   return jnp.where(jnp.any(valid), jnp.stack([top, left, ch, cw]), fb).astype(jnp.int32)
 
 
-def random_resized_crop(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, method: str = "bicubic",
+def random_resized_crop(canvas: jax.Array, hw, key: jax.Array, size: int = 224, method: str = "bicubic",
                         scale: Tuple[float, float] = RRC_SCALE, ratio: Tuple[float, float] = RRC_RATIO, *,
                         pil_order: bool = False) -> jax.Array:
   """torchvision `RandomResizedCrop(size, scale, ratio, interpolation=method)` on a PIL image -> (size, size, 3).
@@ -79,7 +84,7 @@ def random_resized_crop(key: jax.Array, canvas: jax.Array, hw=None, size: int = 
   `img.crop(box).resize((size, size), method)`, antialiased when downscaling.
   """
   hw = as_hw(canvas, hw)
-  box = sample_rrc_box(key, hw, scale, ratio)
+  box = sample_rrc_box(hw, key, scale, ratio)
   return resize_crop(canvas, hw, box, (size, size), (0, 0), (size, size), method=method, pil_order=pil_order)
 
 
@@ -104,8 +109,8 @@ def rrc_augmentation(size: int = 224, method: str = "bicubic", scale: Tuple[floa
                      ratio: Tuple[float, float] = RRC_RATIO, *, pil_order: bool = False) -> Augmentation:
   """MEMO + RRC's view distribution (paper §3.3): RandomResizedCrop(224, bicubic), no flip, no mixing."""
 
-  def augment(key, canvas, hw):
-    return random_resized_crop(key, canvas, hw, size, method, scale, ratio, pil_order=pil_order)
+  def augment(canvas, hw, key):
+    return random_resized_crop(canvas, hw, key, size, method, scale, ratio, pil_order=pil_order)
 
   return augment
 
@@ -245,7 +250,7 @@ def augmix_op(img: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Array,
   return affine_bilinear(img, mats[mat_index], fill)
 
 
-def augmix_chain(key: jax.Array, img: jax.Array, severity: float = 1.0, max_depth: int = 3,
+def augmix_chain(img: jax.Array, key: jax.Array, severity: float = 1.0, max_depth: int = 3,
                  fill: Sequence[float] = AUGMIX_FILL) -> jax.Array:
   """One AugMix chain: depth ~ randint(1, max_depth + 1) ops drawn uniformly with replacement."""
   k_depth, k_ops = jax.random.split(key)
@@ -263,7 +268,7 @@ def augmix_chain(key: jax.Array, img: jax.Array, severity: float = 1.0, max_dept
   return img
 
 
-def augmix(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, severity: float = 1.0, width: int = 3,
+def augmix(canvas: jax.Array, hw, key: jax.Array, size: int = 224, severity: float = 1.0, width: int = 3,
            max_depth: int = 3, alpha: float = 1.0, fill: Sequence[float] = AUGMIX_FILL, *,
            pil_order: bool = False) -> jax.Array:
   """MEMO's AugMix view (paper §3.3) -> float32 (size, size, 3) in [0, 255].
@@ -274,7 +279,7 @@ def augmix(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, severity
   """
   hw = as_hw(canvas, hw)
   k_rrc, k_flip, k_w, k_m, k_chains = jax.random.split(key, 5)
-  x = random_resized_crop(k_rrc, canvas, hw, size, "bilinear", pil_order=pil_order)
+  x = random_resized_crop(canvas, hw, k_rrc, size, "bilinear", pil_order=pil_order)
   x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)
   if alpha == 1.0:  # The paper's case, in closed form: gamma samplers cost seconds of compile time on CPU.
     e = jax.random.exponential(k_w, (width,))
@@ -283,7 +288,7 @@ def augmix(key: jax.Array, canvas: jax.Array, hw=None, size: int = 224, severity
   else:
     ws = jax.random.dirichlet(k_w, jnp.full((width,), alpha, jnp.float32))
     m = jax.random.beta(k_m, alpha, alpha)
-  chains = jax.vmap(lambda k: augmix_chain(k, x, severity, max_depth, fill))(jax.random.split(k_chains, width))
+  chains = jax.vmap(lambda k: augmix_chain(x, k, severity, max_depth, fill))(jax.random.split(k_chains, width))
   mix = jnp.tensordot(ws, chains, axes=1)
   return m * x + (1.0 - m) * mix
 
@@ -292,7 +297,7 @@ def augmix_augmentation(size: int = 224, severity: float = 1.0, width: int = 3, 
                         alpha: float = 1.0, *, pil_order: bool = False) -> Augmentation:
   """MEMO + AugMix's view distribution with the paper's hyper-parameters by default."""
 
-  def augment(key, canvas, hw):
-    return augmix(key, canvas, hw, size, severity, width, max_depth, alpha, pil_order=pil_order)
+  def augment(canvas, hw, key):
+    return augmix(canvas, hw, key, size, severity, width, max_depth, alpha, pil_order=pil_order)
 
   return augment

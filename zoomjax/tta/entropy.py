@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ["marginal_entropy"]
+
 
 def marginal_entropy(logits: jax.Array, mask: Optional[np.ndarray] = None) -> jax.Array:
   """Entropy of the marginal p̄ = mean_b softmax(logits_b); logits (B, C) -> scalar.

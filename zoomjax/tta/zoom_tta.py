@@ -1,23 +1,36 @@
 """Zoom aggregation at test time (paper §2.8): predict from many zoom views without adaptation or an oracle.
 
 "mean": argmax of the softmax averaged over the views; "max": the label of the single most confident view
-(highest max-softmax). The paper does not define the two; these are its most plausible reading (paper.md §2.8).
+(highest max-softmax). The paper does not define the two; these are its most plausible reading (docs/study.md §2.8).
 Both use the dataset's logit mask inside the softmax, like every other prediction in zoomjax.
 """
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoomjax import zoom
 from zoomjax.data.label_space import mask_logits
 from zoomjax.models.bundle import ModelBundle
 from zoomjax.tta import augment
 from zoomjax.tta.memo import EpisodeFn, with_bn_prior
 
+__all__ = ["AGGREGATIONS", "CropsFn", "aggregate", "grid_views", "make_zoom_tta"]
+
 # (canvas (Hc, Wc, 3), hw int32 (2,)) -> (V, crop, crop, 3) float32 pixels in [0, 255], e.g. the zoom-in grid.
 CropsFn = Callable[[jax.Array, jax.Array], jax.Array]
 AGGREGATIONS = ("mean", "max")
+
+
+def grid_views(grid: zoom.ZoomGrid, **zoom_kwargs: Any) -> CropsFn:
+  """The CropsFn of a zoom grid: every view of `grid` of one canvas, in grid order (keyword arguments as in
+  `zoomjax.zoom.zoom_crops_batch`, e.g. impl or dtype)."""
+
+  def crops_fn(canvas, hw):
+    return zoom.zoom_crops_batch(canvas[None], jnp.asarray(hw, jnp.int32)[None], grid, **zoom_kwargs)[0]
+
+  return crops_fn
 
 
 def aggregate(view_logits: jax.Array, how: str, mask: Optional[np.ndarray] = None) -> jax.Array:
@@ -36,7 +49,7 @@ def aggregate(view_logits: jax.Array, how: str, mask: Optional[np.ndarray] = Non
 
 def make_zoom_tta(bundle: ModelBundle, crops_fn: CropsFn, how: str = "mean", *,
                   logit_mask: Optional[np.ndarray] = None, view_chunk: int = 32) -> EpisodeFn:
-  """`predict(variables, image, key, hw=None) -> (C,)` aggregated over `crops_fn`'s views (key unused).
+  """`predict(variables, image, hw=None, key=None) -> (C,)` aggregated over `crops_fn`'s views (key unused).
 
   Views go through the model `view_chunk` at a time (lax.map), bounding activation memory; BatchNorm is in eval
   mode as in the zoom study.
@@ -46,7 +59,7 @@ def make_zoom_tta(bundle: ModelBundle, crops_fn: CropsFn, how: str = "mean", *,
   apply = bundle.predict_fn(with_bn_prior(bundle.module, None))
   mask = None if logit_mask is None else np.asarray(logit_mask, bool)
 
-  def predict(variables, image, key, hw=None):
+  def predict(variables, image, hw=None, key=None):
     del key
     image = jnp.asarray(image)
     hw = augment.as_hw(image, hw)

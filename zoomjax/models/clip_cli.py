@@ -1,0 +1,105 @@
+"""`python -m zoomjax.models.clip_cli`: a CLIP/OpenCLIP zero-shot head from a full checkpoint, once.
+
+Computing a head encodes 1000 classes x 80 prompts with the text tower. This command does it ahead of a job:
+without `--out` it fills the on-disk head cache that `zoomjax.models.load(NAME, checkpoint=CHECKPOINT)` reads;
+with `--out` it writes a self-contained classifier file (the image tower's tensors + `zeroshot_head` (E, C),
+.safetensors) that `load(NAME, checkpoint=OUT)` takes with no text tower, vocabulary or class names:
+
+  python -m zoomjax.models.clip_cli --checkpoint ViT-L-14.pt --model clip_vit_l14 --out clip_vit_l14.safetensors
+
+A bad file or value ends the command with one line naming it (exit status 2; `--verbose` adds the traceback).
+"""
+import argparse
+from typing import Optional, Sequence
+
+import numpy as np
+from safetensors.numpy import save as safetensors_bytes
+
+from zoomjax.checkpoints import CheckpointError, read_checkpoint
+from zoomjax.checkpoints.convert_clip import strip_module_prefix
+from zoomjax.models import clip_zero_shot as zs
+from zoomjax.models import registry
+from zoomjax.models.clip_families import FAMILIES
+from zoomjax.models.clip_head import text_head
+from zoomjax.runtime import atomic, cli
+
+__all__ = ["build_zero_shot_checkpoint", "main"]
+
+PROG = "python -m zoomjax.models.clip_cli"
+
+
+def build_zero_shot_checkpoint(checkpoint: str, vocab: Optional[str], class_names: Optional[str],
+                               out: Optional[str], activation: str = "quick_gelu", *,
+                               templates: Optional[str] = None, head_cache_dir: Optional[str] = None,
+                               model: Optional[str] = None) -> np.ndarray:
+  """Writes `out` (.safetensors, atomically): the image-tower weights of `checkpoint` plus `zeroshot_head` (E, C).
+
+  Without `out`, only computes the head into the cache (`head_cache_dir`, default ~/.cache/zoomjax/clip_heads);
+  with `out`, the cache is used only when `head_cache_dir` is given. `model` (a registered zero-shot name)
+  checks the image tower's geometry first, before minutes go into the head. Returns the head.
+  """
+  flat = strip_module_prefix(read_checkpoint(checkpoint))
+  if model is not None:  # The geometry check alone (no text keys: no head computed here).
+    registry.get_spec(model).prepare({k: v for k, v in flat.items() if k.startswith("visual.")}, {},
+                                     path=checkpoint)
+  if "token_embedding.weight" not in flat:
+    raise CheckpointError(f"{checkpoint}: no text tower (token_embedding.weight) to build the zero-shot head from")
+  head = text_head(flat, activation, vocab=vocab, class_names=class_names, templates=templates,
+                   head_cache_dir=head_cache_dir, use_cache=out is None or head_cache_dir is not None,
+                   checkpoint=checkpoint, progress=lambda i, n: print(f"\r{i}/{n} classes", end="", flush=True))
+  print()
+  if out is None:
+    print(f"cached the zero-shot head {head.shape} of {checkpoint} in {head_cache_dir or zs.default_cache_dir()}")
+    return head
+  tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in flat.items() if k.startswith("visual.")}
+  tensors["zeroshot_head"] = head.astype(np.float32)
+  atomic.write_bytes(out, safetensors_bytes(tensors))
+  print(f"wrote {out}: image tower of {checkpoint} + zero-shot head {head.shape}")
+  return head
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog=PROG,
+      description="Compute a CLIP/OpenCLIP zero-shot ImageNet head (100*cos over the 80 OpenAI templates) from a "
+                  "full OpenAI/open_clip checkpoint: either write a classifier file (image tower + head, --out) for "
+                  "zoomjax.models.load(NAME, checkpoint=OUT), or just warm the on-disk head cache that "
+                  "zoomjax.models.load(NAME, checkpoint=CHECKPOINT) reads.")
+  p.add_argument("--checkpoint", required=True, help="OpenAI/open_clip CLIP weights (e.g. ViT-L-14.pt)")
+  p.add_argument("--model", default=None, choices=sorted(FAMILIES), metavar="NAME",
+                 help="registered name, sets the activation and checks the checkpoint's geometry: "
+                      + ", ".join(sorted(FAMILIES)))
+  p.add_argument("--vocab", default=None,
+                 help="bpe_simple_vocab_16e6.txt.gz (ships with open_clip/CLIP; default: an installed open_clip's)")
+  p.add_argument("--classnames", default="openai",
+                 help="'openai' / 'zoom_paper' (OpenAI's curated 1000 names, from an installed open_clip), a text "
+                      "file with one class name per line, or a zero_shot_metadata.py")
+  p.add_argument("--templates", default="openai80",
+                 help="'openai80' (the 80 OpenAI templates), a text file with one '{}' template per line, or a "
+                      "zero_shot_metadata.py")
+  p.add_argument("--out", default=None, help="output .safetensors; without it only the head cache is filled")
+  p.add_argument("--head-cache-dir", default=None,
+                 help="head cache folder (default $ZOOMJAX_CLIP_HEADS or ~/.cache/zoomjax/clip_heads)")
+  p.add_argument("--activation", default=None, choices=("quick_gelu", "gelu"),
+                 help="quick_gelu: OpenAI and open_clip *-quickgelu models; gelu: other open_clip models "
+                      "(default: --model's, else quick_gelu)")
+  p.add_argument("--verbose", action="store_true", help="print the traceback of an error, not just its line")
+  return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the command on `argv` (default sys.argv[1:]); returns 0, or exits with status 2 and one line on stderr
+  for a bad file or value (argparse does the same for a bad flag)."""
+  a = _parser().parse_args(argv)
+  activation = a.activation or (FAMILIES[a.model].activation if a.model else "quick_gelu")
+  try:
+    build_zero_shot_checkpoint(a.checkpoint, a.vocab, a.classnames, a.out, activation, templates=a.templates,
+                               head_cache_dir=a.head_cache_dir, model=a.model)
+  except Exception as e:  # pylint: disable=broad-except  User errors end in one line; bugs are re-raised.
+    cli.exit_on_user_error(e, a.verbose)
+    raise
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""CLIP's zero-shot head (docs/study.md §5) and the head of a full CLIP state dict, computed once and cached.
+
+For each class, the prompt templates (OpenAI's 80 by default) are encoded by the text tower, each embedding
+L2-normalised, averaged and re-normalised: the head is the (E, C) matrix of those class embeddings, and the
+classifier's logits are 100 * cos(image embedding, class embedding) (`clip.ZeroShotClassifier`). The named text
+data, the vocabulary and the on-disk head cache are `zoomjax.models.clip_zero_shot`.
+"""
+import hashlib
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+
+from zoomjax.checkpoints import CheckpointError
+from zoomjax.checkpoints.convert_clip import convert_clip_text, strip_module_prefix
+from zoomjax.errors import UserError
+from zoomjax.models import clip_zero_shot as zs
+from zoomjax.models.clip import TextTower
+from zoomjax.models.clip_archs import config_from_state_dict
+from zoomjax.models.clip_zero_shot import OPENAI_IMAGENET_TEMPLATES
+
+__all__ = ["text_head", "zero_shot_head"]
+
+
+def zero_shot_head(encode_text: Callable[[np.ndarray], jax.Array], tokenize: Callable[[Sequence[str]], np.ndarray],
+                   class_names: Sequence[str], templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES,
+                   progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+  """(E, C) zero-shot weights: per class, mean of the normalised template embeddings, re-normalised.
+
+  `encode_text` maps (T, context) token ids to (T, E) embeddings (e.g. a jitted `CLIP.encode_text`);
+  it is called once per class with all templates, so one compile serves every class.
+  """
+  cols = []
+  for c, name in enumerate(class_names):
+    emb = np.asarray(encode_text(tokenize([t.format(name) for t in templates])), np.float32)
+    emb = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+    mean = emb.mean(axis=0)
+    cols.append(mean / np.linalg.norm(mean))
+    if progress is not None:
+      progress(c + 1, len(class_names))
+  return np.stack(cols, axis=1)
+
+
+# State-dict keys that are not the text tower's: the head's cache key hashes all the others.
+_NOT_TEXT = ("visual.", "logit_scale", "zeroshot_head", "input_resolution", "context_length", "vocab_size",
+             "attn_mask")
+
+
+def _file_sha256(path: str) -> str:
+  """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (recorded beside a cached head: which vocabulary)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def text_head(flat: Dict[str, np.ndarray], activation: str = "quick_gelu", *, vocab: Optional[str] = None,
+              class_names: Optional[str] = None, templates: Optional[str] = None,
+              head_cache_dir: Optional[str] = None, use_cache: bool = True, checkpoint: str = "",
+              progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+  """The (E, C) zero-shot head of a full CLIP state dict, from the on-disk cache when it was computed before.
+
+  `class_names` / `templates` / `vocab`: see `clip_zero_shot.resolve_*` (None: OpenAI's curated names, the 80
+  templates, the vocabulary of an installed open_clip). The text tower runs in float32 whatever the image
+  tower's dtype, so one cached head serves every compute dtype.
+  """
+  flat = strip_module_prefix(flat)
+  if "token_embedding.weight" not in flat:
+    raise CheckpointError("no text tower (`token_embedding.weight`) to build the zero-shot head from")
+  names, temps = zs.resolve_class_names(class_names), zs.resolve_templates(templates)
+  text_cfg = config_from_state_dict(flat)["text"]
+  info = {"checkpoint": str(checkpoint), "activation": activation, "text_config": text_cfg,
+          "class_names": list(names), "templates": list(temps), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+  def compute() -> np.ndarray:
+    from zoomjax.models.clip_tokenizer import ClipTokenizer  # pylint: disable=import-outside-toplevel
+    vocab_path = zs.resolve_vocab(vocab)
+    tok = ClipTokenizer(vocab_path, context_length=text_cfg["context_length"])
+    if tok.vocab_size != text_cfg["vocab_size"]:
+      raise UserError(f"vocabulary {vocab_path} has {tok.vocab_size} tokens but the checkpoint's text tower "
+                      f"embeds {text_cfg['vocab_size']}: pass the vocabulary the model was trained with")
+    info.update(vocab=vocab_path, vocab_sha256=_file_sha256(vocab_path))
+    model = TextTower(**text_cfg, activation=activation)
+    variables = convert_clip_text(flat, text_heads=text_cfg["num_heads"])
+    encode = jax.jit(model.apply)
+    logging.info("computing the CLIP zero-shot head: %d classes x %d templates", len(names), len(temps))
+    return zero_shot_head(lambda t: encode(variables, t), tok, names, temps, progress=progress)
+
+  if not use_cache:
+    return compute()
+  digest = zs.text_tower_digest(flat, ignore=_NOT_TEXT)
+  info["text_tower_sha256"] = digest
+  key = zs.head_key(digest, text_cfg, activation, names, temps)
+  return zs.cached_head(head_cache_dir, key, (text_cfg["embed_dim"], len(names)), compute, info)
