@@ -11,8 +11,9 @@ A batch of OpenCLIP (model, checkpoint) pairs like the authors' sweep, one resul
   --config configs/evaluate.py:models_file=openclip_pairs.csv,data=imagenet_hard@~/data/imagenet-hard
 
 Args (comma-separated key=value, all optional; ';' separates list items):
-  models       name[@checkpoint][#pretrained] entries; `pretrained` (an open_clip tag such as
-               datacomp_xl_s13b_b90k) picks the paper's number and names the row. Default efficientnet_lite0.
+  models       name[@checkpoint][#pretrained] entries (a name may be package.module:factory, docs/own-model.md);
+               `pretrained` (an open_clip tag such as datacomp_xl_s13b_b90k) picks the paper's number and names
+               the row. Default efficientnet_lite0.
   models_file  a CSV with a header naming columns model, checkpoint (optional: pretrained, label); '#' comments.
   data         dataset[@manual_dir] entries for zoomjax.data.get_dataset (imagenet2012, imagenet2012_real/union,
                imagenet_a, imagenet_r, imagenet_sketch, imagenet_v2, objectnet, imagenet_hard, folder:PATH, ...).

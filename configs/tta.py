@@ -8,7 +8,8 @@ A Table 5 cell (one of the three ResNet-50 checkpoints of the MEMO release on on
 
 Args (comma-separated key=value, all optional):
   method      baseline | memo_augmix | memo_rrc | zoom_mean | zoom_max (zoom-in views: 26 scales x 9 anchors).
-  model       registered model name; checkpoint: its weights file (default: the packaged weights, if any).
+  model       registered model name, or package.module:factory (docs/own-model.md); checkpoint: its weights
+              file (default: the packaged weights, if any).
   row         Table 5 row for the paper comparison: resnet50 | deepaug_augmix | moex_cutmix.
   data        dataset name for zoomjax.data.get_dataset: imagenet2012, imagenet_a, imagenet_r, imagenet_sketch,
               objectnet, folder:PATH, demo_photos.

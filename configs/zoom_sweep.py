@@ -4,7 +4,8 @@
     --config configs/zoom_sweep.py:model=efficientnet_lite0,data=folder:../shared/data/imagenet-val-100,grid=paper
 
 Args (comma-separated key=value, all optional):
-  model       registered model name (zoomjax.models.list_models()); default efficientnet_lite0.
+  model       registered model name (zoomjax.models.list_models()) or package.module:factory, a function of
+              yours returning a ModelBundle (docs/own-model.md); default efficientnet_lite0.
   checkpoint  its weights file (default: the weights an installed package ships, if any).
   data        dataset name for zoomjax.data.get_dataset: folder:PATH, demo_photos, imagenet2012, imagenet_a, ...
   grid        paper (36 scales x 9 anchors = 324 views) | small (6 scales) | tiny (224, 256) | S1/S2/... (scales).

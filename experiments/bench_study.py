@@ -1,8 +1,9 @@
 """Benchmark: load + analyse the records of a study of many sweeps, and the held-out view selection.
 
 Synthetic records of the paper's size (default 42 runs x 50,000 images x 324 zoom views + 10 crops = 334 views),
-written one run at a time in the sweep's own format (`zoomjax.analysis.records.save`) to a scratch folder and deleted after
-it is measured, so one run's arrays are in memory at a time (about 0.5 GB), never the study's. Per run it times
+written one run at a time in the sweep's own format (`zoomjax.analysis.records.save`) to a scratch folder and
+deleted after it is measured, so one run's arrays are in memory at a time (about 0.5 GB), never the study's.
+Per run it times
   load       records.load of records.npz
   analyse    analyses.record_metrics (correctness, greedy min-cover, anchors, scales, aggregation, intervals)
   per_class  per_class.record_per_class

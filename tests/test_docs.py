@@ -295,8 +295,8 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def github_slug(heading: str) -> str:
-  """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces -> '-'."""
-  text = re.sub(r"[`*_]", "", heading.strip().lower())
+  """GitHub's anchor of a Markdown heading: lower case, punctuation but '-' and '_' dropped, spaces -> '-'."""
+  text = re.sub(r"[`*]", "", heading.strip().lower())
   return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 

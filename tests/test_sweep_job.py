@@ -55,7 +55,7 @@ def test_job_outputs(reference):
   assert np.asarray(on_disk["anchor_upper_bound"]).shape == (3, 3)
   assert set(on_disk["aggregation"]) >= {"zoom-in max", "zoom-in mean", "5-crop mean", "10-crop max"}
   assert on_disk["upper_bound_accuracy"] >= on_disk["top36_accuracy"] >= on_disk["one_crop_accuracy"]
-  # Zoom without an oracle and per class (zoomjax.analysis.selection / zoomjax.analysis.per_class), with their intervals.
+  # Zoom without an oracle and per class (zoomjax.analysis.selection / .per_class), with their intervals.
   held = on_disk["held_out"]
   assert held["budgets"] == list(range(1, 19)) and held["n_folds"] == 3  # 18 views; 3 images, one per fold.
   assert held["curves"]["oracle_in_sample"]["accuracy"][-1] == pytest.approx(on_disk["upper_bound_accuracy"])

@@ -8,9 +8,9 @@ Workdir layout (rerunning with the same workdir resumes; nothing already written
                     computes only the rest)
   records.npz       all shards merged (process 0)
   metrics.json      headline numbers (95 % intervals under "ci95") and every analysis, including "held_out"
-                    (zoomjax.analysis.selection) and "per_class" (zoomjax.analysis.per_class) (process 0); `"complete": false`
-                    until report.html is written, then true (a run killed in the report stage is visible, and a
-                    rerun redoes it)
+                    (zoomjax.analysis.selection) and "per_class" (zoomjax.analysis.per_class) (process 0);
+                    `"complete": false` until report.html is written, then true (a run killed in the report stage
+                    is visible, and a rerun redoes it)
   report.html, report/   figures and gallery (process 0)
   events.out.tfevents.*  TensorBoard scalars (zoomjax.runtime.scalars): images/s, views/s, ETA
 """
@@ -171,8 +171,8 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
     try:
       metrics["explorer"] = explorer.write_explorer(workdir, max_images=int(config.explorer_images), read_image=read)
     except Exception as e:  # pylint: disable=broad-except
-      console.say(f"the image explorer was not written ({type(e).__name__}: {e}); rerun python -m zoomjax.reports.explorer "
-                  f"{workdir}")
+      console.say(f"the image explorer was not written ({type(e).__name__}: {e}); rerun "
+                  f"python -m zoomjax.reports.explorer {workdir}")
     else:
       atomic.write_json(path, metrics)
   return metrics
