@@ -117,7 +117,7 @@ def summary_table(metrics: Dict[str, Any], paper: Dict[str, float]) -> str:
     rows.append((f"best fixed {best['k']} views, held-out",
                  html.interval(best["accuracy"], best["ci95"]), ""))
   w = max(len(r[0]) for r in rows)
-  lines = [f"{'':{w}}  {'ours [95% CI]':>22}  {'paper':>8}"]
+  lines = [f"{'':{w}}  {'ours [95 % CI]':>22}  {'paper':>8}"]
   lines += [f"{a:{w}}  {b:>22}  {c:>8}" for a, b, c in rows]
   return "\n".join(lines)
 
