@@ -11,6 +11,8 @@ prints the summary table and the path of report.html. Rerunning resumes (delete 
 from zoomjax.runtime import config as config_lib
 from zoomjax.configs import zoom_sweep
 
+RANGES = zoom_sweep.RANGES  # The same fields as the sweep it runs.
+
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, runlocal=False)

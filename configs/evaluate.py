@@ -35,6 +35,27 @@ from zoomjax.errors import UserError
 
 
 
+# The allowed values of every numeric field (and the view cache folder), checked before the job writes anything
+# (zoomjax.runtime.config.validate).
+RANGES = {
+    "limit": config_lib.Range(0, integer=True, note="0 = all"),
+    "model_seed": config_lib.Range(0, integer=True),
+    "preprocessing.input_size": config_lib.Range(0, integer=True, note="0 = the checkpoint's own"),
+    "preprocessing.resize_size": config_lib.Range(0, integer=True, note="0 = the checkpoint's own"),
+    "preprocessing.crop_fraction": config_lib.Range(0, 1, note="0 = the checkpoint's own"),
+    "preprocessing.mean": config_lib.Range(0, 255),
+    "preprocessing.std": config_lib.Range(1e-6, note="pixel units, above 0"),
+    "batch_size": config_lib.Range(1, integer=True),
+    "shard_size": config_lib.Range(1, integer=True),
+    "num_workers": config_lib.Range(0, integer=True, note="0 = one per core"),
+    "view_cache_gb": config_lib.Range(0, note="0 = off"),
+    "view_cache_dir": config_lib.WritableDir(),
+    "gallery_size": config_lib.Range(0, integer=True),
+    "progress_every_secs": config_lib.Range(0),
+    "merge_timeout_s": config_lib.Range(0),
+}
+
+
 def _split(value: str):
   return tuple(v.strip() for v in value.split(";") if v.strip())
 
@@ -62,6 +83,7 @@ def get_config(arg=None):
   c.data_dir = a.data_dir or ml_collections.config_dict.placeholder(str)  # TFDS data_dir of every dataset.
   c.real_json = a.real_json or ml_collections.config_dict.placeholder(str)  # ReaL labels (imagenet2012_real).
   c.split = ml_collections.config_dict.placeholder(str)  # None: each dataset's evaluation split; '[a:b]' slices.
+  config_lib.check_arg("limit", a.limit, config_lib.Range(-1, integer=True, note="0 = all; -1 = the default"))
   c.limit = a.limit if a.limit >= 0 else (2 if a.runlocal else 0)  # First N images of each dataset (0 = all).
 
   # Overrides of every model's own evaluation preprocessing; 0 / '' / () = the checkpoint's own.

@@ -17,6 +17,16 @@ import ml_collections
 
 from zoomjax.runtime import config as config_lib
 
+# The allowed values of every numeric field, checked before the job writes anything (config_lib.validate).
+RANGES = {
+    "top_k": config_lib.Range(1, integer=True),
+    "bootstrap_draws": config_lib.Range(1, integer=True),
+    "bootstrap_seed": config_lib.Range(0, integer=True),
+    "export_max_solved": config_lib.Range(-1, integer=True, note="-1 = no export"),
+    "explorer_max_images": config_lib.Range(0, integer=True, note="0 = no explorers"),
+    "explorer_thumb_side": config_lib.Range(1, integer=True),
+}
+
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, runs="", export_max_solved=-1, mixed="group", top_k=36, explorers=-1,

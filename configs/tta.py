@@ -28,6 +28,36 @@ from zoomjax.errors import UserError
 
 METHODS = ("baseline", "memo_augmix", "memo_rrc", "zoom_mean", "zoom_max")
 
+# The allowed values of every numeric field (and a few others), checked before the job writes anything
+# (zoomjax.runtime.config.validate).
+RANGES = {
+    "limit": config_lib.Range(0, integer=True, note="0 = all"),
+    "paper_dataset": config_lib.OneOf(paper_numbers.DATASETS),
+    "model.seed": config_lib.Range(0, integer=True),
+    "seeds": config_lib.Range(0, integer=True),
+    "memo.num_views": config_lib.Range(2, integer=True),
+    "memo.steps": config_lib.Range(0, integer=True),
+    "memo.lr": config_lib.Range(0),
+    "memo.momentum": config_lib.Range(0, 1),
+    "memo.weight_decay": config_lib.Range(0),
+    "memo.prior_strength": config_lib.Range(note="<= 0 = eval-mode BatchNorm"),
+    "memo.view_size": config_lib.Range(1, integer=True),
+    "memo.severity": config_lib.Range(0),
+    "memo.width": config_lib.Range(1, integer=True),
+    "memo.max_depth": config_lib.Range(1, integer=True),
+    "view.resize": config_lib.Range(1, integer=True),
+    "view.crop": config_lib.Range(1, integer=True),
+    "zoom.scales": config_lib.Range(1, integer=True),
+    "zoom.anchors": config_lib.Range(1, integer=True),
+    "zoom.view_chunk": config_lib.Range(1, integer=True),
+    "batch_size": config_lib.Range(1, integer=True),
+    "shard_size": config_lib.Range(1, integer=True),
+    "canvas_multiple": config_lib.Range(1, integer=True),
+    "num_workers": config_lib.Range(0, integer=True, note="0 = one per core"),
+    "progress_every_secs": config_lib.Range(0),
+    "merge_timeout_s": config_lib.Range(0),
+}
+
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, method="memo_rrc", model="", checkpoint="", row="", data="demo_photos",
@@ -43,6 +73,8 @@ def get_config(arg=None):
     raise UserError(f"seeds={a.seeds!r}: use integers separated by ';', e.g. seeds=0;1;2") from None
   if not seeds or len(set(seeds)) != len(seeds):
     raise UserError(f"seeds={a.seeds!r}: give one or more distinct integers")
+  if a.paper and a.paper not in paper_numbers.DATASETS:
+    raise UserError(f"paper={a.paper!r} is not one of the paper's columns: {', '.join(paper_numbers.DATASETS)}")
 
   c = ml_collections.ConfigDict()
   c.experiment = "tta"  # zoomjax.jobs.tta
@@ -55,6 +87,7 @@ def get_config(arg=None):
 
   c.data = config_lib.data_config(a.data)
   c.paper_dataset = a.paper  # Paper column ('' = inferred from the data name).
+  config_lib.check_arg("limit", a.limit, config_lib.Range(-1, integer=True, note="0 = all; -1 = the default"))
   c.limit = a.limit if a.limit >= 0 else (2 if a.runlocal else 0)  # First N images (0 = all).
 
   c.seeds = seeds  # One run per seed; an image's key is fold_in(PRNGKey(seed), image index).

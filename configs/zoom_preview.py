@@ -10,6 +10,14 @@ import ml_collections
 
 from zoomjax.runtime import config as config_lib
 
+# The allowed values of every numeric field, checked before the job writes anything (config_lib.validate).
+RANGES = {
+    "scales": config_lib.Range(1, integer=True),
+    "anchors": config_lib.Range(1, integer=True),
+    "crop": config_lib.Range(1, integer=True),
+    "thumb": config_lib.Range(1, integer=True),
+}
+
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, quick=False)

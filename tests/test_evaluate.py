@@ -19,7 +19,6 @@ from zoomjax.data import view_cache
 from zoomjax.jobs import evaluate
 from zoomjax.models import registry
 from zoomjax.models.preprocessing import Preprocessing
-from zoomjax.runtime import atomic
 from test_report import chromium, render_page  # noqa: F401  (the headless-Chromium fixture and driver)
 
 FAKE = "fake_mean_classifier"
@@ -124,7 +123,8 @@ def test_fake_imagenet_hard_top1_top5_and_per_origin(tmp_path, fake_model):
   assert fold["top1"] == pytest.approx(1 / 3) and fold["top5"] == pytest.approx(2 / 3)
   assert fold["paper"] is None and hard["paper"] is None  # No paper number for a fake model.
   # The per-image record agrees with the construction.
-  pair_dir = tmp_path / "run" / "pairs" / f"{FAKE}__imagenet_hard"
+  pair_dir = tmp_path / "run" / "pairs" / os.path.basename(evaluate.pair_dir(
+      "", evaluate.ModelEntry(FAKE, None), evaluate.DataEntry("imagenet_hard")))
   with np.load(pair_dir / "predictions.npz") as z:
     assert z["top5"][:, 0].tolist() == sorted(v for v, _, _, _ in HARD_ROWS)
     assert z["correct"].tolist() == [True, False, False, True, False]
@@ -146,7 +146,8 @@ def test_resume_keeps_finished_pairs_and_refuses_another_config(tmp_path, fake_m
   folder = _folder(tmp_path / "f", [(5, 5), (7, 7), (9, 1)])
   c = _config(FAKE, f"folder:{folder}")
   evaluate.run(c, str(tmp_path / "run"))
-  pair = tmp_path / "run" / "pairs" / f"{FAKE}__folder_{atomic.slug(str(folder))}"
+  pair = tmp_path / "run" / "pairs" / os.path.basename(evaluate.pair_dir(
+      "", evaluate.ModelEntry(FAKE, None), evaluate.DataEntry(f"folder:{folder}")))
   before = (pair / "metrics.json").stat().st_mtime_ns
   capsys.readouterr()
   again = evaluate.run(c, str(tmp_path / "run"))
@@ -366,7 +367,9 @@ def test_cli_on_four_devices_gives_the_one_device_predictions(tmp_path):
   evaluate.run(c, str(tmp_path / "d1"))
   out = {}
   for d in ("d1", "d4"):
-    with np.load(tmp_path / d / "pairs" / "efficientnet_lite_tiny__demo_photos" / "predictions.npz") as z:
+    pair = evaluate.pair_dir(str(tmp_path / d), evaluate.ModelEntry("efficientnet_lite_tiny", None),
+                             evaluate.DataEntry("demo_photos"))
+    with np.load(os.path.join(pair, "predictions.npz")) as z:
       out[d] = {k: z[k] for k in ("top5", "p_true")}
   np.testing.assert_array_equal(out["d1"]["top5"], out["d4"]["top5"])
   np.testing.assert_allclose(out["d1"]["p_true"], out["d4"]["p_true"], rtol=1e-5, atol=1e-7)
@@ -391,8 +394,9 @@ def test_openclip_zero_shot_classifier_through_the_evaluator(tmp_path):
   (pair,) = summary["pairs"]
   assert pair["num_images"] == 2 and pair["preprocessing"]["input_size"] == 32
   assert len(os.listdir(tmp_path / "heads")) >= 1  # The text head went to the cache.
-  key = json.loads((tmp_path / "run" / "pairs" / f"openclip_vit_h14__folder_{atomic.slug(str(folder))}" /
-                    "config.json").read_text())
+  key = json.loads(open(os.path.join(evaluate.pair_dir(str(tmp_path / "run"), evaluate.ModelEntry(
+      "openclip_vit_h14", str(tmp_path / "model.safetensors")), evaluate.DataEntry(f"folder:{folder}")),
+      "config.json")).read())
   assert key["clip"]["class_names"] == str(tmp_path / "names.txt")
   c.clip.vocab = str(tmp_path / "absent.txt.gz")  # A new head (new workdir, new cache) needs the vocabulary.
   c.clip.head_cache_dir = str(tmp_path / "heads2")

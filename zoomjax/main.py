@@ -43,6 +43,7 @@ def _run_job() -> None:
     config.get("experiment")
   except OSError as e:  # ml_collections defers the error of a config file it cannot load to its first use.
     raise errors.UserError(f"--config: {e.__cause__ or e}") from e
+  check_config(config, _WORKDIR.value)
   parallel.initialize_from_config(config)  # jax.distributed.initialize() when config/env ask for it.
   cache_dir = config.get("compilation_cache_dir") or os.path.expanduser("~/.cache/zoomjax/jax")
   if cache_dir != "off":
@@ -53,6 +54,22 @@ def _run_job() -> None:
   logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(), devices)
   job = importlib.import_module(f"zoomjax.jobs.{config.experiment}")
   job.run(config, _WORKDIR.value)
+
+
+def check_config(config, workdir: str) -> None:
+  """Every declared field of `config` in range and `workdir` a folder that can be written (UserError, one line,
+  otherwise), before anything is written. The ranges are the table `RANGES` of the installed config module of
+  the job (`zoomjax.configs.<experiment>`; zoomjax.runtime.config.validate)."""
+  from zoomjax.runtime import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  experiment = config.get("experiment")
+  try:
+    module = importlib.import_module(f"zoomjax.configs.{experiment}")
+  except ImportError:
+    raise errors.UserError(f"--config: experiment={experiment!r} is no job; use one of "
+                           f"{', '.join(c[:-3] for c in config_lib.available_configs())}") from None
+  config_lib.validate(config, getattr(module, "RANGES", {}))
+  config_lib.check_writable_dir(workdir, "--workdir")
 
 
 def run() -> None:

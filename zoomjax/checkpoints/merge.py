@@ -30,6 +30,26 @@ def _listing(title: str, lines: List[str]) -> str:
   return f"\n  {title} ({len(lines)}):\n    " + "\n    ".join(shown) + more
 
 
+def _refuse_integers_for_floats(ref: dict, got: dict, skipped: Callable[[str], bool], path: str) -> None:
+  """Refuses integer or boolean tensors where the model has a floating parameter, in one line.
+
+  A quantised checkpoint (int8 weights with separate scales) cast to float would run and give wrong answers
+  without a message; floats of any width (fp16, bf16, float64) load as the model's dtype."""
+  bad = []
+  for key, r in ref.items():
+    if skipped(key) or key not in got or not jax.numpy.issubdtype(r.dtype, jax.numpy.floating):
+      continue
+    dtype = np.asarray(got[key]).dtype
+    if dtype.kind in "iub":
+      bad.append(f"{key} {dtype} (model {np.dtype(r.dtype)})")
+  if bad:
+    bad.sort(key=lambda line: not line.startswith("params/"))
+    more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+    raise CheckpointError(
+        f"{path}: integer tensors for floating-point parameters (a quantised checkpoint? zoomjax loads float "
+        f"weights only: dequantise it, or use the float release): {', '.join(bad[:_MAX_LISTED])}{more}")
+
+
 def merge_into(reference: Mapping[str, Any], converted: Mapping[str, Any], *, path_for_errors: str,
                dont_load: Sequence[str] = (),
                init: Optional[Callable[[], Mapping[str, Any]]] = None) -> dict:
@@ -46,7 +66,8 @@ def merge_into(reference: Mapping[str, Any], converted: Mapping[str, Any], *, pa
       holds shapes (it is called at most once).
   Returns:
     Nested dict of jax arrays with the reference's structure; floating leaves in the reference's dtype
-    (float32), every leaf cast to the reference dtype.
+    (float32), every leaf cast to the reference dtype. An integer or boolean tensor for a floating parameter
+    (a quantised checkpoint) is refused, never cast.
   """
   patterns = [re.compile(p) for p in dont_load]
 
@@ -69,6 +90,7 @@ def merge_into(reference: Mapping[str, Any], converted: Mapping[str, Any], *, pa
         + _listing("missing in checkpoint", missing)
         + _listing("unexpected in checkpoint", unexpected)
         + _listing("shape mismatch", mismatch))
+  _refuse_integers_for_floats(ref, got, skipped, path_for_errors)
 
   inited = None
   out = {}

@@ -110,13 +110,19 @@ def _check_npz_sizes(path: str) -> None:
     with zipfile.ZipFile(path) as zf:
       for info in zf.infolist():
         with zf.open(info) as f:
-          version = np.lib.format.read_magic(f)
-          read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-              np.lib.format.read_array_header_2_0
-          shape, _, dtype = read_header(f)
+          try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+          except Exception as e:  # pylint: disable=broad-except  numpy parses the header with tokenize/ast.
+            detail = " ".join(str(e).split())  # One line: tokenizer errors span several.
+            raise CheckpointError(f"{path}: key {info.filename[:-len('.npy')]!r}: malformed array header "
+                                  f"({type(e).__name__}: {detail}); write the file again with numpy.savez") from None
         need = math.prod(shape) * dtype.itemsize
-        if dtype.hasobject or info.file_size < need:
+        if dtype.hasobject or info.file_size < need or any(n < 0 for n in shape):
           what = "object arrays are never unpickled" if dtype.hasobject else \
+              "negative dimensions in its header" if any(n < 0 for n in shape) else \
               f"its header claims {need} bytes, the file holds {info.file_size}"
           raise CheckpointError(f"{path}: key {info.filename[:-len('.npy')]!r}: shape {shape} {dtype}: {what}")
   except CheckpointError:

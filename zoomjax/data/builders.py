@@ -123,6 +123,60 @@ class ZoomjaxImages(tfds.core.GeneratorBasedBuilder):
       write_index(self.data_dir, self.builder_config.split, index)
 
 
+SOURCE_FILE = "zoomjax-source.json"
+
+
+def source_files(config: str, manual_dir) -> Tuple[List[pathlib.Path], bool]:
+  """(the files in manual_dir that a build of `config` is made from, whether to hash their content): parquet
+  files and archives are hashed, the images of a class-folder tree only stamped by size and mtime."""
+  cfg = {c.name: c for c in CONFIGS}[config]
+  if cfg.parquet:
+    found = files.parquet_files(manual_dir)
+    for path in found:
+      files.open_parquet(path)  # Not parquet: one line now, not after TFDS has started a build.
+    return found, True
+  source = files.find_source(manual_dir, cfg.candidates, cfg.label_fn)
+  if source.is_file():
+    return [source], True
+  return [source / rel for rel in files.list_images(source)], False
+
+
+def write_source(data_dir, manual_dir, stamp: dict) -> None:
+  """Records in a build which files it was made from (see `stale_reason`); nothing when data_dir is read-only."""
+  try:
+    atomic.write_text(os.fspath(pathlib.Path(os.fspath(data_dir)) / SOURCE_FILE),
+                      json.dumps({"manual_dir": os.path.abspath(os.path.expanduser(os.fspath(manual_dir))),
+                                  "files": stamp}))
+  except OSError:
+    pass
+
+
+def stale_reason(config: str, data_dir, manual_dir) -> Optional[str]:
+  """Why our build of `config` in data_dir no longer matches its source files, or None when it does or when its
+  source cannot be checked (no manual_dir given and the recorded one is gone: the build is all there is).
+
+  The source is manual_dir when given, else the folder the build recorded; a build without a record is stale
+  when manual_dir is given (its files cannot be vouched for).
+  """
+  path = pathlib.Path(os.fspath(data_dir)) / SOURCE_FILE
+  try:
+    record = json.loads(path.read_text())
+  except (OSError, ValueError):
+    record = None
+  where = manual_dir if manual_dir is not None else (record or {}).get("manual_dir")
+  if where is None or not os.path.isdir(os.path.expanduser(os.fspath(where))):
+    return None
+  if record is None:
+    return f"it has no record of its source files in {path}"
+  try:
+    paths, _ = source_files(config, os.path.expanduser(os.fspath(where)))
+  except FileNotFoundError:
+    if manual_dir is None:
+      return None
+    raise
+  return files.source_changed(record["files"], paths)
+
+
 def index_path(data_dir, split: str) -> pathlib.Path:
   return pathlib.Path(os.fspath(data_dir)) / f"zoomjax-{split}-{INDEX_FILE}"
 

@@ -26,6 +26,8 @@ import json
 import os
 import pathlib
 import re
+import shutil
+import tarfile
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -34,6 +36,7 @@ from zoomjax.data import classes, decode, files
 from zoomjax.data import label_space as ls
 from zoomjax.data.dataset import Dataset
 from zoomjax.errors import NotFoundError, StateError, UnknownNameError, UserError
+from zoomjax.runtime import console
 
 _V2_VARIANTS = {  # user spelling -> (our config suffix, official TFDS config)
     "matched-frequency": ("matched-frequency", "matched-frequency"),
@@ -161,16 +164,30 @@ def _ours(config: str, name, space, data_dir, manual_dir, num_workers) -> Option
 
   builder = builders.ZoomjaxImages(config=config, data_dir=data_dir)
   split = builder.builder_config.split
+  if builder.is_prepared():
+    # A build made from local files is only as good as those files: one changed since is rebuilt, so that fixing
+    # a file and rerunning works.
+    reason = builders.stale_reason(config, builder.data_dir, manual_dir)
+    if reason:
+      where = manual_dir if manual_dir is not None else json.loads(
+          (pathlib.Path(builder.data_dir) / builders.SOURCE_FILE).read_text())["manual_dir"]
+      console.warn(f"{name}: the build in {builder.data_dir} no longer matches its source ({reason}); rebuilding "
+                   f"it from {where}")
+      shutil.rmtree(builder.data_dir)
+      builder, manual_dir = builders.ZoomjaxImages(config=config, data_dir=data_dir), where
   if not builder.is_prepared():
     if manual_dir is None:
       return None
-    if not os.path.isdir(os.path.expanduser(manual_dir)):
+    manual_dir = os.fspath(os.path.expanduser(manual_dir))
+    if not os.path.isdir(manual_dir):
       raise _missing(name, config, data_dir, manual_dir, None)
+    paths, content = builders.source_files(config, manual_dir)
+    stamp = files.source_stamp(paths, content=content)
     import tensorflow_datasets as tfds
     builder.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(os.path.expanduser(manual_dir))))
+        file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     builder.write_index()
+    builders.write_source(builder.data_dir, manual_dir, stamp)
   source = builder.as_data_source(split=split, decoders=_skip_decoding())
   index = builders.read_index(builder.data_dir, split)
   if index is None or len(index["ids"]) != len(source):
@@ -216,6 +233,7 @@ def _imagenet2012(split, data_dir, manual_dir, num_workers) -> Dataset:
   if not tar.exists():
     raise NotFoundError(f"imagenet2012: {tar} is missing; place ILSVRC2012_img_val.tar (6.3 GB, image-net.org) "
                         f"in manual_dir={manual_dir}")
+  check_val_archive(tar)
   _require_tensorflow(f"building imagenet2012 from {tar}")  # The official builder reads it through tf.io.gfile.
   import tensorflow_datasets as tfds
   builder = tfds.builder("imagenet2012", data_dir=data_dir, file_format="array_record")
@@ -228,6 +246,40 @@ def _imagenet2012(split, data_dir, manual_dir, num_workers) -> Dataset:
 
 
 _VAL_ID = re.compile(r"ILSVRC2012_val_(\d{8})")
+VAL_IMAGES = 50000
+
+
+def check_val_archive(tar) -> int:
+  """The number of images in an ImageNet validation archive whose names TFDS's builder can label; a UserError
+  naming the archive and what is wrong otherwise.
+
+  TFDS labels the sorted member names by position in its list of 50,000 labels, so the members must be exactly
+  ILSVRC2012_val_00000001.JPEG .. ILSVRC2012_val_<n>.JPEG: the full archive (n = 50,000), or a prefix of it (a
+  warning says it is partial). A gap or a foreign file would shift every later label.
+  """
+  try:
+    with tarfile.open(tar, "r:") as tf:
+      names = [m.name for m in tf if m.isfile()]
+  except (tarfile.TarError, OSError) as e:
+    raise UserError(f"{tar}: not a readable tar archive ({e}); download ILSVRC2012_img_val.tar again") from None
+  foreign = [n for n in names if not re.fullmatch(r"ILSVRC2012_val_\d{8}\.JPEG", n)]
+  if foreign:
+    raise UserError(f"{tar}: {len(foreign)} members are not ILSVRC2012_val_XXXXXXXX.JPEG images (e.g. "
+                    f"{', '.join(sorted(foreign)[:3])}); use the untouched ILSVRC2012_img_val.tar from image-net.org")
+  have = {int(_VAL_ID.search(n).group(1)) for n in names}
+  bad = sorted(k for k in have if not 1 <= k <= VAL_IMAGES)
+  if bad or len(have) != len(names):
+    raise UserError(f"{tar}: holds numbers outside 1..50,000 ({bad[:3]}) or the same image twice; use the "
+                    f"untouched ILSVRC2012_img_val.tar from image-net.org")
+  n = len(have)
+  if have != set(range(1, n + 1)):
+    missing = [k for k in range(1, VAL_IMAGES + 1) if k not in have]
+    raise UserError(f"{tar}: incomplete: {len(missing):,} of the 50,000 validation images are missing (e.g. "
+                    f"{', '.join(f'ILSVRC2012_val_{k:08d}.JPEG' for k in missing[:3])}) and TFDS labels images by "
+                    f"position; use the full ILSVRC2012_img_val.tar (6.3 GB, image-net.org)")
+  if n < VAL_IMAGES:
+    console.warn(f"{tar} holds the first {n:,} of the 50,000 validation images only")
+  return n
 
 
 def load_real_json(path) -> list:
@@ -396,5 +448,6 @@ def _get(name, *, data_dir, manual_dir, split, real_json, variant, label_space, 
     ds = _local_images(name, "imagenet_hard", ls.IMAGENET_HARD, None, None, data_dir, manual_dir, num_workers)
     if len(ds) != 10980:
       ds.info["warning"] = f"{len(ds)} examples; the final ImageNet-Hard (2023-05-25) has 10,980"
+      console.warn(f"imagenet_hard: {ds.info['warning']} (source: {ds.info.get('source', '?')})")
     return ds
   raise UnknownNameError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}")

@@ -5,12 +5,13 @@ where `source` is a path or the encoded bytes. `builders.py` feeds these rows to
 them in place.
 """
 import csv
+import hashlib
 import io
 import os
 import pathlib
 import tarfile
 import zipfile
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from zoomjax.data import classes
 
@@ -58,8 +59,17 @@ def list_images(root: Union[str, os.PathLike]) -> List[str]:
   """Sorted relative paths ('/'-separated) of all images under a folder."""
   root = str(root)
   out = []
+  # Symlinked folders are followed (datasets are often assembled from links), each real folder once: a link back
+  # to a folder already seen (a loop) would otherwise repeat its images, or never end with two such links.
+  seen = {os.path.realpath(root)}
   for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    keep = []
+    for d in sorted(d for d in dirnames if not d.startswith(".")):
+      real = os.path.realpath(os.path.join(dirpath, d))
+      if real not in seen:
+        seen.add(real)
+        keep.append(d)
+    dirnames[:] = keep
     out.extend(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/") for f in filenames if is_image(f))
   return sorted(out)
 
@@ -103,6 +113,15 @@ def parse_label_field(text: str, where: str) -> List[int]:
   return out
 
 
+def _check_inside(fname: str, root: pathlib.Path, where: str) -> None:
+  """Refuses a labels.csv entry that names a file outside the dataset's folder (an absolute path or `..`): a
+  dataset is its folder, and its files end up in reports and exports."""
+  rel = pathlib.PurePosixPath(fname.replace("\\", "/"))
+  if rel.is_absolute() or pathlib.PureWindowsPath(fname).drive or ".." in rel.parts:
+    raise UserError(f"{where}: file {fname!r} is outside the dataset folder {root}; list paths relative to it "
+                    f"(and move the image inside)")
+
+
 def csv_rows(root: Union[str, os.PathLike], csv_name: str = "labels.csv") -> List[Tuple[str, str, List[int]]]:
   """Rows of `labels.csv` (columns file,label[,wnid,...]) in file order.
 
@@ -136,6 +155,7 @@ def csv_rows(root: Union[str, os.PathLike], csv_name: str = "labels.csv") -> Lis
     if fname in seen:
       raise UserError(f"{where}: file {fname} listed twice")
     seen.add(fname)
+    _check_inside(fname, root, where)
     candidates = [root / fname, root / "images" / fname]
     found = next((c for c in candidates if c.exists()), None)
     if found is None:
@@ -186,32 +206,146 @@ def source_rows(source: pathlib.Path, label_fn: LabelFn) -> Iterator[Tuple[str, 
 
 
 def parquet_files(manual_dir: Union[str, os.PathLike]) -> List[pathlib.Path]:
+  """The ImageNet-Hard parquet files under manual_dir, sorted by path.
+
+  Two files with the same name, or with the same content, are refused naming both: a second copy (a backup, an
+  unpacked download beside its folder) would otherwise enter the dataset twice.
+  """
   manual_dir = pathlib.Path(manual_dir).expanduser()
-  files = sorted(manual_dir.rglob("*.parquet")) if manual_dir.is_dir() else []
-  if not files:
+  found = sorted(manual_dir.rglob("*.parquet")) if manual_dir.is_dir() else []
+  if not found:
     raise NotFoundError(
         f"no ImageNet-Hard parquet files under manual_dir={manual_dir}. Place the published files there, e.g.\n"
         f"  {manual_dir}/data/validation-00000-of-0000N.parquet ... (HF taesiri/imagenet-hard, split validation)")
-  return files
+  by_name: Dict[str, pathlib.Path] = {}
+  by_content: Dict[Tuple[int, str], pathlib.Path] = {}
+  for path in found:
+    key = (path.stat().st_size, content_digest(path))
+    first = by_name.get(path.name) or by_content.get(key)
+    if first is not None:
+      what = "the same name" if first.name == path.name else "the same content"
+      raise UserError(f"{first} and {path} under manual_dir={manual_dir} have {what}: ImageNet-Hard would hold "
+                      f"their images twice; remove one of them")
+    by_name[path.name], by_content[key] = path, path
+  return found
+
+
+def open_parquet(path: pathlib.Path):
+  """A `pyarrow.parquet.ParquetFile`; a UserError naming the file when it is not parquet."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  try:
+    return pq.ParquetFile(path)
+  except (pa.ArrowException, OSError) as e:
+    raise UserError(f"{path}: not a readable parquet file ({e}); download it again "
+                    f"(HF taesiri/imagenet-hard, split validation)") from None
 
 
 def hard_rows(manual_dir: Union[str, os.PathLike]) -> Iterator[Tuple[str, bytes, List[int], str]]:
-  """(id, image bytes, labels, origin) from the ImageNet-Hard parquet files (HF `datasets` image struct)."""
-  import pyarrow.parquet as pq
+  """(id, image bytes, labels, origin) from the ImageNet-Hard parquet files (HF `datasets` image struct).
+
+  Rows with no label (empty, or only -1) cannot be scored: they are left out, with one warning per file that
+  counts them.
+  """
+  import pyarrow as pa
+
+  from zoomjax.runtime import console
 
   for path in parquet_files(manual_dir):
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(path)
     names = pf.schema_arrow.names
     missing = {"image", "label"} - set(names)
     if missing:
       raise UserError(f"{path}: missing columns {sorted(missing)}; has {names}")
-    row = 0
-    for batch in pf.iter_batches(batch_size=64, columns=[c for c in ("image", "label", "origin") if c in names]):
-      for rec in batch.to_pylist():
-        img = rec["image"]
-        data = img.get("bytes") if isinstance(img, dict) else img
-        if not data:
-          raise UserError(f"{path} row {row}: image has no embedded bytes")
-        labels = [int(x) for x in (rec["label"] or []) if x is not None and int(x) >= 0]
-        yield f"{path.name}:{row:06d}", data, labels, rec.get("origin") or ""
-        row += 1
+    row, unlabelled = 0, []
+    try:
+      batches = pf.iter_batches(batch_size=64, columns=[c for c in ("image", "label", "origin") if c in names])
+      for batch in batches:
+        for rec in batch.to_pylist():
+          img = rec["image"]
+          data = img.get("bytes") if isinstance(img, dict) else img
+          if not data:
+            raise UserError(f"{path} row {row}: image has no embedded bytes")
+          label = rec["label"]
+          label = label if isinstance(label, list) else [label]
+          labels = [int(x) for x in label if x is not None and int(x) >= 0]
+          if labels:
+            yield f"{path.name}:{row:06d}", data, labels, rec.get("origin") or ""
+          else:
+            unlabelled.append(row)
+          row += 1
+    except (pa.ArrowException, OSError) as e:
+      raise UserError(f"{path}: unreadable at row {row} ({e}); download it again") from None
+    if unlabelled:
+      console.warn(f"{path}: left out {len(unlabelled)} rows with no label (rows "
+                   f"{', '.join(map(str, unlabelled[:5]))}{', ...' if len(unlabelled) > 5 else ''}): they cannot "
+                   f"be scored")
+
+
+# Files up to this size are re-hashed whole at every check of a build's source; larger ones (multi-GB archives)
+# by their first and last MiB, and whole only when their mtime changed (see `source_changed`).
+WHOLE_HASH_BYTES = 64 << 20
+_END_BYTES = 1 << 20
+
+
+def content_digest(path: Union[str, os.PathLike], whole: Optional[bool] = None) -> str:
+  """sha256 of a file's content: all of it when `whole` (default: files up to WHOLE_HASH_BYTES), else of its size
+  and its first and last MiB."""
+  size = os.path.getsize(path)
+  whole = size <= WHOLE_HASH_BYTES if whole is None else whole
+  h = hashlib.sha256(f"{size}\0".encode())
+  with open(path, "rb") as f:
+    if whole:
+      for block in iter(lambda: f.read(1 << 22), b""):
+        h.update(block)
+    else:
+      h.update(f.read(_END_BYTES))
+      f.seek(max(0, size - _END_BYTES))
+      h.update(f.read(_END_BYTES))
+  return h.hexdigest()
+
+
+def source_stamp(paths: Sequence[Union[str, os.PathLike]], content: bool = True) -> Dict[str, Dict[str, Any]]:
+  """{absolute path: {size, mtime_ns, ends, whole}} of the files a build was made from.
+
+  `ends` hashes a file's size and first/last MiB (cheap at every load), `whole` all of it (once, at build time,
+  which reads every byte anyway). Without `content` (the thousands of files of an image folder) only sizes and
+  mtimes are kept.
+  """
+  out = {}
+  for p in paths:
+    p = os.path.abspath(os.fspath(p))
+    st = os.stat(p)
+    out[p] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+              "ends": content_digest(p, whole=False) if content else None,
+              "whole": content_digest(p, whole=True) if content else None}
+  return out
+
+
+def source_changed(stamp: Dict[str, Dict[str, Any]], paths: Sequence[Union[str, os.PathLike]]) -> Optional[str]:
+  """What changed between a build's recorded source `stamp` and the files `paths` now ('PATH changed', 'new file
+  PATH', ...), or None.
+
+  A file with content hashes is unchanged when its size and first/last MiB agree and its whole content agrees;
+  the whole content is re-hashed for files up to WHOLE_HASH_BYTES at every check (so a same-size edit with the
+  mtime restored, as `cp -p` does, is caught), and for larger files only when their mtime differs (a `touch` or
+  a copy does not rebuild a multi-GB archive; a same-size edit of its middle with the mtime restored would pass
+  unseen). Files stamped without content (image folders) compare size and mtime.
+  """
+  now = {os.path.abspath(os.fspath(p)) for p in paths}
+  added, gone = sorted(now - set(stamp)), sorted(set(stamp) - now)
+  if added or gone:
+    return "; ".join(([f"new file {', '.join(added[:3])}{' ...' if len(added) > 3 else ''}"] if added else []) +
+                     ([f"{', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''} gone"] if gone else []))
+  for p in sorted(now):
+    rec, st = stamp[p], os.stat(p)
+    changed = st.st_size != rec["size"]
+    if not changed and rec.get("ends") is None:
+      changed = st.st_mtime_ns != rec["mtime_ns"]
+    elif not changed:
+      changed = content_digest(p, whole=False) != rec["ends"]
+      if not changed and (st.st_size <= WHOLE_HASH_BYTES or st.st_mtime_ns != rec["mtime_ns"]):
+        changed = content_digest(p, whole=True) != rec["whole"]
+    if changed:
+      return f"{p} changed"
+  return None

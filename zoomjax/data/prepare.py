@@ -46,8 +46,6 @@ def _prepare(a: argparse.Namespace) -> None:
   print(f"{ds.name}: {len(ds)} examples, label space {ds.label_space.name} "
         f"({ds.label_space.num_scored_classes} scored classes, up to {ds.label_space.max_labels} labels)")
   print(f"source: {ds.info.get('source')}; first ids: {ds.ids[:3]}")
-  if ds.info.get("warning"):
-    print("warning:", ds.info["warning"])
   print(f"image sizes: h {sizes[:, 0].min()}..{sizes[:, 0].max()}, w {sizes[:, 1].min()}..{sizes[:, 1].max()}")
   for s in ds.skipped:
     print(f"unreadable: {s['id']}: {s['reason']}")

@@ -5,14 +5,18 @@ multi-process / mesh machinery as the sweep (`zoomjax.runtime.shards`). Per imag
 side resized to `resize_size` with the checkpoint's filter, then the centre `input_size` crop (torchvision's
 Resize + CenterCrop, timm's crop_pct), made with PIL in the decode threads and normalised on the device with
 the checkpoint's mean/std. Workdir layout:
-  pairs/<model>__<dataset>/   config.json (the pair's resume key), dataset.json, shards/, predictions.npz
+  pairs/<model>__<dataset>-<hash>/   config.json (the pair's resume key), dataset.json, shards/, predictions.npz
                               (top-5 ids and probabilities, p_true, correct per image), metrics.json (written
-                              last, `"complete": true`)
+                              last, `"complete": true`, with the pair's key and its dataset's fingerprint)
+A complete pair is kept only when its stored key and dataset fingerprint match this run's (the directory's name is
+never trusted: <hash> tells apart model rows and datasets whose names slug alike); otherwise it is recomputed
+with a warning naming what changed (relabelled, removed or added images), its unchanged shards reused.
   results.json / results.csv / results.md   every pair's headline numbers (rewritten after each pair)
   report.html, report/        the table next to the paper's, per-origin bars, galleries of failures
 """
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -82,22 +86,51 @@ def parse_data_entry(entry: str) -> DataEntry:
 
 
 def read_models_file(path: str) -> List[ModelEntry]:
-  """The batch runner's list: a CSV with columns model, checkpoint (and optionally pretrained, label)."""
+  """The batch runner's list: a CSV with columns model, checkpoint (and optionally pretrained, label).
+
+  UTF-8 (an Excel "CSV UTF-8" byte-order mark is fine); blank lines and lines starting with '#' are ignored.
+  One row per line: a quote left open or a row with more cells than the header is refused by line number, so a
+  typo cannot merge the rows after it into one cell."""
   path = os.path.expanduser(path)
   if not os.path.isfile(path):
     raise NotFoundError(f"models_file {path} not found (a CSV with a header: model,checkpoint[,pretrained,label])")
-  with open(path, newline="", encoding="utf-8") as f:
-    lines = [line for line in f if line.strip() and not line.lstrip().startswith("#")]
-  rows = list(csv.DictReader(lines))
-  if not rows or "model" not in rows[0]:
-    raise UserError(f"{path}: expected a header line naming the columns model,checkpoint[,pretrained,label]")
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    text = raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = e.object[:e.start].count(b"\n") + 1
+    raise UserError(f"models_file {path}: line {line} is not UTF-8 text (byte {e.object[e.start]:#04x}); save it "
+                    "as UTF-8 (Excel: CSV UTF-8)") from None
+  numbered = [(k, line) for k, line in enumerate(text.splitlines(), 1)
+              if line.strip() and not line.lstrip().startswith("#")]
+  header, rows = None, []
+  for k, line in numbered:
+    try:
+      (cells,) = list(csv.reader([line], strict=True))
+    except (csv.Error, ValueError):
+      raise UserError(f"models_file {path}: line {k} has a quote that is not closed on that line or text after "
+                      f"a closing quote ({line.strip()[:60]!r}); one model per line") from None
+    cells = [c.strip() for c in cells]
+    if header is None:
+      header = cells
+      if "model" not in header:
+        raise UserError(f"models_file {path}: line {k} should be the header naming the columns "
+                        "model,checkpoint[,pretrained,label]")
+      continue
+    if len(cells) > len(header):
+      raise UserError(f"models_file {path}: line {k} has {len(cells)} cells, the header {len(header)} "
+                      f"({','.join(header)}); quote a cell that holds a comma")
+    rows.append((k, dict(zip(header, cells))))
+  if header is None:
+    raise UserError(f"models_file {path}: expected a header line naming the columns model,checkpoint[,pretrained,"
+                    "label]")
   out = []
-  for k, r in enumerate(rows, 2):
-    name = (r.get("model") or "").strip()
+  for k, r in rows:
+    name = r.get("model") or ""
     if not name:
-      raise UserError(f"{path}: row {k} has no model name")
-    out.append(ModelEntry(name, (r.get("checkpoint") or "").strip() or None, (r.get("pretrained") or "").strip(),
-                          (r.get("label") or "").strip()))
+      raise UserError(f"models_file {path}: line {k} has no model name")
+    out.append(ModelEntry(name, r.get("checkpoint") or None, r.get("pretrained") or "", r.get("label") or ""))
   return out
 
 
@@ -118,6 +151,10 @@ def model_entries(config: ml_collections.ConfigDict) -> List[ModelEntry]:
 
 def preprocessing_for(bundle_pp: Preprocessing, override: ml_collections.ConfigDict) -> Preprocessing:
   """The checkpoint's own preprocessing with the config's non-empty overrides applied."""
+  for field in ("input_size", "resize_size"):  # Named as given, before any size is derived from them.
+    if int(override[field]) < 0:
+      raise UserError(f"preprocessing.{field}={override[field]}: must be a positive number of pixels (0 keeps the "
+                      "checkpoint's own)")
   size = int(override.input_size) or bundle_pp.input_size
   if int(override.resize_size):
     resize = int(override.resize_size)
@@ -267,8 +304,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
     raise UserError(f"data lists a dataset twice: {names}")
   for entry in entries:  # A finished pair of another config is refused before anything is loaded.
     for d in data_entries:
-      _check_pair_key(_pair_dir(workdir, entry, d), _pair_key(config, entry, d))
-      shards.expect(_pair_dir(workdir, entry, d), num_images=shards.images_to_run(config.limit, len(datasets[d.name])),
+      _check_pair_key(pair_dir(workdir, entry, d), _pair_key(config, entry, d))
+      shards.expect(pair_dir(workdir, entry, d), num_images=shards.images_to_run(config.limit, len(datasets[d.name])),
                     shard_size=int(config.shard_size), process_index=jax.process_index(),
                     process_count=jax.process_count())  # Every pair counts in the line a Ctrl-C prints.
   os.makedirs(workdir, exist_ok=True)
@@ -281,11 +318,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   views = (view_cache.ViewCache(int(cache_gb * 1e9)) if cache_gb > 0 and len(entries) > 1 and not store_dir
            else None)
   results = []
+  fingerprints = {}  # Per dataset, computed once for all its models.
   for entry in entries:
     model = None
     for d in data_entries:
-      pair_dir = _pair_dir(workdir, entry, d)
-      done = _complete_metrics(pair_dir)
+      where = pair_dir(workdir, entry, d)
+      if d.name not in fingerprints:
+        fingerprints[d.name] = dataset_fingerprint(datasets[d.name], int(config.limit))
+      done = kept_metrics(where, entry, d, _pair_key(config, entry, d), fingerprints[d.name], datasets[d.name])
       if done is None:
         if model is None:
           model = prepare_model(config, entry, mesh)
@@ -293,9 +333,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
         table = None if views is None else views.table((d.name, *view))
         store = None if not store_dir else view_cache.ViewStore(
             store_dir, {"dataset": _pair_key(config, entry, d)["dataset"], "view": view}, datasets[d.name])
-        done = evaluate_pair(config, pair_dir, entry, d, datasets[d.name], model, mesh, table, store)
+        done = evaluate_pair(config, where, entry, d, datasets[d.name], model, mesh, table, store)
       else:
-        console.say(f"{entry.row} on {d.name}: complete in {pair_dir}, kept")
+        console.say(f"{entry.row} on {d.name}: complete in {where}, kept")
       if jax.process_index() == 0 and done is not None:
         results.append(done)
         write_results(config, workdir, results, entries, data_entries, datasets)
@@ -308,8 +348,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
   return summary
 
 
-def _pair_dir(workdir: str, entry: ModelEntry, d: DataEntry) -> str:
-  return os.path.join(workdir, PAIRS_DIR, f"{atomic.slug(entry.row)}__{atomic.slug(d.name)}")
+def pair_dir(workdir: str, entry: ModelEntry, d: DataEntry) -> str:
+  """`<workdir>/pairs/<model row>__<dataset>-<hash>`: slugs for people, plus 10 hex digits of a hash of the exact
+  row and dataset name, so that rows or datasets whose names slug alike (`a b`, `a_b`) never share a directory."""
+  digest = hashlib.sha256(json.dumps([entry.row, d.name]).encode("utf-8")).hexdigest()[:10]
+  return os.path.join(workdir, PAIRS_DIR, f"{atomic.slug(entry.row, 80)}__{atomic.slug(d.name, 80)}-{digest}")
 
 
 def _pair_key(config, entry: ModelEntry, d: DataEntry) -> Dict[str, Any]:
@@ -326,14 +369,58 @@ def _pair_key(config, entry: ModelEntry, d: DataEntry) -> Dict[str, Any]:
       "limit": int(config.limit), "shard_size": int(config.shard_size), "batch_size": int(config.batch_size)}
 
 
-def _complete_metrics(pair_dir: str) -> Optional[Dict[str, Any]]:
-  path = os.path.join(pair_dir, "metrics.json")
+def dataset_fingerprint(dataset, limit: int) -> Dict[str, Any]:
+  """The images a pair is computed on: their count and `shards.fingerprint` of their ids and labels."""
+  n = shards.images_to_run(limit, len(dataset))
+  return {"num_images": n, "fingerprint": shards.fingerprint(dataset.ids[:n], dataset.labels[:n])}
+
+
+def _complete_metrics(pair_dir_: str) -> Optional[Dict[str, Any]]:
+  path = os.path.join(pair_dir_, "metrics.json")
   try:
     with open(path) as f:
       m = json.load(f)
   except (OSError, ValueError):
     return None
   return m if isinstance(m, dict) and m.get("complete") is True else None
+
+
+def _data_change(pair_dir_: str, was: Dict[str, Any], dataset, num_images: int) -> str:
+  """What changed in the pair's images since its predictions: counts, then examples from predictions.npz."""
+  parts = [f"{was.get('num_images')} -> {num_images} images"] if was.get("num_images") != num_images else []
+  try:
+    with np.load(os.path.join(pair_dir_, RECORDS_FILE), allow_pickle=False) as z:
+      old = {str(i): tuple(int(x) for x in lab if x >= 0) for i, lab in zip(z["ids"], z["labels"])}
+  except (OSError, ValueError, KeyError):
+    return "; ".join(parts + ["ids or labels differ"])
+  now = {str(i): tuple(int(x) for x in lab if x >= 0)
+         for i, lab in zip(dataset.ids[:num_images], dataset.labels[:num_images])}
+  for what, ids in (("relabelled", [i for i in old if i in now and now[i] != old[i]]),
+                    ("removed", [i for i in old if i not in now]),
+                    ("added", [i for i in now if i not in old])):
+    if ids:
+      parts.append(f"{len(ids)} {what} (e.g. {', '.join(ids[:3])})")
+  return "; ".join(parts) or "ids or labels differ"
+
+
+def kept_metrics(pair_dir_: str, entry: ModelEntry, d: DataEntry, key: Dict[str, Any], data_fp: Dict[str, Any],
+                 dataset) -> Optional[Dict[str, Any]]:
+  """The pair's metrics.json when it is complete AND was computed for this key on these images; else None, with
+  a warning when a complete one is set aside (the rerun recomputes the pair, reusing its unchanged shards)."""
+  m = _complete_metrics(pair_dir_)
+  if m is None:
+    return None
+  where = os.path.join(pair_dir_, "metrics.json")
+  if m.get("key") != json.loads(json.dumps(key)):
+    console.warn(f"{where} was not written for {entry.row} on {d.name} with this config; recomputing that pair")
+    return None
+  was = m.get("dataset_fingerprint") or {}
+  if was != data_fp:
+    change = _data_change(pair_dir_, was, dataset, data_fp["num_images"])
+    console.warn(f"{entry.row} on {d.name}: the dataset changed since {where} was computed ({change}); "
+                 "recomputing that pair (unchanged shards are reused)")
+    return None
+  return m
 
 
 def _check_pair_key(pair_dir: str, key: Dict[str, Any]) -> None:
@@ -445,6 +532,10 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
         "compile_time_s": clock.seconds, "wall_time_s": time.monotonic() - t_start,
         "devices": [str(x) for x in jax.local_devices()], "versions": tta_job.library_versions()})
     m = analyses.nan_to_none(m)
+    m["key"] = json.loads(json.dumps(key))  # What `kept_metrics` checks before a rerun keeps this pair.
+    m["dataset_fingerprint"] = {"num_images": num_images,
+                                "fingerprint": shards.fingerprint(dataset.ids[:num_images],
+                                                                  dataset.labels[:num_images])}
     m["complete"] = True  # Written last, atomically, after predictions.npz.
     atomic.write_json(os.path.join(pair_dir, "metrics.json"), m)
   msg = f"{entry.row} on {d.name}: top-1 {_cell(m)}, top-5 {html.percent(m['top5'])} over {m['num_images']} images"

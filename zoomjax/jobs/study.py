@@ -98,11 +98,14 @@ _SAFE = re.compile(r"[^A-Za-z0-9._/-]+")
 
 def _export_name(image_id: str, source, used: set) -> str:
   """A relative file name for an exported image: the id itself when it is a safe relative path (so the reloaded
-  dataset keeps the ids), else a sanitised one; always with the image's extension, unique."""
+  dataset keeps the ids), else a sanitised one (never starting with a spreadsheet formula character, so that
+  labels.csv holds it as it is); always with the image's extension, unique."""
   from zoomjax.data import files  # pylint: disable=g-import-not-at-top
   rel = _SAFE.sub("_", image_id.replace("\\", "/")).strip("/")
   parts = [p for p in rel.split("/") if p not in ("", ".", "..")]
   rel = "/".join(parts) or "image"
+  if rel.startswith(html.FORMULA_START):  # labels.csv must hold the name as it is, not a neutralised one.
+    rel = "_" + rel[1:]
   if not files.is_image(rel):
     ext = os.path.splitext(source)[1].lower() if isinstance(source, str) else ""
     if not ext:

@@ -3,6 +3,7 @@
 Means and standard deviations are in pixel units (0..255), so `normalize` applies to zoom crops directly.
 """
 import dataclasses
+import math
 from typing import Tuple, Union
 
 import jax
@@ -11,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from zoomjax import resample
+from zoomjax.errors import UserError
 
 # PIL filter and its support (Resample.c): it reads `support * max(in / out, 1)` input pixels either side.
 _PIL_FILTERS = {"bicubic": (Image.Resampling.BICUBIC, 2.0), "bilinear": (Image.Resampling.BILINEAR, 1.0)}
@@ -18,12 +20,35 @@ _PIL_FILTERS = {"bicubic": (Image.Resampling.BICUBIC, 2.0), "bilinear": (Image.R
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-  """Standard evaluation preprocessing of one checkpoint family; mean/std in pixel units (0..255)."""
+  """Standard evaluation preprocessing of one checkpoint family; mean/std in pixel units (0..255).
+
+  Validated when made (`UserError` naming the field): positive whole sizes, a known filter, 3 finite means and
+  3 finite positive standard deviations."""
   input_size: int  # Side of the square input the model expects (e.g. 224).
   resize_size: int  # Short side before the centre crop in standard eval (e.g. 256).
   resize_method: str  # "bicubic" | "bilinear" (PIL filters).
   mean: Tuple[float, float, float]
   std: Tuple[float, float, float]
+
+  def __post_init__(self):
+    # Checked where it is made: a zero std or a negative size would otherwise surface as NaN logits or an
+    # empty view deep inside a job, and be blamed on the checkpoint.
+    for field in ("input_size", "resize_size"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise UserError(f"preprocessing.{field}={value!r}: must be a positive whole number of pixels")
+    if self.resize_method not in _PIL_FILTERS:
+      raise UserError(f"preprocessing.resize_method={self.resize_method!r}: use one of {sorted(_PIL_FILTERS)}")
+    for field, positive in (("mean", False), ("std", True)):
+      value = getattr(self, field)
+      try:
+        numbers = [float(v) for v in value]
+      except (TypeError, ValueError):
+        numbers = []
+      if len(numbers) != 3 or not all(math.isfinite(v) and (v > 0 or not positive) for v in numbers):
+        rule = "finite and > 0" if positive else "finite"
+        raise UserError(f"preprocessing.{field}={value!r}: need 3 values (R, G, B in pixel units 0..255), each "
+                        f"{rule}")
 
   def normalize(self, pixels: jax.Array) -> jax.Array:
     """Float pixel values in [0, 255] (..., 3) -> model input."""

@@ -23,7 +23,8 @@ from PIL import Image
 from zoomjax.runtime import atomic
 
 __all__ = ["MISSING", "DECIMALS", "CSS", "escape", "is_missing", "percent", "interval", "published", "class_name",
-           "html_table", "markdown_table", "csv_text", "save_thumbnail", "image_check_script", "document"]
+           "html_table", "markdown_table", "FORMULA_START", "csv_cell", "csv_text", "save_thumbnail",
+           "image_check_script", "document"]
 
 MISSING = "–"  # A value that is not there (not computed, not applicable, or NaN).
 DECIMALS = 1  # Decimals of every percentage we compute, value and interval bounds alike.
@@ -109,22 +110,37 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, left
   return "\n".join(lines)
 
 
-def _csv_value(v: Any) -> str:
+# First characters that make a spreadsheet (Excel, LibreOffice, Sheets) read a cell as a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(v: Any) -> str:
+  """One CSV cell as text: None and NaN empty, floats with 6 significant digits, numbers as they are, and text
+  that a spreadsheet would run as a formula (starting with = + - @, tab or CR) behind a single quote, as OWASP
+  recommends against CSV injection: file names, labels and ids come from users' files."""
   if is_missing(v):
     return ""
+  if isinstance(v, (bool, np.bool_)):
+    return str(bool(v))
   if isinstance(v, (float, np.floating)):
     return f"{float(v):.6g}"
-  return str(v)
+  if isinstance(v, (int, np.integer)):
+    return str(int(v))
+  text = str(v)
+  return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """CSV through the `csv` module (fields with commas, quotes or newlines quoted); None and NaN are empty
-  fields, floats get 6 significant digits (format them first for another precision)."""
-  buf = io.StringIO()
-  w = csv.writer(buf, lineterminator="\n")
-  w.writerow([_csv_value(h) for h in header])
-  w.writerows([_csv_value(v) for v in row] for row in rows)
-  return buf.getvalue()
+  """CSV through the `csv` module (fields with commas, quotes or newlines quoted), every cell (header included)
+  through `csv_cell`: the one writer of the product's CSV files."""
+  out = []
+  for row in [header, *rows]:
+    # A "\r\n" terminator makes the csv module quote a cell holding a lone CR too (with "\n" it does not, and
+    # the row would split in readers); each row then ends in "\n" like the rest of our text files.
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow([csv_cell(v) for v in row])
+    out.append(buf.getvalue()[:-2] + "\n")
+  return "".join(out)
 
 
 def save_thumbnail(pixels: Union[np.ndarray, Image.Image], path: str, *, max_side: Optional[int] = None,

@@ -10,6 +10,7 @@ problem) ends the run with one line, `zoomjax: error: <what and how to fix it>`,
 import ast
 import contextlib
 import logging as std_logging
+import re
 import sys
 import traceback
 from typing import Iterator, List, Optional, Sequence
@@ -99,6 +100,9 @@ def parse_flags(argv: List[str]) -> List[str]:
     if not any(f.filename.endswith("config_path.py") for f in traceback.extract_tb(e.__traceback__)):
       raise  # Not an override path: a bug in the config file keeps its traceback.
     missing = str(e).strip("\"'")
+    looked_up = re.search(r"Attempting to lookup: (\S+)", missing)
+    if looked_up:  # A field under a value that is no block (`--config.memo.lr.x`): name the path, not the message.
+      missing = looked_up.group(1)
     named = [a.split("=", 1)[0] for a in argv if a.startswith("--config.") and missing in a.split("=", 1)[0]]
     hint = (f" (a model constructor argument goes in --config.model.overrides.{missing}=VALUE, or "
             f"--config.model_overrides.{missing}=VALUE in configs/evaluate.py)"

@@ -10,15 +10,22 @@ big_vision's `parse_arg`: each key must be one of the given defaults, its value 
 type (bool: a bare key, 1/0, true/false, yes/no), and a typo fails by name. Values may contain ':' and '/', not
 ','; use ';' inside a value for lists.
 
+Every numeric field of a job's config has a declared range (`Range`; the table `RANGES` of its config module,
+with `COMMON_RANGES` for the fields of `add_common`), and `validate` checks a built config against it before the
+job writes anything: a NaN, an infinity, a negative count or a zero chunk ends the run with one line naming the
+field, its value and the allowed range. `check_writable_dir` refuses a --workdir (or a cache folder) that is a
+file, lies under a file, or cannot be written, before any work starts.
+
 `resolve_config_path("zoom_sweep.py:runlocal")` turns the `--config` value into a path ml_collections can load:
 a file that exists is used as given; a bare name (`zoom_sweep.py`, `zoom_sweep`) or `configs/<name>.py` that does
 not exist here is the config installed with zoomjax, so the commands in the README work from any directory.
 """
 import importlib.util
+import math
 import os
 import pathlib
 import sys
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import ml_collections
 from ml_collections import config_dict
@@ -27,7 +34,8 @@ from zoomjax.errors import NotFoundError, UserError
 
 __all__ = ["parse_arg", "add_common", "model_config", "data_config", "distributed_config", "grid_scales",
            "configs_dir", "bind_checkout_configs", "available_configs", "resolve_config_path",
-           "resolve_config_flag"]
+           "resolve_config_flag", "Range", "OneOf", "WritableDir", "Spec", "COMMON_RANGES", "numeric_fields",
+           "validate", "check_arg", "check_writable_dir"]
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -217,3 +225,137 @@ def resolve_config_flag(argv: Sequence[str], folder: Optional[pathlib.Path] = No
     elif arg == f"{dashes}config" and i + 1 < len(out):
       out[i + 1] = resolve_config_path(out[i + 1], folder)
   return out
+
+
+class Range(NamedTuple):
+  """The allowed values of a numeric field (or of every item of a tuple field): finite, `low <= v <= high`
+  (None = unbounded), an integer when `integer`. `note` says what a special value means (e.g. '0 = all')."""
+  low: Optional[float] = None
+  high: Optional[float] = None
+  integer: bool = False
+  note: str = ""
+
+  def describe(self) -> str:
+    """'an integer >= 1', 'a finite number in [0, 1]', ..."""
+    what = "an integer" if self.integer else "a finite number"
+    fmt = lambda x: f"{x:g}" if isinstance(x, float) else str(x)
+    if self.low is not None and self.high is not None:
+      bound = f" in [{fmt(self.low)}, {fmt(self.high)}]"
+    elif self.low is not None:
+      bound = f" >= {fmt(self.low)}"
+    elif self.high is not None:
+      bound = f" <= {fmt(self.high)}"
+    else:
+      bound = ""
+    return what + bound + (f" ({self.note})" if self.note else "")
+
+  def allows(self, value: Any) -> bool:
+    """Whether `value` (a number, not a bool) is in range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      return False
+    if not math.isfinite(value) or (self.integer and value != int(value)):
+      return False
+    return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+
+class OneOf(NamedTuple):
+  """A text field that must be one of `choices` ('' allowed when `empty_ok`)."""
+  choices: Tuple[str, ...]
+  empty_ok: bool = True
+
+
+class WritableDir(NamedTuple):
+  """A folder field the job writes into ('' = off): refused up front when it is a file or cannot be written."""
+
+
+Spec = Union[Range, OneOf, WritableDir]
+
+# The fields of `add_common` and `distributed_config`, which every config has.
+COMMON_RANGES: Dict[str, Spec] = {
+    "max_pixels_warning": Range(0, integer=True, note="0 = never"),
+    "distributed.num_processes": Range(0, integer=True, note="0 = auto"),
+    "distributed.process_id": Range(-1, integer=True, note="-1 = auto"),
+    "distributed.initialization_timeout_s": Range(1),
+}
+
+
+def _leaves(config: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+  """(dotted path, value) of every field of a ConfigDict; the open blocks (free make_module kwargs) are left
+  out: their keys belong to the model, not to the job."""
+  for key, value in config.items():
+    path = prefix + key
+    if hasattr(value, "items"):
+      if key not in ("overrides", "model_overrides"):
+        yield from _leaves(value, path + ".")
+    else:
+      yield path, value
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def numeric_fields(config: Any) -> List[str]:
+  """The dotted paths of the config's numeric fields: numbers and non-empty tuples of numbers."""
+  return [p for p, v in _leaves(config)
+          if _is_number(v) or (isinstance(v, (tuple, list)) and v and all(_is_number(x) for x in v))]
+
+
+def _bad(path: str, value: Any, spec: Spec) -> Optional[str]:
+  """The one-line complaint about `value` of field `path`, or None when it is allowed."""
+  if value is None:
+    return None  # An unset placeholder: the job's own default.
+  if isinstance(spec, Range):
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for v in items:
+      if not spec.allows(v):
+        each = " every item" if isinstance(value, (tuple, list)) else ""
+        return f"--config.{path}={value!r}: must be{each} {spec.describe()}"
+    return None
+  if isinstance(spec, OneOf):
+    if (value == "" and spec.empty_ok) or value in spec.choices:
+      return None
+    empty = " ('' = none)" if spec.empty_ok else ""
+    return f"--config.{path}={value!r}: not one of {', '.join(spec.choices)}{empty}"
+  if value:
+    check_writable_dir(str(value), f"--config.{path}")
+  return None
+
+
+def validate(config: Any, ranges: Mapping[str, Spec]) -> None:
+  """Checks every field of `config` that `ranges` (and COMMON_RANGES) declare; raises UserError naming the first
+  bad field, its value and the allowed range. Writes nothing. Fields the tables do not declare are not checked
+  (tests/test_config_validation.py keeps every numeric field of every config declared)."""
+  table = {**COMMON_RANGES, **ranges}
+  values = dict(_leaves(config))
+  for path, spec in table.items():
+    if path in values:
+      message = _bad(path, values[path], spec)
+      if message:
+        raise UserError(message)
+
+
+def check_arg(key: str, value: Any, spec: Range) -> Any:
+  """A `parse_arg` value checked against `spec` (e.g. `limit=-5`); returns it, raises UserError otherwise."""
+  if not spec.allows(value):
+    raise UserError(f"config arg {key}={value!r}: must be {spec.describe()}")
+  return value
+
+
+def check_writable_dir(path: str, what: str = "--workdir") -> None:
+  """Refuses (UserError, one line naming the path) a folder the job would write into that is a file, lies under
+  a file, or cannot be written (the folder, or the nearest existing folder above a path to create). Creates
+  nothing."""
+  full = os.path.abspath(os.path.expanduser(path))
+  probe = full
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  if not os.path.isdir(probe):
+    where = "is a file" if probe == full else f"lies under {probe}, which is a file"
+    raise UserError(f"{what} {path}: {where}, not a folder; give a folder path")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    where = "" if probe == full else f" (in {probe})"
+    raise UserError(f"{what} {path}: cannot write there{where}; give a folder you may write to")
