@@ -134,6 +134,41 @@ def test_the_view_store_recomputes_a_same_size_replacement_with_restored_mtime(t
   assert "recomputing the views in" in capsys.readouterr().out
 
 
+def test_a_full_view_store_warns_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+  """The store is optional: a full disk (or a folder that cannot be written) ends the storing, not the run."""
+  import errno  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "f" / classes.wnids()[3]
+  folder.mkdir(parents=True)
+  for k in range(2):
+    Image.fromarray(np.full((9, 12, 3), 40 + k, np.uint8)).save(folder / f"{k}.bmp")
+  ds = zd.get_dataset(f"folder:{tmp_path / 'f'}")
+  pp = Preprocessing(input_size=8, resize_size=8, resize_method="bilinear", mean=(0.0,) * 3, std=(1.0,) * 3)
+  store = view_cache.ViewStore(str(tmp_path / "store"), {"view": 8}, ds)
+  table = view_cache.ViewCache(10**6).table("k")
+  list(zd.make_batches(ds, batch_size=1, transform=pp.pil_view, transform_hw=(8, 8), view_table=table))
+  calls = []
+
+  def full(path, arrays):
+    calls.append(path)
+    raise OSError(errno.ENOSPC, "No space left on device", path)
+
+  monkeypatch.setattr(view_cache.atomic, "savez", full)
+  capsys.readouterr()
+  store.save([0], table)  # No exception: the run goes on.
+  store.save([1], table)  # The store has stopped: no second attempt, no second warning.
+  out = capsys.readouterr().out
+  assert len(calls) == 1 and out.count("warning: view cache") == 1, out
+  assert "No space left on device" in out and "view_cache_dir" in out
+
+  def broken(path, arrays):
+    raise OSError(errno.EIO, "Input/output error", path)
+
+  monkeypatch.setattr(view_cache.atomic, "savez", broken)
+  fresh = view_cache.ViewStore(str(tmp_path / "store"), {"view": 8}, ds)
+  with pytest.raises(OSError):  # Any other write error is no "full store": it is raised.
+    fresh.save([0], table)
+
+
 # --- resize_crop's measured distance to PIL ------------------------------------------------------------------
 
 # Stated in resize_crop's docstring and docs/zoom.md: at most 1 grey level off, on about 1 value in 10^4 of

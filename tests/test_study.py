@@ -333,3 +333,13 @@ def test_rerun_over_other_runs_drops_stale_outputs(setup):
   assert os.listdir(os.path.join(setup["out"], "explorers")) == []
   assert out["groups"][0]["export"]["num_images"] == len(out["groups"][0]["unsolved"]["unsolved_ids"])
   assert tree_hash(setup["runs"]) == setup["before"]
+
+
+def test_a_run_that_is_a_file_or_missing_is_named_for_what_it_is(tmp_path):
+  from zoomjax.analysis import sweep_results  # pylint: disable=import-outside-toplevel
+  a_file = tmp_path / "run.txt"
+  a_file.write_text("x")
+  with pytest.raises(UserError, match=r"run\.txt is a file, not a folder"):
+    sweep_results.open_sweep(str(a_file))
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    sweep_results.open_sweep(str(tmp_path / "nowhere"))

@@ -98,6 +98,9 @@ class Sweep:
 def open_sweep(workdir: str) -> Sweep:
   """The finished sweep in `workdir`; a UserError naming it when it is not one (what is missing, how to finish)."""
   rerun = f"finish it by rerunning the sweep with --workdir {workdir}"
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"sweep workdir {workdir} is a file, not a folder: give the folder a zoom_sweep run wrote "
+                    "(its --workdir)")
   if not os.path.isdir(workdir):
     raise NotFoundError(f"sweep workdir {workdir} does not exist")
   config_path = os.path.join(workdir, shards.CONFIG_FILE)

@@ -18,6 +18,7 @@ from typing import Dict, Hashable, Optional, Sequence, Tuple
 import numpy as np
 import PIL
 
+from zoomjax import errors
 from zoomjax.runtime import atomic
 from zoomjax.runtime import console
 
@@ -91,6 +92,7 @@ class ViewStore:
       atomic.write_text(key_path, text + "\n")
     self.dataset = dataset
     self.hits = 0
+    self.writable = True  # False once a write failed for lack of space or permission: the store is optional.
 
   def path(self, indices: Sequence[int]) -> str:
     return os.path.join(self.dir, f"{int(indices[0])}-{int(indices[-1]) + 1}.npz")
@@ -143,11 +145,22 @@ class ViewStore:
     return table
 
   def save(self, indices: Sequence[int], table: ViewTable) -> None:
-    """Writes the range's views atomically (those of the images that decoded)."""
+    """Writes the range's views atomically (those of the images that decoded).
+
+    A full disk or a folder that cannot be written stops the store, not the run: one warning, then the views
+    are no longer stored (the results do not depend on the store).
+    """
     index = sorted({i for i in map(int, indices) if table.get(i, count=False) is not None})
-    if not index:
+    if not index or not self.writable:
       return
     got = [table.get(i, count=False) for i in index]
-    atomic.savez(self.path(indices), {
-        "index": np.asarray(index, np.int64), "views": np.stack([v for v, _ in got]),
-        "hw": np.asarray([s for _, s in got], np.int32), "stamps": self._stamps(index)})
+    try:
+      atomic.savez(self.path(indices), {
+          "index": np.asarray(index, np.int64), "views": np.stack([v for v, _ in got]),
+          "hw": np.asarray([s for _, s in got], np.int32), "stamps": self._stamps(index)})
+    except OSError as e:
+      if not (e.errno in errors.DISK_FULL or isinstance(e, PermissionError)):
+        raise
+      self.writable = False
+      console.warn(f"view cache {self.dir}: cannot write {self.path(indices)} ({e.strerror or e}); views are no "
+                   "longer stored there in this run, which goes on (free space or set another view_cache_dir)")
