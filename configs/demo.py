@@ -8,8 +8,8 @@ through all 324 zoom views of the paper's grid plus the 10 Krizhevsky crops. A f
 prints the summary table and the path of report.html. Rerunning resumes (delete runs/demo to start over).
 `configs/demo.py:runlocal` runs the same pipeline with a tiny random model on a 2-scale grid (seconds).
 """
-from zoomjax.runtime import config as config_lib
 from zoomjax.configs import zoom_sweep
+from zoomjax.runtime import config as config_lib
 
 RANGES = zoom_sweep.RANGES  # The same fields as the sweep it runs.
 

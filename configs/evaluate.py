@@ -30,29 +30,24 @@ disk for later runs too.
 import ml_collections
 
 from zoomjax import sweep
-from zoomjax.runtime import config as config_lib
 from zoomjax.errors import UserError
+from zoomjax.runtime import config as config_lib
 
 
 
 # The allowed values of every numeric field (and the view cache folder), checked before the job writes anything
 # (zoomjax.runtime.config.validate).
 RANGES = {
-    "limit": config_lib.Range(0, integer=True, note="0 = all"),
+    **config_lib.SHARDED_JOB_RANGES,
     "model_seed": config_lib.Range(0, integer=True),
     "preprocessing.input_size": config_lib.Range(0, integer=True, note="0 = the checkpoint's own"),
     "preprocessing.resize_size": config_lib.Range(0, integer=True, note="0 = the checkpoint's own"),
     "preprocessing.crop_fraction": config_lib.Range(0, 1, note="0 = the checkpoint's own"),
     "preprocessing.mean": config_lib.Range(0, 255),
     "preprocessing.std": config_lib.Range(1e-6, note="pixel units, above 0"),
-    "batch_size": config_lib.Range(1, integer=True),
-    "shard_size": config_lib.Range(1, integer=True),
-    "num_workers": config_lib.Range(0, integer=True, note="0 = one per core"),
     "view_cache_gb": config_lib.Range(0, note="0 = off"),
     "view_cache_dir": config_lib.WritableDir(),
     "gallery_size": config_lib.Range(0, integer=True),
-    "progress_every_secs": config_lib.Range(0),
-    "merge_timeout_s": config_lib.Range(0),
 }
 
 

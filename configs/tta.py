@@ -22,16 +22,16 @@ Any field can be overridden with --config.<field>=value. Rerunning with the same
 """
 import ml_collections
 
-from zoomjax.runtime import config as config_lib
 from zoomjax.analysis import paper_numbers
 from zoomjax.errors import UserError
+from zoomjax.runtime import config as config_lib
 
 METHODS = ("baseline", "memo_augmix", "memo_rrc", "zoom_mean", "zoom_max")
 
 # The allowed values of every numeric field (and a few others), checked before the job writes anything
 # (zoomjax.runtime.config.validate).
 RANGES = {
-    "limit": config_lib.Range(0, integer=True, note="0 = all"),
+    **config_lib.SHARDED_JOB_RANGES,
     "paper_dataset": config_lib.OneOf(paper_numbers.DATASETS),
     "model.seed": config_lib.Range(0, integer=True),
     "seeds": config_lib.Range(0, integer=True),
@@ -50,12 +50,7 @@ RANGES = {
     "zoom.scales": config_lib.Range(1, integer=True),
     "zoom.anchors": config_lib.Range(1, integer=True),
     "zoom.view_chunk": config_lib.Range(1, integer=True),
-    "batch_size": config_lib.Range(1, integer=True),
-    "shard_size": config_lib.Range(1, integer=True),
     "canvas_multiple": config_lib.Range(1, integer=True),
-    "num_workers": config_lib.Range(0, integer=True, note="0 = one per core"),
-    "progress_every_secs": config_lib.Range(0),
-    "merge_timeout_s": config_lib.Range(0),
 }
 
 

@@ -16,9 +16,9 @@ Rerunning with the same --workdir resumes; any field can be overridden with --co
 """
 import ml_collections
 
-from zoomjax.runtime import config as config_lib
 from zoomjax import zoom
 from zoomjax.analysis import paper_numbers
+from zoomjax.runtime import config as config_lib
 
 # Named grids of the `grid` arg (any other grid is spelt out as S1/S2/...).
 GRIDS = {"paper": zoom.PAPER_SCALES, "small": (64, 128, 224, 256, 384, 512), "tiny": (224, 256)}
@@ -26,22 +26,17 @@ GRIDS = {"paper": zoom.PAPER_SCALES, "small": (64, 128, 224, 256, 384, 512), "ti
 # The allowed values of every numeric field (and a few others), checked before the job writes anything
 # (zoomjax.runtime.config.validate); demo.py shares them.
 RANGES = {
-    "limit": config_lib.Range(0, integer=True, note="0 = all"),
+    **config_lib.SHARDED_JOB_RANGES,
     "paper_dataset": config_lib.OneOf(paper_numbers.DATASETS),
     "model.seed": config_lib.Range(0, integer=True),
     "grid.scales": config_lib.Range(1, integer=True),
     "grid.anchors": config_lib.Range(1, integer=True),
     "grid.crop": config_lib.Range(1, integer=True),
-    "batch_size": config_lib.Range(1, integer=True),
     "view_chunk": config_lib.Range(1, integer=True),
-    "shard_size": config_lib.Range(1, integer=True),
-    "num_workers": config_lib.Range(0, integer=True, note="0 = one per core"),
     "prefetch": config_lib.Range(0, integer=True),
     "top_k": config_lib.Range(1, integer=True),
     "gallery_size": config_lib.Range(0, integer=True),
     "explorer_images": config_lib.Range(0, integer=True, note="0 = no explorer"),
-    "progress_every_secs": config_lib.Range(0),
-    "merge_timeout_s": config_lib.Range(0),
 }
 
 

@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
+from zoomjax import sweep
 from zoomjax.analysis import records as R
 from zoomjax.runtime import shards
-from zoomjax import sweep
 
 
 def median_seconds(fn, runs: int) -> float:

@@ -37,9 +37,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from configs import evaluate as evaluate_config  # noqa: E402
 from zoomjax import data as data_lib  # noqa: E402
-from zoomjax.runtime import parallel  # noqa: E402
 from zoomjax.data import view_cache  # noqa: E402
 from zoomjax.jobs import evaluate as job  # noqa: E402
+from zoomjax.runtime import parallel  # noqa: E402
 from bench_sweep import timed_interleaved  # noqa: E402  (the fns alternate within every repetition)
 
 

@@ -207,19 +207,24 @@ def test_tta_ctrl_c_keeps_finished_images_and_the_rerun_equals_an_uninterrupted_
     np.testing.assert_array_equal(got[f], want[f], err_msg=f)
 
 
-def test_ctrl_c_during_a_long_compile_stops_at_once(tmp_path):
-  """The zoom preview compiles the paper grid (324 views, seconds): a Ctrl-C in the middle of that blocking XLA
-  call stops the job at once with one line (nothing per-image to keep)."""
-  job = Job(["--config", "configs/zoom_preview.py", "--workdir", str(tmp_path / "preview"),
-             "--config.compilation_cache_dir=off"], tmp_path / "a.log")
+def _ctrl_c_with_nothing_to_keep(job: Job, when: str) -> None:
+  """Ctrl-C once stdout shows `when`: exit 130, no traceback, the one line of a job with nothing to keep."""
   try:
-    job.wait_for(r"^compiling the zoom grid \(324 views\) for a 451x300 image\.\.\.$")
+    job.wait_for(when)
     job.interrupt(signal.SIGINT)
   finally:
     job.close()
   err = job.stderr()
   assert job.proc.returncode == 130 and "Traceback" not in err, err
   assert err.splitlines()[-1] == "interrupted: nothing new to keep; rerun the same command to run it again"
+
+
+def test_ctrl_c_during_a_long_compile_stops_at_once(tmp_path):
+  """The zoom preview compiles the paper grid (324 views, seconds): a Ctrl-C in the middle of that blocking XLA
+  call stops the job at once with one line (nothing per-image to keep)."""
+  job = Job(["--config", "configs/zoom_preview.py", "--workdir", str(tmp_path / "preview"),
+             "--config.compilation_cache_dir=off"], tmp_path / "a.log")
+  _ctrl_c_with_nothing_to_keep(job, r"^compiling the zoom grid \(324 views\) for a 451x300 image\.\.\.$")
   assert not (tmp_path / "preview" / "zoom_grid.png").exists()
 
 
@@ -229,14 +234,7 @@ def test_ctrl_c_in_a_study_ends_in_one_line(photos, tmp_path):
   sweep_job.run(c, str(tmp_path / "sweep"))
   job = Job(["--config", f"configs/study.py:runs={tmp_path / 'sweep'},runlocal", "--workdir", str(tmp_path / "study")],
             tmp_path / "a.log")
-  try:
-    job.wait_for(r"^study: reading ")
-    job.interrupt(signal.SIGINT)
-  finally:
-    job.close()
-  err = job.stderr()
-  assert job.proc.returncode == 130 and "Traceback" not in err, err
-  assert err.splitlines()[-1] == "interrupted: nothing new to keep; rerun the same command to run it again"
+  _ctrl_c_with_nothing_to_keep(job, r"^study: reading ")
 
 
 # ---------------------------------------------------------------------------------------------------------------

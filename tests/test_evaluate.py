@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from configs import evaluate as evaluate_config
-from zoomjax import errors
 from zoomjax import data as zd
+from zoomjax import errors
 from zoomjax.data import classes
 from zoomjax.data import view_cache
 from zoomjax.jobs import evaluate

@@ -17,14 +17,14 @@ import pytest
 from PIL import Image
 
 from conftest import require
-from zoomjax.analysis import metrics as A
-from zoomjax.runtime import atomic
 from zoomjax import data
-from zoomjax.reports import explorer
-from zoomjax.analysis import records as R
-from zoomjax.runtime import shards
 from zoomjax import zoom
+from zoomjax.analysis import metrics as A
+from zoomjax.analysis import records as R
 from zoomjax.errors import UserError
+from zoomjax.reports import explorer
+from zoomjax.runtime import atomic
+from zoomjax.runtime import shards
 
 SCALES = (64, 224, 256, 512)
 GRID = zoom.ZoomGrid(SCALES, 3, 224)

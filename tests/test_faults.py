@@ -23,16 +23,16 @@ import conftest
 from configs import tta as tta_config
 from configs import zoom_sweep as config_lib
 from test_checkpoints import FakeStorage, FakeTensor, write_torch_zip  # The torch-format writer without torch.
-from zoomjax.runtime import atomic
 from zoomjax import data
 from zoomjax import errors
-from zoomjax.runtime import cli
-from zoomjax.analysis import records as R
-from zoomjax.runtime import shards
 from zoomjax import zoom
+from zoomjax.analysis import records as R
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.jobs import tta as tta_job
 from zoomjax.jobs import zoom_sweep as job
+from zoomjax.runtime import atomic
+from zoomjax.runtime import cli
+from zoomjax.runtime import shards
 
 pytestmark = pytest.mark.usefixtures("fast_compile_module")  # Job plumbing only; no parity check here.
 

@@ -24,9 +24,9 @@ from conftest import require
 from zoomjax.analysis import metrics as A
 from zoomjax.analysis import per_class
 from zoomjax.analysis import records as R
+from zoomjax.analysis import selection
 from zoomjax.reports import html
 from zoomjax.reports import sweep as report
-from zoomjax.analysis import selection
 
 SCALES = (64, 224, 256, 512)
 GRID = [(s, r, c) for s in SCALES for r in range(3) for c in range(3)]

@@ -22,14 +22,14 @@ from configs import study as study_config
 from configs import zoom_sweep as sweep_config
 from zoomjax import data
 from zoomjax import models
-from zoomjax.runtime import parallel
-from zoomjax.analysis import records as R
 from zoomjax import zoom
+from zoomjax.analysis import records as R
 from zoomjax.errors import UserError
 from zoomjax.jobs import study as job
 from zoomjax.jobs import zoom_sweep
 from zoomjax.reports import html
 from zoomjax.reports import study as study_report
+from zoomjax.runtime import parallel
 
 pytestmark = pytest.mark.usefixtures("fast_compile_module")  # Compiles dominate; no parity check here.
 

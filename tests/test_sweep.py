@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoomjax.runtime import progress as progress_lib
-from zoomjax.runtime import parallel
-from zoomjax.analysis import records as R
-from zoomjax.runtime import shards
 from zoomjax import sweep
+from zoomjax.analysis import records as R
+from zoomjax.runtime import parallel
+from zoomjax.runtime import progress as progress_lib
+from zoomjax.runtime import shards
 
 
 # --- The step, with a fake zoom kernel and a fake model. ---

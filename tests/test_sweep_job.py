@@ -8,8 +8,8 @@ import pytest
 from configs import demo as demo_config
 from configs import zoom_sweep as config_lib
 from zoomjax.analysis import records as R
-from zoomjax.runtime import shards
 from zoomjax.jobs import zoom_sweep as job
+from zoomjax.runtime import shards
 
 pytestmark = pytest.mark.usefixtures("fast_compile_module")  # Compiles dominate; no parity check here.
 

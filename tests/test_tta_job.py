@@ -9,8 +9,8 @@ import pytest
 
 from configs import tta as tta_config
 from zoomjax.analysis import paper_numbers
-from zoomjax.runtime import shards
 from zoomjax.jobs import tta as tta_job
+from zoomjax.runtime import shards
 from zoomjax.tta import zoom_tta
 
 

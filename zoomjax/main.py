@@ -13,9 +13,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from zoomjax import errors
 from zoomjax.runtime import cli
 from zoomjax.runtime import interrupt
-from zoomjax import errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything; rerunning resumes.")

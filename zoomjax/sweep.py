@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoomjax.runtime import parallel
-from zoomjax.runtime import progress
-from zoomjax.analysis import records as records_lib
 from zoomjax import resample
 from zoomjax import zoom
+from zoomjax.analysis import records as records_lib
 from zoomjax.errors import NonFiniteError, UserError
+from zoomjax.runtime import parallel
+from zoomjax.runtime import progress
 
 Array = jax.Array
 

@@ -13,8 +13,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from zoomjax.analysis import records as records_lib
-from zoomjax.runtime import shards
 from zoomjax.errors import NotFoundError, UserError
+from zoomjax.runtime import shards
 
 __all__ = ["EXPERIMENT", "METRICS_FILE", "Grid", "Sweep", "open_sweep", "source_dataset"]
 

@@ -26,9 +26,9 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
-from zoomjax.runtime import atomic
 from zoomjax.data import classes, decode, files, subsets
 from zoomjax.errors import UserError
+from zoomjax.runtime import atomic
 
 INDEX_FILE = "index.json"
 

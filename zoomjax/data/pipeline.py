@@ -30,8 +30,8 @@ import numpy as np
 from zoomjax.data import decode
 from zoomjax.data.dataset import Dataset
 from zoomjax.data.view_cache import ViewTable
-from zoomjax.runtime import console
 from zoomjax.errors import UserError
+from zoomjax.runtime import console
 
 CanvasFn = Callable[[int, int], Tuple[int, int]]
 

@@ -27,20 +27,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from zoomjax.runtime import progress as progress_lib
-from zoomjax.analysis import metrics as analyses
-from zoomjax.runtime import atomic
-from zoomjax.runtime import console
-from zoomjax.analysis import paper_numbers
-from zoomjax.runtime import parallel
-from zoomjax.runtime import shards
 from zoomjax import sweep
+from zoomjax.analysis import metrics as analyses
+from zoomjax.analysis import paper_numbers
 from zoomjax.data import label_space
 from zoomjax.data import view_cache
 from zoomjax.errors import NotFoundError, UserError
 from zoomjax.jobs import tta as tta_job
 from zoomjax.models.preprocessing import Preprocessing
 from zoomjax.reports import html
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
+from zoomjax.runtime import parallel
+from zoomjax.runtime import progress as progress_lib
+from zoomjax.runtime import shards
 
 FIELDS = ("top5", "top5_p", "p_true", "correct", "top5_correct")  # Per-image fields besides index/ids/labels.
 RECORDS_FILE = "predictions.npz"
@@ -533,9 +533,7 @@ def evaluate_pair(config, pair_dir: str, entry: ModelEntry, d: DataEntry, datase
         "devices": [str(x) for x in jax.local_devices()], "versions": tta_job.library_versions()})
     m = analyses.nan_to_none(m)
     m["key"] = json.loads(json.dumps(key))  # What `kept_metrics` checks before a rerun keeps this pair.
-    m["dataset_fingerprint"] = {"num_images": num_images,
-                                "fingerprint": shards.fingerprint(dataset.ids[:num_images],
-                                                                  dataset.labels[:num_images])}
+    m["dataset_fingerprint"] = dataset_fingerprint(dataset, int(config.limit))
     m["complete"] = True  # Written last, atomically, after predictions.npz.
     atomic.write_json(os.path.join(pair_dir, "metrics.json"), m)
   msg = f"{entry.row} on {d.name}: top-1 {_cell(m)}, top-5 {html.percent(m['top5'])} over {m['num_images']} images"

@@ -27,17 +27,17 @@ import numpy as np
 import optax
 from absl import logging
 
-from zoomjax.runtime import progress as progress_lib
-from zoomjax.analysis import metrics as analyses
-from zoomjax.runtime import atomic
-from zoomjax.runtime import console
-from zoomjax.analysis import paper_numbers
-from zoomjax.runtime import parallel
-from zoomjax.runtime import shards
 from zoomjax import sweep
+from zoomjax.analysis import metrics as analyses
+from zoomjax.analysis import paper_numbers
 from zoomjax.data import label_space
 from zoomjax.errors import UserError
 from zoomjax.reports import html
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
+from zoomjax.runtime import parallel
+from zoomjax.runtime import progress as progress_lib
+from zoomjax.runtime import shards
 from zoomjax.tta import augment, memo, zoom_tta
 
 # Config fields that change a result; a resumed run must agree on all of them.

@@ -13,8 +13,8 @@ from absl import logging
 from PIL import Image, ImageDraw
 
 from zoomjax import zoom
-from zoomjax.runtime import console
 from zoomjax.errors import NotFoundError, UserError
+from zoomjax.runtime import console
 
 _LABEL_H = 12  # Pixels above each tile for its name (PIL's default bitmap font is ~11 px high).
 _GAP = 4

@@ -25,19 +25,19 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from zoomjax.runtime import progress as progress_lib
+from zoomjax import sweep
 from zoomjax.analysis import metrics as analyses
-from zoomjax.runtime import atomic
-from zoomjax.runtime import console
 from zoomjax.analysis import paper_numbers
-from zoomjax.runtime import parallel
 from zoomjax.analysis import per_class
 from zoomjax.analysis import records as records_lib
 from zoomjax.analysis import selection
-from zoomjax.runtime import shards
-from zoomjax import sweep
 from zoomjax.errors import UserError
 from zoomjax.reports import html
+from zoomjax.runtime import atomic
+from zoomjax.runtime import console
+from zoomjax.runtime import parallel
+from zoomjax.runtime import progress as progress_lib
+from zoomjax.runtime import shards
 
 CANVAS_MODES = ("square", "buckets", "max")
 # Config fields that change the numbers; a resumed run must agree on all of them.

@@ -21,8 +21,8 @@ from zoomjax.models import clip_families  # noqa: E402,F401  clip_vit_* (OpenAI)
 from zoomjax.models import efficientnet  # noqa: E402,F401  efficientnet_b0..b7, tf_efficientnet_b0..b7 / l2_ns(_475)
 from zoomjax.models import convnext  # noqa: E402,F401  convnext_tiny/small/base/large
 from zoomjax.models import mobilenet_v3  # noqa: E402,F401  mobilenet_v3_small/large(_v2)
-from zoomjax.models import swin  # noqa: E402,F401  swin_t/s/b
 from zoomjax.models import maxvit  # noqa: E402,F401  maxvit_t
+from zoomjax.models import swin  # noqa: E402,F401  swin_t/s/b
 
 __all__ = [
     "load", "from_config", "register", "list_models", "is_factory", "Factory",

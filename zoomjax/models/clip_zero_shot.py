@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from zoomjax.runtime import atomic
 from zoomjax.errors import NotFoundError, UnknownNameError, UserError
+from zoomjax.runtime import atomic
 
 # The 80 prompt templates of OpenAI's "Prompt Engineering for ImageNet" notebook (used by the zoom paper and
 # open_clip's `OPENAI_IMAGENET_TEMPLATES`, in the same order).

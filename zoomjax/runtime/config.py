@@ -34,7 +34,7 @@ from zoomjax.errors import NotFoundError, UserError
 
 __all__ = ["parse_arg", "add_common", "model_config", "data_config", "distributed_config", "grid_scales",
            "configs_dir", "bind_checkout_configs", "available_configs", "resolve_config_path",
-           "resolve_config_flag", "Range", "OneOf", "WritableDir", "Spec", "COMMON_RANGES", "numeric_fields",
+           "resolve_config_flag", "Range", "OneOf", "WritableDir", "Spec", "COMMON_RANGES", "SHARDED_JOB_RANGES", "numeric_fields",
            "validate", "check_arg", "check_writable_dir"]
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -276,6 +276,16 @@ COMMON_RANGES: Dict[str, Spec] = {
     "distributed.num_processes": Range(0, integer=True, note="0 = auto"),
     "distributed.process_id": Range(-1, integer=True, note="-1 = auto"),
     "distributed.initialization_timeout_s": Range(1),
+}
+
+# The fields every job over a dataset's shards has (zoom_sweep, tta, evaluate); each config adds its own.
+SHARDED_JOB_RANGES: Dict[str, Spec] = {
+    "limit": Range(0, integer=True, note="0 = all"),
+    "batch_size": Range(1, integer=True),
+    "shard_size": Range(1, integer=True),
+    "num_workers": Range(0, integer=True, note="0 = one per core"),
+    "progress_every_secs": Range(0),
+    "merge_timeout_s": Range(0),
 }
 
 

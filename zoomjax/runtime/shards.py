@@ -33,10 +33,10 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import numpy as np
 from absl import logging
 
+from zoomjax.errors import NotFoundError, StateError, UserError, WaitTimeoutError
 from zoomjax.runtime import atomic
 from zoomjax.runtime import console
 from zoomjax.runtime import interrupt
-from zoomjax.errors import NotFoundError, StateError, UserError, WaitTimeoutError
 
 __all__ = ["SHARD_DIR", "CONFIG_FILE", "DATASET_FILE", "ROW_KEYS", "SKIPPED", "FINGERPRINT", "SKIPPED_INDEX",
            "SKIPPED_STAMP", "Rows", "shard_path", "partial_path", "num_shards", "images_to_run", "shard_range",

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zoomjax.runtime import parallel
 from zoomjax.data.label_space import mask_logits
 from zoomjax.models.bundle import ModelBundle
+from zoomjax.runtime import parallel
 from zoomjax.tta import augment as augment_lib
 from zoomjax.tta.entropy import marginal_entropy
 
