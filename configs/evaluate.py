@@ -29,6 +29,7 @@ disk for later runs too.
 """
 import ml_collections
 
+from zoomjax import resample
 from zoomjax import sweep
 from zoomjax.errors import UserError
 from zoomjax.runtime import config as config_lib
@@ -48,6 +49,20 @@ RANGES = {
     "view_cache_gb": config_lib.Range(0, note="0 = off"),
     "view_cache_dir": config_lib.WritableDir(),
     "gallery_size": config_lib.Range(0, integer=True),
+    "on_error": config_lib.OneOf(config_lib.ON_ERROR, empty_ok=False),
+    "dtype": config_lib.OneOf(sweep.COMPUTE_DTYPES, empty_ok=False),
+    "preprocessing.resize_method": config_lib.OneOf(tuple(sorted(resample.FILTERS)), empty_ok=True),
+    "models": config_lib.FreeText("name[@checkpoint][#pretrained] entries; each checked when loaded"),
+    "models_file": config_lib.InputFile(),
+    "data": config_lib.FreeText("dataset[@manual_dir] entries; folder roots checked by check_job"),
+    "data_dir": config_lib.InputDir(must_exist=False),
+    "real_json": config_lib.InputFile(),
+    "split": config_lib.FreeText("a split name and/or [a:b]; checked when built"),
+    "clip.vocab": config_lib.InputFile(),
+    # The named sets of zoomjax.models.clip_zero_shot (CLASS_NAME_SETS, TEMPLATE_SETS), else a file.
+    "clip.class_names": config_lib.InputFile(words=("openai", "zoom_paper")),
+    "clip.templates": config_lib.InputFile(words=("openai", "openai80")),
+    "clip.head_cache_dir": config_lib.WritableDir(),
 }
 
 

@@ -25,6 +25,10 @@ RANGES = {
     "export_max_solved": config_lib.Range(-1, integer=True, note="-1 = no export"),
     "explorer_max_images": config_lib.Range(0, integer=True, note="0 = no explorers"),
     "explorer_thumb_side": config_lib.Range(1, integer=True),
+    "runs": config_lib.FreeText("';'-separated sweep workdirs or globs; each checked when read"),
+    "mixed": config_lib.OneOf(("group", "refuse"), empty_ok=False),
+    "tie_order": config_lib.OneOf(("paper", "grid")),
+    "command": config_lib.FreeText("the command line shown in study.html"),
 }
 
 

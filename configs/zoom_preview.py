@@ -16,6 +16,7 @@ RANGES = {
     "anchors": config_lib.Range(1, integer=True),
     "crop": config_lib.Range(1, integer=True),
     "thumb": config_lib.Range(1, integer=True),
+    "image": config_lib.InputFile(),
 }
 
 

@@ -16,6 +16,7 @@ Rerunning with the same --workdir resumes; any field can be overridden with --co
 """
 import ml_collections
 
+from zoomjax import sweep
 from zoomjax import zoom
 from zoomjax.analysis import paper_numbers
 from zoomjax.runtime import config as config_lib
@@ -37,6 +38,14 @@ RANGES = {
     "top_k": config_lib.Range(1, integer=True),
     "gallery_size": config_lib.Range(0, integer=True),
     "explorer_images": config_lib.Range(0, integer=True, note="0 = no explorer"),
+    "record_k": config_lib.Range(1, integer=True, note="at most the model's classes"),
+    "rho": config_lib.Range(0.001, 1, note="the fraction of views tpt and zero keep"),
+    **config_lib.MODEL_RANGES,
+    **config_lib.DATA_RANGES,
+    "canvas": config_lib.OneOf(("square", "buckets", "max"), empty_ok=False),
+    "dtype": config_lib.OneOf(sweep.COMPUTE_DTYPES, empty_ok=False),
+    "tie_order": config_lib.OneOf(("paper", "grid"), empty_ok=False),
+    "command": config_lib.FreeText("the command line shown in the report"),
 }
 
 
@@ -77,6 +86,8 @@ def get_config(arg=None):
 
   c.tie_order = "paper"  # Greedy min-cover tie-breaking: 'paper' (anchor-major, authors' scale order) | 'grid'.
   c.top_k = 36  # The N of the paper's "N = 36" upper bound.
+  c.record_k = 10  # Classes kept per view in the records (top-k ids and probabilities; aggregators use them).
+  c.rho = 0.1  # Fraction of views the tpt and zero aggregators keep (TPT, ZERO: 0.1).
   c.report = True  # Write figures and report.html.
   c.gallery_size = 12  # Rescued images shown in the report.
   # Images in the image explorer (explorer/explorer.html; rescued ones first; 0 = no explorer).

@@ -4,6 +4,7 @@
       --batch 32 --runs 5 --grouped_depthwise
   python experiments/bench_models.py --models families --batch 32 --runs 5   # one model per family
   python experiments/bench_models.py --models families --batch 2 --runs 1    # quick: does every row run?
+  python experiments/bench_models.py --models today --batch 32 --runs 5      # ConvNeXt-V2, EVA-02, OpenCLIP
 
 Weights are seeded random (`load(name, random_init=True)`): speed does not depend on their values. Models
 are timed round-robin (one batch of each per round) so load changes on a shared machine hit all of them
@@ -37,7 +38,13 @@ VARIANTS = ("resnet50", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
             "mobilenet_v3_small", "mobilenet_v3_large", "swin_t", "swin_s", "swin_b", "maxvit_t",
             *(f"{p}efficientnet_b{i}" for p in ("", "tf_") for i in range(8)),
             "tf_efficientnet_l2_ns_475")  # L2 at 800 px needs far more than 24 GB at batch 32.
-NAMED = {"families": FAMILIES, "variants": VARIANTS}
+# `--models today`: the backbones researchers evaluate today, each at its checkpoint's own input size, after the
+# ResNet-50 baseline (timm ConvNeXt-V2 and EVA-02 classifiers; OpenCLIP ConvNeXt towers and ViT-B-16-plus-240).
+TODAY = ("resnet50", "convnextv2_tiny.fcmae_ft_in1k", "convnextv2_base.fcmae_ft_in22k_in1k_384",
+         "eva02_tiny_patch14_336.mim_in22k_ft_in1k", "eva02_small_patch14_336.mim_in22k_ft_in1k",
+         "eva02_base_patch14_448.mim_in22k_ft_in22k_in1k", "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k",
+         "openclip_convnext_base_w", "openclip_convnext_large_d_320", "openclip_vit_b16_plus_240")
+NAMED = {"families": FAMILIES, "variants": VARIANTS, "today": TODAY}
 
 
 def _flops(compiled) -> float:
@@ -95,8 +102,8 @@ def table(entries: List[Dict[str, Any]], batch: int) -> str:
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--models", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2",
-                  help="comma-separated registered names, 'families' (FAMILIES: one per family), 'variants' "
-                       "(VARIANTS) or 'all' (the first is the baseline)")
+                  help="comma-separated registered names, 'families' (FAMILIES: one per family), 'variants', 'today' "
+                       "(VARIANTS, TODAY) or 'all' (the first is the baseline)")
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--runs", type=int, default=5, help="timed rounds (>= 5 for a stable median)")
   ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16"])

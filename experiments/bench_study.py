@@ -9,6 +9,9 @@ Per run it times
   per_class  per_class.record_per_class
   held_out   selection.record_held_out (5 folds, budgets 1..36, confidence selection; the first
              --held-out-runs runs only)
+  aggregators  aggregators.aggregator_table: every test-time aggregator over 5 view sets (grid, zoom-in,
+             zoom-out, 10 crops, 64 random views), with intervals and paired tests against the 1-crop (the first
+             --aggregator-runs runs only; k = --k stored classes per view)
 and prints a Markdown table of medians (min, max) and the projected study total for --runs runs.
 
 The correctness of a view on an image is drawn from a logistic model (image ease + view quality + noise) tuned to
@@ -18,6 +21,7 @@ real sweep.
 
   python experiments/bench_study.py            # the full study size (quiet machine; minutes)
   python experiments/bench_study.py --quick    # 3 runs x 2,000 images: proves it works
+  python experiments/bench_study.py --runs 1 --held-out-runs 0   # one 50,000-image run: the aggregators' budget
 """
 import argparse
 import os
@@ -28,6 +32,7 @@ import time
 
 import numpy as np
 
+from zoomjax.analysis import aggregators
 from zoomjax.analysis import metrics as analyses
 from zoomjax.analysis import per_class
 from zoomjax.analysis import records
@@ -36,8 +41,10 @@ from zoomjax.analysis import selection
 SCALES = sorted(analyses.PAPER_SCALE_INSERTION_ORDER)  # The paper's 36 scales.
 
 
-def synthetic_records(n: int, seed: int, *, scales=SCALES, anchors: int = 3, classes: int = 1000) -> records.Records:
-  """Records of one fake sweep: n images x (len(scales) * anchors**2) zoom views + the 10 extra crops."""
+def synthetic_records(n: int, seed: int, *, scales=SCALES, anchors: int = 3, classes: int = 1000,
+                      k: int = records.RECORD_K) -> records.Records:
+  """Records of one fake sweep: n images x (len(scales) * anchors**2) zoom views + the 10 extra crops, k classes
+  per view (descending probabilities below p_max, an entropy consistent with them)."""
   rng = np.random.default_rng(seed)
   names = [analyses.view_name((s, r, c)) for s in scales for r in range(anchors) for c in range(anchors)]
   t, x = len(names), len(records.CROP_NAMES)
@@ -51,19 +58,25 @@ def synthetic_records(n: int, seed: int, *, scales=SCALES, anchors: int = 3, cla
     logit = ease + quality[None, :] + rng.normal(0, 1.0, (n, v)).astype(np.float32)
     right = rng.random((n, v), np.float32) < 1 / (1 + np.exp(-logit))
     wrong = (labels + 1 + rng.integers(0, classes - 1, (n, v))) % classes
-    top5 = rng.integers(0, classes, (n, v, records.TOP_K)).astype(np.int16)
-    top5[..., 0] = np.where(right, labels, wrong)
+    topk = rng.integers(0, classes, (n, v, k)).astype(np.int16)
+    topk[..., 0] = np.where(right, labels, wrong)
     p_max = (1 / (1 + np.exp(-(logit + rng.normal(0, 1, (n, v)).astype(np.float32))))).astype(np.float32)
     p_true = np.where(right, p_max, p_max * rng.random((n, v), np.float32) * 0.5).astype(np.float32)
-    return top5, p_true, p_max
+    rest = (1 - p_max)[..., None] * 0.4 * 0.6 ** np.arange(1, k, dtype=np.float32)  # Sums below 1 - p_max.
+    topk_p = np.concatenate([p_max[..., None], np.minimum(rest, p_max[..., None])], -1)
+    tail = np.maximum(1 - topk_p.sum(-1), 1e-6)  # Spread over the other classes.
+    q = np.maximum(topk_p, 1e-12)  # p_max may underflow to 0 far below the decision boundary.
+    entropy = -(q * np.log(q)).sum(-1) - tail * np.log(tail / (classes - k))
+    return topk, p_true, p_max, topk_p.astype(np.float16), entropy.astype(np.float32)
 
-  top5, p_true, p_max = views(t, quality)
-  ctop5, cp_true, cp_max = views(x, np.full(x, 1.0, np.float32))
+  topk, p_true, p_max, topk_p, entropy = views(t, quality)
+  ctopk, cp_true, cp_max, ctopk_p, centropy = views(x, np.full(x, 1.0, np.float32))
   a = len(records.AGG_SETS)
   return records.Records(
       index=np.arange(n, dtype=np.int64), ids=np.array([f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(n)]),
-      labels=labels, top5=top5, p_true=p_true, p_max=p_max, crop_top5=ctop5, crop_p_true=cp_true,
-      crop_p_max=cp_max, agg_top5=rng.integers(0, classes, (n, a, records.TOP_K)).astype(np.int16),
+      labels=labels, topk=topk, topk_p=topk_p, entropy=entropy, p_true=p_true, p_max=p_max, crop_topk=ctopk,
+      crop_topk_p=ctopk_p, crop_entropy=centropy, crop_p_true=cp_true, crop_p_max=cp_max,
+      agg_top5=rng.integers(0, classes, (n, a, records.TOP_K)).astype(np.int16),
       agg_p=rng.random((n, a, records.TOP_K), np.float32), view_names=np.array(names),
       crop_names=np.array(records.CROP_NAMES), agg_names=np.array(records.AGG_SETS))
 
@@ -79,20 +92,23 @@ def main():
   p.add_argument("--runs", type=int, default=42, help="sweeps in the study")
   p.add_argument("--images", type=int, default=50_000, help="images per sweep")
   p.add_argument("--held-out-runs", type=int, default=3, help="runs whose held-out selection is timed")
+  p.add_argument("--aggregator-runs", type=int, default=1, help="runs whose aggregator table is timed")
+  p.add_argument("--k", type=int, default=records.RECORD_K, help="classes stored per view")
   p.add_argument("--scratch", default=None, help="folder for the one records.npz on disk (default: a temp dir)")
   p.add_argument("--quick", action="store_true", help="3 runs x 2,000 images (a smoke test)")
   args = p.parse_args()
   if args.quick:
-    args.runs, args.images, args.held_out_runs = 3, 2000, 2
+    args.runs, args.images, args.held_out_runs, args.aggregator_runs = 3, 2000, 2, 2
   if args.scratch:
     os.makedirs(args.scratch, exist_ok=True)
   scratch = tempfile.mkdtemp(prefix="bench_study_", dir=args.scratch)
-  times = {k: [] for k in ("load", "analyse", "per_class", "held_out")}
+  times = {k: [] for k in ("load", "analyse", "per_class", "held_out", "aggregators")}
+  agg = None
   facts, best = [], None
   try:
     for r in range(args.runs):
       path = os.path.join(scratch, records.FINAL_FILE)
-      records.save(path, synthetic_records(args.images, seed=r))
+      records.save(path, synthetic_records(args.images, seed=r, k=args.k))
       rec, dt = _timed(lambda: records.load(path))
       times["load"].append(dt)
       m, dt = _timed(lambda: analyses.record_metrics(rec))
@@ -105,6 +121,10 @@ def main():
         times["held_out"].append(dt)
         best = h["best_fixed"]
         line += f", held_out {dt:.2f} s"
+      if r < args.aggregator_runs:
+        agg, dt = _timed(lambda: aggregators.aggregator_table(rec))
+        times["aggregators"].append(dt)
+        line += f", aggregators {dt:.2f} s"
       facts.append((m["one_crop_accuracy"], m["upper_bound_accuracy"], m["top36_accuracy"], m["min_cover_size"]))
       print(f"run {r + 1}/{args.runs}: {line}", flush=True)
       del rec
@@ -124,6 +144,16 @@ def main():
   per_run = sum(statistics.median(times[k]) for k in ("load", "analyse", "per_class"))
   print(f"\nload + analyse + per_class, projected for {args.runs} runs: {per_run * args.runs / 60:.1f} min "
         f"({per_run:.2f} s per run)")
+  if times["aggregators"]:
+    a = statistics.median(times["aggregators"])
+    sets = {s: v["num_views"] for s, v in agg["sets"].items()}
+    print(f"every aggregator ({len(aggregators.AGGREGATORS)}) over {len(sets)} view sets {sets}, intervals and "
+          f"paired tests, one {args.images:,}-image run at k = {args.k}: {a:.1f} s (target <= 60 s: "
+          f"{'met' if a <= 60 else 'MISSED'})")
+    zero = agg["sets"]["grid"]["paired"]["zero"]
+    print(f"(synthetic grid: 1-crop {100 * agg['sets']['grid']['accuracy']['1-crop']:.1f} %, zero "
+          f"{100 * agg['sets']['grid']['accuracy']['zero']:.1f} %, zero - 1-crop {100 * zero['diff']:+.1f} points, "
+          f"p = {zero['p_value']:.2g})")
   if times["held_out"]:
     h = statistics.median(times["held_out"])
     print(f"held-out selection of one {args.images:,}-image run: {h:.1f} s (target <= 60 s: "

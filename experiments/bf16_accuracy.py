@@ -44,7 +44,7 @@ def metrics_of(rec, names):
   from zoomjax.data.label_space import is_correct  # pylint: disable=g-import-not-at-top
   view_names = [str(v) for v in rec.view_names]
   cols = [view_names.index(n) for n in names]
-  top1 = rec.top5[:, cols, 0].astype(np.int64)
+  top1 = rec.topk[:, cols, 0].astype(np.int64)
   labels = rec.labels
   correct = np.stack([np.asarray(is_correct(top1[:, v], labels)) for v in range(len(cols))], 1)
   one = names.index("LOC:1_1_Size:256")

@@ -218,6 +218,10 @@ def test_later_models_with_the_same_view_copy_it_from_the_view_cache(tmp_path, f
     by_row = {p["row"]: p for p in summary["pairs"]}
     assert [by_row[r]["views_from_cache"] for r in (f"{FAKE}:a", other, f"{FAKE}:b")] == [0, 0, 3]
     assert by_row[f"{FAKE}:b"]["top1"] == by_row[f"{FAKE}:a"]["top1"] == pytest.approx(1 / 3)
+    # Models on the same images, paired against the first: the same weights agree image by image.
+    assert [(p["a"], p["b"]) for p in summary["paired"]] == [(other, f"{FAKE}:a"), (f"{FAKE}:b", f"{FAKE}:a")]
+    assert (summary["paired"][1]["diff"], summary["paired"][1]["p_value"], summary["paired"][1]["n"]) == (0.0, 1.0, 3)
+    assert "Models compared on the same images (paired)" in open(summary["report"], encoding="utf-8").read()
     # A budget of one 8x8 view: the others are decoded again, with the same answers; 0 turns the cache off.
     for gb, reads in ((8 * 8 * 3 / 1e9, 3 + 2), (0.0, 3 + 3)):
       counts.clear()
@@ -308,7 +312,7 @@ def test_efficientnet_lite0_on_val100_gives_its_centre_crop_accuracy(tmp_path, v
   assert pair["num_images"] == 100 and pair["num_skipped"] == 0
   assert 0.72 <= pair["top1"] <= 0.73, pair["top1"]
   assert pair["preprocessing"] == {"input_size": 224, "resize_size": 256, "resize_method": "bicubic",
-                                   "mean": [127.0] * 3, "std": [128.0] * 3}
+                                   "mean": [127.0] * 3, "std": [128.0] * 3, "crop_mode": "center"}
 
 
 def test_report_renders_in_chromium(tmp_path, fake_model, chromium):

@@ -67,8 +67,8 @@ def fake_sweep(root) -> str:
   p_true[2, one] = 0.05
   x = len(R.CROP_NAMES)
   rec = R.Records(
-      index=np.arange(n, dtype=np.int64), ids=np.asarray(ds.ids), labels=labels, top5=top5, p_true=p_true,
-      p_max=p_max, crop_top5=np.zeros((n, x, 5), np.int16), crop_p_true=np.zeros((n, x), np.float32),
+      index=np.arange(n, dtype=np.int64), ids=np.asarray(ds.ids), labels=labels, topk=top5, p_true=p_true,
+      p_max=p_max, crop_topk=np.zeros((n, x, 5), np.int16), crop_p_true=np.zeros((n, x), np.float32),
       crop_p_max=np.zeros((n, x), np.float32), agg_top5=np.zeros((n, len(R.AGG_SETS), 5), np.int16),
       agg_p=np.zeros((n, len(R.AGG_SETS), 5), np.float32), view_names=np.asarray(NAMES),
       crop_names=np.asarray(R.CROP_NAMES), agg_names=np.asarray(R.AGG_SETS))

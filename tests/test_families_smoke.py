@@ -40,6 +40,13 @@ FAMILIES = {
                                 partition_size=2), True),
     # Zero-shot CLIP with a random head (random_init needs no text data).
     "clip": ("clip_vit_b32", dict(patch_size=32, width=32, depth=1, num_heads=2, mlp_dim=64, embed_dim=16), False),
+    "clip_resnet": ("clip_rn50", dict(layers=(1, 1, 1, 1), width=8, num_heads=2, embed_dim=16), True),
+    "siglip": ("siglip_b16_224", dict(patch_size=16, width=32, depth=1, num_heads=2, mlp_dim=64), False),
+    "convnextv2": ("convnextv2_tiny.fcmae_ft_in1k", dict(stages=((8, 1), (16, 1))), False),
+    # EVA-02 runs at the zoom grid's 224 px crops (image_size resamples its 336 px position embedding).
+    "eva02": ("eva02_tiny_patch14_336.mim_in22k_ft_in1k", dict(width=16, depth=1, num_heads=2, mlp_dim=32,
+                                                               image_size=224), False),
+    "clip_convnext": ("openclip_convnext_base_w", dict(stages=((8, 1), (16, 1)), embed_dim=16), False),
 }
 GRID = 256  # One zoom-in scale: 9 views, one of them the 1-crop view.
 
@@ -58,8 +65,8 @@ def test_zoom_sweep_job(family, tmp_path):
   assert metrics["num_images"] == 1 and metrics["num_views"] == 9
   assert metrics["one_crop_accuracy"] in (0.0, 1.0) and 0.0 <= metrics["upper_bound_accuracy"] <= 1.0
   rec = R.load(str(tmp_path / R.FINAL_FILE))
-  assert rec.top5.shape == (1, 9, 5) and rec.p_true.shape == rec.p_max.shape == (1, 9)
-  assert np.all((rec.top5 >= 0) & (rec.top5 < 1000))
+  assert rec.topk.shape == (1, 9, 10) and rec.p_true.shape == rec.p_max.shape == (1, 9)
+  assert np.all((rec.topk >= 0) & (rec.topk < 1000))
   assert np.all(np.isfinite(rec.p_max)) and np.all((rec.p_max > 0) & (rec.p_max <= 1))
   assert np.all(np.isfinite(rec.agg_p)) and np.all((rec.p_true >= 0) & (rec.p_true <= rec.p_max + 1e-6))
   with open(tmp_path / "config.json") as f:  # The overrides are part of the resume key.
@@ -71,8 +78,10 @@ def test_tta_job(family, tmp_path):
   name, _, has_bn = FAMILIES[family]
   method = "memo_rrc" if has_bn else "baseline"  # MEMO with the BatchNorm prior (N = 16) where there is one
   config = _with_model(tta_config.get_config(f"runlocal=1,method={method},model={name},limit=1,views=2"), family)
-  if family in ("vit", "clip"):  # Their position embeddings are fixed at 224 px (runlocal's views are 64 px).
+  # Position embeddings fixed at 224 px (runlocal's views are 64 px).
+  if family in ("vit", "clip", "clip_resnet", "eva02", "siglip"):
     config.view.resize, config.view.crop = 256, 224
+    config.memo.view_size = 224
   metrics = tta_job.run(config, str(tmp_path))
   assert metrics["method"] == method and metrics["num_images"] == 1
   assert metrics["accuracy"] in (0.0, 1.0) and (metrics["prior_strength"] == 16.0) == has_bn

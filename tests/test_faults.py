@@ -58,7 +58,7 @@ class FakeDataset:
     lab = batch["labels"][:, 0]
     rows = R.empty_rows(T, X, A)
     return {f: np.zeros((len(lab),) + v.shape[1:], v.dtype) + (lab.reshape((-1,) + (1,) * (v.ndim - 1))
-                                                               if f == "top5" else 0) for f, v in rows.items()}
+                                                               if f == "topk" else 0) for f, v in rows.items()}
 
   def run(self, workdir, shard_size=2):
     return shards.run_shards(
@@ -79,7 +79,7 @@ def test_resume_over_a_changed_dataset_recomputes_exactly_the_changed_shards(tmp
   assert ds3.run(tmp_path) == [0, 1, 2, 3]
   rec = R.merge_shards(str(tmp_path), 4, num_images=7)
   assert list(rec.ids) == ["aaa.jpg"] + ids and len(set(rec.ids)) == 7  # No stale or duplicate image.
-  np.testing.assert_array_equal(rec.top5[:, 0, 0], [7, 1, 2, 3, 9, 5, 6])
+  np.testing.assert_array_equal(rec.topk[:, 0, 0], [7, 1, 2, 3, 9, 5, 6])
 
 
 def test_corrupt_empty_or_foreign_shards_are_recomputed_with_a_warning(tmp_path, capsys):
@@ -171,9 +171,10 @@ def small_config(arg="", **overrides):
     ("model=efficientnet_lite9", {}, "efficientnet_lite9"),
     ("data=folder:/no/such/dir", {}, "/no/such/dir"),
     ("", {"batch_size": 0}, "batch_size=0"),
-    ("", {"shard_size": 0}, "shard_size must be positive, got 0"),
+    ("", {"shard_size": 0}, "--config.shard_size=0: must be an integer >= 1"),
     ("", {"limit": -1}, "config.limit=-1"),
-    ("", {"tie_order": "nope"}, "config.tie_order: tie order must be 'paper' or 'grid', got 'nope'"),
+    ("", {"tie_order": "nope"}, "--config.tie_order='nope': not one of paper, grid"),
+    ("", {"canvas": "round"}, "--config.canvas='round': not one of square, buckets, max"),
 ])
 def test_a_failed_start_names_the_value_and_leaves_the_workdir_reusable(tmp_path, arg, overrides, message):
   with pytest.raises((ValueError, KeyError, FileNotFoundError), match=message):
@@ -191,7 +192,7 @@ def test_bad_arg_values_are_named():
 def test_workdir_that_is_a_file_is_refused(tmp_path):
   f = tmp_path / "file"
   f.write_text("")
-  with pytest.raises(ValueError, match="is a file, not a directory"):
+  with pytest.raises(ValueError, match="is a file, not a folder"):
     job.run(small_config(), str(f))
 
 

@@ -150,7 +150,7 @@ def _worker() -> None:
     args = parallel.shard_batch((canvas, hws, labels), mesh)
     out = step(parallel.replicate(bundle.variables, mesh), *args)
     if mesh is mesh8:
-      assert len(out["top5"].sharding.device_set) == 8
+      assert len(out["topk"].sharding.device_set) == 8
     outs.append(parallel.to_host(out))
   assert_same_records(outs[0], outs[1], "sweep step, 8 devices vs 1")
 

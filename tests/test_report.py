@@ -48,7 +48,7 @@ def fake_records(n: int = 6, seed: int = 0) -> R.Records:
   x = len(R.CROP_NAMES)
   return R.Records(
       index=np.arange(n, dtype=np.int64), ids=np.array([f"img{i}.jpg" for i in range(n)]), labels=labels,
-      top5=top5, p_true=p_true, p_max=p_max, crop_top5=np.full((n, x, 5), 500, np.int16),
+      topk=top5, p_true=p_true, p_max=p_max, crop_topk=np.full((n, x, 5), 500, np.int16),
       crop_p_true=np.zeros((n, x), np.float32), crop_p_max=np.full((n, x), 0.5, np.float32),
       agg_top5=np.tile(labels[:, None, :1], (1, len(R.AGG_SETS), 5)).astype(np.int16),
       agg_p=np.full((n, len(R.AGG_SETS), 5), 0.2, np.float32), view_names=np.array(names),

@@ -28,8 +28,8 @@ def make_records(top1, p_max, labels, crop_top1=None, crop_p=None) -> R.Records:
   labels = np.asarray(labels, np.int32).reshape(n, -1) if n else np.zeros((0, 1), np.int32)
   return R.Records(
       index=np.arange(n, dtype=np.int64), ids=np.array([f"img{i}.jpg" for i in range(n)]), labels=labels,
-      top5=top5, p_true=np.zeros((n, t), np.float32), p_max=np.asarray(p_max, np.float32),
-      crop_top5=ctop5, crop_p_true=np.zeros((n, x), np.float32), crop_p_max=np.asarray(crop_p, np.float32),
+      topk=top5, p_true=np.zeros((n, t), np.float32), p_max=np.asarray(p_max, np.float32),
+      crop_topk=ctop5, crop_p_true=np.zeros((n, x), np.float32), crop_p_max=np.asarray(crop_p, np.float32),
       agg_top5=np.zeros((n, len(R.AGG_SETS), 5), np.int16), agg_p=np.zeros((n, len(R.AGG_SETS), 5), np.float32),
       view_names=np.array(NAMES[:t]), crop_names=np.array(R.CROP_NAMES), agg_names=np.array(R.AGG_SETS))
 

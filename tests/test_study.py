@@ -72,7 +72,7 @@ def tree_hash(root: str) -> dict:
 
 def correct(rec) -> np.ndarray:
   """NumPy oracle: C[i, t] = top-1 of view t is one of image i's labels."""
-  top1 = rec.top5[..., 0].astype(np.int64)
+  top1 = rec.topk[..., 0].astype(np.int64)
   return ((top1[:, :, None] == rec.labels[:, None, :]) & (rec.labels[:, None, :] >= 0)).any(-1)
 
 
@@ -112,7 +112,7 @@ def setup(tmp_path_factory, val100_dir):
   sweeper = Sweeper(f"folder:{first}")
   probe = [sweeper(os.path.join(root, f"probe_s{s}"), f"folder:{first}", s) for s in (0, 1)]
   # Relabel from the probes' predictions (records follow the folder's file order).
-  tops = [p.top5[..., 0].astype(int) for p in probe]
+  tops = [p.topk[..., 0].astype(int) for p in probe]
   names = [str(v) for v in probe[0].view_names]
   j = names.index(ONE_CROP)
   seen = set(np.concatenate([t.ravel() for t in tops]).tolist())
@@ -188,9 +188,22 @@ def test_centre_share_and_unsolved(setup):
   assert val["unsolved"]["unsolved_ids"] == sorted(i for i, k in zip(ids, solved.any(0)) if not k)
   assert ids[setup["roles"]["never"]] in val["unsolved"]["unsolved_ids"]
   assert val["unsolved"]["images_solved_by_exactly"] == np.bincount(solved.sum(0), minlength=3).tolist()
+  # Paired: seed 1 against seed 0 on the same images, from the two correctness vectors.
+  j = [str(v) for v in recs[0].view_names].index(ONE_CROP)
+  one = [correct(r)[:, j] for r in recs]
+  (p1, pu) = val["paired"]
+  assert (p1["what"], p1["a_only"], p1["b_only"]) == ("1-crop", int(np.sum(one[1] & ~one[0])),
+                                                      int(np.sum(one[0] & ~one[1])))
+  assert p1["diff"] == pytest.approx(one[1].mean() - one[0].mean()) and p1["images_left_out"] == 0
+  assert (pu["what"], pu["diff"]) == ("upper bound", pytest.approx(solved[1].mean() - solved[0].mean()))
+  assert "paired" not in s["groups"][1]  # One run: nothing to pair.
+  # Every aggregator per run: the sweep's own table, 1-crop included.
+  agg = s["runs"][0]["aggregators"]["sets"]["grid"]["accuracy"]
+  assert agg["1-crop"] == pytest.approx(one[0].mean()) and agg["oracle"] == pytest.approx(solved[0].mean())
   page = open(s["report"], encoding="utf-8").read()
   for part in ("Table 1", "26.65", "Accuracy vs scale", "1-crop vs upper bound", "Zoom-in vs zoom-out",
-               "Images no run solves", "explorer.html"):
+               "Images no run solves", "explorer.html", "Runs compared on the same images (paired)",
+               "Test-time aggregators over the stored views", "zero vs 1-crop: "):
     assert part in page, part
   for fig in glob.glob(os.path.join(setup["out"], "study", "*.png")):
     assert os.path.getsize(fig) > 2000
@@ -247,7 +260,7 @@ def test_export_reloads_and_sweeps_again(setup):
   # ... and sweeps again: the same images give the same predictions, so the same solved flags.
   again = setup["sweeper"](os.path.join(setup["root"], "export_sweep"), e["dataset"], 0)
   rows = [ids.index(i) for i in map(str, again.ids)]
-  np.testing.assert_array_equal(again.top5, recs[0].top5[rows])
+  np.testing.assert_array_equal(again.topk, recs[0].topk[rows])
   np.testing.assert_array_equal(correct(again).any(1), solved[0, rows])
   assert g_demo["export"]["num_images"] == 2  # One run: every demo photo is solved by at most 1 run.
 
@@ -295,7 +308,8 @@ def test_refusals_name_the_workdir(setup, tmp_path):
   keep = [t for t, v in enumerate(rec.view_names) if not str(v).endswith("Size:64")]
   R.save(os.path.join(other_grid, R.FINAL_FILE), R.Records(**{
       **{f: getattr(rec, f) for f in R.PER_IMAGE + R.NAMES + ("skipped",)},
-      "top5": rec.top5[:, keep], "p_true": rec.p_true[:, keep], "p_max": rec.p_max[:, keep],
+      "topk": rec.topk[:, keep], "topk_p": rec.topk_p[:, keep], "entropy": rec.entropy[:, keep],
+      "p_true": rec.p_true[:, keep], "p_max": rec.p_max[:, keep],
       "view_names": rec.view_names[keep]}))
   cfg = json.load(open(os.path.join(other_grid, "config.json")))
   cfg["grid"]["scales"] = [224, 256]

@@ -9,6 +9,7 @@ from PIL import Image
 
 from zoomjax import sweep
 from zoomjax.analysis import records as R
+from zoomjax.errors import UserError
 from zoomjax.runtime import parallel
 from zoomjax.runtime import progress as progress_lib
 from zoomjax.runtime import shards
@@ -44,10 +45,19 @@ def test_step_compact_records_match_the_fake_model():
   labels = np.array([[31, -1], [52, 50]], np.int32)  # Image 1 multi-label.
   out = jax.device_get(step({"sharp": jnp.float32(5.0)}, canvas, hw, labels))
   v = np.arange(27) % 7
-  np.testing.assert_array_equal(out["top5"][0, :, 0], 30 + v)
-  np.testing.assert_array_equal(out["top5"][1, :, 0], 50 + v)
+  np.testing.assert_array_equal(out["topk"][0, :, 0], 30 + v)
+  np.testing.assert_array_equal(out["topk"][1, :, 0], 50 + v)
   p_top = np.exp(5) / (np.exp(5) + 999)
   np.testing.assert_allclose(out["p_max"], p_top, rtol=1e-5)
+  # Top-k (k = 10 by default): the peak, then nine classes at the floor; the softmax entropy by hand.
+  q = 1 / (np.exp(5) + 999)
+  assert out["topk"].shape == out["topk_p"].shape == (2, 27, R.RECORD_K)
+  np.testing.assert_allclose(out["topk_p"][..., 0], p_top, rtol=1e-5)
+  np.testing.assert_allclose(out["topk_p"][..., 1:], q, rtol=1e-5)
+  np.testing.assert_allclose(out["entropy"], -(p_top * np.log(p_top) + 999 * q * np.log(q)), rtol=1e-5)
+  rows = sweep.split_outputs(out, 20)
+  assert rows["topk_p"].dtype == np.float16 and rows["crop_topk"].shape == (2, 7, R.RECORD_K)
+  assert rows["entropy"].dtype == rows["crop_entropy"].dtype == np.float32
   # True label probability: the peak where the view predicts a label, the floor elsewhere.
   floor = 1 / (np.exp(5) + 999)
   np.testing.assert_allclose(out["p_true"][0], np.where(v == 1, p_top, floor), rtol=1e-5)
@@ -72,8 +82,16 @@ def test_step_logit_mask_and_mesh_path():
   canvas[:, 0, 0, 0] = 3
   out = jax.device_get(step({"sharp": jnp.float32(5.0)}, canvas, np.full((mesh.size, 2), 16, np.int32),
                             np.full((mesh.size, 1), 31, np.int32)))
-  assert out["top5"][0, 0, 0] != 30  # View 0 peaks at class 30, masked away.
-  assert 30 not in out["top5"][0, 0]
+  assert out["topk"][0, 0, 0] != 30  # View 0 peaks at class 30, masked away.
+  assert 30 not in out["topk"][0, 0]
+
+
+def test_record_k_is_checked_against_the_model():
+  spec = sweep.ViewSpec(TRANSFORMS, crop=CROP, extra_crops=False)
+  step = sweep.make_step(fake_predict, fake_crops, spec, view_chunk=27, record_k=1001)
+  with pytest.raises(UserError, match=r"record_k=1001: the model has 1000 classes; use 1..1000"):
+    step({"sharp": jnp.float32(5.0)}, np.zeros((1, 16, 16, 3), np.uint8), np.full((1, 2), 16, np.int32),
+         np.zeros((1, 1), np.int32))
 
 
 def test_chunking():
@@ -132,9 +150,12 @@ class FakeData:
 
 def fake_compute(batch, t=4, x=2, a=5):
   idx = np.maximum(batch["index"], 0)
-  top5 = (idx[:, None, None] * 7 + np.arange(t)[None, :, None] + np.arange(5)) % 1000
-  return {"top5": top5.astype(np.int16), "p_true": np.tile(idx[:, None] / 100, (1, t)).astype(np.float32),
-          "p_max": np.full((len(idx), t), 0.5, np.float32), "crop_top5": np.zeros((len(idx), x, 5), np.int16),
+  topk = (idx[:, None, None] * 7 + np.arange(t)[None, :, None] + np.arange(5)) % 1000
+  n = len(idx)
+  return {"topk": topk.astype(np.int16), "p_true": np.tile(idx[:, None] / 100, (1, t)).astype(np.float32),
+          "topk_p": np.full((n, t, 5), 0.1, np.float16), "entropy": np.ones((n, t), np.float32),
+          "crop_topk_p": np.full((n, x, 5), 0.1, np.float16), "crop_entropy": np.ones((n, x), np.float32),
+          "p_max": np.full((len(idx), t), 0.5, np.float32), "crop_topk": np.zeros((len(idx), x, 5), np.int16),
           "crop_p_true": np.zeros((len(idx), x), np.float32), "crop_p_max": np.zeros((len(idx), x), np.float32),
           "agg_top5": np.zeros((len(idx), a, 5), np.int16), "agg_p": np.zeros((len(idx), a, 5), np.float32)}
 
@@ -192,7 +213,7 @@ def test_shards_round_robin_over_processes_merge_to_the_same(tmp_path):
   assert run_fake(two, d0, shard_size=2, process_index=0, process_count=2) == [0, 2, 4]
   assert run_fake(two, d1, shard_size=2, process_index=1, process_count=2) == [1, 3, 5]
   a, b = R.merge_shards(str(ref), 6), R.merge_shards(str(two), 6)
-  np.testing.assert_array_equal(a.top5, b.top5)
+  np.testing.assert_array_equal(a.topk, b.topk)
   np.testing.assert_array_equal(a.index, b.index)
 
 
@@ -264,4 +285,4 @@ def test_model_program_compiles_once_for_every_canvas_shape():
     if side == 16:
       model_traces = traces["model"]
   assert traces["crops"] == 3 and traces["model"] == model_traces  # One model trace for three canvases.
-  np.testing.assert_array_equal(outs[0]["top5"], outs[2]["top5"])
+  np.testing.assert_array_equal(outs[0]["topk"], outs[2]["topk"])

@@ -7,6 +7,7 @@ import pytest
 
 from configs import demo as demo_config
 from configs import zoom_sweep as config_lib
+from zoomjax.analysis import aggregators as G
 from zoomjax.analysis import records as R
 from zoomjax.jobs import zoom_sweep as job
 from zoomjax.runtime import shards
@@ -64,10 +65,28 @@ def test_job_outputs(reference):
   assert held["confidence_selection_views"] == 28
   assert sum(on_disk["per_class"]["columns"]["n"]) == 3
   rec = R.load(os.path.join(work, R.FINAL_FILE))
-  assert rec.top5.shape == (3, 18, 5) and rec.crop_top5.shape == (3, 10, 5) and rec.agg_top5.shape == (3, 5, 5)
+  assert rec.topk.shape == (3, 18, 10) and rec.crop_topk.shape == (3, 10, 10) and rec.agg_top5.shape == (3, 5, 5)
   assert list(rec.ids) == ["chelsea.png", "coffee.png", "rocket.jpg"]
   assert rec.labels.shape[1] == 3  # demo_photos are multi-label.
   assert np.all((rec.p_true >= 0) & (rec.p_true <= rec.p_max + 1e-6))
+  # The richer records: top-10 probabilities (float16, descending, the first is p_max) and the entropy, which
+  # is at least that of any distribution with those top-10 probabilities and at most log(1000).
+  assert rec.topk_p.dtype == np.float16 and rec.entropy.dtype == np.float32 and rec.crop_entropy.shape == (3, 10)
+  assert np.all(np.diff(rec.topk_p.astype(np.float32), axis=-1) <= 0)
+  np.testing.assert_allclose(rec.topk_p[..., 0], rec.p_max, rtol=1e-3)
+  p = rec.topk_p.astype(np.float64)
+  assert np.all(rec.entropy >= -(p * np.log(np.maximum(p, 1e-30))).sum(-1) - 1e-3)
+  assert np.all(rec.entropy <= np.log(1000) + 1e-4)
+  # Every aggregator over every view set, with its interval and its paired test against the 1-crop.
+  agg = on_disk["aggregators"]
+  assert (agg["k"], agg["rho"], agg["missing"]) == (10, 0.1, {}) and set(agg["sets"]) == {"grid", "zoom-in",
+                                                                                          "10-crop"}
+  grid = agg["sets"]["grid"]
+  assert set(grid["accuracy"]) == set(G.AGGREGATORS) and grid["num_views"] == 18
+  assert grid["accuracy"]["1-crop"] == pytest.approx(on_disk["one_crop_accuracy"])
+  assert grid["accuracy"]["oracle"] == pytest.approx(on_disk["upper_bound_accuracy"])
+  assert set(grid["paired"]) == set(G.ONLINE) and grid["paired"]["zero"]["n"] == 3
+  assert "zero vs 1-crop: " in open(os.path.join(work, "report.html"), encoding="utf-8").read()
   # The max of a mean of softmaxes is at most the mean of their maxima (zoom-224 = the 9 views at S=224).
   z224 = [i for i, n in enumerate(rec.view_names) if n.endswith("_Size:224")]
   sets = list(rec.agg_names)
@@ -113,6 +132,8 @@ def test_resume_refuses_a_different_config(reference, built):
   work, _ = reference
   with pytest.raises(ValueError, match="grid"):
     job.run(small_config(grid=config_lib.get_config("grid=64/256").grid), work, built=built)
+  with pytest.raises(ValueError, match="record_k"):  # k is part of the resume key.
+    job.run(small_config(record_k=5), work, built=built)
 
 
 def test_configs_parse():

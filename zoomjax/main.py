@@ -57,19 +57,12 @@ def _run_job() -> None:
 
 
 def check_config(config, workdir: str) -> None:
-  """Every declared field of `config` in range and `workdir` a folder that can be written (UserError, one line,
-  otherwise), before anything is written. The ranges are the table `RANGES` of the installed config module of
-  the job (`zoomjax.configs.<experiment>`; zoomjax.runtime.config.validate)."""
+  """Every field of `config` as its job declares (RANGES), `workdir` a folder that can be written and outside
+  the datasets the job reads (UserError, one line, otherwise), before anything is loaded or written: the check
+  every job's `run` also starts with (zoomjax.runtime.config.check_job)."""
   from zoomjax.runtime import config as config_lib  # pylint: disable=g-import-not-at-top
 
-  experiment = config.get("experiment")
-  try:
-    module = importlib.import_module(f"zoomjax.configs.{experiment}")
-  except ImportError:
-    raise errors.UserError(f"--config: experiment={experiment!r} is no job; use one of "
-                           f"{', '.join(c[:-3] for c in config_lib.available_configs())}") from None
-  config_lib.validate(config, getattr(module, "RANGES", {}))
-  config_lib.check_writable_dir(workdir, "--workdir")
+  config_lib.check_job(config, workdir)
 
 
 def run() -> None:

@@ -4,7 +4,7 @@ One step per batch of images does everything on the device that runs the model:
   (canvas uint8 (B, Hc, Wc, 3), hw (B, 2), labels (B, L))
     -> zoom crops (B, T, 224, 224, 3) [+ the 10 Krizhevsky crops: Resize(256) + TenCrop(224)]
     -> normalise -> model, in chunks of `view_chunk` views per image (bounds activation memory)
-    -> masked softmax -> top-5 ids, true-label probability, max probability per view,
+    -> masked softmax -> top-k ids and probabilities, entropy, true-label and max probability per view,
        plus, per aggregation set, the top-5 of the set's mean softmax (accumulated over chunks)
 and only those compact arrays come back to the host (`zoomjax.analysis.records`).
 
@@ -28,6 +28,7 @@ from zoomjax.runtime import progress
 Array = jax.Array
 
 AGG_SETS, CROP_NAMES, TOP_K = records_lib.AGG_SETS, records_lib.CROP_NAMES, records_lib.TOP_K
+RECORD_K = records_lib.RECORD_K
 # Compute dtypes a job may run its model (and zoom kernel) in; logits and softmax are always float32.
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -109,19 +110,33 @@ def chunking(num_views: int, max_chunk: int) -> Tuple[int, int]:
   return n, -(-num_views // n)
 
 
-def compact_outputs(probs: Array, labels: Array) -> Dict[str, Array]:
-  """probs (..., K) masked softmax, labels (..., L) -1 padded -> top-5 ids/probs, p_true, p_max."""
-  top_p, top_i = jax.lax.top_k(probs, TOP_K)
+def compact_outputs(probs: Array, labels: Array, k: int = TOP_K) -> Dict[str, Array]:
+  """probs (..., K) masked softmax, labels (..., L) -1 padded -> top-k ids/probs, p_true, p_max."""
+  top_p, top_i = jax.lax.top_k(probs, k)
   valid = labels >= 0
   p_lab = jnp.take_along_axis(probs, jnp.where(valid, labels, 0), axis=-1)
   p_true = jnp.max(jnp.where(valid, p_lab, 0.0), axis=-1)
-  return {"top5": top_i.astype(jnp.int32), "top5_p": top_p, "p_true": p_true, "p_max": top_p[..., 0]}
+  return {"topk": top_i.astype(jnp.int32), "topk_p": top_p, "p_true": p_true, "p_max": top_p[..., 0]}
+
+
+def top5_outputs(probs: Array, labels: Array) -> Dict[str, Array]:
+  """One prediction per image (the evaluate and tta jobs): top5 ids, top5_p, p_true, p_max."""
+  out = compact_outputs(probs, labels, TOP_K)
+  out["top5"], out["top5_p"] = out.pop("topk"), out.pop("topk_p")
+  return out
+
+
+def softmax_entropy(logp: Array) -> Array:
+  """(..., K) masked log-softmax -> (...,) entropy of the softmax in nats (masked classes add nothing); the same
+  formula as `zoomjax.tta.zoom_tta.view_entropy`, so offline and online aggregators rank views alike."""
+  p = jnp.exp(logp)
+  return -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)
 
 
 def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Array, Array], Array],
               spec: ViewSpec, *, logit_mask: Optional[np.ndarray] = None, view_chunk: int = 64,
               dtype: Any = jnp.float32, mesh: Optional[jax.sharding.Mesh] = None,
-              say: Optional[Callable[[str], None]] = None):
+              say: Optional[Callable[[str], None]] = None, record_k: int = RECORD_K):
   """Builds the sweep step `step(variables, canvas, hw, labels) -> dict of compact arrays`.
 
   Two jitted programs: `views` (canvas -> every view, chunked for the model) compiles once per canvas shape;
@@ -132,7 +147,8 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
   dtype: compute dtype of the extra crops' resampling matmuls (the zoom kernel gets it through crops_fn).
   crops_fn(canvas (B, Hc, Wc, 3), hw (B, 2)) -> zoom crops (B, T, crop, crop, 3) in the order of
   `spec.transforms`.
-  Outputs (B first): top5 (B, V, 5) int32, p_true/p_max (B, V) f32, finite (B, V) bool (all logits finite),
+  Outputs (B first): topk (B, V, k) int32, topk_p (B, V, k) f32, entropy/p_true/p_max (B, V) f32, finite
+  (B, V) bool (all logits finite), k = record_k (<= the model's classes),
   agg_top5 (B, A, 5) int32, agg_p (B, A, 5) f32, with V = grid views followed by the extra crops and
   A = len(AGG_SETS). `step.views` and `step.model` are the two jitted programs.
   say: where to announce each compile (`compiling the views program for 512x512 canvases...`); None: silent.
@@ -167,16 +183,19 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
       finite = jnp.all(jnp.isfinite(logits), axis=-1)
       if mask is not None:
         logits = jnp.where(mask, logits, -jnp.inf)
-      probs = jax.nn.softmax(logits, axis=-1)
-      out = compact_outputs(probs, lab)
+      logp = jax.nn.log_softmax(logits, axis=-1)
+      probs = jnp.exp(logp)
+      out = compact_outputs(probs, lab, record_k)
+      out["entropy"] = softmax_entropy(logp)
       out["finite"] = finite
       acc = acc + jnp.einsum("bkc,ka->bac", probs.reshape(b, chunk, -1), member,
                              precision=jax.lax.Precision.HIGHEST)
-      out.pop("top5_p")
       return acc, out
 
     num_classes = jax.eval_shape(lambda v, x: predict_fn(v, x), variables,
                                  jax.ShapeDtypeStruct((1,) + views.shape[2:], jnp.float32)).shape[-1]
+    if not 1 <= record_k <= num_classes:
+      raise UserError(f"config.record_k={record_k}: the model has {num_classes} classes; use 1..{num_classes}")
     acc0 = jnp.zeros((b, len(AGG_SETS), num_classes), jnp.float32)
     acc, outs = jax.lax.scan(body, acc0, (views, member_padded))
     res = {}
@@ -185,8 +204,8 @@ def make_step(predict_fn: Callable[[Any, Array], Array], crops_fn: Callable[[Arr
       res[k] = v.reshape((b, n_chunks * chunk) + v.shape[3:])[:, :num_views]
     agg = compact_outputs(acc / set_sizes[None, :, None], jnp.full((b, len(AGG_SETS), 1), -1, jnp.int32))
     empty = (membership.sum(0) == 0)[None, :, None]
-    res["agg_top5"] = jnp.where(empty, -1, agg["top5"])
-    res["agg_p"] = jnp.where(empty, 0.0, agg["top5_p"])
+    res["agg_top5"] = jnp.where(empty, -1, agg["topk"])
+    res["agg_p"] = jnp.where(empty, 0.0, agg["topk_p"])
     return res
 
   if mesh is None:
@@ -224,12 +243,16 @@ def check_finite(out: Dict[str, np.ndarray], index: np.ndarray, ids_of: Callable
 
 
 def split_outputs(out: Dict[str, np.ndarray], num_grid: int) -> Dict[str, np.ndarray]:
-  """Step outputs -> record fields (grid vs extra crops, compact dtypes)."""
-  top5 = np.asarray(out["top5"]).astype(np.int16)
+  """Step outputs -> record fields (grid vs extra crops, compact dtypes: ids int16, top-k probabilities float16)."""
+  topk = np.asarray(out["topk"]).astype(np.int16)
+  topk_p = np.asarray(out["topk_p"]).astype(np.float16)
+  entropy = np.asarray(out["entropy"], np.float32)
   p_true = np.asarray(out["p_true"], np.float32)
   p_max = np.asarray(out["p_max"], np.float32)
+  g = num_grid
   return {
-      "top5": top5[:, :num_grid], "p_true": p_true[:, :num_grid], "p_max": p_max[:, :num_grid],
-      "crop_top5": top5[:, num_grid:], "crop_p_true": p_true[:, num_grid:], "crop_p_max": p_max[:, num_grid:],
+      "topk": topk[:, :g], "topk_p": topk_p[:, :g], "entropy": entropy[:, :g], "p_true": p_true[:, :g],
+      "p_max": p_max[:, :g], "crop_topk": topk[:, g:], "crop_topk_p": topk_p[:, g:], "crop_entropy": entropy[:, g:],
+      "crop_p_true": p_true[:, g:], "crop_p_max": p_max[:, g:],
       "agg_top5": np.asarray(out["agg_top5"]).astype(np.int16), "agg_p": np.asarray(out["agg_p"], np.float32),
   }

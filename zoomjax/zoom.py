@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoomjax.kernels import zoom_sparse
-from zoomjax.resample import (IntLike, pil_resize_crop_reference, pil_vertical_first, resample_matrix,
-                              resize_crop, separable_apply, short_side_resize)
+from zoomjax.resample import (FILTERS, IntLike, pil_fixed_point, pil_resize_crop_reference, pil_vertical_first,
+                              resample_matrix, resize_crop, separable_apply, short_side_resize)
 
 __all__ = [
     "PAPER_SCALES", "ZoomGrid", "zoom_geometry", "zoom_crops", "zoom_crops_batch", "canvas_size",
     "to_canvas", "resize_crop", "resample_matrix", "pil_zoom_reference", "DEFAULT_BUCKETS",
-    "pil_resize_crop_reference", "pil_vertical_first", "view_name", "parse_view_name",
+    "pil_resize_crop_reference", "pil_vertical_first", "view_name", "parse_view_name", "zoom_crop", "anchor_center",
 ]
 
 Array = jax.Array
@@ -361,6 +361,90 @@ def zoom_crops(image, grid: ZoomGrid, **kwargs) -> Array:
   hc, wc = canvas_size(h, w)
   canvas = jnp.pad(jnp.asarray(image, jnp.float32), ((0, hc - h), (0, wc - w), (0, 0)))
   return zoom_crops_batch(canvas[None], np.array([[h, w]], np.int32), grid, **kwargs)[0]
+
+
+# ------------------------------------------------------------------------------ continuous zoom (research op)
+
+LONG_SIDES = ("exact", "floor")
+
+
+def anchor_center(h: int, w: int, scale: int, row: int, col: int, *, anchors: int = 3,
+                  crop: int = 224) -> Tuple[float, float]:
+  """The normalised centre (y, x) of the grid view (scale, row, col) of an h x w image, for `zoom_crop`.
+
+  The window of `zoom_geometry` covers resized pixels [top, top + crop): its centre is top + crop / 2, divided by
+  the resized side. `zoom_crop(image, scale, anchor_center(...), crop=crop, long_side="floor")` is that view.
+  """
+  out_h, out_w, tops, lefts = zoom_geometry(int(h), int(w), int(scale), anchors, crop)
+  return (tops[row] + crop / 2) / out_h, (lefts[col] + crop / 2) / out_w
+
+
+def _crop_axis(n_in: int, out_len, start, crop: int) -> Array:
+  """(crop, n_in) weights of one axis of `zoom_crop`: the grid's antialiased bicubic (a = -0.5) at real-valued
+  positions, smooth in `out_len` and `start`.
+
+  Output pixel i covers resized coordinates [start + i, start + i + 1); its centre maps to input coordinate
+  (start + i + 0.5) * n_in / out_len. Weights as `resample.resample_matrix`: kernel widened by the downscale
+  factor, taps inside the image, rows renormalised, PIL's 22-bit rounding of the values (its gradient is taken
+  as the identity's). Outside the resized image [0, out_len) a pixel is black, and a pixel straddling the border
+  is weighted by the fraction of it inside: 1 or 0 at integer positions (the grid's rule), continuous between.
+  """
+  kernel = FILTERS["bicubic"][0]
+  factor = n_in / out_len
+  u = start + jnp.arange(crop, dtype=jnp.float32)
+  centre = (u + 0.5)[:, None] * factor
+  x = jnp.arange(n_in, dtype=jnp.float32)[None, :] + 0.5
+  w = kernel((x - centre) / jnp.maximum(factor, 1.0))
+  total = jnp.sum(w, axis=1, keepdims=True)
+  nonzero = total != 0.0
+  w = jnp.where(nonzero, w / jnp.where(nonzero, total, 1.0), 0.0)
+  w = w + jax.lax.stop_gradient(pil_fixed_point(w) - w)
+  inside = jnp.clip(jnp.minimum(u + 1.0, out_len) - jnp.maximum(u, 0.0), 0.0, 1.0)
+  return w * inside[:, None]
+
+
+@functools.partial(jax.jit, static_argnames=("crop", "long_side"))
+def _zoom_crop(image, scale, center, crop, long_side):
+  h, w = image.shape[:2]
+  scale = jnp.asarray(scale, jnp.float32)
+  center = jnp.asarray(center, jnp.float32)
+  # torchvision's Resize(S): the short side becomes S, the long one S * long / short (floored by torchvision).
+  long_len = scale * max(h, w) / min(h, w)
+  if long_side == "floor":
+    long_len = jnp.floor(long_len)
+  out_h, out_w = (long_len, scale) if w <= h else (scale, long_len)
+  rows = _crop_axis(h, out_h, center[0] * out_h - crop / 2, crop)
+  cols = _crop_axis(w, out_w, center[1] * out_w - crop / 2, crop)
+  return _linear_apply(image, rows, cols, None)
+
+
+def zoom_crop(image, scale, center, *, crop: int = 224, long_side: str = "exact") -> Array:
+  """One zoom view at a real-valued scale and centre, differentiable w.r.t. the pixels, the scale and the centre.
+
+  image: (H, W, 3) float (any scale of values; uint8 is taken as float, without PIL's 8-bit rounding).
+  scale: the resized short side S in pixels (> 0, any real). center: (y, x) of the window's centre as fractions
+    of the resized image (its top-left corner is (0, 0), its bottom-right (1, 1); values outside show black).
+    Both may be traced: `jax.grad`, `jax.vmap` and `jax.jit` go through them.
+  crop: the output side (static). long_side: 'exact' resizes the long side to S * long / short (smooth in S);
+    'floor' floors it as torchvision's Resize (and the grid) does, piecewise constant in S.
+  Returns float32 (crop, crop, 3), black outside the resized image.
+
+  The resampling is the grid's (bicubic a = -0.5, antialiased when downscaling) with its kernel evaluated at real
+  positions; Keys' kernel is continuously differentiable, so the weights are differentiable in the scale and
+  the centre. At an integer scale and a grid anchor's centre (`anchor_center`) with long_side='floor' the view
+  equals the grid's float view (`zoom_crops` of a float image) to float32 rounding (tests/test_zoom_crop.py);
+  'exact' gives the same view whenever S * long / short is whole (square images, for one).
+  """
+  image = _check_image(image, allow_float=True)
+  if long_side not in LONG_SIDES:
+    raise ValueError(f"long_side must be one of {LONG_SIDES}, got {long_side!r}")
+  if int(crop) != crop or crop <= 0:
+    raise ValueError(f"crop must be a positive int, got {crop!r}")
+  if np.shape(center) != (2,):
+    raise ValueError(f"center must be (y, x), got shape {np.shape(center)}")
+  if np.shape(scale) != ():
+    raise ValueError(f"scale must be a scalar, got shape {np.shape(scale)}")
+  return _zoom_crop(jnp.asarray(image, jnp.float32), scale, center, int(crop), long_side)
 
 
 # x[0] of a fresh batch we own: donating it lets XLA reuse the buffer (an eager x[0] copies ~200 MB per image).

@@ -18,12 +18,12 @@ numbers, is slightly optimistic for the chosen budget.
 Confidence selection over every view (zoom grid and extra crops), per image: the label of the most confident
 view, the p_max-weighted vote and the plain vote, each against the 1-crop.
 
-Mean softmax from what the records store: per view only the top-5 ids and the top-1 probability (p_max) are
-kept (p_true would leak the label), so the mean runs over the top-1 sparse softmax: each view puts its p_max on
-its top-1 class and nothing elsewhere, which makes its argmax the p_max-weighted vote. An approximation of the
-dense mean (exact when each view's top-1 probability dominates the rest of its mass); `sparse_mean_argmax`
-takes any sparse width and equals the dense argmax whenever the stored entries hold all of each view's mass.
-Entropy weights need the full softmax and are not computable from the records.
+Mean softmax here runs over the top-1 sparse softmax (p_true would leak the label): each view puts its p_max on
+its top-1 class and nothing elsewhere, which makes its argmax the p_max-weighted vote, so the curves need only
+what every sweep's records hold, older ones included. An approximation of the dense mean (exact when each view's
+top-1 probability dominates the rest of its mass); `sparse_mean_argmax` takes any sparse width and equals the
+dense argmax whenever the stored entries hold all of each view's mass. The mean over the stored top-k, entropy
+weights, TPT and ZERO over fixed view sets are `zoomjax.analysis.aggregators`.
 
 Intervals: 95 % percentile bootstrap over images (`analyses.bootstrap_interval` for 0/1 outcomes,
 `bootstrap_mean_interval` for paired differences; seeded, 1000 draws). They leave out the variation of the

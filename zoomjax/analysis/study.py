@@ -9,6 +9,7 @@ their records.
   anchor_summary    top-k anchor counts summed over runs, per anchor grid size
   solved_counts     per image of a group, how many of its runs solve it (the ImageNet-Hard construction)
   unsolved_summary  the images no run of a group solves (paper: 0.39 % of IN+ReaL), with an interval
+  paired_runs       two runs on the same images compared image by image: paired bootstrap and McNemar's test
 
 The study job (`zoomjax.jobs.study`) reads the workdirs (`zoomjax.analysis.sweep_results`), calls these and
 writes the files; nothing here writes anything.
@@ -19,7 +20,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from zoomjax import zoom
+from zoomjax.analysis import aggregators
 from zoomjax.analysis import metrics as analyses
+from zoomjax.analysis import paired
 from zoomjax.analysis import paper_numbers
 from zoomjax.analysis import sweep_results
 from zoomjax.errors import UserError
@@ -27,7 +30,7 @@ from zoomjax.runtime import atomic
 from zoomjax.runtime import console
 
 __all__ = ["PAPER_CENTRE_SHARE", "MIXED", "HEADLINE", "grid_dict", "grid_text", "group_sweeps", "run_labels",
-           "analyse_run", "centre_share", "anchor_summary", "solved_counts", "unsolved_summary"]
+           "analyse_run", "centre_share", "anchor_summary", "solved_counts", "unsolved_summary", "paired_runs"]
 
 # Over 7 datasets x 6 models the centre anchor (1, 1) is 26.65 % of the top-36 transforms (docs/study.md §2.3).
 PAPER_CENTRE_SHARE = 26.65
@@ -170,9 +173,37 @@ def analyse_run(sweep: sweep_results.Sweep, *, top_k: int = 36, tie: str = "", d
                  if row[k] is not None}
   if "held_out" in sweep.metrics:  # The sweep's held-out view selection (zoomjax.analysis.selection), if any.
     row["held_out"] = sweep.metrics["held_out"]
+  # Every test-time aggregator: the sweep's own table, or computed from its records (older sweeps' metrics).
+  row["aggregators"] = sweep.metrics.get("aggregators") or aggregators.aggregator_table(
+      sweep.records(), rho=float(sweep.config.get("rho", aggregators.TPT_RHO)), crop=crop, seed=seed)
   per_image = {"ids": np.asarray([str(i) for i in arr["ids"]]), "solved": analyses.solved(C),
                "one_crop": C[:, names.index(analyses.ONE_CROP_VIEW)] if has_one else None}
   return analyses.nan_to_none(row), per_image
+
+
+def paired_runs(per_image: Sequence[Dict[str, np.ndarray]], labels: Sequence[str], *, draws: int = 2000,
+                seed: int = 0) -> List[Dict[str, Any]]:
+  """Every run of a group against its first run, image by image over the images both recorded (an image one
+  run skipped is left out and counted): the 1-crop and the upper bound (solved by some view), each as a
+  PairedResult dict with "a", "b", "what" and "images_left_out". Runs whose recorded images have nothing in
+  common cannot be paired: refused naming both."""
+  out = []
+  base, base_label = per_image[0], labels[0]
+  for img, lab in zip(per_image[1:], labels[1:]):
+    common = sorted(set(map(str, base["ids"])) & set(map(str, img["ids"])))
+    if not common:
+      paired.same_images(base["ids"], img["ids"], base_label, lab)  # Raises, naming both runs.
+    pos_a = {str(i): j for j, i in enumerate(base["ids"])}
+    pos_b = {str(i): j for j, i in enumerate(img["ids"])}
+    ia = np.array([pos_a[i] for i in common], np.int64)
+    ib = np.array([pos_b[i] for i in common], np.int64)
+    left_out = len(base["ids"]) + len(img["ids"]) - 2 * len(common)
+    for what, key in (("1-crop", "one_crop"), ("upper bound", "solved")):
+      if base.get(key) is None or img.get(key) is None:
+        continue
+      r = paired.paired_difference(img[key][ib], base[key][ia], n_boot=draws, seed=seed).as_dict()
+      out.append({"a": lab, "b": base_label, "what": what, "images_left_out": left_out, **r})
+  return out
 
 
 def centre_share(counts: np.ndarray) -> Optional[float]:

@@ -74,13 +74,24 @@ class Sweep:
     return out
 
   def load(self, fields: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
-    """The arrays `fields` of records.npz (all when None; "top1" = top5[..., 0]), read one by one: a study of many
-    large sweeps holds only what it needs (the correctness matrix needs top-1 ids and labels, not probabilities)."""
+    """The arrays `fields` of records.npz (all when None; "top1" = topk[..., 0]), read one by one: a study of many
+    large sweeps holds only what it needs (the correctness matrix needs top-1 ids and labels, not probabilities).
+    Records from before per-view top-k probabilities (`top5`, no `topk_p`/`entropy`) give `topk` from `top5`
+    and lack the optional fields: asking for one of those is an error naming it (records_lib.Records.require)."""
     fields = list(records_lib.PER_IMAGE + records_lib.NAMES) if fields is None else list(fields)
     try:
       with np.load(self.records_path, allow_pickle=False) as z:
-        stored = ["top5" if f == "top1" else f for f in fields]
-        missing = [f for f in stored if f not in z.files]
+        files = set(z.files)
+
+        def stored_name(f):
+          f = "topk" if f == "top1" else f
+          old = records_lib.LEGACY_NAMES.get(f)
+          return old if f not in files and old in files else f
+
+        stored = [stored_name(f) for f in fields]
+        missing = [f for f in stored if f not in files]
+        if any(f in records_lib.OPTIONAL for f in missing) and "top5" in files:
+          raise records_lib.missing_fields_error(missing, "this analysis", self.workdir)
         if missing:
           raise UserError(f"{self.records_path} is not a zoomjax records file (missing {missing})")
         out = {f: z[s][..., 0].astype(np.int64) if f == "top1" else z[s] for f, s in zip(fields, stored)}

@@ -48,7 +48,8 @@ def _tower_blocks(t: KeyTaker, src: str, dst: str, num_heads: int) -> None:
 
 def _visual(t: KeyTaker, dst: str, num_heads: Optional[int]) -> None:
   if t.has("visual.attnpool.c_proj.weight") or t.has("visual.layer1.0.conv1.weight"):
-    raise ValueError("CLIP: ResNet image towers (RN50, ...) are not supported; use a ViT CLIP")
+    raise ValueError("CLIP: a ResNet image tower (RN50, ...) is not a ViT CLIP: load it as clip_rn50, clip_rn101, "
+                     "clip_rn50x4, clip_rn50x16 or clip_rn50x64")
   width = t.flat["visual.conv1.weight"].shape[0] if t.has("visual.conv1.weight") else 0
   t.conv("visual.conv1", f"{dst}/conv1")
   t.put(f"params/{dst}/class_embedding", t.take("visual.class_embedding"))

@@ -1,6 +1,7 @@
 """zoomjax.data: evaluation sets by name, their label spaces, and the host input pipeline.
 
   ds = get_dataset("imagenet_a", manual_dir="~/data/imagenet-a")   # or "folder:PATH", "demo_photos", ...
+  ds = get_dataset("folder:PATH", corruption="fog/5")               # ImageNet-C's fog at severity 5, on the fly
   ds = from_config(config.data)                                      # the same, from a job's `data` block
   ds.read(0) -> {'image': uint8 (H, W, 3), 'labels': int32 (L,), 'id': str}
   for batch in device_prefetch(make_batches(ds, batch_size=8, canvas_fn=zoom.canvas_size)): ...
@@ -12,6 +13,7 @@ import inspect
 from typing import Any, Mapping
 
 from zoomjax.data.classes import class_names, index_of, wnids
+from zoomjax.data.corruptions import CORRUPTIONS, corrupt, corrupt_image
 from zoomjax.data.dataset import Dataset
 from zoomjax.data.datasets import NAMES, get_dataset
 from zoomjax.data.decode import DecodeError, decode_pil, decode_rgb
@@ -26,6 +28,7 @@ __all__ = [
     "pad_labels", "class_names", "wnids", "index_of",
     "decode_rgb", "decode_pil", "DecodeError",
     "make_batches", "device_prefetch", "num_steps", "plan_steps", "decode_threads",
+    "CORRUPTIONS", "corrupt", "corrupt_image",
 ]
 
 

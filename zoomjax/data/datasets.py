@@ -12,9 +12,13 @@ Names (kwargs in brackets; `data_dir` defaults to TFDS's, `$TFDS_DATA_DIR` or ~/
   imagenet_sketch     1000-way. [data_dir, manual_dir]
   imagenet_v2         variant 'matched-frequency' (default) | 'threshold-0.7' | 'top-images'. [variant, ...]
   objectnet           113-class mask, the paper's filing of ObjectNet under one WNID per class. [manual_dir]
+  imagenet_c/NAME/SEVERITY  the released ImageNet-C files: manual_dir/<NAME>/<SEVERITY>/<wnid>/*.JPEG, or a
+                      prepared TFDS imagenet2012_corrupted/<NAME>_<SEVERITY> in data_dir. [manual_dir, data_dir]
   imagenet_hard       multi-label (<= 10), no mask, from the published parquet files. [manual_dir]
   demo_photos         4 real photos shipped in scikit-image / matplotlib (multi-label, no network).
   folder:PATH         class sub-folders named by WNID, or PATH/labels.csv (file,label). [label_space]
+Any of them with corruption='NAME/SEVERITY': each image made into its ImageNet-C version on the fly
+(zoomjax.data.corruptions).
 For A/R/Sketch/V2/ObjectNet/Hard: a build of ours (`builders.ZoomjaxImages`) in data_dir is used, or made from
 manual_dir (array_record, no TensorFlow needed), or an official TFDS build of the same dataset in data_dir.
 docs/datasets.md lists exactly which files to place where.
@@ -388,19 +392,57 @@ def _demo_photos() -> Dataset:
 
 
 NAMES = ("imagenet2012", "imagenet2012_real", "imagenet_a", "imagenet_r", "imagenet_sketch", "imagenet_v2",
-         "objectnet", "imagenet_hard", "demo_photos", "folder:PATH")
+         "objectnet", "imagenet_hard", "imagenet_c", "demo_photos", "folder:PATH")
+
+
+def _imagenet_c(variant, data_dir, manual_dir, num_workers) -> Dataset:
+  """The released ImageNet-C files of one corruption and severity ('imagenet_c/NAME/SEVERITY'): the official
+  layout manual_dir/<corruption>/<severity>/<wnid>/*.JPEG, or a prepared TFDS
+  imagenet2012_corrupted/<corruption>_<severity> (array_record) in data_dir."""
+  from zoomjax.data import corruptions  # pylint: disable=import-outside-toplevel
+  if not variant:
+    raise UserError("imagenet_c needs a corruption and severity: data=imagenet_c/NAME/SEVERITY, e.g. "
+                    "imagenet_c/gaussian_noise/5")
+  corruption, severity = corruptions.parse(variant)
+  if corruption == corruptions.CLEAN:
+    raise UserError("imagenet_c/clean: the release has no clean images; use the clean dataset itself")
+  name = f"imagenet_c/{corruption}/{severity}"
+  if manual_dir is not None:
+    root = pathlib.Path(manual_dir).expanduser()
+    folder = root / corruption / str(severity)
+    if not folder.is_dir():
+      missing = root / corruption if not (root / corruption).is_dir() else folder
+      raise NotFoundError(f"{name}: folder {missing} is missing; manual_dir={manual_dir} must hold the ImageNet-C "
+                          f"layout <corruption>/<severity>/<wnid>/*.JPEG (from zenodo.org/record/2235448)")
+    ds = _folder(os.fspath(folder), None, num_workers)
+    ds.name = name
+    return ds
+  ds = _official_dataset(name, ls.IMAGENET_1K, f"imagenet2012_corrupted/{corruption}_{severity}", "validation",
+                         data_dir, lambda r: _labels_list(r["label"]), num_workers)
+  if ds is None:
+    raise NotFoundError(f"{name} not found: pass manual_dir=DIR holding the ImageNet-C layout "
+                        f"DIR/{corruption}/{severity}/<wnid>/*.JPEG, or data_dir holding a prepared TFDS "
+                        f"imagenet2012_corrupted/{corruption}_{severity} (array_record); looked in "
+                        f"data_dir={data_dir or '<TFDS default>'}")
+  return ds
 
 
 _SLICE = re.compile(r"^(?P<split>[^\[]*)(\[(?P<a>-?\d*):(?P<b>-?\d*)\])?$")
 
 
 def get_dataset(name: str, *, data_dir=None, manual_dir=None, split: Optional[str] = None, real_json=None,
-                variant: Optional[str] = None, label_space=None, num_workers: int = 2) -> Dataset:
+                variant: Optional[str] = None, label_space=None, num_workers: int = 2,
+                corruption: Optional[str] = None, corruption_size: Optional[int] = None) -> Dataset:
   """The dataset `name` (see the module docstring); a clear error naming the files to place where.
 
   `split` names the TFDS split of official builds ('validation' for imagenet2012); a trailing `[a:b]` (also
   alone, e.g. '[:100]') keeps examples a..b-1 *after* sorting by id, the same way for every source.
+  `corruption` ('NAME/SEVERITY', e.g. 'gaussian_noise/5') replaces every image by its ImageNet-C version made
+  on the fly at `corruption_size` (None: 224) (zoomjax.data.corruptions).
   """
+  from zoomjax.data import corruptions  # pylint: disable=import-outside-toplevel
+  if corruption:
+    corruptions.parse(corruption)  # A bad name or severity fails before any data is read.
   m = _SLICE.match(split or "")
   if m is None:
     raise UserError(f"split {split!r}: use 'name', 'name[a:b]' or '[a:b]' with integer bounds")
@@ -412,7 +454,7 @@ def get_dataset(name: str, *, data_dir=None, manual_dir=None, split: Optional[st
     if not rows:
       raise UserError(f"split {split!r} selects no examples of the {len(ds)} in {ds.name}")
     ds = ds.subset(rows)
-  return ds
+  return corruptions.corrupted(ds, corruption, corruption_size) if corruption else ds
 
 
 def _get(name, *, data_dir, manual_dir, split, real_json, variant, label_space, num_workers) -> Dataset:
@@ -424,6 +466,8 @@ def _get(name, *, data_dir, manual_dir, split, real_json, variant, label_space, 
     name, variant = name.split("/", 1)
   if name == "demo_photos":
     return _demo_photos()
+  if name == "imagenet_c":
+    return _imagenet_c(variant, data_dir, manual_dir, num_workers)
   if name == "imagenet2012":
     return _imagenet2012(split, data_dir, manual_dir, num_workers)
   if name in ("imagenet2012_real", "imagenet_real"):

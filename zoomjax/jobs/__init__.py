@@ -5,6 +5,7 @@
   tta           baseline, MEMO + AugMix, MEMO + RRC or zoom aggregation over a dataset (configs/tta.py).
   evaluate      top-1 / top-5 of many models on many datasets (configs/evaluate.py).
   study         the cross-run study over finished sweeps (configs/study.py).
+  imagenet_c    one TTA method over ImageNet-C's corruptions x severities: errors, mCE (configs/imagenet_c.py).
 
 `python -m zoomjax.main --config configs/<job>.py --workdir DIR` runs one; from Python,
 `zoomjax.jobs.tta.run(config, workdir)` with the config's `get_config(arg)`. Job modules load on first use.
@@ -12,7 +13,7 @@
 import importlib
 from typing import Any, List
 
-__all__ = ["zoom_sweep", "zoom_preview", "tta", "evaluate", "study"]
+__all__ = ["zoom_sweep", "zoom_preview", "tta", "evaluate", "study", "imagenet_c"]
 
 
 def __getattr__(name: str) -> Any:

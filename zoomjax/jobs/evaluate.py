@@ -29,6 +29,7 @@ import numpy as np
 
 from zoomjax import sweep
 from zoomjax.analysis import metrics as analyses
+from zoomjax.analysis import paired as paired_lib
 from zoomjax.analysis import paper_numbers
 from zoomjax.data import label_space
 from zoomjax.data import view_cache
@@ -37,6 +38,7 @@ from zoomjax.jobs import tta as tta_job
 from zoomjax.models.preprocessing import Preprocessing
 from zoomjax.reports import html
 from zoomjax.runtime import atomic
+from zoomjax.runtime import config as config_lib
 from zoomjax.runtime import console
 from zoomjax.runtime import parallel
 from zoomjax.runtime import progress as progress_lib
@@ -176,7 +178,8 @@ def preprocessing_for(bundle_pp: Preprocessing, override: ml_collections.ConfigD
     raise UserError(f"preprocessing.mean/std need 3 values each (pixel units), got {mean} / {std}")
   if resize < size:
     raise UserError(f"preprocessing: resize_size {resize} is smaller than the crop {size}")
-  return Preprocessing(input_size=size, resize_size=resize, resize_method=method, mean=mean, std=std)
+  return Preprocessing(input_size=size, resize_size=resize, resize_method=method, mean=mean, std=std,
+                       crop_mode=bundle_pp.crop_mode)
 
 
 def _is_zero_shot(name: str) -> bool:
@@ -217,7 +220,7 @@ def make_step(bundle, pp: Preprocessing, mesh: jax.sharding.Mesh, dtype):
     logits = predict(variables, views.astype(jnp.float32)).astype(jnp.float32)
     finite = jnp.all(jnp.isfinite(logits), axis=-1)
     logits = jnp.where(logit_mask, logits, -jnp.inf)
-    out = sweep.compact_outputs(jax.nn.softmax(logits, axis=-1), labels)
+    out = sweep.top5_outputs(jax.nn.softmax(logits, axis=-1), labels)
     out["finite"] = finite[:, None]
     return out
 
@@ -236,6 +239,9 @@ class PreparedModel:
 def prepare_model(config: ml_collections.ConfigDict, entry: ModelEntry, mesh: jax.sharding.Mesh) -> PreparedModel:
   bundle = load_model(config, entry)
   pp = preprocessing_for(bundle.preprocessing, config.preprocessing)
+  bundle.check_input_size(pp.input_size, "--config.preprocessing.input_size", fix=(
+      f"set --config.preprocessing.input_size=0 (each model's own size), or evaluate {entry.row} in a run of its "
+      "own"))  # Before its step is compiled.
   step = progress_lib.announcing(  # One executable per model and label width.
       make_step(bundle, pp, mesh, sweep.compute_dtype(config.dtype)), lambda v, x, labels, m: (
           (x.shape, labels.shape), f"{entry.row} for batches of {x.shape[0]} {x.shape[1]}x{x.shape[2]} views"))
@@ -285,6 +291,7 @@ def paper_top1(entry: ModelEntry, dataset_name: str, variant: Optional[str] = No
 def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, Any]]:
   """Evaluates every (model, dataset) pair not already complete; process 0 writes the tables and the report."""
   from zoomjax import data  # pylint: disable=import-outside-toplevel
+  config_lib.check_job(config, workdir)  # What zoomjax.main checks, for calls from Python too.
   t_start = time.monotonic()
   entries = model_entries(config)
   data_entries = [parse_data_entry(d) for d in config.data]
@@ -329,7 +336,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
       if done is None:
         if model is None:
           model = prepare_model(config, entry, mesh)
-        view = (model.pp.input_size, model.pp.resize_size, model.pp.resize_method)
+        view = (model.pp.input_size, model.pp.resize_size, model.pp.resize_method) + (
+            ("squash",) if model.pp.crop_mode == "squash" else ())  # Squashed views are other views.
         table = None if views is None else views.table((d.name, *view))
         store = None if not store_dir else view_cache.ViewStore(
             store_dir, {"dataset": _pair_key(config, entry, d)["dataset"], "view": view}, datasets[d.name])
@@ -576,6 +584,32 @@ CSV_COLUMNS = ("model", "pretrained", "checkpoint", "dataset", "label_space", "n
                "input_size", "resize_size", "resize_method")
 
 
+def paired_models(workdir: str, results: Sequence[Dict[str, Any]], *, n_boot: int = 2000) -> List[Dict[str, Any]]:
+  """Per dataset, every model against the first one evaluated on it, image by image (top-1 correctness from the
+  pairs' predictions.npz): paired bootstrap interval and McNemar's exact p-value. Two models whose recorded
+  images differ (e.g. other skips) are not paired: the entry says so in one line naming both ("refused")."""
+  out = []
+  first: Dict[str, Tuple[str, np.ndarray, np.ndarray]] = {}
+  for r in results:
+    try:
+      with np.load(os.path.join(workdir, r["predictions"]), allow_pickle=False) as z:
+        ids, correct = z["ids"], z["correct"].astype(bool)
+    except (OSError, KeyError, ValueError):
+      continue
+    if r["dataset"] not in first:
+      first[r["dataset"]] = (r["row"], ids, correct)
+      continue
+    base_row, base_ids, base_correct = first[r["dataset"]]
+    entry = {"dataset": r["dataset"], "a": r["row"], "b": base_row, "what": "top-1"}
+    try:
+      ia, ib = paired_lib.same_images(base_ids, ids, f"{base_row} on {r['dataset']}", f"{r['row']} on {r['dataset']}")
+    except UserError as e:
+      out.append({**entry, "refused": str(e)})
+      continue
+    out.append({**entry, **paired_lib.paired_difference(correct[ib], base_correct[ia], n_boot=n_boot).as_dict()})
+  return out
+
+
 def write_results(config, workdir: str, results: Sequence[Dict[str, Any]], entries: Sequence[ModelEntry],
                   data_entries: Sequence[DataEntry], datasets: Dict[str, Any], final: bool = False) -> Dict:
   """results.json / .csv / .md and report.html from the pairs finished so far (atomic writes)."""
@@ -598,11 +632,14 @@ def write_results(config, workdir: str, results: Sequence[Dict[str, Any]], entri
   atomic.write_text(os.path.join(workdir, "results.md"), md + "\n")
   summary = {"pairs": [{k: v for k, v in r.items() if k != "skipped"} for r in results],
              "models": [m.row for m in entries], "datasets": [d.name for d in data_entries],
-             "complete": bool(final) and len(results) == len(entries) * len(data_entries)}
+             "complete": bool(final) and len(results) == len(entries) * len(data_entries),
+             # Models compared on the same images (paired), each against the first on its dataset.
+             "paired": paired_models(workdir, results)}
   summary["report"] = evaluate_report.write_report(workdir, results, entries=[m.row for m in entries],
                                                    datasets=[d.name for d in data_entries], data=datasets,
                                                    gallery_size=int(config.gallery_size),
-                                                   command=config.get("command", "") or "")
+                                                   command=config.get("command", "") or "",
+                                                   paired=summary["paired"])
   atomic.write_json(os.path.join(workdir, "results.json"), summary)
   return summary
 

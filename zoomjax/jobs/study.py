@@ -40,6 +40,7 @@ from zoomjax.analysis import sweep_results as sweep_workdir
 from zoomjax.errors import NotFoundError, UserError
 from zoomjax.reports import html
 from zoomjax.runtime import atomic
+from zoomjax.runtime import config as config_lib
 from zoomjax.runtime import console
 from zoomjax.runtime import shards
 
@@ -214,6 +215,9 @@ def study(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     g["unsolved"] = study_lib.unsolved_summary([per_image[i] for i in g["runs"]], [labels[i] for i in g["runs"]],
                                                draws, seed)
     g["paper_unsolved_fraction_in_real"] = paper_numbers.UNSOLVED_BY_ALL_IN_REAL / 100
+    if len(g["runs"]) > 1:  # Same images: paired tests of every run against the group's first.
+      g["paired"] = study_lib.paired_runs([per_image[i] for i in g["runs"]], [labels[i] for i in g["runs"]],
+                                          draws=draws, seed=seed)
   out: Dict[str, Any] = {"runs": rows, "groups": groups, "top_k": top_k, "bootstrap": {"draws": draws, "seed": seed},
                          "anchors": study_lib.anchor_summary(rows), "export_max_solved": export_k,
                          "command": str(config.get("command") or "")}
@@ -290,6 +294,7 @@ def summary_text(out: Dict[str, Any]) -> str:
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """The job: process 0 studies the runs (`study`) and prints the summary; other processes do nothing."""
   import jax  # pylint: disable=g-import-not-at-top
+  config_lib.check_job(config, workdir)  # What zoomjax.main checks, for calls from Python too.
   if jax.process_index() != 0:  # Host-side analysis of files: one process does it.
     return {}
   out = study(config, workdir)

@@ -10,6 +10,7 @@ this process's devices; results go through the same shard / resume / merge machi
   metrics.json             accuracy per seed, mean and spread over seeds (process 0), written last, with
                            `"complete": true` (every seed's predictions.npz is written before it)
 """
+import contextlib
 import importlib.metadata
 import inspect
 import json
@@ -31,17 +32,18 @@ from zoomjax import sweep
 from zoomjax.analysis import metrics as analyses
 from zoomjax.analysis import paper_numbers
 from zoomjax.data import label_space
-from zoomjax.errors import UserError
+from zoomjax.errors import NonFiniteError, UserError
 from zoomjax.reports import html
 from zoomjax.runtime import atomic
+from zoomjax.runtime import config as config_lib
 from zoomjax.runtime import console
 from zoomjax.runtime import parallel
 from zoomjax.runtime import progress as progress_lib
 from zoomjax.runtime import shards
-from zoomjax.tta import augment, memo, zoom_tta
+from zoomjax.tta import augment, clip_tta, memo, online, zoom_tta
 
 # Config fields that change a result; a resumed run must agree on all of them.
-RESULT_FIELDS = ("method", "model", "data", "limit", "seeds", "memo", "view", "zoom", "shard_size",
+RESULT_FIELDS = ("method", "model", "data", "limit", "seeds", "memo", "view", "zoom", "clip", "online", "shard_size",
                  "canvas_multiple")
 FIELDS = ("pred", "top5", "top5_p", "p_true", "correct")  # Per-image record fields besides index/ids/labels.
 RECORDS_FILE = "predictions.npz"
@@ -88,6 +90,8 @@ def make_optimizer(m: ml_collections.ConfigDict) -> optax.GradientTransformation
 def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndarray) -> memo.EpisodeFn:
   """The per-image function `config.method` names."""
   method = config.method
+  if method in clip_tta.CLIP_METHODS:  # CLIP's test-time methods; `bundle` from clip_tta.job_bundle.
+    return clip_tta.job_episode(config, bundle, logit_mask)
   view_kw = dict(resize_size=int(config.view.resize), crop_size=int(config.view.crop),
                  view_method=config.view.method)
   if method == "baseline":
@@ -107,16 +111,18 @@ def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndar
       warnings.simplefilter("ignore", UserWarning)
       return memo.make_memo(bundle, aug, optimizer=make_optimizer(m), num_views=int(m.num_views),
                             steps=int(m.steps), prior_strength=prior, logit_mask=logit_mask, **view_kw)
-  if method in ("zoom_mean", "zoom_max"):
+  if method in ("zoom_tta", "zoom_mean", "zoom_max"):
     from zoomjax import zoom  # pylint: disable=import-outside-toplevel
     scales = tuple(int(s) for s in config.zoom.scales) or paper_numbers.ZOOM_IN_SCALES
     try:
       grid = zoom.ZoomGrid(scales, anchors=int(config.zoom.anchors), crop=int(config.view.crop))
     except (TypeError, ValueError) as e:
       raise UserError(f"config.zoom: {e}") from None
-    return zoom_tta.make_zoom_tta(bundle, zoom_tta.grid_views(grid), method.split("_")[1], logit_mask=logit_mask,
-                                  view_chunk=int(config.zoom.view_chunk))
-  raise UserError(f"method={method!r} is not one of baseline, memo_augmix, memo_rrc, zoom_mean, zoom_max")
+    how = method.split("_")[1] if method != "zoom_tta" else str(config.zoom.get("aggregate", "mean"))
+    return zoom_tta.make_zoom_tta(bundle, zoom_tta.grid_views(grid), how, logit_mask=logit_mask,
+                                  view_chunk=int(config.zoom.view_chunk), rho=float(config.zoom.get("rho", 0.1)))
+  raise UserError(f"method={method!r} is not one of baseline, memo_augmix, memo_rrc, zoom_tta, zoom_mean, "
+                  "zoom_max")
 
 
 def make_step(episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
@@ -124,7 +130,7 @@ def make_step(episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
 
   def step(variables, images, hws, keys, labels):
     logits = jax.vmap(episode, in_axes=(None, 0, 0, 0))(variables, images, hws, keys).astype(jnp.float32)
-    out = sweep.compact_outputs(jax.nn.softmax(logits, axis=-1), labels)
+    out = sweep.top5_outputs(jax.nn.softmax(logits, axis=-1), labels)
     # Masked classes are -inf by design; NaN or +inf means broken weights or an overflow.
     out["finite"] = ~jnp.any(jnp.isnan(logits) | (logits == jnp.inf), axis=-1)[:, None]
     return out
@@ -143,20 +149,68 @@ def _seed_metrics(rows: Dict[str, np.ndarray], seed: int) -> Dict[str, Any]:
           "skipped": [str(s) for s in rows[shards.SKIPPED]]}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, Any]]:
-  """Runs (or resumes) `config.method` for every seed; process 0 merges and writes metrics.json."""
-  from zoomjax import data, models  # pylint: disable=import-outside-toplevel
+class Builds:
+  """What a TTA run builds before its loop (the model, the per-image function, the jitted step), memoised on
+  their inputs. A run makes its own; a caller that runs many configs differing only in their data (the
+  ImageNet-C driver's cells) passes one in, so the runs share one model and one set of compiled executables.
+  Results do not change: every run gets what it would have built itself."""
+
+  def __init__(self):
+    self._bundles: Dict[str, Any] = {}
+    self._episodes: Dict[Any, Any] = {}
+    self._steps: Dict[Any, Any] = {}
+
+  def model(self, block: ml_collections.ConfigDict, **kwargs: Any):
+    """`zoomjax.models.from_config(block, **kwargs)`, once per distinct block and arguments."""
+    from zoomjax import models  # pylint: disable=import-outside-toplevel
+    key = json.dumps([block.to_dict(), kwargs], sort_keys=True, default=str)
+    if key not in self._bundles:
+      self._bundles[key] = models.from_config(block, **kwargs)
+    return self._bundles[key]
+
+  def episode(self, config: ml_collections.ConfigDict, bundle, logit_mask: np.ndarray) -> memo.EpisodeFn:
+    """`build_episode`, once per model, label space and config apart from its data block."""
+    body = {k: v for k, v in config.to_dict().items() if k != "data"}
+    key = (id(bundle), json.dumps(body, sort_keys=True, default=str), np.asarray(logit_mask).tobytes())
+    if key not in self._episodes:
+      self._episodes[key] = (bundle, build_episode(config, bundle, logit_mask))  # Holds bundle: its id stays.
+    return self._episodes[key][1]
+
+  def step(self, episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
+    """`make_step`, once per episode and device mesh."""
+    key = (id(episode), None if mesh is None else tuple(d.id for d in mesh.devices.flat))
+    if key not in self._steps:
+      self._steps[key] = (episode, make_step(episode, mesh))
+    return self._steps[key][1]
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, builds: Optional[Builds] = None
+        ) -> Optional[Dict[str, Any]]:
+  """Runs (or resumes) `config.method` for every seed; process 0 merges and writes metrics.json.
+
+  builds: shared with other runs whose configs differ only in their data (see `Builds`); None: a fresh one.
+  """
+  from zoomjax import data  # pylint: disable=import-outside-toplevel
+  config_lib.check_job(config, workdir)  # What zoomjax.main checks, for calls from Python too.
+  builds = builds or Builds()
+  if config.method in online.STREAM_METHODS + ("tda",):  # Online: one stream of batches, state carried across.
+    return run_online(config, workdir, builds=builds)
   pid = jax.process_index()
   t_start = time.monotonic()
   workers = data.decode_threads(config.num_workers)
-  bundle = models.from_config(config.model)
+  bundle = builds.model(config.model, **clip_tta.job_load_kwargs(config))
+  if config.method in clip_tta.CLIP_METHODS:  # A CLIP classifier (TPT: with its text tower), views checked.
+    bundle = clip_tta.job_bundle(config, bundle)
+  bundle.check_input_size(int(config.view.crop), "--config.view.crop")  # The views it predicts on.
+  if str(config.method).startswith("memo"):  # The views MEMO adapts on.
+    bundle.check_input_size(int(config.memo.view_size), "--config.memo.view_size")
   dataset = data.from_config(config.data, num_workers=workers)
   num_images = shards.images_to_run(config.limit, len(dataset))
   space = dataset.label_space
-  episode = build_episode(config, bundle, space.logit_mask())
+  episode = builds.episode(config, bundle, space.logit_mask())
   mesh = parallel.make_mesh()
   batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
-  step = progress_lib.announcing(make_step(episode, mesh), lambda variables, images, *rest: (
+  step = progress_lib.announcing(builds.step(episode, mesh), lambda variables, images, *rest: (
       images.shape, f"the {config.method} step for batches of {images.shape[0]} on {images.shape[1]}x"
       f"{images.shape[2]} canvases"))  # Each canvas side compiles once.
   variables = parallel.replicate(bundle.variables, mesh)
@@ -289,6 +343,8 @@ def _metrics(config, dataset, space, per_seed, computed: int, loop_s: float, wal
       "optimizer": (f"{m.optimizer}(momentum={float(m.momentum)}, weight_decay={float(m.weight_decay)})"
                     if is_memo else None),
       "prior_strength": float(m.prior_strength) if is_memo else None,
+      # CLIP methods: which views (augment | zoom), how many, the filter and TPT's step (clip_tta.job_summary).
+      "clip": clip_tta.job_summary(config) if config.method in clip_tta.CLIP_METHODS else None,
       "batch_size": int(config.batch_size),
       "devices": [str(d) for d in jax.local_devices()],
       "versions": library_versions(),
@@ -303,3 +359,258 @@ def _percent(metrics) -> str:
   if metrics["accuracy_std"] is not None:
     out += f" ± {html.percent(metrics['accuracy_std'], unit=' pts')} (std over {len(metrics['seeds'])} seeds)"
   return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Online adaptation (source, bn_adapt, tent, eata, sar): one stream of batches per seed, state carried across.
+#
+# Workdir layout (besides config.json and metrics.json):
+#   seed_<s>/stream.npz              the stream: readable image indices in their seeded order, the batch size
+#   seed_<s>/online/shard_<k>.npz    batches k*S .. (k+1)*S-1 of the stream (S = online.shard_batches): the
+#                                    per-image records in stream order and the adapted state after the shard
+#   seed_<s>/predictions.npz         every record, in image index order, with `stream_position`
+# A rerun continues after the last shard whose images are the planned ones, from the state stored with it, so a
+# resumed stream equals an uninterrupted one bit for bit.
+
+STREAM_FILE = "stream.npz"
+STATE_PREFIX = "state:"
+
+
+def online_shard_path(seed_dir: str, k: int) -> str:
+  return os.path.join(seed_dir, "online", f"shard_{k:05d}.npz")
+
+
+def stream_order(num_images: int, readable: np.ndarray, seed: int, shuffle: bool) -> np.ndarray:
+  """The stream: readable image indices, in a `seed`ed permutation of 0..num_images-1 (or in order)."""
+  order = np.random.default_rng(seed).permutation(num_images) if shuffle else np.arange(num_images)
+  return order[readable[order]].astype(np.int64)
+
+
+def build_stream_method(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndarray,
+                        fisher_batches=None) -> online.StreamMethod:
+  """The StreamMethod `config.method` names, with `config.online`'s settings (EATA: `fisher_batches()` yields the
+  source batches of its Fisher information)."""
+  if config.method == "tda":  # CLIP's TDA (zoomjax.tta.clip_tta).
+    return clip_tta.job_stream(config, bundle, logit_mask)
+  o = config.online
+  name = config.method
+  kw: Dict[str, Any] = {"logit_mask": logit_mask}
+  if name in ("tent", "eata", "sar"):
+    kw["optimizer"] = optax.sgd(float(o.lr), momentum=float(o.momentum) or None)
+    kw["episodic"] = bool(o.episodic)
+  if name in ("eata", "sar") and float(o.e_margin) > 0:
+    kw["e_margin"] = float(o.e_margin)
+  if name == "eata":
+    kw.update(d_margin=float(o.d_margin), fisher_alpha=float(o.fisher_alpha))
+  if name == "sar":
+    kw.update(rho=float(o.rho), reset_constant=float(o.reset_constant))
+  method = online.make_stream_method(name, bundle, **kw)  # Refuses a model without BatchNorm, by name.
+  if name == "eata" and float(o.fisher_alpha) > 0 and fisher_batches is not None:
+    fisher = online.fisher_information(bundle, bundle.variables, fisher_batches(), logit_mask=logit_mask)
+    kw["fisher"] = fisher
+    method = online.make_stream_method(name, bundle, **kw)
+  return method
+
+
+def _view_transform(bundle, config):
+  """Host view of each decoded image: Resize(view.resize) + CenterCrop(view.crop) with PIL (torchvision's
+  eval view); an image already crop x crop (ImageNet-C's files, on-the-fly corruptions) is used as it is, as
+  the official TENT / EATA / SAR loaders do."""
+  from zoomjax.models.preprocessing import Preprocessing  # pylint: disable=import-outside-toplevel
+  crop = int(config.view.crop)
+  pp = Preprocessing(input_size=crop, resize_size=int(config.view.resize), resize_method=str(config.view.method),
+                     mean=bundle.preprocessing.mean, std=bundle.preprocessing.std)
+
+  def transform(image):
+    arr = np.asarray(image, np.uint8)
+    if arr.shape[:2] == (crop, crop):
+      return arr
+    return pp.pil_view(image)
+
+  return transform, (crop, crop)
+
+
+def _host_records(logits: np.ndarray, labels: np.ndarray) -> Dict[str, np.ndarray]:
+  logits = logits.astype(np.float64)
+  probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  probs /= probs.sum(axis=-1, keepdims=True)
+  top5 = np.argsort(-probs, axis=-1, kind="stable")[:, :5]
+  valid = labels >= 0
+  p_lab = np.take_along_axis(probs, np.where(valid, labels, 0), axis=-1)
+  pred = top5[:, 0].astype(np.int32)
+  return {"pred": pred, "top5": top5.astype(np.int16),
+          "top5_p": np.take_along_axis(probs, top5, axis=-1).astype(np.float32),
+          "p_true": np.max(np.where(valid, p_lab, 0.0), axis=-1).astype(np.float32),
+          "correct": label_space.is_correct(pred, labels.astype(np.int32))}
+
+
+def run_online(config: ml_collections.ConfigDict, workdir: str, *, builds: Optional[Builds] = None
+               ) -> Optional[Dict[str, Any]]:
+  """Runs (or resumes) an online method over the dataset, one seeded stream per seed (builds: as in `run`)."""
+  from zoomjax import data  # pylint: disable=import-outside-toplevel
+  builds = builds or Builds()
+  t_start = time.monotonic()
+  if jax.process_count() > 1:
+    raise UserError(f"method={config.method!r} adapts one stream: run it in one process (its devices share each "
+                    "batch), not with --config.distributed")
+  o = config.online
+  batch = int(o.batch_size)
+  if config.method in online.BATCH_STAT_METHODS and batch < 2:
+    raise UserError(f"online.batch_size={batch}: method={config.method!r} normalises with the test batch's "
+                    "statistics and needs at least 2 images per batch (the papers use 64)")
+  workers = data.decode_threads(config.num_workers)
+  bundle = builds.model(config.model, **clip_tta.job_load_kwargs(config))
+  if config.method == "tda":  # CLIP's TDA: a CLIP classifier, its views checked.
+    bundle = clip_tta.job_bundle(config, bundle)
+  bundle.check_input_size(int(config.view.crop), "--config.view.crop")
+  dataset = data.from_config(config.data, num_workers=workers)
+  num_images = shards.images_to_run(config.limit, len(dataset))
+  space = dataset.label_space
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(batch, mesh, "online.batch_size")
+  transform, view_hw = _view_transform(bundle, config)
+
+  def batches_of(ds, indices, on_error=config.on_error):
+    return data.make_batches(ds, batch_size=batch, indices=indices, num_workers=workers, on_error=on_error,
+                             transform=transform, transform_hw=view_hw)
+
+  def fisher_batches():
+    block = ml_collections.ConfigDict(config.data.to_dict())
+    if o.fisher_data:
+      block.name = str(o.fisher_data)
+    if "corruption" in block:  # EATA's source set: clean images.
+      block.corruption = None
+    ds = data.from_config(block, num_workers=workers)
+    n = min(int(o.fisher_size), len(ds))
+    order = np.random.default_rng(0).permutation(len(ds))[:n]
+    for b in batches_of(ds, order, on_error="skip"):
+      real = np.asarray(b["index"]) >= 0
+      if real.sum() >= 2:
+        yield np.asarray(b["image"][real], np.float32)
+
+  method = build_stream_method(config, bundle, space.logit_mask(), fisher_batches)
+  step = progress_lib.announcing(online.sharded_step(method, mesh), lambda state, pixels: (
+      pixels.shape, f"the {config.method} step for batches of {pixels.shape[0]}"))
+  key = json.loads(config.to_json_best_effort())
+  key["label_space"] = space.name
+  with shards.claim(workdir, 0, key, RESULT_FIELDS + ("label_space",), dataset.name, dataset.ids[:num_images],
+                    dataset.labels[:num_images]):
+    sizes = dataset.sizes(np.arange(num_images), num_workers=workers)
+    if config.on_error == "raise" and (sizes[:, 0] < 0).any():
+      bad = dataset.skipped[0]
+      raise UserError(f"unreadable image {bad['id']}: {bad['reason']} (on_error='raise')")
+    readable = sizes[:, 0] >= 0
+    per_seed, correct, computed, loop_s = [], [], 0, 0.0
+    for seed in (int(s) for s in config.seeds):
+      seed_dir = os.path.join(workdir, f"seed_{seed}")
+      stream = stream_order(num_images, readable, seed, bool(o.shuffle))
+      t0 = time.monotonic()
+      rows, done = _run_stream(config, seed_dir, stream, batch, method, step, mesh, dataset, batches_of,
+                               bundle.variables)
+      loop_s += time.monotonic() - t0
+      computed += done
+      rows[shards.SKIPPED] = np.asarray([f"{s['id']}: {s['reason']}" for s in dataset.skipped
+                                         if s["index"] < num_images], np.str_)
+      atomic.savez(os.path.join(seed_dir, RECORDS_FILE), rows)
+      per_seed.append(_seed_metrics(rows, seed))
+      correct.append(rows["correct"])
+    metrics = _metrics(config, dataset, space, per_seed, computed, loop_s, time.monotonic() - t_start)
+    if correct and len(correct[0]):
+      metrics["accuracy_ci95"] = analyses.bootstrap_mean_interval(np.mean(np.stack(correct), axis=0))
+    metrics["online"] = {"batch_size": batch, "shuffle": bool(o.shuffle), "episodic": bool(o.episodic),
+                         "optimizer": f"sgd(lr={float(o.lr)}, momentum={float(o.momentum)})"
+                                      if config.method in ("tent", "eata", "sar") else None,
+                         "logits": "from the forward pass before each batch's update" if config.method != "tda"
+                                   else "each image's, after it entered TDA's caches"}
+    metrics["complete"] = True
+    atomic.write_json(os.path.join(workdir, "metrics.json"), metrics)
+  print(f"tta {config.method} {config.model.name} on {dataset.name}: accuracy {_percent(metrics)} over "
+        f"{metrics['num_images']} images (online, batches of {batch})", flush=True)
+  skips = shards.skip_summary(metrics["skipped"], num_images)
+  if skips:
+    print(skips, flush=True)
+  return metrics
+
+
+def _run_stream(config, seed_dir: str, stream: np.ndarray, batch: int, method: online.StreamMethod, step, mesh,
+                dataset, batches_of, variables):
+  """Adapts over `stream` shard by shard, resuming after the last stored shard; -> (rows by index, images done)."""
+  per_shard = int(config.online.shard_batches) * batch
+  n_shards = max(1, -(-len(stream) // per_shard))
+  os.makedirs(os.path.join(seed_dir, "online"), exist_ok=True)
+  stream_path = os.path.join(seed_dir, STREAM_FILE)
+  if os.path.exists(stream_path):
+    with np.load(stream_path) as z:
+      same = np.array_equal(z["stream"], stream) and int(z["batch_size"]) == batch
+    if not same:  # The readable images changed (a skipped file was fixed): the stream starts over.
+      console.warn(f"{stream_path}: the stream changed since it was stored; adapting from the start")
+      for k in range(n_shards + 1000):
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(online_shard_path(seed_dir, k))
+  atomic.savez(stream_path, {"stream": stream, "batch_size": np.int64(batch)})
+  state = None
+  parts, start = [], 0
+  for k in range(n_shards):  # The stored prefix.
+    path = online_shard_path(seed_dir, k)
+    want = stream[k * per_shard:(k + 1) * per_shard]
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        arrays = {f: z[f] for f in z.files}
+    except (FileNotFoundError, OSError, ValueError):
+      break
+    if not np.array_equal(arrays.get("index"), want) or list(arrays.get("ids", [])) != [dataset.ids[i] for i in want]:
+      console.warn(f"recomputing {path} and the shards after it: it holds other images than the stream's")
+      break
+    parts.append({f: v for f, v in arrays.items() if not f.startswith(STATE_PREFIX)})
+    state = {f[len(STATE_PREFIX):]: v for f, v in arrays.items() if f.startswith(STATE_PREFIX)}
+    start = k + 1
+  if start:
+    logging.info("online %s: resuming after %d of %d shards", config.method, start, n_shards)
+  variables_state = method.init(variables)
+  if state is not None:
+    try:
+      variables_state = online.restore_adapted(variables_state, state)
+    except ValueError as e:
+      raise UserError(f"{online_shard_path(seed_dir, start - 1)}: {e}; delete {seed_dir} to start over") from None
+  state = parallel.replicate(variables_state, mesh)
+  done = 0
+  progress = progress_lib.Progress(total_images=len(stream), views_per_image=1,
+                                   what=f"tta {config.method} stream", every_secs=float(config.progress_every_secs),
+                                   log_fn=console.say)
+  progress(start * per_shard)
+  for k in range(start, n_shards):
+    want = stream[k * per_shard:(k + 1) * per_shard]
+    rows = []
+    for b in batches_of(dataset, want):
+      real = np.asarray(b["index"]) >= 0
+      pixels = np.asarray(b["image"][real], np.float32)
+      if len(pixels) % parallel.local_batch_multiple(mesh):  # A last, smaller batch: on one device.
+        single = jax.sharding.SingleDeviceSharding(mesh.devices.flat[0])
+        state, logits = jax.jit(method.step)(jax.device_put(state, single), pixels)
+        state = parallel.replicate(state, mesh)
+      else:
+        state, logits = step(state, parallel.shard_batch(pixels, mesh))
+      logits = parallel.to_host(logits)
+      index = np.asarray(b["index"])[real].astype(np.int64)
+      labels = np.asarray(b["labels"])[real].astype(np.int32)
+      if not np.all(np.isfinite(np.where(np.isneginf(logits), 0.0, logits))):
+        raise NonFiniteError(f"model {config.model.name!r} gave NaN or infinite logits under {config.method} "
+                             f"(images {[dataset.ids[i] for i in index[:3]]}...); lower --config.online.lr")
+      rows.append({"index": index, "labels": labels, "ids": np.asarray([dataset.ids[i] for i in index], np.str_),
+                   **_host_records(logits, labels)})
+      done += len(index)
+      progress(start * per_shard + done)
+    got = np.concatenate([r["index"] for r in rows]) if rows else np.zeros(0, np.int64)
+    if not np.array_equal(got, want):
+      raise RuntimeError(f"the data stream for online shard {k} yielded images {got[:5]}..., not the planned ones")
+    shard = {f: np.concatenate([r[f] for r in rows]) for f in rows[0]}
+    shard.update({STATE_PREFIX + key: v for key, v in online.adapted_arrays(parallel.to_host(state)).items()})
+    atomic.savez(online_shard_path(seed_dir, k), shard)
+    parts.append({f: v for f, v in shard.items() if not f.startswith(STATE_PREFIX)})
+  label_width = max(p["labels"].shape[1] for p in parts)
+  for p in parts:
+    p["labels"] = np.pad(p["labels"], ((0, 0), (0, label_width - p["labels"].shape[1])), constant_values=-1)
+  merged = {f: np.concatenate([p[f] for p in parts]) for f in parts[0]}
+  merged["stream_position"] = np.arange(len(merged["index"]), dtype=np.int64)
+  order = np.argsort(merged["index"], kind="stable")
+  return {f: v[order] for f, v in merged.items()}, done

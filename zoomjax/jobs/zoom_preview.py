@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from zoomjax import zoom
 from zoomjax.errors import NotFoundError, UserError
+from zoomjax.runtime import config as config_lib
 from zoomjax.runtime import console
 
 _LABEL_H = 12  # Pixels above each tile for its name (PIL's default bitmap font is ~11 px high).
@@ -55,6 +56,7 @@ def montage(crops: np.ndarray, names: Sequence[str], columns: int, thumb: int) -
 
 def run(config, workdir: str) -> str:
   """Writes <workdir>/zoom_grid.png and returns its path."""
+  config_lib.check_job(config, workdir)  # What zoomjax.main checks, for calls from Python too.
   path = config.get("image") or default_image()
   image = load_rgb(path)
   scales = config.get("scales")

@@ -8,7 +8,8 @@ Workdir layout (rerunning with the same workdir resumes; nothing already written
                     computes only the rest)
   records.npz       all shards merged (process 0)
   metrics.json      headline numbers (95 % intervals under "ci95") and every analysis, including "held_out"
-                    (zoomjax.analysis.selection) and "per_class" (zoomjax.analysis.per_class) (process 0);
+                    (zoomjax.analysis.selection), "cascade" (zoomjax.analysis.cascade), "selective"
+                    (zoomjax.analysis.selective) and "per_class" (zoomjax.analysis.per_class) (process 0);
                     `"complete": false` until report.html is written, then true (a run killed in the report stage
                     is visible, and a rerun redoes it)
   report.html, report/   figures and gallery (process 0)
@@ -26,14 +27,18 @@ import numpy as np
 from absl import logging
 
 from zoomjax import sweep
+from zoomjax.analysis import aggregators
+from zoomjax.analysis import cascade
 from zoomjax.analysis import metrics as analyses
 from zoomjax.analysis import paper_numbers
 from zoomjax.analysis import per_class
 from zoomjax.analysis import records as records_lib
 from zoomjax.analysis import selection
+from zoomjax.analysis import selective
 from zoomjax.errors import UserError
 from zoomjax.reports import html
 from zoomjax.runtime import atomic
+from zoomjax.runtime import config as config_lib
 from zoomjax.runtime import console
 from zoomjax.runtime import parallel
 from zoomjax.runtime import progress as progress_lib
@@ -42,7 +47,7 @@ from zoomjax.runtime import shards
 CANVAS_MODES = ("square", "buckets", "max")
 # Config fields that change the numbers; a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "data", "limit", "grid", "extra_crops", "shard_size", "batch_size", "view_chunk",
-                 "dtype", "canvas")
+                 "dtype", "canvas", "record_k")
 
 
 def _grid(config):
@@ -60,6 +65,11 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
   dataset = data.from_config(config.data)
   dtype = sweep.compute_dtype(config.dtype)
   bundle = models.from_config(config.model, **({} if dtype == jnp.float32 else {"dtype": dtype}))
+  bundle.check_input_size(int(config.grid.crop), "--config.grid.crop")  # Before the step is compiled.
+  record_k = int(config.get("record_k", sweep.RECORD_K))
+  if not 1 <= record_k <= bundle.num_classes:
+    raise UserError(f"--config.record_k={record_k}: {bundle.name} has {bundle.num_classes} classes; use "
+                    f"1..{bundle.num_classes}")
   grid = _grid(config)
   spec = sweep.ViewSpec(transforms=tuple(tuple(int(v) for v in t) for t in grid.transforms),
                         crop=int(config.grid.crop), extra_crops=bool(config.extra_crops))
@@ -74,7 +84,7 @@ def build(config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] =
   mesh = mesh if mesh is not None else parallel.make_mesh()
   batch_size = parallel.per_process_batch(int(config.batch_size), mesh)
   jitted = sweep.make_step(predict_fn, crops_fn, spec, logit_mask=mask, view_chunk=int(config.view_chunk),
-                           dtype=dtype, mesh=mesh, say=console.say)
+                           dtype=dtype, mesh=mesh, say=console.say, record_k=record_k)
   variables = parallel.replicate(bundle.variables, mesh)
 
   def step(variables, image, hw, labels):
@@ -119,6 +129,13 @@ def summary_table(metrics: Dict[str, Any], paper: Dict[str, float]) -> str:
   w = max(len(r[0]) for r in rows)
   lines = [f"{'':{w}}  {'ours [95 % CI]':>22}  {'paper':>8}"]
   lines += [f"{a:{w}}  {b:>22}  {c:>8}" for a, b, c in rows]
+  grid = ((metrics.get("aggregators") or {}).get("sets") or {}).get("grid")
+  if grid:  # Every test-time aggregator over the grid's views, paired against the 1-crop.
+    lines.append(f"aggregators over the {grid['num_views']} grid views (paired against the 1-crop):")
+    for name in [h for h in aggregators.AGGREGATORS if h in grid["accuracy"]]:
+      acc, pr = grid["accuracy"][name], (grid.get("paired") or {}).get(name)
+      vs = f"  {html.paired(name, '1-crop', pr['diff'], pr['ci95'], pr['p_value'])}" if pr else ""
+      lines.append(f"  {name:<17} {html.interval(acc, grid['ci95'].get(name)):>22}{vs}")
   return "\n".join(lines)
 
 
@@ -131,7 +148,14 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
                                     anchors=int(config.grid.anchors))
   metrics["held_out"] = selection.record_held_out(rec, budget=int(config.top_k), tie=config.tie_order)
   metrics["ci95"].update(selection.headline_intervals(metrics["held_out"]))
+  # A cascade under a view budget (same folds and view orders as "held_out"), and selective classification.
+  metrics["cascade"] = cascade.record_cascade(rec, held_out=metrics["held_out"], tie=config.tie_order)
+  metrics["selective"] = selective.record_selective(rec, predictions=None if rec.missing() else aggregators.predictions(
+      rec, np.arange(len(rec.view_names)), rho=float(config.get("rho", aggregators.TPT_RHO))))  # As the table's grid.
   metrics["per_class"] = per_class.record_per_class(rec, anchors=int(config.grid.anchors))
+  # Every test-time aggregator over the stored views, with intervals and paired tests against the 1-crop.
+  metrics["aggregators"] = aggregators.aggregator_table(rec, rho=float(config.get("rho", aggregators.TPT_RHO)),
+                                                        crop=int(config.grid.crop))
   metrics["skipped_files"] = [str(s) for s in rec.skipped]
   metrics["model"] = config.model.name
   metrics["dataset"] = config.data.name
@@ -185,6 +209,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, after_shard=None,
   after_shard(k, path): called after each shard file is written (tests inject failures here).
   built: the result of `build(config)` to reuse (tests and benchmarks that run several sweeps).
   """
+  config_lib.check_job(config, workdir)  # What zoomjax.main checks, for calls from Python too.
   pid = jax.process_index()
   t_start = time.monotonic()
   dataset, bundle, grid, spec, step, variables = build(config) if built is None else built
@@ -244,7 +269,8 @@ def _sweep(config, workdir: str, dataset, spec, step, variables, *, num_images: 
   with clock:
     written = shards.run_shards(
         workdir, num_images=num_images, shard_size=shard_size, batches_for=batches_for, compute=compute,
-        empty_rows=records_lib.empty_rows(t, len(spec.crop_names), len(sweep.AGG_SETS)), meta=meta,
+        empty_rows=records_lib.empty_rows(t, len(spec.crop_names), len(sweep.AGG_SETS),
+                                          int(config.get("record_k", sweep.RECORD_K))), meta=meta,
         ids_of=lambda i: dataset.ids[i], skipped_in=skipped_in,
         fingerprint_of=lambda r: shards.fingerprint(dataset.ids[r.start:r.stop], dataset.labels[r.start:r.stop]),
         file_stamp_of=dataset.file_stamp, process_index=pid, process_count=pcount, progress=progress,

@@ -7,7 +7,10 @@ import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
+from zoomjax.errors import UserError
 # Preprocessing (and the ImageNet constants) are importable from here too, where they lived first.
 from zoomjax.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: F401
 
@@ -55,3 +58,37 @@ class ModelBundle:
       return logits
 
     return fn
+
+  def check_input_size(self, size: int, field: str, fix: Optional[str] = None) -> None:
+    """Refuses (UserError, one line naming the model, its input size and the config `field` to change) square
+    `size` x `size` inputs that the module cannot take: a ViT or CLIP, whose position embedding fixes its input
+    size, fed the views of a job whose crop differs. CNNs take any size. Traced abstractly (`jax.eval_shape`):
+    nothing is compiled or computed, so a job calls it before its first compile; the model's own
+    `preprocessing.input_size` is taken as it is. `fix`: the advice, when `set <field>=<own size>` is not it."""
+    own, size = int(self.preprocessing.input_size), int(size)
+    if size == own:
+      return
+    leaves, tree = jax.tree_util.tree_flatten(self.variables)
+    key = (self.module, tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves), size)
+    try:
+      hash(key)
+    except TypeError:  # A module with unhashable fields: traced every time.
+      key = None
+    if key is not None and key in _SIZES_TAKEN:
+      return
+    try:
+      jax.eval_shape(self.module.apply, self.variables, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    except Exception as e:  # pylint: disable=broad-except  Whatever the module raises on that shape.
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      raise UserError(f"model {self.name!r} takes {own}x{own} inputs (preprocessing.input_size {own}), not the "
+                      f"{size}x{size} views of {field}={size} ({type(e).__name__}: {reason}); "
+                      f"{fix or f'set {field}={own}'}") from e
+    if key is not None:
+      if len(_SIZES_TAKEN) > 256:
+        _SIZES_TAKEN.clear()
+      _SIZES_TAKEN.add(key)
+
+
+# (module, variable shapes, size) that `check_input_size` found a module takes: a process that runs one model
+# many times (tests, benchmarks, the evaluation's datasets) traces it once.
+_SIZES_TAKEN: set = set()

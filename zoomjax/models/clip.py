@@ -106,12 +106,14 @@ class TextTower(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens: jax.Array) -> jax.Array:
+  def __call__(self, tokens: jax.Array, embeddings: Optional[jax.Array] = None) -> jax.Array:
+    """`embeddings` (B, L, width), when given, replace the token-embedding lookup (prompt tuning learns some of
+    them, e.g. TPT's context); `tokens` still place the eot token that is pooled."""
     tokens = jnp.asarray(tokens, jnp.int32)
     if tokens.shape[-1] != self.context_length:
       raise ValueError(f"text tokens have length {tokens.shape[-1]}, CLIP expects {self.context_length}")
-    x = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, param_dtype=jnp.float32,
-                 name="token_embedding")(tokens)
+    embed = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, param_dtype=jnp.float32, name="token_embedding")
+    x = embed(tokens) if embeddings is None else jnp.asarray(embeddings, self.dtype)
     pe = self.param("positional_embedding", nn.initializers.normal(0.01), (self.context_length, self.width),
                     jnp.float32)
     x = x + pe.astype(x.dtype)

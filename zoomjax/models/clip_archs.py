@@ -34,6 +34,7 @@ ARCHS: Dict[str, Dict[str, Any]] = {
     "ViT-B-16": _arch(16, 768, 12, 64, 3072, 512, 512, 12, 8),
     "ViT-L-14": _arch(14, 1024, 24, 64, 4096, 768, 768, 12, 12),
     "ViT-L-14-336": _arch(14, 1024, 24, 64, 4096, 768, 768, 12, 12, image_size=336),
+    "ViT-B-16-plus-240": _arch(16, 896, 12, 64, 3584, 640, 640, 12, 10, image_size=240),
     "ViT-H-14": _arch(14, 1280, 32, 80, 5120, 1024, 1024, 24, 16),
     "ViT-g-14": _arch(14, 1408, 40, 88, 6144, 1024, 1024, 24, 16),  # mlp_ratio 4.3637
     "ViT-bigG-14": _arch(14, 1664, 48, 104, 8192, 1280, 1280, 32, 20),  # mlp_ratio 4.9231
@@ -60,10 +61,15 @@ def _depth(flat: Dict[str, np.ndarray], prefix: str) -> int:
 
 
 def config_from_state_dict(flat: Dict[str, np.ndarray], vision_head_width: Optional[int] = None,
-                           text_head_width: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+                           text_head_width: Optional[int] = None, vision: bool = True) -> Dict[str, Dict[str, Any]]:
   """Tower sizes of an OpenAI/open_clip state dict. Head widths are not stored in any tensor: by default those
   of the released model of that width (`convert_clip.head_width_for`: 64, or open_clip's 80/88/104 for the
-  H/14, g/14, bigG/14 image towers)."""
+  H/14, g/14, bigG/14 image towers). `vision=False` reads the text tower alone (any image tower)."""
+  if not vision:
+    return _text_config(flat, text_head_width)
+  if "visual.attnpool.c_proj.weight" in flat:
+    raise CheckpointError("a ResNet CLIP image tower (OpenAI's ModifiedResNet), not a ViT: load it as clip_rn50, "
+                          "clip_rn101, clip_rn50x4, clip_rn50x16 or clip_rn50x64")
   if "visual.conv1.weight" not in flat:
     raise CheckpointError("not an OpenAI/open_clip ViT CLIP state dict: no `visual.conv1.weight`; keys start "
                           f"with {sorted(flat)[:5]}")
@@ -74,7 +80,12 @@ def config_from_state_dict(flat: Dict[str, np.ndarray], vision_head_width: Optio
                 num_heads=max(vw // vhw, 1),
                 mlp_dim=int(flat["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
                 embed_dim=int(flat["visual.proj"].shape[1]))
-  out = {"vision": vision}
+  return {"vision": vision, **_text_config(flat, text_head_width)}
+
+
+def _text_config(flat: Dict[str, np.ndarray], text_head_width: Optional[int]) -> Dict[str, Dict[str, Any]]:
+  """{"text": sizes} of the state dict's text tower; {} without one."""
+  out = {}
   if "token_embedding.weight" in flat:
     tw = int(flat["token_embedding.weight"].shape[1])
     out["text"] = dict(vocab_size=int(flat["token_embedding.weight"].shape[0]),

@@ -7,6 +7,9 @@ with `--out` it writes a self-contained classifier file (the image tower's tenso
 
   python -m zoomjax.models.clip_cli --checkpoint ViT-L-14.pt --model clip_vit_l14 --out clip_vit_l14.safetensors
 
+SigLIP / SigLIP 2 `.npz` files (big_vision) work alike, with `--vocab` their SentencePiece model; their file also
+keeps the checkpoint's `t` and `b` (zoomjax.models.siglip).
+
 A bad file or value ends the command with one line naming it (exit status 2; `--verbose` adds the traceback).
 """
 import argparse
@@ -19,13 +22,20 @@ from zoomjax.checkpoints import CheckpointError, read_checkpoint
 from zoomjax.checkpoints.convert_clip import strip_module_prefix
 from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models import registry
+from zoomjax.models import siglip
 from zoomjax.models.clip_families import FAMILIES
 from zoomjax.models.clip_head import text_head
+from zoomjax.models.clip_convnext import FAMILIES as CONVNEXT_FAMILIES
+from zoomjax.models.clip_resnet import FAMILIES as RESNET_FAMILIES
 from zoomjax.runtime import atomic, cli
 
 __all__ = ["build_zero_shot_checkpoint", "main"]
 
 PROG = "python -m zoomjax.models.clip_cli"
+# Registered zero-shot families whose head comes from a CLIP text tower: name -> family (its `.activation`).
+_CLIP_FAMILIES = {**FAMILIES, **RESNET_FAMILIES, **CONVNEXT_FAMILIES}
+# Every zero-shot family the command builds heads for (SigLIP's from big_vision .npz files).
+_ZERO_SHOT = sorted({**_CLIP_FAMILIES, **siglip.FAMILIES})
 
 
 def build_zero_shot_checkpoint(checkpoint: str, vocab: Optional[str], class_names: Optional[str],
@@ -39,6 +49,9 @@ def build_zero_shot_checkpoint(checkpoint: str, vocab: Optional[str], class_name
   checks the image tower's geometry first, before minutes go into the head. Returns the head.
   """
   flat = strip_module_prefix(read_checkpoint(checkpoint))
+  if siglip.is_siglip_checkpoint(flat):
+    return _siglip(checkpoint, flat, vocab, class_names, out, templates=templates, head_cache_dir=head_cache_dir,
+                   model=model)
   if model is not None:  # The geometry check alone (no text keys: no head computed here).
     registry.get_spec(model).prepare({k: v for k, v in flat.items() if k.startswith("visual.")}, {},
                                      path=checkpoint)
@@ -58,6 +71,31 @@ def build_zero_shot_checkpoint(checkpoint: str, vocab: Optional[str], class_name
   return head
 
 
+def _siglip(checkpoint: str, flat: dict, vocab: Optional[str], class_names: Optional[str], out: Optional[str], *,
+            templates: Optional[str], head_cache_dir: Optional[str], model: Optional[str]) -> np.ndarray:
+  """`build_zero_shot_checkpoint` for a big_vision SigLIP file: the head from its text tower (SentencePiece
+  `vocab`; padding from `model`'s family, else from the vocabulary size), the file = image tower + t, b + head."""
+  tree = siglip.big_vision_tree(flat)
+  if model is not None:  # The geometry check alone.
+    registry.get_spec(model).prepare({k: v for k, v in tree.items() if k.startswith("img/")}, {}, path=checkpoint)
+  if "txt/Embed_0/embedding" not in tree:
+    raise CheckpointError(f"{checkpoint}: no SigLIP text tower (txt/Embed_0/embedding) to build the zero-shot head "
+                          "from")
+  family = siglip.FAMILIES.get(model)
+  head = siglip.siglip_text_head(
+      tree, vocab=vocab, pad=family.pad if family else siglip.default_pad(tree),
+      tokenizer_name=family.tokenizer if family else "", class_names=class_names, templates=templates,
+      head_cache_dir=head_cache_dir, use_cache=out is None or head_cache_dir is not None, checkpoint=checkpoint,
+      progress=lambda i, n: print(f"\r{i}/{n} classes", end="", flush=True))
+  print()
+  if out is None:
+    print(f"cached the zero-shot head {head.shape} of {checkpoint} in {head_cache_dir or zs.default_cache_dir()}")
+    return head
+  atomic.write_bytes(out, safetensors_bytes(siglip.zero_shot_tensors(tree, head)))
+  print(f"wrote {out}: image tower, t, b of {checkpoint} + zero-shot head {head.shape}")
+  return head
+
+
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog=PROG,
@@ -66,11 +104,12 @@ def _parser() -> argparse.ArgumentParser:
                   "zoomjax.models.load(NAME, checkpoint=OUT), or just warm the on-disk head cache that "
                   "zoomjax.models.load(NAME, checkpoint=CHECKPOINT) reads.")
   p.add_argument("--checkpoint", required=True, help="OpenAI/open_clip CLIP weights (e.g. ViT-L-14.pt)")
-  p.add_argument("--model", default=None, choices=sorted(FAMILIES), metavar="NAME",
+  p.add_argument("--model", default=None, choices=_ZERO_SHOT, metavar="NAME",
                  help="registered name, sets the activation and checks the checkpoint's geometry: "
-                      + ", ".join(sorted(FAMILIES)))
+                      + ", ".join(_ZERO_SHOT))
   p.add_argument("--vocab", default=None,
-                 help="bpe_simple_vocab_16e6.txt.gz (ships with open_clip/CLIP; default: an installed open_clip's)")
+                 help="bpe_simple_vocab_16e6.txt.gz (ships with open_clip/CLIP; default: an installed open_clip's); "
+                      "for SigLIP, its SentencePiece model (c4_en / Gemma tokenizer .model)")
   p.add_argument("--classnames", default="openai",
                  help="'openai' / 'zoom_paper' (OpenAI's curated 1000 names, from an installed open_clip), a text "
                       "file with one class name per line, or a zero_shot_metadata.py")
@@ -91,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs the command on `argv` (default sys.argv[1:]); returns 0, or exits with status 2 and one line on stderr
   for a bad file or value (argparse does the same for a bad flag)."""
   a = _parser().parse_args(argv)
-  activation = a.activation or (FAMILIES[a.model].activation if a.model else "quick_gelu")
+  activation = a.activation or (_CLIP_FAMILIES[a.model].activation if a.model in _CLIP_FAMILIES else "quick_gelu")
   try:
     build_zero_shot_checkpoint(a.checkpoint, a.vocab, a.classnames, a.out, activation, templates=a.templates,
                                head_cache_dir=a.head_cache_dir, model=a.model)

@@ -131,7 +131,8 @@ def _prepare_zero_shot(name: str, family: ZeroShotFamily, flat: Optional[Dict[st
 # Exact 'params' counts: open_clip 3.3.0's `sum(p.numel() for p in model.visual.parameters())` for each
 # architecture + the (E, 1000) head (tests/test_clip_zero_shot.py pins the modules' eval_shape to them).
 NUM_PARAMS: Dict[str, int] = {"ViT-B-32": 87_849_216 + 512_000, "ViT-B-16": 86_192_640 + 512_000,
-                              "ViT-L-14": 303_966_208 + 768_000, "ViT-L-14-336": 304_293_888 + 768_000,
+                              "ViT-B-16-plus-240": 117_213_824 + 640_000, "ViT-L-14": 303_966_208 + 768_000,
+                              "ViT-L-14-336": 304_293_888 + 768_000,
                               "ViT-H-14": 632_076_800 + 1_024_000, "ViT-g-14": 1_012_645_632 + 1_024_000,
                               "ViT-bigG-14": 1_844_907_264 + 1_280_000}
 
@@ -172,6 +173,9 @@ _ENTRIES = (
     ("openclip_vit_b16_quickgelu", "ViT-B-16", "quick_gelu", CLIP_PREPROCESSING,
      _OPENCLIP_HINT.format(arch="ViT-B-16-quickgelu", hub="apple/DFN2B-CLIP-ViT-B-16",
                            tags="dfn2b, metaclip_400m, metaclip_fullcc")),
+    ("openclip_vit_b16_plus_240", "ViT-B-16-plus-240", "gelu", CLIP_PREPROCESSING,
+     _OPENCLIP_HINT.format(arch="ViT-B-16-plus-240", hub="timm/vit_base_patch16_plus_clip_240.laion400m_e31",
+                           tags="laion400m_e31, laion400m_e32")),
     ("openclip_vit_l14", "ViT-L-14", "gelu", CLIP_PREPROCESSING,
      _OPENCLIP_HINT.format(arch="ViT-L-14", hub="laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K",
                            tags="datacomp_xl_s13b_b90k, commonpool_xl_*, laion400m_e31/e32, dfn2b_s39b; "

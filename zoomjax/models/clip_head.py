@@ -71,7 +71,7 @@ def text_head(flat: Dict[str, np.ndarray], activation: str = "quick_gelu", *, vo
   if "token_embedding.weight" not in flat:
     raise CheckpointError("no text tower (`token_embedding.weight`) to build the zero-shot head from")
   names, temps = zs.resolve_class_names(class_names), zs.resolve_templates(templates)
-  text_cfg = config_from_state_dict(flat)["text"]
+  text_cfg = config_from_state_dict(flat, vision=False)["text"]  # any image tower (ViT, ConvNeXt)
   info = {"checkpoint": str(checkpoint), "activation": activation, "text_config": text_cfg,
           "class_names": list(names), "templates": list(temps), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
 

@@ -16,6 +16,8 @@ class BatchNorm(nn.Module):
   `prior_strength=N` mixes them with the current batch's statistics (Schneider et al.; MEMO):
   stats = N/(N+1) * running + 1/(N+1) * batch, with the unbiased batch variance over every axis but
   the last, and no gradient through the batch statistics. Running statistics are never updated.
+  `prior_strength=0` is torch's train-mode BatchNorm without running statistics, as online test-time adaptation
+  (BN-adapt, TENT, EATA, SAR) uses it: the current batch's mean and biased variance, with gradients through them.
   """
   epsilon: float = 1e-5
   prior_strength: Optional[float] = None
@@ -29,7 +31,12 @@ class BatchNorm(nn.Module):
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
     ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
     mean, var = ra_mean.value, ra_var.value
-    if self.prior_strength is not None:
+    if self.prior_strength == 0:
+      axes = tuple(range(x.ndim - 1))
+      xf = x.astype(jnp.float32)
+      mean = jnp.mean(xf, axis=axes)
+      var = jnp.mean(jnp.square(xf - mean), axis=axes)
+    elif self.prior_strength is not None:
       axes = tuple(range(x.ndim - 1))
       xf = jax.lax.stop_gradient(x.astype(jnp.float32))
       n = 1

@@ -29,6 +29,9 @@ class Preprocessing:
   resize_method: str  # "bicubic" | "bilinear" (PIL filters).
   mean: Tuple[float, float, float]
   std: Tuple[float, float, float]
+  # "center": the short side becomes resize_size (torchvision/timm default); "squash": both sides do, the
+  # aspect ratio is not kept (timm's crop_mode='squash' of its 384/448/512 px fine-tunes). Then the centre crop.
+  crop_mode: str = "center"
 
   def __post_init__(self):
     # Checked where it is made: a zero std or a negative size would otherwise surface as NaN logits or an
@@ -37,6 +40,8 @@ class Preprocessing:
       value = getattr(self, field)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise UserError(f"preprocessing.{field}={value!r}: must be a positive whole number of pixels")
+    if self.crop_mode not in ("center", "squash"):
+      raise UserError(f"preprocessing.crop_mode={self.crop_mode!r}: use 'center' or 'squash'")
     if self.resize_method not in _PIL_FILTERS:
       raise UserError(f"preprocessing.resize_method={self.resize_method!r}: use one of {sorted(_PIL_FILTERS)}")
     for field, positive in (("mean", False), ("std", True)):
@@ -59,8 +64,9 @@ class Preprocessing:
   def pil_view(self, image: Union[np.ndarray, Image.Image]) -> np.ndarray:
     """uint8 (H, W, 3) or an RGB PIL image -> the standard eval view, uint8 (input_size, input_size, 3), with PIL.
 
-    torchvision's `Resize(resize_size)` (short side; long side `int(resize_size * long / short)`) with this
-    filter, then `CenterCrop(input_size)` (top = round((H' - size) / 2)): what the checkpoints were scored with.
+    torchvision's `Resize(resize_size)` (short side; long side `int(resize_size * long / short)`; with
+    `crop_mode="squash"` both sides) with this filter, then `CenterCrop(input_size)` (top = round((H' - size) /
+    2)): what the checkpoints were scored with.
     PIL resizes in two separable passes through an 8-bit image, in the order `resample.pil_vertical_first`
     gives. Running them one at a time in that order gives the same bytes while skipping work the crop
     discards. The first pass reads only the input rows (or columns) that the kept outputs use. The second pass
@@ -70,6 +76,8 @@ class Preprocessing:
     w, h = im.size
     (s, size), (filt, support) = (self.resize_size, self.input_size), _PIL_FILTERS[self.resize_method]
     nh, nw = (int(s * h / w), s) if w <= h else (s, int(s * w / h))
+    if self.crop_mode == "squash":
+      nh = nw = s
     top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
     if resample.pil_vertical_first((h, w), (nh, nw)):
       c0, c1 = _lines_read(w, nw, left, left + size, support)

@@ -104,8 +104,10 @@ def _gallery(workdir: str, r: Dict[str, Any], dataset, limit: int) -> str:
 
 
 def write_report(workdir: str, results: Sequence[Dict[str, Any]], *, entries: Sequence[str],
-                 datasets: Sequence[str], data: Dict[str, Any], gallery_size: int = 8, command: str = "") -> str:
-  """Writes `<workdir>/report.html` (and its thumbnails); returns its path. `data`: dataset name -> Dataset."""
+                 datasets: Sequence[str], data: Dict[str, Any], gallery_size: int = 8, command: str = "",
+                 paired: Sequence[Dict[str, Any]] = ()) -> str:
+  """Writes `<workdir>/report.html` (and its thumbnails); returns its path. `data`: dataset name -> Dataset.
+  paired: models compared on the same images (`zoomjax.jobs.evaluate.paired_models`)."""
   by = {(r["row"], r["dataset"]): r for r in results}
   table = html.html_table(["model"] + list(datasets),
                           [[html.escape(row)] + [_cell(by.get((row, d))) for d in datasets] for row in entries],
@@ -115,6 +117,12 @@ def write_report(workdir: str, results: Sequence[Dict[str, Any]], *, entries: Se
       [[html.escape(r["row"]), html.escape(r["dataset"]), str(r["num_images"]), str(r["num_skipped"]),
         _rate(r.get("images_per_second")), html.escape(_pp(r)), html.escape(r.get("dtype"))] for r in results], left=2)
   galleries = "".join(_gallery(workdir, r, data.get(r["dataset"]), gallery_size) for r in results)
+  pairs = html.html_table(
+      ["dataset", "top-1 difference [95 % interval], p (McNemar)", "right only by one / other", "images"],
+      [[html.escape(p["dataset"]), html.escape(p["refused"] if "refused" in p else
+                                               html.paired(p["a"], p["b"], p["diff"], p["ci95"], p["p_value"])),
+        "" if "refused" in p else f"{p['a_only']} / {p['b_only']}", str(p.get("n", ""))] for p in paired],
+      left=2) if paired else ""
   bars = _origin_bars(results)
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   body = f"""<h1>Evaluation: {len(entries)} models x {len(datasets)} datasets</h1>
@@ -125,6 +133,7 @@ def write_report(workdir: str, results: Sequence[Dict[str, Any]], *, entries: Se
 ReaL, IN+ReaL, ImageNet-Hard); ImageNet-A/R and ObjectNet are scored on their class subsets. Paper numbers:
 ImageNet-Hard from docs/study.md §4.6; the other datasets from Table 1 / §2.4 (the zoom study's 1-crop view, on
 the full datasets: a reference, not a target on a subset).</p>
+{'<h2>Models compared on the same images (paired)</h2>' + pairs if pairs else ''}
 {'<h2>Per origin</h2>' + bars if bars else ''}
 <h2>Runs</h2>
 {speed}
@@ -143,4 +152,5 @@ def _pp(r: Dict[str, Any]) -> str:
   pp = r.get("preprocessing") or {}
   if not pp:
     return ""
-  return f"resize {pp['resize_size']} {pp['resize_method']} -> crop {pp['input_size']}"
+  how = "squash to" if pp.get("crop_mode") == "squash" else "resize"
+  return f"{how} {pp['resize_size']} {pp['resize_method']} -> crop {pp['input_size']}"

@@ -68,13 +68,20 @@ def explorer_data(sweep: sweep_workdir.Sweep, rec, rows: np.ndarray, thumbs: Lis
         "id": str(rec.ids[i]), "index": int(rec.index[i]), "labels": [int(x) for x in rec.labels[i] if x >= 0],
         "hw": sizes[k], "thumb": thumbs[k],
         "p_true": [round(float(v), 4) for v in rec.p_true[i]], "p_max": [round(float(v), 4) for v in rec.p_max[i]],
-        "top5": rec.top5[i].astype(int).reshape(-1).tolist(), "correct": "".join("1" if v else "0" for v in ok),
+        "top5": _top5(rec.topk[i]).reshape(-1).tolist(), "correct": "".join("1" if v else "0" for v in ok),
         "n_correct": int(ok.sum()), "one_crop_correct": None if j is None else bool(ok[j]),
         "rescued": bool(j is not None and not ok[j] and ok.any()), "never": bool(not ok.any())})
   return {"model": sweep.label, "dataset": str(sweep.dataset.get("name")), "workdir": sweep.workdir,
           "grid": {"scales": list(scales), "anchors": anchors, "crop": crop}, "view_names": names,
           "one_crop_view": -1 if j is None else j, "classes": classes.class_names(),
           "num_images_total": len(rec), "images": images}
+
+
+def _top5(topk: np.ndarray) -> np.ndarray:
+  """(V, k) top-k ids -> (V, 5): the page lists five per view (-1 pads records that keep fewer)."""
+  out = np.full((topk.shape[0], 5), -1, np.int64)
+  out[:, :min(5, topk.shape[1])] = topk[:, :5]
+  return out
 
 
 def write_explorer(sweep_dir: str, out_dir: Optional[str] = None, max_images: int = 200, *, thumb_side: int = 512,

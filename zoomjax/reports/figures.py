@@ -1,6 +1,6 @@
 """Every figure of the reports: a sweep's anchor heatmaps, accuracy vs scale, greedy coverage curve and held-out
-selection curves; the study's overlays of many runs (accuracy vs scale, held-out curves) and its 1-crop vs upper
-bound scatter.
+selection curves, the cascade's accuracy against views spent and the risk-coverage curves; the study's overlays of
+many runs (accuracy vs scale, held-out curves) and its 1-crop vs upper bound scatter.
 
 Figures are `matplotlib.figure.Figure` objects rendered straight to PNG, without pyplot, so importing this
 module changes no global matplotlib state (the user's backend stays as it is). Each function draws what it is
@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 
 from zoomjax.reports import html
 
-__all__ = ["anchor_heatmap", "accuracy_vs_scale", "coverage_curve", "held_out_curves", "accuracy_vs_scale_overlay",
-           "one_crop_vs_upper_bound", "held_out_overlay"]
+__all__ = ["anchor_heatmap", "accuracy_vs_scale", "coverage_curve", "held_out_curves", "cascade_curve",
+           "risk_coverage_curves", "accuracy_vs_scale_overlay", "one_crop_vs_upper_bound", "held_out_overlay"]
 
 
 def _subplots(figsize: Tuple[float, float]):
@@ -114,6 +114,66 @@ def held_out_curves(held_out: Dict, path: str, *, title: str, one_crop: Optional
   ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc="lower right")
+  ax.set_title(title, fontsize=9)
+  return _save(fig, path)
+
+
+def cascade_curve(cascade: Dict, path: str, *, title: str, held_out: Optional[Dict] = None,
+                  one_crop: Optional[float] = None) -> str:
+  """Held-out accuracy vs mean views per image of the cascade (`zoomjax.analysis.cascade`, 95 % bars, budgets
+  annotated), next to the fixed-k curves of `held_out` (every image spends k views); dashed line at the 1-crop."""
+  fig, ax = _subplots((6.4, 3.8))
+  if held_out and held_out.get("curves"):
+    k = np.asarray(held_out["budgets"])
+    for i, name in enumerate(("held_out_max_confidence", "held_out_mean_softmax")):
+      if name in held_out["curves"]:
+        ax.plot(k, 100 * _values(held_out["curves"][name]["accuracy"]), "-", color=f"C{i + 1}", lw=1.2,
+                label={"held_out_max_confidence": "fixed k views + most confident",
+                       "held_out_mean_softmax": "fixed k views + mean softmax"}[name])
+  curve = cascade.get("curve") or {}
+  if curve:
+    x = np.asarray(curve["mean_views"], float)
+    y = 100 * _values(curve["accuracy"])
+    ci = np.asarray([[np.nan, np.nan] if v is None else v for v in curve["ci95"]], float).reshape(-1, 2) * 100
+    err = np.stack([y - ci[:, 0], ci[:, 1] - y])
+    ax.errorbar(x, y, yerr=err, fmt="o-", color="C0", ms=3.5, lw=1.6, capsize=2, label="cascade (held-out)")
+    i = 0
+    while i < len(x):  # One label per distinct point: budgets past the cascade's needs give the same one.
+      j = i
+      while j + 1 < len(x) and x[j + 1] == x[i] and y[j + 1] == y[i]:
+        j += 1
+      b = cascade["budgets"]
+      ax.annotate(f"B={b[i]:g}" + (f"-{b[j]:g}" if j > i else ""), (x[i], y[i]), fontsize=6, xytext=(2, -9),
+                  textcoords="offset points")
+      i = j + 1
+  if one_crop is not None:
+    ax.axhline(100 * one_crop, color="grey", ls="--", lw=1, label=f"1-crop {html.percent(one_crop)}")
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("mean views per image (log scale)")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_ylim(0, 100)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="lower right")
+  ax.set_title(title, fontsize=9)
+  return _save(fig, path)
+
+
+def risk_coverage_curves(curves: Sequence[Tuple[str, str, Dict]], path: str, *, title: str) -> str:
+  """curves [(method, score, {"coverage": [...], "risk": [...]})]: risk (error on the answered images) vs
+  coverage, a colour per method and a line style per confidence score."""
+  fig, ax = _subplots((6.4, 3.8))
+  methods = list(dict.fromkeys(m for m, _, _ in curves))
+  scores = list(dict.fromkeys(s for _, s, _ in curves))
+  styles = ("-", "--", ":", "-.")
+  for m, sc, c in curves:
+    ax.plot(100 * _values(c["coverage"]), 100 * _values(c["risk"]), color=f"C{methods.index(m) % 10}",
+            ls=styles[scores.index(sc) % len(styles)], lw=1.3, label=f"{m} ({sc})")
+  ax.set_xlabel("coverage (% of images answered, most confident first)")
+  ax.set_ylabel("risk (% wrong among answered)")
+  ax.set_xlim(0, 100)
+  ax.set_ylim(bottom=0)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=6, loc="upper left", ncol=2)
   ax.set_title(title, fontsize=9)
   return _save(fig, path)
 

@@ -7,6 +7,7 @@ table written as Markdown or CSV goes through these functions, so a number reads
   interval(0.72, [0.63, 0.80])     "72.0 % [63.0–80.0]"   the value and its 95 % interval, same decimals
   interval(0.03, [-0.01, 0.07], sign=True)   "+3.0 pts [-1.0–+7.0]"   a paired difference
   published(75.75)                 "75.75 %"    the paper's numbers, as printed there (percent, two decimals)
+  paired("ZERO", "1-crop", 0.03, [0.005, 0.055], 0.03)   "ZERO vs 1-crop: +3.0 points [+0.5, +5.5], p = 0.03"
 
 Intervals are never computed here: they come from `zoomjax.analysis.metrics.bootstrap_interval` /
 `bootstrap_mean_interval` (stored in metrics.json, study.json and results.json) and are only formatted.
@@ -22,7 +23,8 @@ from PIL import Image
 
 from zoomjax.runtime import atomic
 
-__all__ = ["MISSING", "DECIMALS", "CSS", "escape", "is_missing", "percent", "interval", "published", "class_name",
+__all__ = ["MISSING", "DECIMALS", "CSS", "escape", "is_missing", "percent", "interval", "published", "p_value",
+           "paired", "class_name",
            "html_table", "markdown_table", "FORMULA_START", "csv_cell", "csv_text", "save_thumbnail",
            "image_check_script", "document"]
 
@@ -79,6 +81,25 @@ def published(value: Optional[float], *, unit: bool = True) -> str:
   if is_missing(value):
     return MISSING
   return f"{float(value):.2f}" + (" %" if unit else "")
+
+
+def p_value(p: Optional[float]) -> str:
+  """A p-value with two significant digits ("p = 0.03"), "p < 0.001" below a thousandth, MISSING when absent."""
+  if is_missing(p):
+    return MISSING
+  p = float(p)
+  return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+
+def paired(name_a: str, name_b: str, diff: Optional[float], ci: Optional[Sequence[Optional[float]]],
+           p: Optional[float]) -> str:
+  """A paired comparison (`zoomjax.analysis.paired.PairedResult`'s diff, ci95 and p_value, fractions) as text:
+  "ZERO vs 1-crop: +3.0 points [+0.5, +5.5], p = 0.03" (escape it for HTML)."""
+  text = f"{name_a} vs {name_b}: {percent(diff, sign=True, unit=' points')}"
+  if not is_missing(diff) and ci is not None and len(ci) == 2 and not any(is_missing(b) for b in ci):
+    lo, hi = (percent(b, sign=True, unit="") for b in ci)
+    text += f" [{lo}, {hi}]"
+  return f"{text}, {p_value(p)}"
 
 
 def class_name(class_names: Sequence[str], k: Any) -> str:

@@ -13,6 +13,7 @@ from zoomjax.analysis import paper_numbers as P
 from zoomjax.analysis import selection
 from zoomjax.reports import figures as plots
 from zoomjax.reports import html
+from zoomjax.reports import sweep as sweep_report
 from zoomjax.runtime import atomic
 
 __all__ = ["ASSETS", "METRICS", "PAPER_KEYS", "table1_markdown", "paper_table1_markdown", "table1_csv",
@@ -284,6 +285,24 @@ def write_study_report(workdir: str, study: Dict[str, Any]) -> str:
                      for c in selection.CURVES])
     parts.append(html.html_table(["model", "dataset", "best k", "best method (no oracle)", "held-out accuracy"]
                                  + [f"{selection.CURVE_LABELS[c]}, k = max" for c in selection.CURVES], rows, left=2))
+
+  # Every aggregator, per run, and paired comparisons of runs on the same images.
+  with_agg = [r for r in runs if (r.get("aggregators") or {}).get("sets")]
+  if with_agg:
+    parts.append("<h2>Test-time aggregators over the stored views</h2>" + "".join(
+        sweep_report.aggregator_section(r["aggregators"], title=f"{r['label']} on {_group_name(study, r['group'])}",
+                                        level=3) for r in with_agg))
+  pairs = [(g, p) for g in groups for p in g.get("paired") or []]
+  if pairs:
+    rows = [[esc(g["name"]), esc(p["what"]),
+             esc(html.paired(p["a"], p["b"], p["diff"], p["ci95"], p["p_value"])),
+             f"{p['a_only']} / {p['b_only']}", str(p["n"]), str(p["images_left_out"])] for g, p in pairs]
+    parts.append("<h2>Runs compared on the same images (paired)</h2>"
+                 '<p class="muted">Each run against its group\'s first run, image by image: the accuracy difference '
+                 "with a paired bootstrap interval over images and McNemar's exact p-value on the images one run "
+                 "gets right and the other wrong (right only by the first / only by the second).</p>"
+                 + html.html_table(["dataset", "what", "difference [95 % interval], p", "right only by one / other",
+                                    "images", "left out (skipped by one run)"], rows, left=2))
 
   # Explorers.
   links = [r for r in runs if r.get("explorer")]

@@ -19,7 +19,7 @@ from zoomjax.reports import figures as plots
 from zoomjax.reports import html
 from zoomjax.runtime import atomic
 
-__all__ = ["ASSETS", "gallery_candidates", "write_report"]
+__all__ = ["ASSETS", "AGGREGATOR_NOTES", "gallery_candidates", "aggregator_section", "write_report"]
 
 ASSETS = "report"
 
@@ -93,6 +93,91 @@ def _held_out_section(held: Dict, metrics: Dict, assets: str, rel: Callable[[str
                "top-1 sparse softmax); vote: one vote per view. The records keep no full softmax, so entropy "
                "weights are not available.</p>")
   return "".join(out)
+
+
+def _cascade_section(metrics: Dict, assets: str, rel: Callable[[str], str]) -> str:
+  """HTML of metrics.json's "cascade" (accuracy vs mean views, next to the fixed-k curves) and "selective"
+  (risk-coverage, AURC, ECE per method and confidence score)."""
+  out = []
+  casc, sel = metrics.get("cascade") or {}, metrics.get("selective") or {}
+  fmt = lambda x, ci: html.escape(html.interval(x, ci))  # noqa: E731
+  if casc.get("curve"):
+    fig = plots.cascade_curve(casc, os.path.join(assets, "cascade.png"), held_out=metrics.get("held_out"),
+                              title=f"cascade under a view budget, {casc['n_folds']}-fold held-out, 95 % bars",
+                              one_crop=metrics.get("one_crop_accuracy"))
+    rows = [[f"{h['budget']:g}", fmt(h["accuracy"], h["ci95"]), f"{h['mean_views']:.2f}", ", ".join(h["rules"]),
+             html.percent(casc["fixed_k"].get(f"{h['budget']:g}"))] for h in casc["headline"]]
+    out.append("<h2>A cascade under a view budget</h2>"
+               f'<div class="figs"><img src="{rel(fig)}" alt="cascade: accuracy vs views"></div>'
+               + html.html_table(["budget (mean views)", "cascade, held-out [95 %]", "views spent", "rule",
+                                  "fixed k = budget, most confident"], rows)
+               + f'<p class="muted">Views in the held-out curves\' greedy order, one at a time per image, stopping '
+               "when the view's max probability reaches tau or m views agree (the label of the most confident view "
+               f"seen at the cap); rule, tau or m and cap chosen on the other folds among settings within the "
+               f"budget, judged on the held-out fold ({casc['num_images']} images, up to {casc['max_views']} "
+               "views).</p>")
+  if sel.get("methods"):
+    curves, rows = [], []
+    for m, scores in sel["methods"].items():
+      for sc, v in scores.items():
+        curves.append((m, sc, v["curve"]))
+        rows.append([html.escape(m), sc, html.percent(v["accuracy"]), f"{v['aurc']:.4f}", f"{v['excess_aurc']:.4f}",
+                     f"{v['ece']:.4f}", html.percent(v["risk_at"].get("0.8"))])
+    fig = plots.risk_coverage_curves(curves, os.path.join(assets, "risk_coverage.png"),
+                                     title="selective classification: risk vs coverage")
+    out.append("<h2>Selective classification</h2>"
+               f'<div class="figs"><img src="{rel(fig)}" alt="risk-coverage curves"></div>'
+               + html.html_table(["method", "confidence", "accuracy", "AURC", "excess AURC",
+                                  f"ECE ({sel['ece_bins']} bins)", "risk at 80 % coverage"], rows)
+               + '<p class="muted">softmax: max probability of the predicting view; agreement: fraction of the '
+               f"{sel['num_agreement_views']} views whose top-1 is the prediction. AURC: mean risk of the k most "
+               "confident images over k; excess: minus that of a perfect ranking. Lower is better.</p>")
+  return "".join(out)
+
+
+# One line per aggregator of zoomjax.analysis.aggregators, for the tables' first column.
+AGGREGATOR_NOTES = {
+    "1-crop": "the paper's view LOC:1_1_Size:256 alone", "oracle": "right if any view is (an upper bound)",
+    "mean": "argmax of the mean softmax", "max": "label of the most confident view",
+    "vote": "majority vote of the views' top-1", "geometric": "argmax of the mean log-probability",
+    "entropy_weighted": "mean softmax weighted by softmax(-entropy)",
+    "tpt": "TPT: lowest-entropy views, then mean softmax", "zero": "ZERO: lowest-entropy views, then a vote",
+}
+
+
+def aggregator_section(table: Dict, *, main_set: str = "grid", title: str = "Every aggregator over the stored views",
+                       level: int = 2) -> str:
+  """HTML of metrics.json's "aggregators" (zoomjax.analysis.aggregators.aggregator_table): the main view set's
+  accuracies with 95 % intervals and paired tests against the 1-crop, then every set's accuracies side by side."""
+  sets = table.get("sets") or {}
+  if not sets:
+    return ""
+  main_set = main_set if main_set in sets else next(iter(sets))
+  main = sets[main_set]
+  names = [h for h in AGGREGATOR_NOTES if h in main["accuracy"]]
+  rows = []
+  for h in names:
+    pr = (main.get("paired") or {}).get(h)
+    vs = html.paired(h, "1-crop", pr["diff"], pr["ci95"], pr["p_value"]) if pr else html.MISSING
+    rows.append([f"<b>{html.escape(h)}</b>", html.escape(AGGREGATOR_NOTES[h]),
+                 html.escape(html.interval(main["accuracy"][h], main["ci95"].get(h))), html.escape(vs)])
+  for h, why in (table.get("missing") or {}).items():
+    rows.append([f"<b>{html.escape(h)}</b>", html.escape(AGGREGATOR_NOTES.get(h, "")), html.MISSING,
+                 html.escape(why)])
+  set_names = list(sets)
+  grid_rows = [[html.escape(h)] + [html.escape(html.interval(sets[s]["accuracy"].get(h), sets[s]["ci95"].get(h)))
+                                   for s in set_names] for h in names]
+  kept = table.get("kept_views") or {}
+  h_ = f"h{level}"
+  return (f"<{h_}>{html.escape(title)}</{h_}>"
+          + f'<p class="muted">Over the {main["num_views"]} views of "{html.escape(main_set)}", from the records '
+          f"alone (no model is run again). Paired tests: bootstrap over images and McNemar's exact p-value on the "
+          f"images one method gets right and the other wrong. tpt and zero keep max(1, int({table.get('rho')} x "
+          f"views)) views ({kept.get(main_set, '?')} here). {html.escape(table.get('truncation', ''))}.</p>"
+          + html.html_table(["aggregator", "definition", "accuracy [95 % interval]", "vs 1-crop (paired)"], rows,
+                            left=2)
+          + f"<{h_}>Every view set (accuracy, 95 % interval)</{h_}>"
+          + html.html_table(["aggregator"] + [f"{s} ({sets[s]['num_views']} views)" for s in set_names], grid_rows))
 
 
 def _per_class_section(pc: Dict, class_names: Sequence[str]) -> str:
@@ -225,9 +310,12 @@ def write_report(workdir: str, rec, metrics: Dict, *, class_names: Sequence[str]
                + '<p class="muted">max: label of the most confident view; mean: argmax of the mean softmax '
                "over the set. 5/10-crop: Resize(256, bicubic) + FiveCrop/TenCrop(224).</p>")
 
+  if metrics.get("aggregators"):
+    parts.append(aggregator_section(metrics["aggregators"]))
   held = metrics.get("held_out")
   if held:
     parts.append(_held_out_section(held, metrics, assets, rel))
+  parts.append(_cascade_section(metrics, assets, rel))
   if metrics.get("per_class"):
     parts.append(_per_class_section(metrics["per_class"], class_names))
 

@@ -10,11 +10,14 @@ big_vision's `parse_arg`: each key must be one of the given defaults, its value 
 type (bool: a bare key, 1/0, true/false, yes/no), and a typo fails by name. Values may contain ':' and '/', not
 ','; use ';' inside a value for lists.
 
-Every numeric field of a job's config has a declared range (`Range`; the table `RANGES` of its config module,
-with `COMMON_RANGES` for the fields of `add_common`), and `validate` checks a built config against it before the
-job writes anything: a NaN, an infinity, a negative count or a zero chunk ends the run with one line naming the
-field, its value and the allowed range. `check_writable_dir` refuses a --workdir (or a cache folder) that is a
-file, lies under a file, or cannot be written, before any work starts.
+Every field of a job's config is declared in the table `RANGES` of its config module (with `COMMON_RANGES` for
+the fields of `add_common`, and shared tables for the blocks the jobs share): a number by its range (`Range`), a
+word by its set of values (`OneOf`), a path by its kind (`WritableDir`, `InputDir`, `InputFile`), and other text
+knowingly as `FreeText`. `validate` checks a built config against it: a NaN, an infinity, a negative count, a zero
+chunk, a misspelt word or a file where a folder belongs ends the run with one line naming the field, its value
+and what it may be. `check_job` is what `zoomjax.main` and every job's `run` do first, before anything is loaded
+or written: `validate`, then `check_writable_dir` (a --workdir that is a file, lies under a file or cannot be
+written) and `check_outside_datasets` (a workdir or cache folder inside a class-folder dataset the job reads).
 
 `resolve_config_path("zoom_sweep.py:runlocal")` turns the `--config` value into a path ml_collections can load:
 a file that exists is used as given; a bare name (`zoom_sweep.py`, `zoom_sweep`) or `configs/<name>.py` that does
@@ -24,6 +27,7 @@ import importlib.util
 import math
 import os
 import pathlib
+import re
 import sys
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -34,8 +38,10 @@ from zoomjax.errors import NotFoundError, UserError
 
 __all__ = ["parse_arg", "add_common", "model_config", "data_config", "distributed_config", "grid_scales",
            "configs_dir", "bind_checkout_configs", "available_configs", "resolve_config_path",
-           "resolve_config_flag", "Range", "OneOf", "WritableDir", "Spec", "COMMON_RANGES", "SHARDED_JOB_RANGES", "numeric_fields",
-           "validate", "check_arg", "check_writable_dir"]
+           "resolve_config_flag", "Range", "OneOf", "WritableDir", "InputDir", "InputFile", "FreeText", "Spec",
+           "ON_ERROR", "COMMON_RANGES", "SHARDED_JOB_RANGES", "MODEL_RANGES", "DATA_RANGES", "numeric_fields",
+           "text_fields", "validate", "check_arg", "check_writable_dir", "dataset_folders", "check_outside_datasets",
+           "check_job"]
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -111,6 +117,10 @@ def data_config(name: str) -> ml_collections.ConfigDict:
   d.variant = config_dict.placeholder(str)  # e.g. imagenet_v2 'threshold-0.7', ReaL 'union'.
   d.label_space = config_dict.placeholder(str)  # Override the label space of a folder dataset.
   d.real_json = config_dict.placeholder(str)  # ReaL labels file (imagenet2012_real; None: the TFDS build's).
+  # ImageNet-C corruption 'NAME/SEVERITY' (e.g. gaussian_noise/5) made on the fly from each image, or 'clean'
+  # (the benchmark's Resize 256 + CenterCrop 224 view only); None: the images as they are.
+  d.corruption = config_dict.placeholder(str)
+  d.corruption_size = config_dict.placeholder(int)  # Side of the corrupted images (None: 224, the benchmark's).
   return d
 
 
@@ -265,13 +275,39 @@ class OneOf(NamedTuple):
 
 
 class WritableDir(NamedTuple):
-  """A folder field the job writes into ('' = off): refused up front when it is a file or cannot be written."""
+  """A folder field the job writes into ('' = the default): refused up front when it is a file, lies under a
+  file or cannot be written. `off` lists words that are no path (e.g. 'off')."""
+  off: Tuple[str, ...] = ()
 
 
-Spec = Union[Range, OneOf, WritableDir]
+class InputDir(NamedTuple):
+  """A folder field the job reads from ('' / None = the default): refused up front when it is a file or lies
+  under one, and, when `must_exist`, when it does not exist. Read-only folders are fine."""
+  must_exist: bool = True
+
+
+class InputFile(NamedTuple):
+  """A file field the job reads ('' / None = none): refused up front when it does not exist or is a folder.
+  `words` lists values that name no file (e.g. 'openai', the packaged class names)."""
+  words: Tuple[str, ...] = ()
+
+
+class FreeText(NamedTuple):
+  """A text field with no fixed set of values (a name, a command, an address); `why` says what it holds. Declared
+  so that every text field of every config is either checked or knowingly free (tests/test_config_validation.py)."""
+  why: str = ""
+
+
+Spec = Union[Range, OneOf, WritableDir, InputDir, InputFile, FreeText]
+
+# `on_error` of the jobs that decode images (zoomjax.data.make_batches).
+ON_ERROR = ("skip", "raise")
 
 # The fields of `add_common` and `distributed_config`, which every config has.
 COMMON_RANGES: Dict[str, Spec] = {
+    "experiment": FreeText("the job; checked against the installed configs"),
+    "compilation_cache_dir": WritableDir(off=("off",)),
+    "distributed.coordinator_address": FreeText("host:port"),
     "max_pixels_warning": Range(0, integer=True, note="0 = never"),
     "distributed.num_processes": Range(0, integer=True, note="0 = auto"),
     "distributed.process_id": Range(-1, integer=True, note="-1 = auto"),
@@ -286,6 +322,28 @@ SHARDED_JOB_RANGES: Dict[str, Spec] = {
     "num_workers": Range(0, integer=True, note="0 = one per core"),
     "progress_every_secs": Range(0),
     "merge_timeout_s": Range(0),
+    "on_error": OneOf(ON_ERROR, empty_ok=False),
+}
+
+# The `model` block of `model_config` (zoom_sweep, tta).
+MODEL_RANGES: Dict[str, Spec] = {
+    "model.name": FreeText("a registered model or package.module:function; checked when loaded"),
+    "model.checkpoint": InputFile(),
+    "model.seed": Range(0, integer=True),
+}
+
+# The `data` block of `data_config` (zoom_sweep, tta): the roots must be folders (`folder:PATH` is checked by
+# `check_job`), the labels file a file; the other fields are the dataset's own words, checked when it is built.
+DATA_RANGES: Dict[str, Spec] = {
+    "data.name": FreeText("a dataset name (zoomjax.data.NAMES) or folder:PATH; checked when built"),
+    "data.data_dir": InputDir(must_exist=False),
+    "data.manual_dir": InputDir(),
+    "data.real_json": InputFile(),
+    "data.split": FreeText("a split name and/or [a:b]; checked when built"),
+    "data.variant": FreeText("the dataset's own variants; checked when built"),
+    "data.label_space": FreeText("a label space name; checked when built"),
+    "data.corruption": FreeText("NAME/SEVERITY of zoomjax.data.corruptions; checked before any image is read"),
+    "data.corruption_size": Range(8, integer=True, note="None = 224, the benchmark's"),
 }
 
 
@@ -311,6 +369,28 @@ def numeric_fields(config: Any) -> List[str]:
           if _is_number(v) or (isinstance(v, (tuple, list)) and v and all(_is_number(x) for x in v))]
 
 
+def text_fields(config: Any, prefix: str = "") -> List[str]:
+  """The dotted paths of the config's text fields: strings, unset string placeholders and tuples of strings."""
+  out = []
+  for key, value in config.items():
+    path = prefix + key
+    if hasattr(value, "items"):
+      if key not in ("overrides", "model_overrides"):
+        out += text_fields(value, path + ".")
+      continue
+    if value is None:
+      try:
+        kind = config.get_ref(key).get_type()
+      except (AttributeError, KeyError):
+        kind = None
+      if kind is str:
+        out.append(path)
+    elif isinstance(value, str) or (isinstance(value, (tuple, list)) and value
+                                    and all(isinstance(x, str) for x in value)):
+      out.append(path)
+  return out
+
+
 def _bad(path: str, value: Any, spec: Spec) -> Optional[str]:
   """The one-line complaint about `value` of field `path`, or None when it is allowed."""
   if value is None:
@@ -327,15 +407,48 @@ def _bad(path: str, value: Any, spec: Spec) -> Optional[str]:
       return None
     empty = " ('' = none)" if spec.empty_ok else ""
     return f"--config.{path}={value!r}: not one of {', '.join(spec.choices)}{empty}"
-  if value:
-    check_writable_dir(str(value), f"--config.{path}")
+  if isinstance(spec, FreeText) or not value:
+    return None
+  if isinstance(value, (tuple, list)):
+    for v in value:
+      message = _bad(path, v, spec)
+      if message:
+        return message
+    return None
+  if not isinstance(value, str):
+    return f"--config.{path}={value!r}: expected a path"
+  if isinstance(spec, WritableDir):
+    if value not in spec.off:
+      check_writable_dir(value, f"--config.{path}")
+  elif isinstance(spec, InputDir):
+    _check_input_dir(value, f"--config.{path}", spec.must_exist)
+  elif isinstance(spec, InputFile) and value not in spec.words:
+    full = os.path.expanduser(value)
+    if os.path.isdir(full):
+      return f"--config.{path} {value}: is a folder, not a file; give the file's path"
+    if not os.path.isfile(full):
+      raise NotFoundError(f"--config.{path} {value} not found; give the path of an existing file")
   return None
+
+
+def _check_input_dir(path: str, what: str, must_exist: bool = True) -> None:
+  """Refuses (UserError, one line) a folder to read from that is a file, lies under a file or, when
+  `must_exist`, does not exist."""
+  full = os.path.abspath(os.path.expanduser(path))
+  probe = full
+  while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    where = "is a file" if probe == full else f"lies under {probe}, which is a file"
+    raise UserError(f"{what} {path}: {where}, not a folder; give a folder path")
+  if must_exist and probe != full:
+    raise NotFoundError(f"{what} {path} not found; give the path of an existing folder")
 
 
 def validate(config: Any, ranges: Mapping[str, Spec]) -> None:
   """Checks every field of `config` that `ranges` (and COMMON_RANGES) declare; raises UserError naming the first
-  bad field, its value and the allowed range. Writes nothing. Fields the tables do not declare are not checked
-  (tests/test_config_validation.py keeps every numeric field of every config declared)."""
+  bad field, its value and what it may be. Writes nothing. Fields the tables do not declare are not checked
+  (tests/test_config_validation.py keeps every numeric and text field of every config declared)."""
   table = {**COMMON_RANGES, **ranges}
   values = dict(_leaves(config))
   for path, spec in table.items():
@@ -369,3 +482,77 @@ def check_writable_dir(path: str, what: str = "--workdir") -> None:
   if not os.access(probe, os.W_OK | os.X_OK):
     where = "" if probe == full else f" (in {probe})"
     raise UserError(f"{what} {path}: cannot write there{where}; give a folder you may write to")
+
+
+def _config_module(experiment: Any):
+  """The installed config module of job `experiment` (`zoomjax.configs.<experiment>`), whose RANGES declare the
+  allowed values of its fields."""
+  bind_checkout_configs()
+  names = [c[:-3] for c in available_configs()]
+  if not isinstance(experiment, str) or experiment not in names:
+    raise UserError(f"--config: experiment={experiment!r} is no job; use one of {', '.join(names)}")
+  return importlib.import_module(f"zoomjax.configs.{experiment}")
+
+
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def dataset_folders(config: Any) -> List[Tuple[str, str]]:
+  """(what, folder) of every image folder the job reads by class sub-folders: a `folder:PATH` dataset without a
+  labels.csv (the `data.name` of a job's data block, at any depth, e.g. the sweep's, TTA's or ImageNet-C's
+  `tta.data.name`; each entry of the evaluation's `data` list), and for the preview the folder above its image's
+  WNID class folder. Every file under such a folder becomes an image of the dataset."""
+  names = []
+  for path, value in _leaves(config):
+    if (path == "data.name" or path.endswith(".data.name")) and isinstance(value, str):
+      names.append(value)
+    elif path == "data" and isinstance(value, (tuple, list)):
+      names += [str(d).strip().partition("@")[0].strip() for d in value]  # dataset[@manual_dir]
+  out = []
+  for name in names:
+    if name.startswith("folder:"):
+      root = os.path.expanduser(name[len("folder:"):])
+      if os.path.isfile(root):
+        raise UserError(f"{name}: {root} is a file, not a folder; give the dataset's folder")
+      if os.path.isdir(root) and not os.path.exists(os.path.join(root, "labels.csv")):
+        out.append((name, root))
+  image = config.get("image")
+  if isinstance(image, str) and image:
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(image)))
+    if _WNID.match(os.path.basename(folder)):
+      out.append((f"the class folders of config.image {image}", os.path.dirname(folder)))
+  return out
+
+
+def _inside(path: str, folder: str) -> bool:
+  path, folder = os.path.realpath(os.path.expanduser(path)), os.path.realpath(folder)
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_outside_datasets(config: Any, workdir: str, ranges: Mapping[str, Spec] = ()) -> None:
+  """Refuses (UserError, one line naming both paths) a workdir, or a folder field the job writes into (the
+  `WritableDir` fields of `ranges`, e.g. view_cache_dir), that lies inside a class-folder dataset the job reads:
+  its files would become images of that dataset (and break its class folders) for this run and every later one."""
+  targets = [("--workdir", workdir)]
+  values = dict(_leaves(config))
+  for path, spec in {**COMMON_RANGES, **dict(ranges)}.items():
+    value = values.get(path)
+    if isinstance(spec, WritableDir) and isinstance(value, str) and value and value not in spec.off:
+      targets.append((f"--config.{path}", value))
+  for what, folder in dataset_folders(config):
+    for field, value in targets:
+      if _inside(value, folder):
+        raise UserError(f"{field} {value}: lies inside {what} ({folder}), whose files are all read as images; "
+                        "give a folder outside it")
+
+
+def check_job(config: Any, workdir: str) -> None:
+  """Everything a job checks before it loads, compiles or writes anything; `zoomjax.main` and every job's `run`
+  call it. The job is `config.experiment`; its fields are checked against the `RANGES` of its installed config
+  module (`validate`), `workdir` must be a folder that can be written (`check_writable_dir`) and neither it nor a
+  cache folder may lie inside a class-folder dataset the job reads (`check_outside_datasets`). Raises UserError,
+  one line; writes nothing."""
+  ranges = getattr(_config_module(config.get("experiment")), "RANGES", {})
+  validate(config, ranges)
+  check_writable_dir(workdir, "--workdir")
+  check_outside_datasets(config, workdir, ranges)
