@@ -104,3 +104,43 @@ def test_evaluate_job(family, tmp_path):
   rows = np.load(tmp_path / pair["predictions"])
   assert rows["top5"].shape == rows["top5_p"].shape == (1, 5) and np.all(np.isfinite(rows["top5_p"]))
   assert np.all(np.diff(rows["top5_p"][0]) <= 0) and 0 < rows["top5_p"][0, 0] <= 1
+
+
+CLIP_FAMILIES = ("clip", "clip_resnet", "siglip", "clip_convnext")
+
+
+@pytest.mark.parametrize("family", CLIP_FAMILIES)
+def test_clip_methods_without_gradients_run_on_every_clip_family(family, tmp_path):
+  """ZERO over zoom views and MTA over augmented views (the test-time methods that need no text tower) on each
+  contrastive family's zero-shot classifier."""
+  name = FAMILIES[family][0]
+  for method, views in (("zero", "zoom"), ("mta", "augment")):
+    config = _with_model(tta_config.get_config(f"runlocal=1,method={method},views={views},model={name},limit=1"),
+                         family)
+    config.view.resize, config.view.crop = 256, 224  # Position embeddings (and SigLIP's MAP grid) at 224 px.
+    config.zoom.scales = (GRID,)
+    workdir = tmp_path / method
+    metrics = tta_job.run(config, str(workdir))
+    assert metrics["method"] == method and metrics["num_images"] == 1 and metrics["accuracy"] in (0.0, 1.0)
+    assert metrics["clip"]["views"] == views
+    rows = np.load(workdir / "seed_0" / tta_job.RECORDS_FILE)
+    assert np.all(np.isfinite(rows["top5_p"])) and 0 < rows["top5_p"][0, 0] <= 1
+
+
+def test_study_over_sweeps_of_the_contrastive_and_timm_families(tmp_path):
+  """The study job over sweeps of two families added with their own towers (records are model-agnostic; this
+  checks that nothing in a sweep of theirs trips the study)."""
+  from configs import study as study_config  # pylint: disable=import-outside-toplevel
+  from zoomjax.jobs import study as study_job  # pylint: disable=import-outside-toplevel
+  for family in ("siglip", "eva02"):
+    config = _with_model(sweep_config.get_config(f"runlocal=1,model={FAMILIES[family][0]},limit=1,grid={GRID}"),
+                         family)
+    config.extra_crops, config.report, config.tensorboard = False, False, False
+    sweep_job.run(config, str(tmp_path / "sweeps" / family))
+  config = study_config.get_config(f"runs={tmp_path / 'sweeps'}/*,runlocal,explorers=0")
+  study_job.run(config, str(tmp_path / "study"))
+  with open(tmp_path / "study" / study_job.STUDY_FILE) as f:
+    out = json.load(f)
+  assert sorted(r["model"] for r in out["runs"]) == sorted(FAMILIES[f][0] for f in ("siglip", "eva02"))
+  (group,) = out["groups"]  # Same photo, same grid: one group, with a paired test of the second run.
+  assert len(group["runs"]) == 2 and group.get("paired")

@@ -113,6 +113,11 @@ def test_every_method_runs_one_image_through_the_job(method, tmp_path):
   assert metrics["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
   lo, hi = metrics["accuracy_ci95"]
   assert lo <= metrics["accuracy"] <= hi and all(s["accuracy_ci95"] is not None for s in metrics["per_seed"])
+  # The views the model saw per image: MEMO's B, the zoom grid's (runlocal: 2 scales x 9 anchors), one for
+  # the baseline.
+  want_views = {"baseline": 1, "memo_augmix": 4, "memo_rrc": 4, "zoom_mean": 18, "zoom_max": 18, "zoom_tta": 18}
+  if method in want_views:
+    assert metrics["views"] == want_views[method]
   for seed in (0, 1):
     rows = np.load(tmp_path / f"seed_{seed}" / tta_job.RECORDS_FILE)
     assert rows["top5"].shape == (1, 5) and np.all(np.diff(rows["top5_p"][0]) <= 0)

@@ -125,6 +125,19 @@ def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndar
                   "zoom_max")
 
 
+def views_per_image(config: ml_collections.ConfigDict) -> Optional[int]:
+  """How many views the method's model sees per image (progress lines, metrics.json); None for online methods,
+  whose unit is the prediction view of a stream batch."""
+  if config.method.startswith("memo"):
+    return int(config.memo.num_views)
+  if config.method in clip_tta.CLIP_METHODS and config.method != "tda":
+    return clip_tta.job_views(config)[1]
+  if config.method.startswith("zoom"):
+    scales = tuple(int(s) for s in config.zoom.scales) or paper_numbers.ZOOM_IN_SCALES
+    return len(scales) * int(config.zoom.anchors) ** 2
+  return 1 if config.method == "baseline" else None
+
+
 def make_step(episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
   """`step(variables, images, hws, keys, labels) -> compact outputs` over a batch, split over `mesh`."""
 
@@ -232,8 +245,7 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
   shard_size = int(config.shard_size)
   n_shards = shards.num_shards(num_images, shard_size)
   seeds = [int(s) for s in config.seeds]
-  is_memo = config.method.startswith("memo")
-  views = int(config.memo.num_views) if is_memo else 1
+  views = views_per_image(config) or 1
   logging.info("tta %s: %s on %s, %d images, seeds %s, %d shards of %d", config.method, config.model.name,
                dataset.name, num_images, seeds, n_shards, shard_size)
   canvas_fn = square_canvas(int(config.canvas_multiple))
@@ -337,7 +349,7 @@ def _metrics(config, dataset, space, per_seed, computed: int, loop_s: float, wal
       "images_per_second": computed / loop_s if computed and loop_s > 0 else None,
       "images_this_run": computed,
       "wall_time_s": wall_s,
-      "views": int(m.num_views) if is_memo else (1 if config.method == "baseline" else None),
+      "views": views_per_image(config),
       "steps": int(m.steps) if is_memo else 0,
       "lr": float(m.lr) if is_memo else None,
       "optimizer": (f"{m.optimizer}(momentum={float(m.momentum)}, weight_decay={float(m.weight_decay)})"

@@ -19,7 +19,8 @@ import numpy as np
 
 from zoomjax.models.layers import Encoder1DBlock
 
-__all__ = ["CLIP", "TextTower", "Transformer", "VisionTower", "ZERO_SHOT_SCALE", "ZeroShotClassifier", "l2_normalize"]
+__all__ = ["CLIP", "TextTower", "Transformer", "VisionTower", "ZERO_SHOT_SCALE", "ZeroShotClassifier", "l2_normalize",
+           "trim_to_eot"]
 
 _CLIP_NAMES = ("ln_1", "attn", "ln_2", "mlp")
 
@@ -92,6 +93,14 @@ class VisionTower(nn.Module):
     return emb.astype(jnp.float32), out
 
 
+def trim_to_eot(tokens: np.ndarray) -> np.ndarray:
+  """Tokens (B, L) cut after the batch's last eot (each row's largest id): what `TextTower(trimmed=True)` takes.
+  Prompts are short, so this is most of the text tower's work saved where prompts are encoded again and again
+  (TPT's prompt tuning)."""
+  tokens = np.asarray(tokens)
+  return tokens[:, :int(tokens.argmax(-1).max()) + 1]
+
+
 class TextTower(nn.Module):
   """CLIP's causal text transformer; pools the eot token (the largest id in each row). Returns (B, E)."""
   vocab_size: int = 49408
@@ -106,17 +115,23 @@ class TextTower(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, embeddings: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, tokens: jax.Array, embeddings: Optional[jax.Array] = None, *, trimmed: bool = False
+               ) -> jax.Array:
     """`embeddings` (B, L, width), when given, replace the token-embedding lookup (prompt tuning learns some of
-    them, e.g. TPT's context); `tokens` still place the eot token that is pooled."""
+    them, e.g. TPT's context); `tokens` still place the eot token that is pooled.
+
+    trimmed: the rows are cut after the last eot of the batch (`trim_to_eot`), L <= context_length. The result is
+    the same, since causal attention never lets a later position reach the eot; the tower does L / 77 of the work.
+    """
     tokens = jnp.asarray(tokens, jnp.int32)
-    if tokens.shape[-1] != self.context_length:
-      raise ValueError(f"text tokens have length {tokens.shape[-1]}, CLIP expects {self.context_length}")
+    length = tokens.shape[-1]
+    if length > self.context_length or (length != self.context_length and not trimmed):
+      raise ValueError(f"text tokens have length {length}, CLIP expects {self.context_length}")
     embed = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, param_dtype=jnp.float32, name="token_embedding")
     x = embed(tokens) if embeddings is None else jnp.asarray(embeddings, self.dtype)
     pe = self.param("positional_embedding", nn.initializers.normal(0.01), (self.context_length, self.width),
                     jnp.float32)
-    x = x + pe.astype(x.dtype)
+    x = x + pe[:length].astype(x.dtype)
     mask = nn.make_causal_mask(tokens)
     x = Transformer(self.width, self.depth, self.num_heads, self.mlp_dim, self.activation,
                     self.layernorm_epsilon, self.dtype, name="transformer")(x, mask)

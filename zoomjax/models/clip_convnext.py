@@ -22,14 +22,12 @@ from zoomjax.checkpoints import CheckpointError
 from zoomjax.checkpoints.convert_backbones import convert_openclip_convnext, timm_convnext_stages
 from zoomjax.checkpoints.convert_clip import strip_module_prefix
 from zoomjax.errors import UnknownNameError
-from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models import registry
 from zoomjax.models.clip import ZERO_SHOT_SCALE, l2_normalize
-from zoomjax.models.clip_head import text_head
+from zoomjax.models.clip_head import attach_zero_shot_head, text_head
 from zoomjax.models.convnext import CONFIGS, ConvNeXt
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING, Preprocessing
 from zoomjax.models.vit import preprocessing_at
-from zoomjax.runtime import console
 
 __all__ = ["ARCHS", "ConvNeXtZeroShotClassifier", "FAMILIES", "NUM_PARAMS", "family_for"]
 
@@ -160,19 +158,11 @@ def _prepare(name: str, family: ConvNeXtFamily, flat: Optional[Dict[str, np.ndar
     raise CheckpointError(f"checkpoint does not fit the model {name!r} ({family.arch} image tower): "
                           + "; ".join(diff) + (f". It is the image tower of {', '.join(fits)}: load it under that "
                                                "name" if fits else ""))
-  if "zeroshot_head" in flat:
-    if class_names not in (None, "", *zs.CLASS_NAME_SETS) or templates not in (None, "", *zs.TEMPLATE_SETS):
-      console.warn(f"{path}: the checkpoint already holds a zero-shot head {flat['zeroshot_head'].shape}; "
-                   "class_names / templates apply only to full CLIP state dicts and are ignored")
-  elif "token_embedding.weight" in flat:
-    head = text_head(flat, family.activation, vocab=vocab, class_names=class_names, templates=templates,
-                     head_cache_dir=head_cache_dir, checkpoint=path or "")
-    flat = {k: v for k, v in flat.items() if k.startswith("visual.")}
-    flat["zeroshot_head"] = head
-  if "zeroshot_head" in flat:
-    classes = int(flat["zeroshot_head"].shape[-1])
-    if overrides.setdefault("num_classes", classes) != classes:
-      raise CheckpointError(f"the zero-shot head has {classes} classes, not num_classes={overrides['num_classes']}")
+  build = (functools.partial(text_head, flat, family.activation, vocab=vocab, class_names=class_names,
+                             templates=templates, head_cache_dir=head_cache_dir, checkpoint=path or "")
+           if "token_embedding.weight" in flat else None)
+  flat = attach_zero_shot_head(flat, path, overrides, build, lambda k: k.startswith("visual."),
+                               class_names=class_names, templates=templates)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=flat,
                            convert=functools.partial(convert_openclip_convnext, what=f"OpenCLIP {family.arch}"))
 

@@ -18,14 +18,12 @@ import numpy as np
 
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.checkpoints.convert_clip import convert_clip_zero_shot, strip_module_prefix
-from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models import registry
 from zoomjax.models.clip import ZeroShotClassifier
 from zoomjax.models.clip_archs import ARCHS, config_from_state_dict, stored_image_size
-from zoomjax.models.clip_head import text_head
+from zoomjax.models.clip_head import attach_zero_shot_head, text_head
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING, ZOOM_PAPER_CLIP_PREPROCESSING, Preprocessing
 from zoomjax.models.vit import grid_for, preprocessing_at, resample_position_embedding
-from zoomjax.runtime import console
 
 __all__ = ["FAMILIES", "LOAD_KWARGS", "NUM_PARAMS", "VISION_FIELDS", "ZeroShotFamily", "is_zero_shot"]
 
@@ -110,20 +108,11 @@ def _prepare_zero_shot(name: str, family: ZeroShotFamily, flat: Optional[Dict[st
           + f"pass image_size={size} (or another multiple of {vision['patch_size']}) to resample it")
     flat["visual.positional_embedding"] = resample_position_embedding(flat["visual.positional_embedding"],
                                                                       (grid, grid))
-  if "zeroshot_head" in flat:
-    # Jobs pass the defaults to every CLIP model; only other text data would be silently ignored.
-    if class_names not in (None, "", *zs.CLASS_NAME_SETS) or templates not in (None, "", *zs.TEMPLATE_SETS):
-      console.warn(f"{path}: the checkpoint already holds a zero-shot head {flat['zeroshot_head'].shape}; "
-                   "class_names / templates apply only to full CLIP state dicts and are ignored")
-  elif "token_embedding.weight" in flat:
-    head = text_head(flat, activation, vocab=vocab, class_names=class_names, templates=templates,
-                     head_cache_dir=head_cache_dir, checkpoint=path or "")
-    flat = {k: v for k, v in flat.items() if k.startswith("visual.")}
-    flat["zeroshot_head"] = head
-  if "zeroshot_head" in flat:
-    classes = int(flat["zeroshot_head"].shape[-1])
-    if overrides.setdefault("num_classes", classes) != classes:
-      raise CheckpointError(f"the zero-shot head has {classes} classes, not num_classes={overrides['num_classes']}")
+  build = (functools.partial(text_head, flat, activation, vocab=vocab, class_names=class_names, templates=templates,
+                             head_cache_dir=head_cache_dir, checkpoint=path or "")
+           if "token_embedding.weight" in flat else None)
+  flat = attach_zero_shot_head(flat, path, overrides, build, lambda k: k.startswith("visual."),
+                               class_names=class_names, templates=templates)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=flat,
                            convert=functools.partial(convert_clip_zero_shot, vision_heads=vision["num_heads"]))
 

@@ -7,7 +7,7 @@ data, the vocabulary and the on-disk head cache are `zoomjax.models.clip_zero_sh
 """
 import hashlib
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
 import numpy as np
@@ -20,8 +20,9 @@ from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models.clip import TextTower
 from zoomjax.models.clip_archs import config_from_state_dict
 from zoomjax.models.clip_zero_shot import OPENAI_IMAGENET_TEMPLATES
+from zoomjax.runtime import console
 
-__all__ = ["text_head", "zero_shot_head"]
+__all__ = ["attach_zero_shot_head", "text_head", "zero_shot_head"]
 
 
 def zero_shot_head(encode_text: Callable[[np.ndarray], jax.Array], tokenize: Callable[[Sequence[str]], np.ndarray],
@@ -95,3 +96,27 @@ def text_head(flat: Dict[str, np.ndarray], activation: str = "quick_gelu", *, vo
   info["text_tower_sha256"] = digest
   key = zs.head_key(digest, text_cfg, activation, names, temps)
   return zs.cached_head(head_cache_dir, key, (text_cfg["embed_dim"], len(names)), compute, info)
+
+
+def attach_zero_shot_head(flat: Dict[str, Any], path: Optional[str], overrides: Dict[str, Any],
+                          build_head: Optional[Callable[[], np.ndarray]], keep: Callable[[str], bool], *,
+                          class_names: Optional[str] = None, templates: Optional[str] = None) -> Dict[str, Any]:
+  """The image-tower weights of a contrastive checkpoint with its `zeroshot_head`, for every CLIP-like family.
+
+  A file that already holds a head keeps it (class_names / templates cannot apply: said once); otherwise
+  `build_head()` (None: the file has no text tower) computes it from the text tower and only the names `keep`
+  accepts stay beside it. The head's class count sets `overrides["num_classes"]`, or must equal it.
+  """
+  if "zeroshot_head" in flat:
+    if class_names not in (None, "", *zs.CLASS_NAME_SETS) or templates not in (None, "", *zs.TEMPLATE_SETS):
+      console.warn(f"{path}: the checkpoint already holds a zero-shot head {flat['zeroshot_head'].shape}; "
+                   "class_names / templates apply only to full CLIP state dicts and are ignored")
+  elif build_head is not None:
+    head = build_head()
+    flat = {k: v for k, v in flat.items() if keep(k)}
+    flat["zeroshot_head"] = head
+  if "zeroshot_head" in flat:
+    classes = int(flat["zeroshot_head"].shape[-1])
+    if overrides.setdefault("num_classes", classes) != classes:
+      raise CheckpointError(f"the zero-shot head has {classes} classes, not num_classes={overrides['num_classes']}")
+  return flat

@@ -26,14 +26,12 @@ import numpy as np
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.checkpoints.convert_clip import strip_module_prefix
 from zoomjax.checkpoints.convert_torchvision import Flat, KeyTaker, count_blocks
-from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models import registry
 from zoomjax.models.clip import ZERO_SHOT_SCALE, l2_normalize
-from zoomjax.models.clip_head import text_head
+from zoomjax.models.clip_head import attach_zero_shot_head, text_head
 from zoomjax.models.layers import BatchNorm
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING
 from zoomjax.models.vit import preprocessing_at, resample_position_embedding
-from zoomjax.runtime import console
 
 __all__ = ["ARCHS", "AttentionPool2d", "FAMILIES", "ModifiedResNet", "NUM_PARAMS", "ResNetZeroShotClassifier",
            "config_from_state_dict", "convert_clip_resnet_zero_shot", "convert_modified_resnet"]
@@ -310,19 +308,11 @@ def _prepare(name: str, family: ResNetFamily, flat: Optional[Dict[str, np.ndarra
           f"{name!r} runs at {size} px: pass image_size={size} (or another multiple of 32) to resample it")
     flat["visual.attnpool.positional_embedding"] = resample_position_embedding(
         flat["visual.attnpool.positional_embedding"], (size // 32, size // 32))
-  if "zeroshot_head" in flat:
-    if class_names not in (None, "", *zs.CLASS_NAME_SETS) or templates not in (None, "", *zs.TEMPLATE_SETS):
-      console.warn(f"{path}: the checkpoint already holds a zero-shot head {flat['zeroshot_head'].shape}; "
-                   "class_names / templates apply only to full CLIP state dicts and are ignored")
-  elif "token_embedding.weight" in flat:
-    head = text_head(flat, family.activation, vocab=vocab, class_names=class_names, templates=templates,
-                     head_cache_dir=head_cache_dir, checkpoint=path or "")
-    flat = {k: v for k, v in flat.items() if k.startswith("visual.")}
-    flat["zeroshot_head"] = head
-  if "zeroshot_head" in flat:
-    classes = int(flat["zeroshot_head"].shape[-1])
-    if overrides.setdefault("num_classes", classes) != classes:
-      raise CheckpointError(f"the zero-shot head has {classes} classes, not num_classes={overrides['num_classes']}")
+  build = (functools.partial(text_head, flat, family.activation, vocab=vocab, class_names=class_names,
+                             templates=templates, head_cache_dir=head_cache_dir, checkpoint=path or "")
+           if "token_embedding.weight" in flat else None)
+  flat = attach_zero_shot_head(flat, path, overrides, build, lambda k: k.startswith("visual."),
+                               class_names=class_names, templates=templates)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=flat, convert=convert_clip_resnet_zero_shot)
 
 

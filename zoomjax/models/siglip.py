@@ -37,12 +37,11 @@ from flax import traverse_util
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models import registry
-from zoomjax.models.clip_head import zero_shot_head
+from zoomjax.models.clip_head import attach_zero_shot_head, zero_shot_head
 from zoomjax.models.layers import Encoder1DBlock, MlpBlock
 from zoomjax.models.preprocessing import Preprocessing
 from zoomjax.models.siglip_tokenizer import SIGLIP_TOKENIZERS, SigLipTokenizer
 from zoomjax.models.vit import resample_position_embedding
-from zoomjax.runtime import console
 
 __all__ = ["ARCHS", "Encoder", "FAMILIES", "ImageTower", "MAPHead", "NUM_PARAMS", "SigLIP", "SigLipFamily",
            "SigLipZeroShotClassifier", "TextTower", "big_vision_tree", "config_from_checkpoint", "convert_siglip",
@@ -433,20 +432,12 @@ def _prepare(name: str, family: SigLipFamily, flat: Optional[Dict[str, np.ndarra
           f"image_size={size} to resample it")
     tree["img/pos_embedding"] = resample_position_embedding(tree["img/pos_embedding"], (grid, grid),
                                                             num_prefix_tokens=0)
-  if "zeroshot_head" in tree:
-    if class_names not in (None, "", *zs.CLASS_NAME_SETS) or templates not in (None, "", *zs.TEMPLATE_SETS):
-      console.warn(f"{path}: the checkpoint already holds a zero-shot head {tree['zeroshot_head'].shape}; "
-                   "class_names / templates apply only to full SigLIP checkpoints and are ignored")
-  elif "txt/Embed_0/embedding" in tree:
-    head = siglip_text_head(tree, vocab=vocab, pad=family.pad, tokenizer_name=family.tokenizer,
-                            class_names=class_names, templates=templates, head_cache_dir=head_cache_dir,
-                            checkpoint=path or "")
-    tree = {k: v for k, v in tree.items() if not k.startswith("txt/")}
-    tree["zeroshot_head"] = head
-  if "zeroshot_head" in tree:
-    classes = int(tree["zeroshot_head"].shape[-1])
-    if overrides.setdefault("num_classes", classes) != classes:
-      raise CheckpointError(f"the zero-shot head has {classes} classes, not num_classes={overrides['num_classes']}")
+  build = (functools.partial(siglip_text_head, tree, vocab=vocab, pad=family.pad, tokenizer_name=family.tokenizer,
+                             class_names=class_names, templates=templates, head_cache_dir=head_cache_dir,
+                             checkpoint=path or "")
+           if "txt/Embed_0/embedding" in tree else None)
+  tree = attach_zero_shot_head(tree, path, overrides, build, lambda k: not k.startswith("txt/"),
+                               class_names=class_names, templates=templates)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=tree, convert=convert_siglip_zero_shot)
 
 

@@ -35,8 +35,8 @@ __all__ = [
     "make_memo", "make_baseline", "make_zoom_tta", "grid_views", "aggregate", "AGGREGATIONS",
     # Online adaptation over a stream of batches: StreamMethod(init, step).
     "make_source", "make_bn_adapt", "make_tent", "make_eata", "make_sar", "make_stream_method", "run_stream",
-    "sharded_step", "sar_excluded", "fisher_information", "softmax_entropy", "entropy_margin", "bn_param_paths", "adapted_arrays",
-    "restore_adapted", "STREAM_METHODS", "BATCH_STAT_METHODS", "ONLINE_LR", "ONLINE_MOMENTUM", "EATA_D_MARGIN",
+    "sharded_step", "sar_excluded", "fisher_information", "softmax_entropy", "entropy_margin", "bn_param_paths",
+    "adapted_arrays", "restore_adapted", "STREAM_METHODS", "BATCH_STAT_METHODS", "ONLINE_LR", "ONLINE_MOMENTUM", "EATA_D_MARGIN",
     "EATA_FISHER_ALPHA", "EATA_FISHER_SIZE", "SAR_RHO", "SAR_RESET_CONSTANT", "StreamMethod",
     # CLIP's test-time methods: TPT, ZERO, MTA (episodes) and TDA (a StreamMethod).
     "make_tpt", "make_zero", "make_mta", "make_tda", "augment_views", "zoom_views", "make_text_side", "with_text",

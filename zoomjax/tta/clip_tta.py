@@ -34,7 +34,7 @@ import optax
 from zoomjax.data.label_space import mask_logits
 from zoomjax.errors import UserError
 from zoomjax.models.bundle import ModelBundle
-from zoomjax.models.clip import ZERO_SHOT_SCALE, TextTower
+from zoomjax.models.clip import ZERO_SHOT_SCALE, TextTower, trim_to_eot
 from zoomjax.tta import augment
 from zoomjax.tta import online
 from zoomjax.tta import zoom_tta
@@ -178,7 +178,8 @@ def make_text_side(tower: TextTower, tokenize: Callable[[Sequence[str]], np.ndar
   n_ctx = int(np.count_nonzero(tokenize([ctx])[0])) - 2  # minus the start and end tokens
   if n_ctx < 1:
     raise UserError(f"ctx_init={ctx_init!r}: no context tokens to learn")
-  tokens = np.asarray(tokenize([f"{ctx} {names[c]}." for c in classes]), np.int32)
+  # Cut after the last eot: TPT encodes the prompts twice per image, and they are short (the same features).
+  tokens = trim_to_eot(np.asarray(tokenize([f"{ctx} {names[c]}." for c in classes]), np.int32))
   return ClipText(tower, tokens, classes.astype(np.int32), len(names), n_ctx, float(logit_scale))
 
 
@@ -204,7 +205,8 @@ def _prompt_parts(text: ClipText, text_params, tokens=None) -> Tuple[jax.Array, 
 def _text_features(text: ClipText, text_params, ctx: jax.Array, emb: jax.Array, tokens=None) -> jax.Array:
   """Unit text embeddings (C_kept, E) of the prompts with `ctx` in the context slots."""
   emb = emb.at[:, 1:1 + text.n_ctx].set(jnp.broadcast_to(ctx, (emb.shape[0],) + ctx.shape))
-  out = text.tower.apply({"params": text_params}, jnp.asarray(text.tokens if tokens is None else tokens), emb)
+  out = text.tower.apply({"params": text_params}, jnp.asarray(text.tokens if tokens is None else tokens), emb,
+                         trimmed=True)
   return out / jnp.linalg.norm(out, axis=-1, keepdims=True)
 
 
