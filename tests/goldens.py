@@ -5,6 +5,7 @@ and one MEMO episode through a model.
 the reference libraries; it is loaded from its path because tests/golden holds data, not a package.
 """
 import importlib.util
+import json
 import pathlib
 
 import jax
@@ -23,6 +24,18 @@ def load_golden(name: str):
   state = sw.seeded_state_dict(sw.decode_spec(g["spec"]))
   x = sw.seeded_images(tuple(g["input_shape"])).transpose(0, 2, 3, 1)  # NCHW -> NHWC
   return g, state, x
+
+
+def clip_tower_configs(g):
+  """(vision, text, open_clip config) of zoomjax's CLIP towers for a golden's open_clip configuration."""
+  cfg = json.loads(str(g["config"]))
+  v, t = cfg["vision"], cfg["text"]
+  vision = dict(patch_size=v["patch_size"], width=v["width"], depth=v["layers"],
+                num_heads=v["width"] // v["head_width"], mlp_dim=int(v["width"] * v["mlp_ratio"]),
+                embed_dim=cfg["embed_dim"])
+  text = dict(vocab_size=int(g["vocab_size"]), context_length=77, width=t["width"], depth=t["layers"],
+              num_heads=t["heads"], mlp_dim=int(t["width"] * t["mlp_ratio"]), embed_dim=cfg["embed_dim"])
+  return vision, text, cfg
 
 
 def rel_err(got, want) -> float:

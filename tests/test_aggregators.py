@@ -144,7 +144,7 @@ def _records(topk, topk_p, ent, labels, names, crops=0):
       crop_names=np.array(list(R.CROP_NAMES[:crops])), agg_names=np.array(R.AGG_SETS))
 
 
-def test_table_subsets_paired_and_older_records(tmp_path):
+def test_table_subsets_paired_and_older_records(tmp_path, monkeypatch):
   names = ["LOC:1_1_Size:256", "LOC:0_0_Size:512", "LOC:1_1_Size:128"]
   # 4 images; the 1-crop (view 0) is right on images 0, 1; view 1 right on 1, 2, 3; view 2 never.
   labels = np.array([[1], [2], [3], [4]], np.int32)
@@ -163,6 +163,14 @@ def test_table_subsets_paired_and_older_records(tmp_path):
   assert two["paired"]["max"]["a_only"] == 2 and two["paired"]["max"]["b_only"] == 1
   assert two["paired"]["max"]["diff"] == pytest.approx(0.25) and "oracle" not in two["paired"]
   assert table["sets"]["all"]["num_views"] == 3 and table["missing"] == {}
+  # Predictions the caller already has for a set are used as they are, not computed again.
+  calls = []
+  real = G.predictions
+  known = {"two": real(rec, [0, 1])}
+  monkeypatch.setattr(G, "predictions", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+  again = G.aggregator_table(rec, {"two": [0, 1], "all": None}, n_boot=200, known=known)
+  monkeypatch.undo()
+  assert again == table and len(calls) == 1  # Only the "all" set's.
   # Records of an older sweep: top5 ids only. They load, the top-1 aggregators still work, the others say why.
   old = {f: getattr(rec, f) for f in R.PER_IMAGE + R.NAMES if f not in R.OPTIONAL and getattr(rec, f) is not None}
   old["top5"], old["crop_top5"] = old.pop("topk"), old.pop("crop_topk")

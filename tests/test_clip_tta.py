@@ -17,7 +17,7 @@ from zoomjax.jobs import tta as tta_job
 from zoomjax.models import clip
 from zoomjax.models.clip_tokenizer import ClipTokenizer
 from zoomjax.tta import augment, clip_tta
-from goldens import load_golden, rel_err, sw  # pylint: disable=wrong-import-order
+from goldens import clip_tower_configs, load_golden, rel_err, sw  # pylint: disable=wrong-import-order
 
 
 # ------------------------------------------------------------------------------------------- TPT golden
@@ -26,13 +26,7 @@ from goldens import load_golden, rel_err, sw  # pylint: disable=wrong-import-ord
 def tpt_golden(tmp_path_factory):
   """The golden, zoomjax's towers on its seeded weights, the unit image features and the text side."""
   g, state, x = load_golden("clip_tta_tpt")
-  cfg = json.loads(str(g["config"]))
-  v, t = cfg["vision"], cfg["text"]
-  vision = dict(patch_size=v["patch_size"], width=v["width"], depth=v["layers"],
-                num_heads=v["width"] // v["head_width"], mlp_dim=int(v["width"] * v["mlp_ratio"]),
-                embed_dim=cfg["embed_dim"])
-  text = dict(vocab_size=int(g["vocab_size"]), context_length=77, width=t["width"], depth=t["layers"],
-              num_heads=t["heads"], mlp_dim=int(t["width"] * t["mlp_ratio"]), embed_dim=cfg["embed_dim"])
+  vision, text, _ = clip_tower_configs(g)
   state["logit_scale"] = np.asarray(g["logit_scale"], np.float32).reshape(np.shape(state["logit_scale"]))
   variables = convert_clip.convert_clip(state, vision_heads=vision["num_heads"], text_heads=text["num_heads"])
   model = clip.CLIP(vision, text, activation="quick_gelu")

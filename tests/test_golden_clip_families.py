@@ -7,7 +7,6 @@ towers, then the whole `zoomjax.models.load` path from a full state dict: the ze
 the text tower (vs open_clip's `build_zero_shot_classifier` with the 80 templates), cached, and the 100 * cos
 logits. Also timm's `resample_abs_pos_embed`.
 """
-import json
 
 import jax
 import jax.numpy as jnp
@@ -18,23 +17,11 @@ from safetensors.numpy import save_file
 import zoomjax.models as zm
 from zoomjax.checkpoints import CheckpointError, convert_clip
 from zoomjax.models import clip, vit
-from goldens import GOLDEN, load_golden, rel_err, sw  # pylint: disable=wrong-import-order
+from goldens import GOLDEN, clip_tower_configs, load_golden, rel_err, sw  # pylint: disable=wrong-import-order
 
 # golden -> registered family whose traits it has.
 FAMILIES = {"h14": "openclip_vit_h14", "g14": "openclip_vit_g14", "bigg14": "openclip_vit_bigg14",
             "l14_336": "clip_vit_l14_336"}
-
-
-def _configs(g):
-  """(vision, text) configs of zoomjax's towers for the golden's open_clip configuration."""
-  cfg = json.loads(str(g["config"]))
-  v, t = cfg["vision"], cfg["text"]
-  vision = dict(patch_size=v["patch_size"], width=v["width"], depth=v["layers"],
-                num_heads=v["width"] // v["head_width"], mlp_dim=int(v["width"] * v["mlp_ratio"]),
-                embed_dim=cfg["embed_dim"])
-  text = dict(vocab_size=int(g["vocab_size"]), context_length=77, width=t["width"], depth=t["layers"],
-              num_heads=t["heads"], mlp_dim=int(t["width"] * t["mlp_ratio"]), embed_dim=cfg["embed_dim"])
-  return vision, text, cfg
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +46,14 @@ def checkpoints(tmp_path_factory):
 
 def _tiny(g, **kw):
   """load() overrides that shrink a family to the golden's image tower (its own head width and grid)."""
-  vision, _, cfg = _configs(g)
+  vision, _, cfg = clip_tower_configs(g)
   return dict(vision, image_size=cfg["image_size"], **kw)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_towers_match_open_clip(name):
   g, state, x = load_golden(f"clip_{name}_tiny")
-  vision, text, cfg = _configs(g)
+  vision, text, cfg = clip_tower_configs(g)
   activation = "quick_gelu" if cfg["quick_gelu"] else "gelu"
   variables = convert_clip.convert_clip(state, vision_heads=vision["num_heads"], text_heads=text["num_heads"])
   model = clip.CLIP(vision, text, activation=activation)

@@ -228,9 +228,10 @@ def view_sets(rec, *, crop: int = 224, seed: int = 0, random_size: int = RANDOM_
 
 
 def correct_by_aggregator(rec, views: Views = None, *, rho: float = TPT_RHO, names: Sequence[str] = AGGREGATORS,
-                          _all_views=None) -> Dict[str, np.ndarray]:
+                          _all_views=None, known: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
   """{aggregator: (N,) bool correct} over `views` (as in `predictions`); '1-crop' is the paper's view alone
-  (left out when the grid lacks it), 'oracle' is right when any of the views is."""
+  (left out when the grid lacks it), 'oracle' is right when any of the views is. known: `predictions` over the
+  same views and rho already computed by the caller (not computed again)."""
   top1, _, _, all_names = rec.all_views() if _all_views is None else _all_views
   idx = view_subset(views, top1.shape[1])
   out: Dict[str, np.ndarray] = {}
@@ -242,7 +243,10 @@ def correct_by_aggregator(rec, views: Views = None, *, rho: float = TPT_RHO, nam
         np.zeros(len(rec), bool)
   online = [h for h in names if h in ONLINE]
   if online:
-    preds = predictions(rec, idx, names=online, rho=rho)
+    preds = dict(known or {})
+    todo = [h for h in online if h not in preds]
+    if todo:
+      preds.update(predictions(rec, idx, names=todo, rho=rho))
     for h in online:
       out[h] = metrics.correctness(preds[h][:, None], rec.labels)[:, 0]
   return out
@@ -259,7 +263,8 @@ def paired_table(correct: Mapping[str, np.ndarray], baseline: str = "1-crop", *,
 
 
 def aggregator_table(rec, sets: Optional[Mapping[str, Views]] = None, *, rho: float = TPT_RHO, crop: int = 224,
-                     seed: int = 0, n_boot: int = 2000) -> Dict[str, Any]:
+                     seed: int = 0, n_boot: int = 2000,
+                     known: Optional[Mapping[str, Mapping[str, np.ndarray]]] = None) -> Dict[str, Any]:
   """Every aggregator over every view set of a sweep, each accuracy with its 95 % bootstrap interval and its
   paired comparison with the 1-crop (metrics.json's "aggregators"; fractions):
 
@@ -267,7 +272,8 @@ def aggregator_table(rec, sets: Optional[Mapping[str, Views]] = None, *, rho: fl
      "accuracy": {name: acc}, "ci95": {name: [lo, hi]}, "paired": {name: PairedResult dict}}}, "missing"}
 
   Records from older sweeps (no top-k probabilities) fill 1-crop, oracle and max and list the others under
-  "missing" with the field they need.
+  "missing" with the field they need. known: {set: `predictions` over that set at this rho} the caller already
+  has (a sweep computes the grid's once for the table and for selective classification).
   """
   sets = view_sets(rec, crop=crop, seed=seed) if sets is None else dict(sets)
   lacking = rec.missing()
@@ -278,7 +284,8 @@ def aggregator_table(rec, sets: Optional[Mapping[str, Views]] = None, *, rho: fl
   out_sets = {}
   for set_name, views in sets.items():
     idx = view_subset(views, len(all_names))
-    correct = correct_by_aggregator(rec, idx, rho=rho, names=names, _all_views=all_views)
+    correct = correct_by_aggregator(rec, idx, rho=rho, names=names, _all_views=all_views,
+                                    known=(known or {}).get(set_name))
     acc = {h: float(np.mean(c)) if n else None for h, c in correct.items()}
     out_sets[set_name] = {
         "num_views": int(idx.size), "views": [all_names[i] for i in idx[:3]] + (["..."] if idx.size > 3 else []),

@@ -150,12 +150,14 @@ def analyse_and_report(config, workdir: str, rec: records_lib.Records, *, datase
   metrics["ci95"].update(selection.headline_intervals(metrics["held_out"]))
   # A cascade under a view budget (same folds and view orders as "held_out"), and selective classification.
   metrics["cascade"] = cascade.record_cascade(rec, held_out=metrics["held_out"], tie=config.tie_order)
-  metrics["selective"] = selective.record_selective(rec, predictions=None if rec.missing() else aggregators.predictions(
-      rec, np.arange(len(rec.view_names)), rho=float(config.get("rho", aggregators.TPT_RHO))))  # As the table's grid.
+  rho = float(config.get("rho", aggregators.TPT_RHO))
+  # The aggregators' predictions over the whole grid: computed once, for selective classification and the table.
+  grid = None if rec.missing() else aggregators.predictions(rec, np.arange(len(rec.view_names)), rho=rho)
+  metrics["selective"] = selective.record_selective(rec, predictions=grid)
   metrics["per_class"] = per_class.record_per_class(rec, anchors=int(config.grid.anchors))
   # Every test-time aggregator over the stored views, with intervals and paired tests against the 1-crop.
-  metrics["aggregators"] = aggregators.aggregator_table(rec, rho=float(config.get("rho", aggregators.TPT_RHO)),
-                                                        crop=int(config.grid.crop))
+  metrics["aggregators"] = aggregators.aggregator_table(rec, rho=rho, crop=int(config.grid.crop),
+                                                        known=None if grid is None else {"grid": grid})
   metrics["skipped_files"] = [str(s) for s in rec.skipped]
   metrics["model"] = config.model.name
   metrics["dataset"] = config.data.name
