@@ -282,8 +282,10 @@ def test_tta_job_episode_runs_the_configured_aggregator(monkeypatch):
   monkeypatch.setattr(zoom_tta, "grid_views", lambda grid, **kw: grids.append(grid) or (lambda canvas, hw: views))
   episode = tta_job.build_episode(config, bundle, mask)
   assert grids[0].num_transforms == 18
-  got = jax.jit(episode)(bundle.variables, jnp.zeros((10, 12, 3), jnp.uint8), jnp.array([10, 12]),
-                         jax.random.PRNGKey(0))
+  got, every = jax.jit(episode)(bundle.variables, jnp.zeros((10, 12, 3), jnp.uint8), jnp.array([10, 12]),
+                                jax.random.PRNGKey(0))
   logits = bundle.predict_fn()(bundle.variables, views)
   np.testing.assert_allclose(got, zoom_tta.aggregate(logits, "zero", mask, rho=0.5), rtol=1e-5)
+  # The job's episode also returns every aggregator's prediction over the same views.
+  np.testing.assert_array_equal(every, zoom_tta.aggregate_every(logits, mask, rho=0.5))
   assert float(jnp.sum(got)) == pytest.approx(G.kept_count(18, 0.5) + 0.5)  # 9 votes plus the winner's half.

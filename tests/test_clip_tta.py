@@ -218,10 +218,11 @@ def _job(tmp_path, args):
   return tta_job.run(tta_config.get_config(f"runlocal=1,limit=1,{args}"), str(tmp_path))
 
 
-# (method, view source): every method through configs/tta.py with zoom views here; with augmented views (the
-# default) tests/test_tta_job.py runs every method of configs/tta.METHODS, the CLIP ones included. MTA runs
-# both here, so that both sources are seen in metrics.json.
-JOB_CASES = (("tpt", "zoom"), ("zero", "zoom"), ("mta", "zoom"), ("mta", "augment"), ("tda", "zoom"))
+# (method, view source): every method through configs/tta.py with zoom views here (TPT's on an OpenCLIP ConvNeXt
+# in tests/test_clip_tta_families.py); with augmented views (the default) tests/test_tta_job.py runs every method
+# of configs/tta.METHODS, the CLIP ones included. MTA runs both here, so that both sources are seen in
+# metrics.json.
+JOB_CASES = (("zero", "zoom"), ("mta", "zoom"), ("mta", "augment"), ("tda", "zoom"))
 
 
 @pytest.mark.parametrize("method,views", JOB_CASES)

@@ -183,3 +183,23 @@ def test_prepare_cli_ends_a_user_error_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
   assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
   assert "zoomjax: error: dataset 'imagenet_a' not found. Pass manual_dir=DIR holding imagenet-a.tar" in out.stderr
+
+
+def test_imagenet_c_from_a_prepared_tfds_build(tmp_path):
+  """data=imagenet_c/NAME/SEVERITY reads TFDS's imagenet2012_corrupted/<NAME>_<SEVERITY> (records stand in)."""
+  import tensorflow_datasets as tfds
+  recs = [{"image": _jpeg(k), "file_name": np.array(f"ILSVRC2012_val_0000000{k}.JPEG".encode(), object),
+           "label": np.int64(label)} for k, label in ((2, 7), (1, 999))]
+  asked = []
+
+  def hook(builder, split, decoders=None, **kw):
+    asked.append((builder.name, builder.builder_config.name, split))
+    return recs
+
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=hook):
+    ds = zd.get_dataset("imagenet_c/fog/3", data_dir=tmp_path)
+  assert asked == [("imagenet2012_corrupted", "fog_3", "validation")]
+  assert ds.name == "imagenet_c/fog/3" and len(ds) == 2
+  assert sorted(zip(ds.ids, ds.labels[:, 0].tolist())) == [("ILSVRC2012_val_00000001.JPEG", 999),
+                                                           ("ILSVRC2012_val_00000002.JPEG", 7)]
+  assert ds.read(0)["image"].dtype == np.uint8

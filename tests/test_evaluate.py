@@ -312,7 +312,8 @@ def test_efficientnet_lite0_on_val100_gives_its_centre_crop_accuracy(tmp_path, v
   assert pair["num_images"] == 100 and pair["num_skipped"] == 0
   assert 0.72 <= pair["top1"] <= 0.73, pair["top1"]
   assert pair["preprocessing"] == {"input_size": 224, "resize_size": 256, "resize_method": "bicubic",
-                                   "mean": [127.0] * 3, "std": [128.0] * 3, "crop_mode": "center"}
+                                   "mean": [127.0] * 3, "std": [128.0] * 3, "crop_mode": "center",
+                                   "antialias": True}
 
 
 def test_report_renders_in_chromium(tmp_path, fake_model, chromium):

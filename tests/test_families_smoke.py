@@ -42,11 +42,16 @@ FAMILIES = {
     "clip": ("clip_vit_b32", dict(patch_size=32, width=32, depth=1, num_heads=2, mlp_dim=64, embed_dim=16), False),
     "clip_resnet": ("clip_rn50", dict(layers=(1, 1, 1, 1), width=8, num_heads=2, embed_dim=16), True),
     "siglip": ("siglip_b16_224", dict(patch_size=16, width=32, depth=1, num_heads=2, mlp_dim=64), False),
+    # NaFlex: the 224 px views become a 16 x 16 patch grid (256 px) at its default 256 patches.
+    "siglip_naflex": ("siglip2_b16_naflex", dict(patch_size=16, width=32, depth=1, num_heads=2, mlp_dim=64), False),
     "convnextv2": ("convnextv2_tiny.fcmae_ft_in1k", dict(stages=((8, 1), (16, 1))), False),
     # EVA-02 runs at the zoom grid's 224 px crops (image_size resamples its 336 px position embedding).
     "eva02": ("eva02_tiny_patch14_336.mim_in22k_ft_in1k", dict(width=16, depth=1, num_heads=2, mlp_dim=32,
                                                                image_size=224), False),
     "clip_convnext": ("openclip_convnext_base_w", dict(stages=((8, 1), (16, 1)), embed_dim=16), False),
+    "clip_eva": ("openclip_eva02_b16", dict(width=16, depth=1, num_heads=2, mlp_dim=32, embed_dim=16), False),
+    "clip_coca": ("openclip_coca_vit_b32", dict(width=32, depth=1, num_heads=2, mlp_dim=64, embed_dim=16, pool_heads=2,
+                                                pool_queries=4), False),
 }
 GRID = 256  # One zoom-in scale: 9 views, one of them the 1-crop view.
 
@@ -79,7 +84,7 @@ def test_tta_job(family, tmp_path):
   method = "memo_rrc" if has_bn else "baseline"  # MEMO with the BatchNorm prior (N = 16) where there is one
   config = _with_model(tta_config.get_config(f"runlocal=1,method={method},model={name},limit=1,views=2"), family)
   # Position embeddings fixed at 224 px (runlocal's views are 64 px).
-  if family in ("vit", "clip", "clip_resnet", "eva02", "siglip"):
+  if family in ("vit", "clip", "clip_resnet", "eva02", "siglip", "clip_coca", "clip_eva"):
     config.view.resize, config.view.crop = 256, 224
     config.memo.view_size = 224
   metrics = tta_job.run(config, str(tmp_path))
@@ -106,7 +111,7 @@ def test_evaluate_job(family, tmp_path):
   assert np.all(np.diff(rows["top5_p"][0]) <= 0) and 0 < rows["top5_p"][0, 0] <= 1
 
 
-CLIP_FAMILIES = ("clip", "clip_resnet", "siglip", "clip_convnext")
+CLIP_FAMILIES = ("clip", "clip_resnet", "siglip", "siglip_naflex", "clip_convnext", "clip_coca", "clip_eva")
 
 
 @pytest.mark.parametrize("family", CLIP_FAMILIES)

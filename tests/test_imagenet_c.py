@@ -106,3 +106,24 @@ def test_rerun_reuses_every_finished_cell(grid_run):
   _, first, second = grid_run
   assert all(c["images_this_run"] == 0 for c in second["cells"].values())
   assert second["scores"] == first["scores"] and second["error_table"] == first["error_table"]
+
+
+def test_zoom_runs_score_every_aggregator(tmp_path):
+  from zoomjax.jobs import imagenet_c  # pylint: disable=import-outside-toplevel
+  from zoomjax.reports import imagenet_c as report  # pylint: disable=import-outside-toplevel
+  config = config_module.get_config("runlocal,method=zoom_tta,corruptions=fog;contrast,severities=5")
+
+  def cell(corruption, acc, agg):
+    return {"corruption": corruption, "severity": None if corruption is None else 5, "error": 1 - acc,
+            "accuracy": acc, "num_images": 10, "aggregators": {"mean": {"accuracy": acc}, "zero": {"accuracy": agg}}}
+
+  per_cell = {"clean": cell(None, 0.8, 0.9), "fog-5": cell("fog", 0.4, 0.5), "contrast-5": cell("contrast", 0.2, 0.1)}
+  results = imagenet_c.summarise(config, per_cell)
+  zero = results["aggregator_scores"]["zero"]
+  assert results["aggregator_scores"]["mean"] == results["scores"]  # The run's own aggregator: its scores.
+  assert zero["mean_error"] == pytest.approx(0.7) and zero["clean_error"] == pytest.approx(0.1)
+  assert zero["mce"] == pytest.approx(C.summary({"fog": {5: 0.5}, "contrast": {5: 0.9}})["mce"])
+  page = open(report.write_report(results, str(tmp_path))).read()
+  assert "Every aggregator over the same zoom views" in page and "zero" in page
+  del per_cell["fog-5"]["aggregators"]  # A cell without them (e.g. another method): no aggregator scores.
+  assert imagenet_c.summarise(config, per_cell)["aggregator_scores"] is None

@@ -8,6 +8,7 @@ big_vision's vit.py / text_transformer.py / two_towers.py) and loads them as a b
 checked against an independent reading of big_vision's `tokenize(eos="sticky")` stored in the golden, with a tiny
 SentencePiece model trained here (tests/golden/siglip_spm.py). Full-size parameter counts are pinned to timm's.
 """
+import dataclasses
 import importlib.util
 import json
 
@@ -19,9 +20,10 @@ from safetensors.numpy import save_file
 
 import zoomjax.models as zm
 from zoomjax.checkpoints import CheckpointError, read_checkpoint
-from zoomjax.errors import NotFoundError
+from zoomjax.errors import NotFoundError, UserError
 from zoomjax.models import clip_cli, siglip
 from zoomjax.models.clip_zero_shot import OPENAI_IMAGENET_TEMPLATES
+from zoomjax.models.preprocessing import Preprocessing
 from zoomjax.models.siglip_tokenizer import SigLipTokenizer
 from goldens import GOLDEN, load_golden, rel_err  # pylint: disable=wrong-import-order
 
@@ -159,6 +161,7 @@ def test_load_builds_the_sigmoid_zero_shot_classifier(golden, tmp_path):
   bundle = zm.load("siglip_b16_224", files["npz"], vocab=files["spm"], class_names=files["names"],
                    head_cache_dir=str(tmp_path), image_size=32, **tiny)
   assert bundle.num_classes == 5 and bundle.preprocessing.input_size == 32
+  assert (bundle.preprocessing.crop_mode, bundle.preprocessing.antialias) == ("squash", False)  # big_vision's view
   assert bundle.preprocessing.mean == bundle.preprocessing.std == (127.5,) * 3
   assert rel_err(bundle.variables["params"]["zeroshot_head"], g["zs_head"]) < 1e-4
   logits, inter = jax.jit(bundle.module.apply)(bundle.variables, jnp.asarray(x))
@@ -203,6 +206,9 @@ def test_heads_cli_builds_a_siglip_classifier_file(golden, tmp_path, capsys):
   with pytest.raises(SystemExit, match="^2$"):
     clip_cli.main(["--checkpoint", files["npz"], "--model", "siglip2_so400m14_384", "--vocab", files["spm"]])
   assert "width: model 1152 vs checkpoint 64" in capsys.readouterr().err
+  with pytest.raises(SystemExit, match="^2$"):  # NaFlex names are taken, and checked against the file.
+    clip_cli.main(["--checkpoint", files["npz"], "--model", "siglip2_b16_naflex", "--vocab", files["spm"]])
+  assert "siglip2_b16_naflex" in capsys.readouterr().err
 
 
 def test_full_size_parameter_counts_equal_timms():
@@ -220,3 +226,45 @@ def test_full_size_parameter_counts_equal_timms():
     for other, f in members[1:]:
       grid = lambda fam: (fam.image_size // fam.patch_size) ** 2
       assert siglip.NUM_PARAMS[other] == base + (grid(f) - grid(family)) * f.image["width"], other
+
+
+def test_standard_view_is_big_visions_resize():
+  """Every SigLIP family's standard view is big_vision's `resize(S)`: the whole image squashed to S x S by
+  `tf.image.resize`'s default bilinear without antialiasing, cast back to uint8 (tests/golden/siglip_resize.npz,
+  TensorFlow's own output on a 37 x 53 noise and a smooth image, down to 24 and up to 64)."""
+  g = np.load(GOLDEN / "siglip_resize.npz")
+  for name in siglip.FAMILIES:
+    pp = zm.get_spec(name).preprocessing
+    assert (pp.crop_mode, pp.antialias, pp.resize_method, pp.resize_size) == ("squash", False, "bilinear",
+                                                                             pp.input_size), name
+  pp = zm.get_spec("siglip2_so400m16_256").preprocessing
+  for image in ("noise", "smooth"):
+    for size in (24, 64):
+      view = dataclasses.replace(pp, input_size=size, resize_size=size).pil_view(g[image])
+      np.testing.assert_array_equal(view, g[f"{image}_{size}"], err_msg=f"{image} -> {size}")
+  # The same resize of the short side, then the centre crop (top = round((24 - 20) / 2), left = round((34 - 20) / 2)).
+  centre = Preprocessing(20, 24, "bilinear", (0.0,) * 3, (1.0,) * 3, antialias=False).pil_view(g["noise"])
+  np.testing.assert_array_equal(centre, g["noise_short24"][2:22, 7:27])
+  # PIL's antialiased bilinear (the other families' filter) is another view of the same image.
+  pil = dataclasses.replace(pp, input_size=24, resize_size=24, antialias=True).pil_view(g["noise"])
+  assert np.abs(pil.astype(int) - g["noise_24"]).mean() > 5
+  with pytest.raises(UserError, match=r"antialias=False with resize_method='bicubic'"):
+    dataclasses.replace(pp, resize_method="bicubic")
+
+
+def test_text_tower_without_head_is_the_so400m_i18n_layout(golden):
+  """So400m/16-i18n's text tower has no `head` (big_vision out_dim None): the embedding is the pooled token.
+  Oracle: the golden tower's head applied to that token gives the golden text features."""
+  g, bv, _, cfg, _, tiny = golden
+  family = siglip.FAMILIES["siglip_so400m16_i18n_256"]
+  assert (family.file, family.tokenizer, family.vocab_size, family.text["embed_dim"]) == (
+      "webli_i18n_so400m_16_256_78061115.npz", "mc4", 250_000, None)
+  assert siglip.NUM_PARAMS["siglip_so400m16_i18n_256"] == siglip.NUM_PARAMS["siglip2_so400m16_256"]
+  headless = {k: v for k, v in bv.items() if not k.startswith("params/txt/head/")}
+  text = siglip.config_from_checkpoint(siglip.big_vision_tree(headless))["text"]
+  assert text["embed_dim"] is None
+  variables = {"params": siglip.convert_siglip(headless)["params"]["txt"]}
+  pooled = jax.jit(siglip.TextTower(**text).apply)(variables, jnp.asarray(g["tokens"]))
+  assert pooled.shape == (len(g["tokens"]), cfg["width"])
+  want = pooled @ bv["params/txt/head/kernel"] + bv["params/txt/head/bias"]
+  assert rel_err(want, g["text_features"]) < 1e-4

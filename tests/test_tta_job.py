@@ -92,15 +92,15 @@ def test_job_writes_metrics_resumes_through_shards_and_refuses_changes(tmp_path)
   assert again["images_this_run"] == 1 and again["accuracy"] == metrics["accuracy"]
   assert tta_job.run(config, str(tmp_path))["images_this_run"] == 0
   # Settings that change a result are refused by name.
-  for change, name in (("seeds=1", "seeds"), ("method=memo_rrc", "method"), ("views=8", "memo.num_views")):
-    other = tta_config.get_config(f"runlocal=1,method=baseline,limit=3,{change}")
+  for change, name in (("seeds=1", "seeds"), ("method=memo_rrc", "method"), ("limit=2", "limit")):
+    other = tta_config.get_config(f"runlocal=1,method=baseline,limit=3,{change}".replace("limit=3,limit", "limit"))
     other.shard_size = 2
     with pytest.raises(ValueError, match=f"different config \\(.*{name}"):
       tta_job.run(other, str(tmp_path))
-  grid = tta_config.get_config("runlocal=1,method=baseline,limit=3")
-  grid.shard_size, grid.zoom.scales = 2, (96, 128)
-  with pytest.raises(ValueError, match="zoom"):
-    tta_job.run(grid, str(tmp_path))
+  view = tta_config.get_config("runlocal=1,method=baseline,limit=3")
+  view.shard_size, view.view.method = 2, "bicubic"
+  with pytest.raises(ValueError, match="view.method"):
+    tta_job.run(view, str(tmp_path))
 
 
 @pytest.mark.parametrize("method", [m for m in tta_config.METHODS if m not in tta_config.ONLINE_METHODS])
@@ -122,6 +122,17 @@ def test_every_method_runs_one_image_through_the_job(method, tmp_path):
     rows = np.load(tmp_path / f"seed_{seed}" / tta_job.RECORDS_FILE)
     assert rows["top5"].shape == (1, 5) and np.all(np.diff(rows["top5_p"][0]) <= 0)
     assert 0 <= rows["p_true"][0] <= rows["top5_p"][0, 0] + 1e-6
+    if method.startswith("zoom"):  # Every aggregator's prediction over the same views; the run's own among them.
+      agg = rows[tta_job.AGGREGATES]
+      assert agg.shape == (1, len(zoom_tta.AGGREGATIONS))
+      assert agg[0, zoom_tta.AGGREGATIONS.index(config.zoom.aggregate)] == rows["pred"][0]
+    else:
+      assert tta_job.AGGREGATES not in rows
+  if method.startswith("zoom"):
+    assert list(metrics["aggregators"]) == list(zoom_tta.AGGREGATIONS)
+    assert metrics["aggregators"][config.zoom.aggregate]["accuracy"] == metrics["accuracy"]
+  else:
+    assert "aggregators" not in metrics
 
 
 def test_every_method_builds_an_episode():
@@ -130,6 +141,14 @@ def test_every_method_builds_an_episode():
   mask = np.ones(bundle.num_classes, bool)
   for method in ("baseline", "memo_augmix", "memo_rrc"):
     assert callable(tta_job.build_episode(tta_config.get_config(f"runlocal=1,method={method}"), bundle, mask))
+
+
+def test_aggregate_every_is_each_aggregators_argmax():
+  logits = jax.random.normal(jax.random.PRNGKey(3), (12, 7)) * 3
+  mask = np.array([True, True, False, True, True, True, False])
+  every = jax.jit(lambda x: zoom_tta.aggregate_every(x, mask, rho=0.25))(logits)
+  want = [int(jnp.argmax(zoom_tta.aggregate(logits, how, mask, rho=0.25))) for how in zoom_tta.AGGREGATIONS]
+  assert every.dtype == jnp.int32 and list(np.asarray(every)) == want
 
 
 def test_zoom_aggregation_mean_and_max():
@@ -192,6 +211,26 @@ def test_online_config_fields():
           default.fisher_size, default.rho, default.reset_constant) == (64, 0.00025, 0.9, 0.05, 2000.0, 2000, 0.05,
                                                                         0.2)
   assert "online" in tta_job.RESULT_FIELDS
+
+
+def test_resume_key_holds_only_the_blocks_the_method_reads(tmp_path):
+  assert tta_job.result_fields("tent")[-1] == "label_space"
+  for method, used in (("baseline", ()), ("memo_rrc", ("memo",)), ("zoom_tta", ("zoom",)), ("tent", ("online",)),
+                       ("tpt", ("zoom", "clip")), ("tda", ("zoom", "clip", "online"))):
+    assert {f for f in tta_job.result_fields(method) if f in tta_job.METHOD_BLOCKS} == set(used), method
+    assert {"method", "model", "data", "view", "seeds"} <= set(tta_job.result_fields(method))
+  first = tta_config.get_config("runlocal=1,method=baseline,limit=1")
+  tta_job.run(first, str(tmp_path))
+  # A setting the baseline never reads, and a block the stored config lacks, resume it.
+  stored = json.loads((tmp_path / "config.json").read_text())
+  del stored["clip"]
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  later = tta_config.get_config("runlocal=1,method=baseline,limit=1")
+  later.memo.lr, later.online.lr = 0.5, 0.5
+  assert tta_job.run(later, str(tmp_path))["images_this_run"] == 0
+  later.view.crop = 48  # One it reads does not.
+  with pytest.raises(ValueError, match="view.crop"):
+    tta_job.run(later, str(tmp_path))
 
 
 def test_online_run_resumes_bit_for_bit(tmp_path):

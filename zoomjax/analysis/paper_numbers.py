@@ -341,6 +341,24 @@ IMAGENET_HARD_OPENCLIP = {
     ("openclip_vit_l14", "commonpool_xl_s13b_b90k"): 12.44,
     ("openclip_vit_h14", "laion2b_s32b_b79k"): 13.01, ("openclip_vit_g14", "laion2b_s12b_b42k"): 11.47,
     ("openclip_vit_g14", "laion2b_s34b_b88k"): 14.03, ("openclip_vit_bigg14", "laion2b_s39b_b160k"): 15.93,
+    # ConvNeXt image towers (zoomjax.models.clip_convnext).
+    ("openclip_convnext_base", "laion400m_s13b_b51k"): 4.74,
+    ("openclip_convnext_base_w", "laion2b_s13b_b82k"): 6.09,
+    ("openclip_convnext_base_w", "laion2b_s13b_b82k_augreg"): 7.25,
+    ("openclip_convnext_base_w", "laion_aesthetic_s13b_b82k"): 5.57,
+    ("openclip_convnext_base_w_320", "laion_aesthetic_s13b_b82k"): 5.50,
+    ("openclip_convnext_base_w_320", "laion_aesthetic_s13b_b82k_augreg"): 7.14,
+    ("openclip_convnext_large_d", "laion2b_s26b_b102k_augreg"): 10.39,
+    ("openclip_convnext_large_d_320", "laion2b_s29b_b131k_ft"): 10.69,
+    ("openclip_convnext_large_d_320", "laion2b_s29b_b131k_ft_soup"): 11.20,
+    ("openclip_convnext_xxlarge", "laion2b_s34b_b82k_augreg"): 14.27,
+    ("openclip_convnext_xxlarge", "laion2b_s34b_b82k_augreg_rewind"): 14.23,
+    ("openclip_convnext_xxlarge", "laion2b_s34b_b82k_augreg_soup"): 14.68,
+    # CoCa's contrastive towers (zoomjax.models.clip_coca).
+    ("openclip_coca_vit_b32", "laion2b_s13b_b90k"): 5.83,
+    ("openclip_coca_vit_b32", "mscoco_finetuned_laion2b_s13b_b90k"): 0.20,
+    ("openclip_coca_vit_l14", "laion2b_s13b_b90k"): 10.79,
+    ("openclip_coca_vit_l14", "mscoco_finetuned_laion2b_s13b_b90k"): 9.28,
 }
 
 

@@ -1,4 +1,4 @@
-"""timm ConvNeXt / ConvNeXt-V2, timm EVA-02 and OpenCLIP ConvNeXt towers -> zoomjax Flax variables.
+"""timm ConvNeXt / ConvNeXt-V2, timm EVA-02 and OpenCLIP ConvNeXt / EVA-02 towers -> zoomjax Flax variables.
 
 The files users bring are timm's `model.safetensors` (HF hub `timm/<model>.<tag>`) and open_clip's
 `open_clip_pytorch_model.bin` / `open_clip_model.safetensors`, whose image tower is a timm trunk under
@@ -11,7 +11,8 @@ import numpy as np
 
 from zoomjax.checkpoints.convert_torchvision import Flat, KeyTaker, count_blocks
 
-__all__ = ["convert_eva", "convert_openclip_convnext", "convert_timm_convnext", "eva_sizes", "timm_convnext_stages"]
+__all__ = ["convert_eva", "convert_openclip_convnext", "convert_openclip_eva", "convert_timm_convnext", "eva_sizes",
+           "timm_convnext_stages"]
 
 
 def timm_convnext_stages(flat: Flat, prefix: str = ""):
@@ -93,17 +94,42 @@ def convert_eva(flat: Flat, what: str = "timm EVA-02") -> dict:
 
   Attention comes fused (`attn.qkv.weight` with `q_bias`, `v_bias`; tiny/small) or split (`q_proj`, `k_proj`,
   `v_proj`; base/large); the key projection has no bias in either. The SwiGLU MLP comes packed (`mlp.fc1`,
-  gate half first) or split (`mlp.fc1_g`, `mlp.fc1_x`, with the sub-LN `mlp.norm`). RoPE has no weights.
+  gate half first) or split (`mlp.fc1_g`, `mlp.fc1_x`, with the sub-LN `mlp.norm`); a plain GELU MLP's `mlp.fc1`
+  is as wide as `mlp.fc2`'s input. RoPE has no weights.
   """
   t = KeyTaker(flat, what)
-  depth = count_blocks(flat, "blocks.")
+  _timm_eva(t, "")
+  return t.finish(ignore=("rope.",))
+
+
+def convert_openclip_eva(flat: Flat, what: str = "OpenCLIP EVA-02") -> dict:
+  """open_clip EVA-02 CLIP image tower (`visual.trunk.*`: a timm `eva02_*_clip_*` model whose `head` is the
+  projection to the embedding) + `zeroshot_head` (E, C) -> zoomjax.models.clip_eva variables.
+
+  Text-tower keys (`text.*`, `logit_scale`), if present, are ignored (the zero-shot head replaces them)."""
+  if "zeroshot_head" not in flat:
+    raise KeyError(f"{what}: the checkpoint has no `zeroshot_head` and no text tower to compute it from; pass "
+                   "open_clip's full checkpoint or a zero-shot file of python -m zoomjax.models.clip_cli --out")
+  t = KeyTaker(flat, what, prefix="visual.trunk.")
+  _timm_eva(t, "trunk")
+  t.finish(ignore=("rope.",))
+  t.prefix = ""
+  t.put("params/zeroshot_head", t.take("zeroshot_head"))
+  text = {k for k in flat if not k.startswith("visual.") and k != "zeroshot_head"}
+  return t.finish(ignore=("visual.trunk.rope.", *sorted(text)))
+
+
+def _timm_eva(t: KeyTaker, dst_root: str) -> None:
+  """A timm EVA under the taker's prefix -> zoomjax.models.eva.Eva variables at `dst_root`."""
+  depth = count_blocks(t.flat, f"{t.prefix}blocks.")
   if depth == 0 or not t.has("blocks.0.norm1.weight"):
-    raise KeyError(f"{what}: no `blocks.0.norm1.*` keys (not a timm EVA)")
-  t.conv("patch_embed.proj", "embedding", bias=True)
-  t.put("params/cls", t.take("cls_token"))
-  t.put("params/pos_embedding", t.take("pos_embed"))
+    raise KeyError(f"{t.what}: no `{t.prefix}blocks.0.norm1.*` keys (not a timm EVA)")
+  root = dst_root + "/" if dst_root else ""
+  t.conv("patch_embed.proj", f"{root}embedding", bias=True)
+  t.put(f"params/{root}cls", t.take("cls_token"))
+  t.put(f"params/{root}pos_embedding", t.take("pos_embed"))
   for i in range(depth):
-    src, dst = f"blocks.{i}", f"blocks_{i}"
+    src, dst = f"blocks.{i}", f"{root}blocks_{i}"
     t.norm(f"{src}.norm1", f"{dst}/norm1")
     a = f"{src}.attn"
     if t.has(f"{a}.qkv.weight"):
@@ -121,7 +147,10 @@ def convert_eva(flat: Flat, what: str = "timm EVA-02") -> dict:
     t.dense(f"{a}.proj", f"{dst}/attn/proj")
     t.norm(f"{src}.norm2", f"{dst}/norm2")
     m = f"{src}.mlp"
-    if t.has(f"{m}.fc1.weight"):  # GluMlp: act(first half) * second half
+    if t.has(f"{m}.fc1.weight") and t.flat[f"{t.prefix}{m}.fc1.weight"].shape[0] == t.flat[
+        f"{t.prefix}{m}.fc2.weight"].shape[1]:  # plain Mlp: fc1 -> GELU -> fc2
+      t.dense(f"{m}.fc1", f"{dst}/mlp/fc1")
+    elif t.has(f"{m}.fc1.weight"):  # GluMlp: act(first half) * second half
       w_g, w_x = np.split(t.take(f"{m}.fc1.weight"), 2, axis=0)
       b_g, b_x = np.split(t.take(f"{m}.fc1.bias"), 2, axis=0)
       t.put(f"params/{dst}/mlp/fc1_g/kernel", w_g.T)
@@ -139,9 +168,8 @@ def convert_eva(flat: Flat, what: str = "timm EVA-02") -> dict:
         t.put(f"params/{dst}/{g}", t.take(f"{src}.{g}"))
   for norm in ("norm", "fc_norm"):
     if t.has(f"{norm}.weight"):
-      t.norm(norm, norm)
-  t.dense("head", "head")
-  return t.finish(ignore=("rope.",))
+      t.norm(norm, f"{root}{norm}")
+  t.dense("head", f"{root}head")
 
 
 def eva_sizes(flat: Flat) -> Optional[dict]:

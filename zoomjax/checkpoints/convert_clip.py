@@ -105,3 +105,72 @@ def convert_clip_zero_shot(flat: Flat, vision_heads: Optional[int] = None) -> di
   t.put("params/zeroshot_head", t.take("zeroshot_head"))
   text = [k for k in flat if not k.startswith("visual.") and k != "zeroshot_head"]
   return t.finish(ignore=tuple(text) + _IGNORE)
+
+
+# ------------------------------------------------------------------------ open_clip CoCa contrastive towers
+
+# What a CoCa state dict holds beside the image tower: the text tower (`text.*`, read by `convert_coca_text` for
+# the zero-shot head) and the captioning decoder (`text_decoder.*`), which zero-shot classification never runs.
+COCA_NOT_IMAGE = ("text.", "text_decoder.", "logit_scale", "logit_bias")
+
+
+def _pool_attention(t: KeyTaker, src: str, dst: str, num_heads: int) -> None:
+  """torch nn.MultiheadAttention whose keys/values are wider than its queries (separate `{q,k,v}_proj_weight`
+  (E, in)) or as wide (packed `in_proj_weight`) -> flax MultiHeadDotProductAttention."""
+  if t.has(f"{src}.in_proj_weight"):
+    t.packed_attention(src, dst, num_heads)
+    return
+  b = t.take(f"{src}.in_proj_bias")
+  e = b.shape[0] // 3
+  if e % num_heads:
+    raise ValueError(f"{t.what}: attention width {e} does not split into {num_heads} heads")
+  for i, name in enumerate(("query", "key", "value")):
+    w = t.take(f"{src}.{name[0]}_proj_weight")
+    t.put(f"params/{dst}/{name}/kernel", w.T.reshape(w.shape[1], num_heads, e // num_heads))
+    t.put(f"params/{dst}/{name}/bias", b[i * e:(i + 1) * e].reshape(num_heads, e // num_heads))
+  ow = t.take(f"{src}.out_proj.weight")
+  t.put(f"params/{dst}/out/kernel", ow.T.reshape(num_heads, e // num_heads, ow.shape[0]))
+  t.put(f"params/{dst}/out/bias", t.take(f"{src}.out_proj.bias"))
+
+
+def convert_coca_zero_shot(flat: Flat, vision_heads: Optional[int] = None, pool_heads: int = 8) -> dict:
+  """open_clip CoCa image tower + `zeroshot_head` (E, C) -> variables of `zoomjax.models.clip_coca`'s classifier.
+
+  The tower is CLIP's ViT (`visual.conv1` ... `visual.transformer.*`) followed by the attentional pooler
+  (`visual.attn_pool.{query, ln_q, ln_k, attn}`), `visual.ln_post` (E,) and `visual.proj` (E, E); `pool_heads`
+  (no tensor stores it) splits the pooler's attention. The text tower and the captioning decoder
+  (`COCA_NOT_IMAGE`: `text.*`, `text_decoder.*`) are not part of the classifier and are ignored by name. A file
+  without the pooler converts what it has, so the load gate lists every difference (a plain CLIP ViT tower).
+  """
+  flat = strip_module_prefix(flat)
+  if "zeroshot_head" not in flat:
+    raise KeyError("CoCa zero-shot classifier: the checkpoint has no `zeroshot_head` and no text tower to compute "
+                   "it from; pass open_clip's full CoCa checkpoint or a zero-shot file of python -m "
+                   "zoomjax.models.clip_cli --out")
+  t = KeyTaker(flat, "CoCa zero-shot classifier")
+  _visual(t, "visual", vision_heads)
+  if t.has("visual.attn_pool.query"):
+    t.put("params/visual/attn_pool/query", t.take("visual.attn_pool.query"))
+    t.norm("visual.attn_pool.ln_q", "visual/attn_pool/ln_q")
+    t.norm("visual.attn_pool.ln_k", "visual/attn_pool/ln_k")
+    _pool_attention(t, "visual.attn_pool.attn", "visual/attn_pool/attn", pool_heads)
+  t.put("params/zeroshot_head", t.take("zeroshot_head"))
+  return t.finish(ignore=COCA_NOT_IMAGE + _IGNORE)
+
+
+def convert_coca_text(flat: Flat, text_heads: Optional[int] = None) -> dict:
+  """open_clip CoCa text tower (`text.{token_embedding, positional_embedding (L + 1, W), cls_emb (W,),
+  transformer.*, ln_final, text_projection}`) -> variables of `zoomjax.models.clip_coca.CocaTextTower`.
+  The image tower and the captioning decoder (`text_decoder.*`) are ignored by name."""
+  t = KeyTaker(strip_module_prefix(flat), "CoCa text tower")
+  if not t.has("text.cls_emb"):
+    raise KeyError(f"{t.what}: no `text.cls_emb` (not an open_clip CoCa text tower); keys start with "
+                   f"{sorted(t.flat)[:5]}")
+  t.put("params/token_embedding/embedding", t.take("text.token_embedding.weight"))
+  t.put("params/positional_embedding", t.take("text.positional_embedding"))
+  t.put("params/cls_emb", t.take("text.cls_emb"))
+  _tower_blocks(t, "text.", "", text_heads or t.flat["text.token_embedding.weight"].shape[1] // 64)
+  t.norm("text.ln_final", "ln_final")
+  t.put("params/text_projection", t.take("text.text_projection"))
+  return t.finish(ignore=("visual.", "text_decoder.", "logit_scale", "logit_bias", "zeroshot_head", "text.attn_mask")
+                  + _IGNORE)

@@ -50,25 +50,11 @@ def _refuse_integers_for_floats(ref: dict, got: dict, skipped: Callable[[str], b
         f"weights only: dequantise it, or use the float release): {', '.join(bad[:_MAX_LISTED])}{more}")
 
 
-def merge_into(reference: Mapping[str, Any], converted: Mapping[str, Any], *, path_for_errors: str,
-               dont_load: Sequence[str] = (),
-               init: Optional[Callable[[], Mapping[str, Any]]] = None) -> dict:
-  """Checks `converted` against `reference` leaf by leaf and returns the merged variables.
-
-  Args:
-    reference: the model's variables or their shapes (`jax.eval_shape(module.init, ...)`), nested.
-    converted: the checkpoint converted to the same nested layout (numpy arrays).
-    path_for_errors: the checkpoint file, named in every error.
-    dont_load: regexes matched (`re.fullmatch`) against '/'-joined leaf paths such as
-      `params/head/kernel`; matching leaves keep the model's initialisation and are neither required in
-      nor taken from the checkpoint.
-    init: computes real initial variables; needed only when `dont_load` matches a leaf and `reference`
-      holds shapes (it is called at most once).
-  Returns:
-    Nested dict of jax arrays with the reference's structure; floating leaves in the reference's dtype
-    (float32), every leaf cast to the reference dtype. An integer or boolean tensor for a floating parameter
-    (a quantised checkpoint) is refused, never cast.
-  """
+def check_fits(reference: Mapping[str, Any], converted: Mapping[str, Any], *, path_for_errors: str,
+               dont_load: Sequence[str] = ()) -> Callable[[str], bool]:
+  """The gate's checks alone (no arrays built): raises CheckpointError with the two-sided difference, or the
+  refusal of integer tensors for floating parameters. Loaders call it on shapes before costly work (e.g. before
+  computing a zero-shot head). Returns the `dont_load` predicate over leaf paths."""
   patterns = [re.compile(p) for p in dont_load]
 
   def skipped(key: str) -> bool:
@@ -91,6 +77,30 @@ def merge_into(reference: Mapping[str, Any], converted: Mapping[str, Any], *, pa
         + _listing("unexpected in checkpoint", unexpected)
         + _listing("shape mismatch", mismatch))
   _refuse_integers_for_floats(ref, got, skipped, path_for_errors)
+  return skipped
+
+
+def merge_into(reference: Mapping[str, Any], converted: Mapping[str, Any], *, path_for_errors: str,
+               dont_load: Sequence[str] = (),
+               init: Optional[Callable[[], Mapping[str, Any]]] = None) -> dict:
+  """Checks `converted` against `reference` leaf by leaf and returns the merged variables.
+
+  Args:
+    reference: the model's variables or their shapes (`jax.eval_shape(module.init, ...)`), nested.
+    converted: the checkpoint converted to the same nested layout (numpy arrays).
+    path_for_errors: the checkpoint file, named in every error.
+    dont_load: regexes matched (`re.fullmatch`) against '/'-joined leaf paths such as
+      `params/head/kernel`; matching leaves keep the model's initialisation and are neither required in
+      nor taken from the checkpoint.
+    init: computes real initial variables; needed only when `dont_load` matches a leaf and `reference`
+      holds shapes (it is called at most once).
+  Returns:
+    Nested dict of jax arrays with the reference's structure; floating leaves in the reference's dtype
+    (float32), every leaf cast to the reference dtype. An integer or boolean tensor for a floating parameter
+    (a quantised checkpoint) is refused, never cast.
+  """
+  skipped = check_fits(reference, converted, path_for_errors=path_for_errors, dont_load=dont_load)
+  ref, got = _flat(reference), _flat(converted)
 
   inited = None
   out = {}

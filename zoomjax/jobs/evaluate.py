@@ -179,7 +179,7 @@ def preprocessing_for(bundle_pp: Preprocessing, override: ml_collections.ConfigD
   if resize < size:
     raise UserError(f"preprocessing: resize_size {resize} is smaller than the crop {size}")
   return Preprocessing(input_size=size, resize_size=resize, resize_method=method, mean=mean, std=std,
-                       crop_mode=bundle_pp.crop_mode)
+                       crop_mode=bundle_pp.crop_mode, antialias=bundle_pp.antialias or method != "bilinear")
 
 
 def _is_zero_shot(name: str) -> bool:
@@ -337,7 +337,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict[str, A
         if model is None:
           model = prepare_model(config, entry, mesh)
         view = (model.pp.input_size, model.pp.resize_size, model.pp.resize_method) + (
-            ("squash",) if model.pp.crop_mode == "squash" else ())  # Squashed views are other views.
+            ("squash",) if model.pp.crop_mode == "squash" else ()) + (
+            ("tf",) if not model.pp.antialias else ())  # Squashed views, TensorFlow's resize: other views.
         table = None if views is None else views.table((d.name, *view))
         store = None if not store_dir else view_cache.ViewStore(
             store_dir, {"dataset": _pair_key(config, entry, d)["dataset"], "view": view}, datasets[d.name])

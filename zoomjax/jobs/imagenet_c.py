@@ -7,8 +7,8 @@ the method's per-batch function and its compiled executables are built once and 
 Workdir layout:
   cells/clean/, cells/<corruption>-<severity>/   the TTA run of each cell (its own config.json, shards, metrics)
   results.json   per cell accuracy and error with 95 % intervals; the error table, the mean error per severity,
-                 CE per corruption, mCE and relative mCE (zoomjax.analysis.corruption), written last with
-                 `"complete": true`
+                 CE per corruption, mCE and relative mCE (zoomjax.analysis.corruption), for zoom TTA the same
+                 scores of every aggregator over the same views, written last with `"complete": true`
   report.html    the table, the scores and a heatmap of the errors (zoomjax.reports.imagenet_c)
 """
 import os
@@ -97,7 +97,9 @@ def _cell_result(cell: Cell, metrics: Dict[str, Any]) -> Dict[str, Any]:
           "num_images": metrics.get("num_images"), "accuracy": acc, "accuracy_ci95": ci,
           "error": None if acc is None else 1.0 - acc,
           "error_ci95": None if ci is None or None in ci else [1.0 - ci[1], 1.0 - ci[0]],
-          "images_this_run": metrics.get("images_this_run")}
+          "images_this_run": metrics.get("images_this_run"),
+          # Zoom TTA: every aggregator's accuracy and interval over the same views (zoomjax.jobs.tta).
+          "aggregators": metrics.get("aggregators")}
 
 
 def summarise(config: ml_collections.ConfigDict, per_cell: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
@@ -109,6 +111,17 @@ def summarise(config: ml_collections.ConfigDict, per_cell: Dict[str, Dict[str, A
   clean = per_cell.get("clean", {}).get("error")
   scores = corruption_lib.summary(errors, clean) if errors else None
   severities = [int(s) for s in config.severities]
+  aggregator_scores = None  # Zoom TTA: the scores of every aggregator over the same views, when every cell has them.
+  if per_cell and all(r.get("aggregators") for r in per_cell.values()):
+    aggregator_scores = {}
+    for how in next(iter(per_cell.values()))["aggregators"]:
+      errs: Dict[str, Dict[int, float]] = {}
+      for r in per_cell.values():
+        if r["corruption"] is not None:
+          errs.setdefault(r["corruption"], {})[int(r["severity"])] = 1.0 - r["aggregators"][how]["accuracy"]
+      clean_how = per_cell["clean"]["aggregators"][how]["accuracy"] if "clean" in per_cell else None
+      aggregator_scores[how] = (corruption_lib.summary(errs, None if clean_how is None else 1.0 - clean_how)
+                                if errs else None)
   return {
       "method": config.tta.method,
       "model": config.tta.model.name,
@@ -120,6 +133,7 @@ def summarise(config: ml_collections.ConfigDict, per_cell: Dict[str, Dict[str, A
       "clean_error": clean,
       "error_table": ({c: [errors.get(c, {}).get(s) for s in severities] for c in config.corruptions}),
       "scores": scores,
+      "aggregator_scores": aggregator_scores,
       "complete": True,
   }
 

@@ -19,7 +19,7 @@ import os
 import platform
 import time
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -42,10 +42,14 @@ from zoomjax.runtime import progress as progress_lib
 from zoomjax.runtime import shards
 from zoomjax.tta import augment, clip_tta, memo, online, zoom_tta
 
-# Config fields that change a result; a resumed run must agree on all of them.
+# Config fields that change a result; a resumed run must agree on those its method reads (result_fields).
 RESULT_FIELDS = ("method", "model", "data", "limit", "seeds", "memo", "view", "zoom", "clip", "online", "shard_size",
                  "canvas_multiple")
+METHOD_BLOCKS = ("memo", "zoom", "clip", "online")  # Each read only by some methods (result_fields).
 FIELDS = ("pred", "top5", "top5_p", "p_true", "correct")  # Per-image record fields besides index/ids/labels.
+# Zoom TTA's extra record: (N, A) int16, every online aggregator's prediction over the image's views, in the order
+# of zoomjax.tta.zoom_tta.AGGREGATIONS (metrics.json "aggregators": accuracy and interval of each).
+AGGREGATES = "aggregates"
 RECORDS_FILE = "predictions.npz"
 
 
@@ -119,8 +123,10 @@ def build_episode(config: ml_collections.ConfigDict, bundle, logit_mask: np.ndar
     except (TypeError, ValueError) as e:
       raise UserError(f"config.zoom: {e}") from None
     how = method.split("_")[1] if method != "zoom_tta" else str(config.zoom.get("aggregate", "mean"))
+    # every=True: each image also records every aggregator's prediction over the same views (AGGREGATES).
     return zoom_tta.make_zoom_tta(bundle, zoom_tta.grid_views(grid), how, logit_mask=logit_mask,
-                                  view_chunk=int(config.zoom.view_chunk), rho=float(config.zoom.get("rho", 0.1)))
+                                  view_chunk=int(config.zoom.view_chunk), rho=float(config.zoom.get("rho", 0.1)),
+                                  every=True)
   raise UserError(f"method={method!r} is not one of baseline, memo_augmix, memo_rrc, zoom_tta, zoom_mean, "
                   "zoom_max")
 
@@ -138,12 +144,27 @@ def views_per_image(config: ml_collections.ConfigDict) -> Optional[int]:
   return 1 if config.method == "baseline" else None
 
 
+def result_fields(method: str) -> Tuple[str, ...]:
+  """The resume key of a `method` run: RESULT_FIELDS and the label space, less the method blocks it never reads,
+  so a setting the method ignores, or a block the config gained after the run started, never refuses a workdir."""
+  used = {"memo"} if method.startswith("memo") else {"zoom"} if method.startswith("zoom") else set()
+  if method in clip_tta.CLIP_METHODS:
+    used |= {"clip", "zoom"}  # views=zoom takes the zoom grid's scales and anchors.
+  if method in online.STREAM_METHODS + ("tda",):
+    used.add("online")
+  return tuple(f for f in RESULT_FIELDS if f not in METHOD_BLOCKS or f in used) + ("label_space",)
+
+
 def make_step(episode: memo.EpisodeFn, mesh: jax.sharding.Mesh):
   """`step(variables, images, hws, keys, labels) -> compact outputs` over a batch, split over `mesh`."""
 
   def step(variables, images, hws, keys, labels):
-    logits = jax.vmap(episode, in_axes=(None, 0, 0, 0))(variables, images, hws, keys).astype(jnp.float32)
+    res = jax.vmap(episode, in_axes=(None, 0, 0, 0))(variables, images, hws, keys)
+    logits, every = res if isinstance(res, tuple) else (res, None)  # every: zoom TTA's (B, A) predictions.
+    logits = logits.astype(jnp.float32)
     out = sweep.top5_outputs(jax.nn.softmax(logits, axis=-1), labels)
+    if every is not None:
+      out[AGGREGATES] = every
     # Masked classes are -inf by design; NaN or +inf means broken weights or an overflow.
     out["finite"] = ~jnp.any(jnp.isnan(logits) | (logits == jnp.inf), axis=-1)[:, None]
     return out
@@ -205,6 +226,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, builds: Optional[Bui
   """
   from zoomjax import data  # pylint: disable=import-outside-toplevel
   config_lib.check_job(config, workdir)  # What zoomjax.main checks, for calls from Python too.
+  if config.method in clip_tta.CLIP_METHODS:  # A model the method cannot use is refused before it is loaded.
+    clip_tta.check_model(str(config.model.name), str(config.method))
   builds = builds or Builds()
   if config.method in online.STREAM_METHODS + ("tda",):  # Online: one stream of batches, state carried across.
     return run_online(config, workdir, builds=builds)
@@ -231,7 +254,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, builds: Optional[Bui
   key = json.loads(config.to_json_best_effort())
   key["label_space"] = space.name
   # Claimed only once the model and data are built: a failed start leaves the workdir reusable.
-  with shards.claim(workdir, pid, key, RESULT_FIELDS + ("label_space",), dataset.name, dataset.ids[:num_images],
+  with shards.claim(workdir, pid, key, result_fields(config.method), dataset.name, dataset.ids[:num_images],
                     dataset.labels[:num_images]):
     return _adapt(config, workdir, dataset, space, bundle, step, variables, mesh, batch_size=batch_size,
                   num_images=num_images, t_start=t_start)
@@ -252,6 +275,9 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
   num_classes = int(bundle.num_classes)
   empty = dict(pred=np.zeros(0, np.int32), top5=np.zeros((0, 5), np.int16), top5_p=np.zeros((0, 5), np.float32),
                p_true=np.zeros(0, np.float32), correct=np.zeros(0, bool))
+  zoom_method = config.method.startswith("zoom")
+  if zoom_method:
+    empty[AGGREGATES] = np.zeros((0, len(zoom_tta.AGGREGATIONS)), np.int16)
   computed = [0]
   loop_s = 0.0
   clock = progress_lib.CompileClock()
@@ -273,8 +299,11 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
                          config.model.name)
       pred = out["top5"][:, 0].astype(np.int32)
       computed[0] += int(real.sum())
-      return {"pred": pred, "top5": out["top5"].astype(np.int16), "top5_p": out["top5_p"].astype(np.float32),
+      rows = {"pred": pred, "top5": out["top5"].astype(np.int16), "top5_p": out["top5_p"].astype(np.float32),
               "p_true": out["p_true"].astype(np.float32), "correct": data.is_correct(pred, batch["labels"])}
+      if AGGREGATES in out:
+        rows[AGGREGATES] = out[AGGREGATES].astype(np.int16)
+      return rows
 
     def batches_for(indices):
       return data.make_batches(dataset, batch_size=batch_size, canvas_fn=canvas_fn, indices=indices,
@@ -299,17 +328,24 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
     loop_s += time.monotonic() - t0
   if pid != 0:
     return None
-  per_seed, correct = [], []
+  per_seed, correct, every = [], [], []
   for seed in seeds:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     shards.wait_for_shards(seed_dir, n_shards, float(config.merge_timeout_s))
-    rows = shards.merge(seed_dir, n_shards, FIELDS, ("classes",), num_images=num_images)
+    # Zoom shards written before AGGREGATES was recorded are merged without it (no aggregator table then).
+    fields = FIELDS + ((AGGREGATES,) if zoom_method and _all_have(seed_dir, n_shards, AGGREGATES) else ())
+    rows = shards.merge(seed_dir, n_shards, fields, ("classes",), num_images=num_images)
     atomic.savez(os.path.join(seed_dir, RECORDS_FILE), rows)
     per_seed.append(_seed_metrics(rows, seed))
     correct.append(rows["correct"])
+    if AGGREGATES in rows:
+      agg = rows[AGGREGATES].astype(np.int32)
+      every.append(np.stack([data.is_correct(agg[:, a], rows["labels"]) for a in range(agg.shape[1])], axis=1))
   metrics = _metrics(config, dataset, space, per_seed, computed[0], loop_s, time.monotonic() - t_start)
   if correct and len(correct[0]):  # Images resampled, each scored by its mean correctness over the seeds.
     metrics["accuracy_ci95"] = analyses.bootstrap_mean_interval(np.mean(np.stack(correct), axis=0))
+  if len(every) == len(seeds) and len(correct[0]):
+    metrics["aggregators"] = aggregator_metrics(np.mean(np.stack(every).astype(np.float64), axis=0))
   metrics["compile_time_s"] = clock.seconds  # Of this invocation: tracing + lowering + XLA compilation.
   metrics["complete"] = True  # Written last, atomically: after every seed's predictions.
   atomic.write_json(os.path.join(workdir, "metrics.json"), metrics)
@@ -322,6 +358,24 @@ def _adapt(config, workdir: str, dataset, space, bundle, step, variables, mesh, 
   if skips:
     print(skips, flush=True)
   return metrics
+
+
+def _all_have(seed_dir: str, n_shards: int, field: str) -> bool:
+  """Whether every shard file of `seed_dir` holds `field`."""
+  for k in range(n_shards):
+    with np.load(shards.shard_path(seed_dir, k), allow_pickle=False) as z:
+      if field not in z.files:
+        return False
+  return True
+
+
+def aggregator_metrics(correct: np.ndarray) -> Dict[str, Dict[str, Any]]:
+  """metrics.json "aggregators" of a zoom TTA run: for each aggregator of zoomjax.tta.zoom_tta.AGGREGATIONS, its
+  accuracy and 95 % bootstrap interval over the images. correct: (N, A), each image's correctness (its mean
+  over the seeds) under each aggregator, in AGGREGATIONS order."""
+  return {how: {"accuracy": float(np.mean(correct[:, a])),
+                "accuracy_ci95": analyses.bootstrap_mean_interval(correct[:, a])}
+          for a, how in enumerate(zoom_tta.AGGREGATIONS)}
 
 
 def _metrics(config, dataset, space, per_seed, computed: int, loop_s: float, wall_s: float) -> Dict[str, Any]:
@@ -505,7 +559,7 @@ def run_online(config: ml_collections.ConfigDict, workdir: str, *, builds: Optio
       pixels.shape, f"the {config.method} step for batches of {pixels.shape[0]}"))
   key = json.loads(config.to_json_best_effort())
   key["label_space"] = space.name
-  with shards.claim(workdir, 0, key, RESULT_FIELDS + ("label_space",), dataset.name, dataset.ids[:num_images],
+  with shards.claim(workdir, 0, key, result_fields(config.method), dataset.name, dataset.ids[:num_images],
                     dataset.labels[:num_images]):
     sizes = dataset.sizes(np.arange(num_images), num_workers=workers)
     if config.on_error == "raise" and (sizes[:, 0] < 0).any():

@@ -20,7 +20,7 @@ import numpy as np
 from zoomjax.models.layers import Encoder1DBlock
 
 __all__ = ["CLIP", "TextTower", "Transformer", "VisionTower", "ZERO_SHOT_SCALE", "ZeroShotClassifier", "l2_normalize",
-           "trim_to_eot"]
+           "patch_tokens", "trim_to_eot", "zero_shot_logits"]
 
 _CLIP_NAMES = ("ln_1", "attn", "ln_2", "mlp")
 
@@ -53,6 +53,30 @@ def _ln(eps: float, dtype: Any, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
+def patch_tokens(module: nn.Module, x: jax.Array, patch_size: int, width: int, eps: float, dtype: Any
+                 ) -> Tuple[jax.Array, Tuple[int, int]]:
+  """CLIP's ViT stem, called inside `module`'s compact `__call__` (its `conv1`, `class_embedding`,
+  `positional_embedding`, `ln_pre`): images (B, H, W, 3) -> ((B, 1 + h * w, width) tokens, (h, w) patch grid).
+  Shared by every tower built on it (OpenAI/open_clip ViTs, open_clip's CoCa)."""
+  p, d = patch_size, width
+  x = nn.Conv(d, (p, p), (p, p), padding="VALID", use_bias=False, dtype=dtype, param_dtype=jnp.float32,
+              name="conv1")(x.astype(dtype))
+  b, h, w, _ = x.shape
+  x = x.reshape(b, h * w, d)
+  cls = module.param("class_embedding", nn.initializers.normal(d ** -0.5), (d,), jnp.float32)
+  x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, d)), x], axis=1)
+  shape = (1 + h * w, d)
+  if module.has_variable("params", "positional_embedding"):
+    have = tuple(module.get_variable("params", "positional_embedding").shape)
+    if have != shape:
+      raise ValueError(f"CLIP positional_embedding {have} does not fit a {h * p}x{w * p} input "
+                       f"({1 + h * w} tokens); feed the checkpoint's input size (or load it with "
+                       "image_size= to resample the position embedding)")
+  pe = module.param("positional_embedding", nn.initializers.normal(d ** -0.5), shape, jnp.float32)
+  x = x + pe.astype(x.dtype)
+  return _ln(eps, dtype, "ln_pre")(x), (h, w)
+
+
 class VisionTower(nn.Module):
   """CLIP's ViT image encoder. Returns (embedding (B, E), intermediates)."""
   patch_size: int = 32
@@ -67,23 +91,9 @@ class VisionTower(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    p, d = self.patch_size, self.width
-    x = nn.Conv(d, (p, p), (p, p), padding="VALID", use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                name="conv1")(x.astype(self.dtype))
-    b, h, w, _ = x.shape
-    x = x.reshape(b, h * w, d)
-    cls = self.param("class_embedding", nn.initializers.normal(d ** -0.5), (d,), jnp.float32)
-    x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, d)), x], axis=1)
-    shape = (1 + h * w, d)
-    if self.has_variable("params", "positional_embedding"):
-      have = tuple(self.get_variable("params", "positional_embedding").shape)
-      if have != shape:
-        raise ValueError(f"CLIP positional_embedding {have} does not fit a {h * p}x{w * p} input "
-                         f"({1 + h * w} tokens); feed the checkpoint's input size (or load it with "
-                         "image_size= to resample the position embedding)")
-    pe = self.param("positional_embedding", nn.initializers.normal(d ** -0.5), shape, jnp.float32)
-    x = x + pe.astype(x.dtype)
-    x = _ln(self.layernorm_epsilon, self.dtype, "ln_pre")(x)
+    d = self.width
+    x, (h, w) = patch_tokens(self, x, self.patch_size, d, self.layernorm_epsilon, self.dtype)
+    b = x.shape[0]
     x = Transformer(d, self.depth, self.num_heads, self.mlp_dim, self.activation, self.layernorm_epsilon,
                     self.dtype, name="transformer")(x)
     x = _ln(self.layernorm_epsilon, self.dtype, "ln_post")(x)
@@ -178,6 +188,19 @@ def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
   return x / jnp.linalg.norm(x, axis=axis, keepdims=True)
 
 
+def zero_shot_logits(module: nn.Module, emb: jax.Array, out: Dict[str, jax.Array],
+                     num_classes: int) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """The end every CLIP-style zero-shot classifier shares, called inside its compact `__call__`: records the
+  image embedding (`image_embeddings`, float32) and its L2-normalised `image_features` in `out`, and returns
+  (100 * image_features @ zeroshot_head, out), the (E, C) head being `module`'s `zeroshot_head` parameter.
+  A random head (random_init) has unit-norm-ish columns, so smoke tests see varied logits."""
+  out["image_embeddings"] = emb = emb.astype(jnp.float32)
+  out["image_features"] = emb = l2_normalize(emb)
+  e = emb.shape[-1]
+  head = module.param("zeroshot_head", nn.initializers.normal(e ** -0.5), (e, num_classes), jnp.float32)
+  return ZERO_SHOT_SCALE * emb @ head, out
+
+
 class ZeroShotClassifier(nn.Module):
   """Image tower + a fixed zero-shot head: logits = 100 * normalise(image embedding) @ head.
 
@@ -192,9 +215,4 @@ class ZeroShotClassifier(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     emb, out = VisionTower(**self.vision_cfg, activation=self.activation, dtype=self.dtype, name="visual")(x)
-    emb = l2_normalize(emb)
-    out["image_features"] = emb
-    # Random heads (random_init) have unit-norm-ish columns, so smoke tests see varied logits.
-    e = self.vision_cfg["embed_dim"]
-    head = self.param("zeroshot_head", nn.initializers.normal(e ** -0.5), (e, self.num_classes), jnp.float32)
-    return ZERO_SHOT_SCALE * emb @ head, out
+    return zero_shot_logits(self, emb, out, self.num_classes)

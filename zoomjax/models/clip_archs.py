@@ -70,6 +70,9 @@ def config_from_state_dict(flat: Dict[str, np.ndarray], vision_head_width: Optio
   if "visual.attnpool.c_proj.weight" in flat:
     raise CheckpointError("a ResNet CLIP image tower (OpenAI's ModifiedResNet), not a ViT: load it as clip_rn50, "
                           "clip_rn101, clip_rn50x4, clip_rn50x16 or clip_rn50x64")
+  if "visual.attn_pool.query" in flat:
+    raise CheckpointError("an open_clip CoCa image tower (attentional pooler `visual.attn_pool`), not a plain ViT "
+                          "CLIP: load it as openclip_coca_vit_b32 or openclip_coca_vit_l14")
   if "visual.conv1.weight" not in flat:
     raise CheckpointError("not an OpenAI/open_clip ViT CLIP state dict: no `visual.conv1.weight`; keys start "
                           f"with {sorted(flat)[:5]}")

@@ -7,8 +7,11 @@ with `--out` it writes a self-contained classifier file (the image tower's tenso
 
   python -m zoomjax.models.clip_cli --checkpoint ViT-L-14.pt --model clip_vit_l14 --out clip_vit_l14.safetensors
 
-SigLIP / SigLIP 2 `.npz` files (big_vision) work alike, with `--vocab` their SentencePiece model; their file also
-keeps the checkpoint's `t` and `b` (zoomjax.models.siglip).
+SigLIP / SigLIP 2 `.npz` files (big_vision; NaFlex included) work alike, with `--vocab` their SentencePiece
+model; their file also keeps the checkpoint's `t` and `b` (zoomjax.models.siglip). open_clip CoCa files
+(`text.cls_emb`) get the head of their own text tower (zoomjax.models.clip_coca); their captioning decoder is left out of the classifier file.
+open_clip files with their standard text tower under `text.*` (the EVA-02 CLIPs, zoomjax.models.clip_eva) work as
+the ViT ones.
 
 A bad file or value ends the command with one line naming it (exit status 2; `--verbose` adds the traceback).
 """
@@ -22,7 +25,10 @@ from zoomjax.checkpoints import CheckpointError, read_checkpoint
 from zoomjax.checkpoints.convert_clip import strip_module_prefix
 from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models import registry
+from zoomjax.models import clip_coca
+from zoomjax.models import clip_eva
 from zoomjax.models import siglip
+from zoomjax.models import siglip_naflex
 from zoomjax.models.clip_families import FAMILIES
 from zoomjax.models.clip_head import text_head
 from zoomjax.models.clip_convnext import FAMILIES as CONVNEXT_FAMILIES
@@ -33,9 +39,10 @@ __all__ = ["build_zero_shot_checkpoint", "main"]
 
 PROG = "python -m zoomjax.models.clip_cli"
 # Registered zero-shot families whose head comes from a CLIP text tower: name -> family (its `.activation`).
-_CLIP_FAMILIES = {**FAMILIES, **RESNET_FAMILIES, **CONVNEXT_FAMILIES}
-# Every zero-shot family the command builds heads for (SigLIP's from big_vision .npz files).
-_ZERO_SHOT = sorted({**_CLIP_FAMILIES, **siglip.FAMILIES})
+_CLIP_FAMILIES = {**FAMILIES, **RESNET_FAMILIES, **CONVNEXT_FAMILIES, **clip_eva.FAMILIES}
+# Every zero-shot family the command builds heads for (SigLIP's from big_vision .npz files, CoCa's from its own
+# text tower).
+_ZERO_SHOT = sorted({**_CLIP_FAMILIES, **siglip.FAMILIES, **siglip_naflex.FAMILIES, **clip_coca.FAMILIES})
 
 
 def build_zero_shot_checkpoint(checkpoint: str, vocab: Optional[str], class_names: Optional[str],
@@ -52,6 +59,10 @@ def build_zero_shot_checkpoint(checkpoint: str, vocab: Optional[str], class_name
   if siglip.is_siglip_checkpoint(flat):
     return _siglip(checkpoint, flat, vocab, class_names, out, templates=templates, head_cache_dir=head_cache_dir,
                    model=model)
+  if "text.cls_emb" in flat:
+    return _coca(checkpoint, flat, vocab, class_names, out, templates=templates, head_cache_dir=head_cache_dir,
+                 model=model)
+  flat = clip_eva.lift_text_tower(flat)  # open_clip's `text.*` text towers (EVA-02 CLIPs) at the top level
   if model is not None:  # The geometry check alone (no text keys: no head computed here).
     registry.get_spec(model).prepare({k: v for k, v in flat.items() if k.startswith("visual.")}, {},
                                      path=checkpoint)
@@ -60,15 +71,7 @@ def build_zero_shot_checkpoint(checkpoint: str, vocab: Optional[str], class_name
   head = text_head(flat, activation, vocab=vocab, class_names=class_names, templates=templates,
                    head_cache_dir=head_cache_dir, use_cache=out is None or head_cache_dir is not None,
                    checkpoint=checkpoint, progress=lambda i, n: print(f"\r{i}/{n} classes", end="", flush=True))
-  print()
-  if out is None:
-    print(f"cached the zero-shot head {head.shape} of {checkpoint} in {head_cache_dir or zs.default_cache_dir()}")
-    return head
-  tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in flat.items() if k.startswith("visual.")}
-  tensors["zeroshot_head"] = head.astype(np.float32)
-  atomic.write_bytes(out, safetensors_bytes(tensors))
-  print(f"wrote {out}: image tower of {checkpoint} + zero-shot head {head.shape}")
-  return head
+  return _finish(checkpoint, flat, head, out, head_cache_dir, "image tower")
 
 
 def _siglip(checkpoint: str, flat: dict, vocab: Optional[str], class_names: Optional[str], out: Optional[str], *,
@@ -93,6 +96,34 @@ def _siglip(checkpoint: str, flat: dict, vocab: Optional[str], class_names: Opti
     return head
   atomic.write_bytes(out, safetensors_bytes(siglip.zero_shot_tensors(tree, head)))
   print(f"wrote {out}: image tower, t, b of {checkpoint} + zero-shot head {head.shape}")
+  return head
+
+
+def _coca(checkpoint: str, flat: dict, vocab: Optional[str], class_names: Optional[str], out: Optional[str], *,
+          templates: Optional[str], head_cache_dir: Optional[str], model: Optional[str]) -> np.ndarray:
+  """`build_zero_shot_checkpoint` for an open_clip CoCa file: the head from its text tower (cls-token pooling),
+  the file = image tower + head (the captioning decoder `text_decoder.*` is not part of the classifier)."""
+  if model is not None:  # The load gate on the image tower alone.
+    registry.get_spec(model).prepare({k: v for k, v in flat.items() if k.startswith("visual.")}, {},
+                                     path=checkpoint)
+  head = clip_coca.coca_text_head(
+      flat, vocab=vocab, class_names=class_names, templates=templates, head_cache_dir=head_cache_dir,
+      use_cache=out is None or head_cache_dir is not None, checkpoint=checkpoint,
+      progress=lambda i, n: print(f"\r{i}/{n} classes", end="", flush=True))
+  return _finish(checkpoint, flat, head, out, head_cache_dir, "CoCa image tower")
+
+
+def _finish(checkpoint: str, flat: dict, head: np.ndarray, out: Optional[str], head_cache_dir: Optional[str],
+            tower: str) -> np.ndarray:
+  """Says where the head went: the cache (no `out`), or `out` = the `visual.*` tensors + `zeroshot_head`."""
+  print()
+  if out is None:
+    print(f"cached the zero-shot head {head.shape} of {checkpoint} in {head_cache_dir or zs.default_cache_dir()}")
+    return head
+  tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in flat.items() if k.startswith("visual.")}
+  tensors["zeroshot_head"] = head.astype(np.float32)
+  atomic.write_bytes(out, safetensors_bytes(tensors))
+  print(f"wrote {out}: {tower} of {checkpoint} + zero-shot head {head.shape}")
   return head
 
 

@@ -23,7 +23,7 @@ from zoomjax.checkpoints.convert_backbones import convert_openclip_convnext, tim
 from zoomjax.checkpoints.convert_clip import strip_module_prefix
 from zoomjax.errors import UnknownNameError
 from zoomjax.models import registry
-from zoomjax.models.clip import ZERO_SHOT_SCALE, l2_normalize
+from zoomjax.models.clip import zero_shot_logits
 from zoomjax.models.clip_head import attach_zero_shot_head, text_head
 from zoomjax.models.convnext import CONFIGS, ConvNeXt
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING, Preprocessing
@@ -56,21 +56,30 @@ class ConvNeXtZeroShotClassifier(nn.Module):
       emb = dense(self.embed_dim, use_bias=False, name="mlp_fc2")(h)
     else:
       raise ValueError(f"OpenCLIP ConvNeXt: proj={self.proj!r}; use 'linear' or 'mlp'")
-    out["image_embeddings"] = emb = emb.astype(jnp.float32)
-    out["image_features"] = emb = l2_normalize(emb)
-    e = self.embed_dim
-    head = self.param("zeroshot_head", nn.initializers.normal(e ** -0.5), (e, self.num_classes), jnp.float32)
-    return ZERO_SHOT_SCALE * emb @ head, out
+    return zero_shot_logits(self, emb, out, self.num_classes)
 
 
-# open_clip's model_configs/<arch>.json: timm trunk (stages), `timm_proj`, embed_dim, image_size, LayerNorm eps.
+def _text(width: int, depth: int, heads: int, embed: int) -> Dict[str, Any]:
+  """The text tower's sizes (`clip.TextTower` fields; what TPT builds a random tower from)."""
+  return dict(vocab_size=49408, context_length=77, width=width, depth=depth, num_heads=heads, mlp_dim=4 * width,
+              embed_dim=embed)
+
+
+# open_clip's model_configs/<arch>.json: timm trunk (stages), `timm_proj`, embed_dim, image_size, LayerNorm eps;
+# `text`: its text_cfg (width, layers, heads).
 ARCHS: Dict[str, Dict[str, Any]] = {
-    "convnext_base": dict(stages=CONFIGS["base"], proj="linear", embed_dim=512, image_size=224, eps=1e-6),
-    "convnext_base_w": dict(stages=CONFIGS["base"], proj="linear", embed_dim=640, image_size=256, eps=1e-6),
-    "convnext_base_w_320": dict(stages=CONFIGS["base"], proj="linear", embed_dim=640, image_size=320, eps=1e-6),
-    "convnext_large_d": dict(stages=CONFIGS["large"], proj="mlp", embed_dim=768, image_size=256, eps=1e-6),
-    "convnext_large_d_320": dict(stages=CONFIGS["large"], proj="mlp", embed_dim=768, image_size=320, eps=1e-6),
-    "convnext_xxlarge": dict(stages=_XXLARGE, proj="linear", embed_dim=1024, image_size=256, eps=1e-5),
+    "convnext_base": dict(stages=CONFIGS["base"], proj="linear", embed_dim=512, image_size=224, eps=1e-6,
+                          text=_text(512, 12, 8, 512)),
+    "convnext_base_w": dict(stages=CONFIGS["base"], proj="linear", embed_dim=640, image_size=256, eps=1e-6,
+                            text=_text(640, 12, 10, 640)),
+    "convnext_base_w_320": dict(stages=CONFIGS["base"], proj="linear", embed_dim=640, image_size=320, eps=1e-6,
+                                text=_text(640, 12, 10, 640)),
+    "convnext_large_d": dict(stages=CONFIGS["large"], proj="mlp", embed_dim=768, image_size=256, eps=1e-6,
+                             text=_text(768, 16, 12, 768)),
+    "convnext_large_d_320": dict(stages=CONFIGS["large"], proj="mlp", embed_dim=768, image_size=320, eps=1e-6,
+                                 text=_text(768, 16, 12, 768)),
+    "convnext_xxlarge": dict(stages=_XXLARGE, proj="linear", embed_dim=1024, image_size=256, eps=1e-5,
+                             text=_text(1024, 24, 16, 1024)),
 }
 # Exact 'params' counts: open_clip 3.3.0's `sum(p.numel() for p in model.visual.parameters())` + the (E, 1000)
 # head (experiments/make_backbone_goldens.py; pinned by tests/test_golden_backbones.py).

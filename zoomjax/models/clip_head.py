@@ -69,6 +69,9 @@ def text_head(flat: Dict[str, np.ndarray], activation: str = "quick_gelu", *, vo
   tower's dtype, so one cached head serves every compute dtype.
   """
   flat = strip_module_prefix(flat)
+  if "cls_emb" in flat or "text.cls_emb" in flat:
+    raise CheckpointError("a CoCa text tower (`cls_emb`), whose head pools its cls token: load the file as "
+                          "openclip_coca_vit_b32 / openclip_coca_vit_l14 (zoomjax.models.clip_coca)")
   if "token_embedding.weight" not in flat:
     raise CheckpointError("no text tower (`token_embedding.weight`) to build the zero-shot head from")
   names, temps = zs.resolve_class_names(class_names), zs.resolve_templates(templates)

@@ -27,7 +27,7 @@ from zoomjax.checkpoints import CheckpointError
 from zoomjax.checkpoints.convert_clip import strip_module_prefix
 from zoomjax.checkpoints.convert_torchvision import Flat, KeyTaker, count_blocks
 from zoomjax.models import registry
-from zoomjax.models.clip import ZERO_SHOT_SCALE, l2_normalize
+from zoomjax.models.clip import zero_shot_logits
 from zoomjax.models.clip_head import attach_zero_shot_head, text_head
 from zoomjax.models.layers import BatchNorm
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING
@@ -157,11 +157,7 @@ class ResNetZeroShotClassifier(nn.Module):
   def __call__(self, x: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     emb, out = ModifiedResNet(**self.vision_cfg, dtype=self.dtype, bn_prior_strength=self.bn_prior_strength,
                               name="visual")(x)
-    emb = l2_normalize(emb)
-    out["image_features"] = emb
-    e = self.vision_cfg["embed_dim"]
-    head = self.param("zeroshot_head", nn.initializers.normal(e ** -0.5), (e, self.num_classes), jnp.float32)
-    return ZERO_SHOT_SCALE * emb @ head, out
+    return zero_shot_logits(self, emb, out, self.num_classes)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

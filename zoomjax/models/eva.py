@@ -6,6 +6,11 @@ MLP (SiLU gate, with a sub-LayerNorm before its output projection in base/large)
 bias. The classifier averages the patch tokens, normalises (`fc_norm`) and projects. LayerNorm epsilon 1e-6.
 `load(name, ckpt, image_size=S)` runs it at another input side (the position embedding resampled, as for ViTs).
 
+The same module is the trunk of open_clip's EVA-02 CLIP image towers (zoomjax.models.clip_eva), whose timm
+`eva02_*_clip_*` models add a LayerNorm inside attention before its output projection (`scale_attn_inner`), pool
+the class token after a final `norm` (`pool="token"`), and, in the enormous tower, use post-norm blocks
+(`x + norm(attn(x))`), a plain GELU MLP and no RoPE.
+
 RoPE follows timm's `RotaryEmbeddingCat(in_pixels=False, ref_feat_shape=(16, 16))`: per head, a quarter of the
 head width in frequencies `1 / 10000 ** (i / (hd / 4))` for each of the row and column coordinates, which are
 the patch indices rescaled to the 16x16 grid of pre-training (`index / grid * 16`), laid out [rows, columns]
@@ -54,13 +59,16 @@ def _ln(name: str, dtype: Any, eps: float) -> nn.LayerNorm:
 
 
 class EvaAttention(nn.Module):
-  """Multi-head self-attention with RoPE on the patch tokens (the first `prefix` tokens are not rotated)."""
+  """Multi-head self-attention with RoPE on the patch tokens (the first `prefix` tokens are not rotated; no
+  RoPE where `sin` is None) and, with `scale_norm`, a LayerNorm on the heads' output before the projection."""
   num_heads: int
   dtype: Any = jnp.float32
   prefix: int = 1
+  scale_norm: bool = False
+  eps: float = 1e-6
 
   @nn.compact
-  def __call__(self, x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, sin: Optional[jax.Array], cos: Optional[jax.Array]) -> jax.Array:
     b, n, d = x.shape
     hd = d // self.num_heads
     dense = functools.partial(nn.Dense, d, dtype=self.dtype, param_dtype=jnp.float32)
@@ -73,11 +81,14 @@ class EvaAttention(nn.Module):
       tail = tail * cos[None, :, None] + _rotate_pairs(tail) * sin[None, :, None]
       return jnp.concatenate([head, tail.astype(t.dtype)], axis=1)
 
-    q, k = rope(q), rope(k)
+    if sin is not None:
+      q, k = rope(q), rope(k)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q * jnp.asarray(hd ** -0.5, q.dtype), k,
                         preferred_element_type=jnp.float32)
     attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     y = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, n, d)
+    if self.scale_norm:
+      y = _ln("norm", self.dtype, self.eps)(y)
     return nn.Dense(d, dtype=self.dtype, param_dtype=jnp.float32, name="proj")(y)
 
 
@@ -97,24 +108,50 @@ class SwiGLU(nn.Module):
     return dense(x.shape[-1], name="fc2")(y)
 
 
+class Mlp(nn.Module):
+  """fc1 -> exact GELU -> fc2 (timm's `Mlp`: EVA-02 CLIP's enormous tower)."""
+  hidden: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32)
+    return dense(x.shape[-1], name="fc2")(nn.gelu(dense(self.hidden, name="fc1")(x), approximate=False))
+
+
 class EvaBlock(nn.Module):
-  """Pre-LN block: x + attn(norm1(x)); x + mlp(norm2(x))."""
+  """Pre-LN block: x + attn(norm1(x)); x + mlp(norm2(x)). With `post_norm` (timm's `EvaBlockPostNorm`):
+  x + norm1(attn(x)); x + norm2(mlp(x))."""
   num_heads: int
   mlp_dim: int
   scale_mlp: bool = False
   eps: float = 1e-6
   dtype: Any = jnp.float32
+  mlp: str = "swiglu"  # "swiglu" | "gelu"
+  scale_attn_inner: bool = False
+  post_norm: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
-    x = x + EvaAttention(self.num_heads, self.dtype, name="attn")(_ln("norm1", self.dtype, self.eps)(x), sin, cos)
-    return x + SwiGLU(self.mlp_dim, self.scale_mlp, self.eps, self.dtype, name="mlp")(
-        _ln("norm2", self.dtype, self.eps)(x))
+  def __call__(self, x: jax.Array, sin: Optional[jax.Array], cos: Optional[jax.Array]) -> jax.Array:
+    attn = EvaAttention(self.num_heads, self.dtype, scale_norm=self.scale_attn_inner, eps=self.eps, name="attn")
+    if self.mlp == "swiglu":
+      mlp = SwiGLU(self.mlp_dim, self.scale_mlp, self.eps, self.dtype, name="mlp")
+    elif self.mlp == "gelu":
+      mlp = Mlp(self.mlp_dim, self.dtype, name="mlp")
+    else:
+      raise ValueError(f"EVA block: mlp={self.mlp!r}; use 'swiglu' or 'gelu'")
+    norm1, norm2 = _ln("norm1", self.dtype, self.eps), _ln("norm2", self.dtype, self.eps)
+    if self.post_norm:
+      x = x + norm1(attn(x, sin, cos))
+      return x + norm2(mlp(x))
+    x = x + attn(norm1(x), sin, cos)
+    return x + mlp(norm2(x))
 
 
 class Eva(nn.Module):
   """EVA-02 classifier. Returns (logits, intermediates) with `encoded` tokens, `feature_map` (patch tokens on
-  their grid) and `pre_logits` (the normalised mean of the patch tokens)."""
+  their grid) and `pre_logits`: with `pool="avg"` the normalised (`fc_norm`) mean of the patch tokens, with
+  `pool="token"` the class token after the final `norm` of every token (`encoded` is then normalised)."""
   patch_size: int = 14
   width: int = 192
   depth: int = 12
@@ -125,9 +162,16 @@ class Eva(nn.Module):
   num_classes: int = 1000
   eps: float = 1e-6
   dtype: Any = jnp.float32
+  mlp: str = "swiglu"  # "swiglu" | "gelu" (timm's plain Mlp)
+  scale_attn_inner: bool = False  # LayerNorm before the attention's output projection (EVA-02 CLIP)
+  post_norm: bool = False  # timm's EvaBlockPostNorm
+  rope: bool = True
+  pool: str = "avg"  # "avg" (fc_norm of the patch-token mean) | "token" (class token after `norm`)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    if self.pool not in ("avg", "token"):
+      raise ValueError(f"EVA: pool={self.pool!r}; use 'avg' or 'token'")
     p, d = self.patch_size, self.width
     x = nn.Conv(d, (p, p), (p, p), padding="VALID", dtype=self.dtype, param_dtype=jnp.float32,
                 name="embedding")(x.astype(self.dtype))
@@ -142,13 +186,20 @@ class Eva(nn.Module):
         raise ValueError(f"EVA position embedding {have} does not fit a {h * p}x{w * p} input ({1 + h * w} "
                          "tokens); feed the input size the checkpoint was trained at")
     x = x + self.param("pos_embedding", nn.initializers.normal(0.02), shape, jnp.float32).astype(x.dtype)
-    sin, cos = (jnp.asarray(a) for a in rope_sin_cos((h, w), d // self.num_heads, (self.ref_grid,) * 2))
+    sin = cos = None
+    if self.rope:
+      sin, cos = (jnp.asarray(a) for a in rope_sin_cos((h, w), d // self.num_heads, (self.ref_grid,) * 2))
     for i in range(self.depth):
-      x = EvaBlock(self.num_heads, self.mlp_dim, self.scale_mlp, self.eps, self.dtype, name=f"blocks_{i}")(
-          x, sin, cos)
+      x = EvaBlock(self.num_heads, self.mlp_dim, self.scale_mlp, self.eps, self.dtype, self.mlp,
+                   self.scale_attn_inner, self.post_norm, name=f"blocks_{i}")(x, sin, cos)
+    if self.pool == "token":
+      x = _ln("norm", self.dtype, self.eps)(x)
     out = {"encoded": x, "feature_map": x[:, 1:].reshape(b, h, w, d)}
-    pooled = jnp.mean(x[:, 1:].astype(jnp.float32), axis=1).astype(self.dtype)
-    out["pre_logits"] = pooled = _ln("fc_norm", self.dtype, self.eps)(pooled)
+    if self.pool == "token":
+      out["pre_logits"] = pooled = x[:, 0]
+    else:
+      pooled = jnp.mean(x[:, 1:].astype(jnp.float32), axis=1).astype(self.dtype)
+      out["pre_logits"] = pooled = _ln("fc_norm", self.dtype, self.eps)(pooled)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="head")(pooled)
     return logits.astype(jnp.float32), out
 

@@ -32,6 +32,10 @@ class Preprocessing:
   # "center": the short side becomes resize_size (torchvision/timm default); "squash": both sides do, the
   # aspect ratio is not kept (timm's crop_mode='squash' of its 384/448/512 px fine-tunes). Then the centre crop.
   crop_mode: str = "center"
+  # False (bilinear only): TensorFlow's `tf.image.resize(method="bilinear", antialias=False)`, the default of
+  # big_vision's `resize` op (SigLIP's evaluation): 2 taps per axis at half-pixel centres whatever the scale, the
+  # result truncated to uint8 by big_vision's cast back to the image's dtype. True: PIL's antialiased filters.
+  antialias: bool = True
 
   def __post_init__(self):
     # Checked where it is made: a zero std or a negative size would otherwise surface as NaN logits or an
@@ -44,6 +48,9 @@ class Preprocessing:
       raise UserError(f"preprocessing.crop_mode={self.crop_mode!r}: use 'center' or 'squash'")
     if self.resize_method not in _PIL_FILTERS:
       raise UserError(f"preprocessing.resize_method={self.resize_method!r}: use one of {sorted(_PIL_FILTERS)}")
+    if not isinstance(self.antialias, (bool, np.bool_)) or (not self.antialias and self.resize_method != "bilinear"):
+      raise UserError(f"preprocessing.antialias={self.antialias!r} with resize_method={self.resize_method!r}: "
+                      "antialias is True or False, and False (TensorFlow's resize) only with 'bilinear'")
     for field, positive in (("mean", False), ("std", True)):
       value = getattr(self, field)
       try:
@@ -66,7 +73,8 @@ class Preprocessing:
 
     torchvision's `Resize(resize_size)` (short side; long side `int(resize_size * long / short)`; with
     `crop_mode="squash"` both sides) with this filter, then `CenterCrop(input_size)` (top = round((H' - size) /
-    2)): what the checkpoints were scored with.
+    2)): what the checkpoints were scored with. With `antialias=False`, TensorFlow's bilinear resize instead of
+    PIL's (big_vision's `resize` op, bit-exact with `tf.image.resize`), evaluated at the kept pixels only.
     PIL resizes in two separable passes through an 8-bit image, in the order `resample.pil_vertical_first`
     gives. Running them one at a time in that order gives the same bytes while skipping work the crop
     discards. The first pass reads only the input rows (or columns) that the kept outputs use. The second pass
@@ -79,6 +87,9 @@ class Preprocessing:
     if self.crop_mode == "squash":
       nh = nw = s
     top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    if not self.antialias:
+      rows, cols = _tf_bilinear_taps(h, nh, top, size), _tf_bilinear_taps(w, nw, left, size)
+      return _tf_bilinear(np.asarray(im.convert("RGB"), np.float32), rows, cols)
     if resample.pil_vertical_first((h, w), (nh, nw)):
       c0, c1 = _lines_read(w, nw, left, left + size, support)
       cols = im.crop((c0, 0, c1, h)).resize((c1 - c0, nh), filt).crop((0, top, c1 - c0, top + size))
@@ -88,6 +99,28 @@ class Preprocessing:
     rows = im.crop((0, r0, w, r1)).resize((nw, r1 - r0), filt).crop((left, 0, left + size, r1 - r0))
     im = _placed(rows, (size, h), (0, r0))
     return np.asarray(im.resize((size, nh), filt).crop((0, top, size, top + size)), np.uint8)
+
+
+def _tf_bilinear_taps(in_size: int, out_size: int, start: int, count: int) -> Tuple[np.ndarray, ...]:
+  """Output lines [start, start + count) of TensorFlow's bilinear resize from `in_size` to `out_size` lines
+  (ResizeBilinear, half-pixel centres, float32 as its kernel computes them): (lower, upper, weight of upper)."""
+  scale = np.float32(in_size) / np.float32(out_size)
+  pos = (np.arange(start, start + count, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+  floor = np.floor(pos)
+  lower = np.maximum(floor, 0).astype(np.int64)
+  upper = np.minimum(np.ceil(pos), in_size - 1).astype(np.int64)
+  return lower, upper, (pos - floor).astype(np.float32)
+
+
+def _tf_bilinear(x: np.ndarray, rows: Tuple[np.ndarray, ...], cols: Tuple[np.ndarray, ...]) -> np.ndarray:
+  """TensorFlow's bilinear interpolation of float32 (H, W, 3) at `rows` x `cols` (`_tf_bilinear_taps`), in its
+  order of float32 operations, then big_vision's clip and cast to uint8 (truncation)."""
+  (y0, y1, wy), (x0, x1, wx) = rows, cols
+  wx, wy = wx[None, :, None], wy[:, None, None]
+  top, bottom = x[y0], x[y1]
+  top = top[:, x0] + (top[:, x1] - top[:, x0]) * wx
+  bottom = bottom[:, x0] + (bottom[:, x1] - bottom[:, x0]) * wx
+  return np.clip(top + (bottom - top) * wy, 0.0, 255.0).astype(np.uint8)
 
 
 def _lines_read(in_size: int, out_size: int, lo: int, hi: int, support: float) -> Tuple[int, int]:

@@ -8,8 +8,8 @@ The modules carry big_vision's parameter names, so a checkpoint loads by name (m
   `Transformer/encoder_norm`, then multi-head attention pooling `MAPHead_0/{probe, MultiHeadDotProductAttention_0,
   LayerNorm_0, MlpBlock_0}` (a learned query attends over the tokens; released towers have no `head`);
 - text tower `txt/`: `Embed_0`, `pos_embedding` (1, L, D), `Encoder_0/encoderblock_{i}/...`,
-  `Encoder_0/encoder_norm`, the last token (the "sticky" end token) pooled, `head` to the embedding width;
-  bidirectional attention (no causal mask);
+  `Encoder_0/encoder_norm`, the last token (the "sticky" end token) pooled, `head` to the embedding width (none
+  in So400m/16-i18n, whose text width is the embedding's); bidirectional attention (no causal mask);
 - `t` (log temperature) and `b` (bias): the sigmoid loss's logits are `exp(t) * cos(img, txt) + b`.
 LayerNorm eps 1e-6 and tanh-approximated GELU throughout (flax's defaults, which big_vision uses). Scanned
 checkpoints (SigLIP 2: `encoderblock/` stacked on axis 0) are unstacked on load; a `params/` prefix is dropped.
@@ -45,7 +45,7 @@ from zoomjax.models.vit import resample_position_embedding
 
 __all__ = ["ARCHS", "Encoder", "FAMILIES", "ImageTower", "MAPHead", "NUM_PARAMS", "SigLIP", "SigLipFamily",
            "SigLipZeroShotClassifier", "TextTower", "big_vision_tree", "config_from_checkpoint", "convert_siglip",
-           "convert_siglip_zero_shot", "default_pad", "is_siglip_checkpoint", "siglip_text_head",
+           "convert_siglip_zero_shot", "default_pad", "is_siglip_checkpoint", "sigmoid_logits", "siglip_text_head",
            "zero_shot_tensors"]
 
 _EPS = 1e-6
@@ -53,33 +53,38 @@ _BLOCK_NAMES = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", 
 
 
 class Encoder(nn.Module):
-  """big_vision's `vit.Encoder`: `encoderblock_{i}` pre-LN blocks (tanh GELU, eps 1e-6), then `encoder_norm`."""
+  """big_vision's `vit.Encoder`: `encoderblock_{i}` pre-LN blocks (tanh GELU, eps 1e-6), then `encoder_norm`.
+
+  `mask` (B, 1, L, L): which tokens attend to which (NaFlex's padding); None: all to all."""
   depth: int
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
     for i in range(self.depth):
       x = Encoder1DBlock(self.num_heads, self.mlp_dim, _EPS, gelu_approximate=True, dtype=self.dtype,
-                         names=_BLOCK_NAMES, name=f"encoderblock_{i}")(x)
+                         names=_BLOCK_NAMES, name=f"encoderblock_{i}")(x, mask)
     return nn.LayerNorm(epsilon=_EPS, dtype=self.dtype, param_dtype=jnp.float32, name="encoder_norm")(x)
 
 
 class MAPHead(nn.Module):
-  """Multi-head attention pooling: a learned `probe` query attends over the tokens, plus a residual MLP."""
+  """Multi-head attention pooling: a learned `probe` query attends over the tokens, plus a residual MLP.
+
+  `mask` (B, 1, 1, L): the tokens pooled (NaFlex's real patches); None: all."""
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
     b, _, d = x.shape
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, d), jnp.float32)
     probe = jnp.broadcast_to(probe.astype(x.dtype), (b, 1, d))
     x = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype, param_dtype=jnp.float32,
-                                        deterministic=True, name="MultiHeadDotProductAttention_0")(probe, x)
+                                        deterministic=True, name="MultiHeadDotProductAttention_0")(probe, x,
+                                                                                                   mask=mask)
     y = nn.LayerNorm(epsilon=_EPS, dtype=self.dtype, param_dtype=jnp.float32, name="LayerNorm_0")(x)
     x = x + MlpBlock(self.mlp_dim, gelu_approximate=True, dtype=self.dtype, name="MlpBlock_0")(y)
     return x[:, 0]
@@ -120,14 +125,16 @@ class ImageTower(nn.Module):
 
 
 class TextTower(nn.Module):
-  """SigLIP's text transformer (big_vision `text_transformer`): bidirectional, last token pooled. (B, E)."""
+  """SigLIP's text transformer (big_vision `text_transformer`): bidirectional, last token pooled. (B, E).
+
+  `embed_dim` None: no `head` (So400m/16-i18n's text tower, whose width is already the image tower's; E = width)."""
   vocab_size: int = 32_000
   context_length: int = 64
   width: int = 768
   depth: int = 12
   num_heads: int = 12
   mlp_dim: int = 3072
-  embed_dim: int = 768
+  embed_dim: Optional[int] = 768
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -140,12 +147,27 @@ class TextTower(nn.Module):
     pe = self.param("pos_embedding", nn.initializers.normal(self.width ** -0.5),
                     (1, self.context_length, self.width), jnp.float32)
     x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dtype, name="Encoder_0")(x + pe.astype(x.dtype))
-    x = nn.Dense(self.embed_dim, dtype=self.dtype, param_dtype=jnp.float32, name="head")(x[:, -1])
+    x = x[:, -1]
+    if self.embed_dim:
+      x = nn.Dense(self.embed_dim, dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
     return x.astype(jnp.float32)
 
 
 def _normalize(x: jax.Array) -> jax.Array:
   return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)  # two_towers' normalisation
+
+
+def sigmoid_logits(module: nn.Module, emb: jax.Array, out: Dict[str, jax.Array],
+                   num_classes: int) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """The end of every SigLIP zero-shot classifier, called inside its compact `__call__`: records the normalised
+  `image_features` in `out` and returns (exp(t) * image_features @ zeroshot_head + b, out), with `module`'s
+  (E, C) `zeroshot_head` and the checkpoint's scalars `t`, `b` (SigLIP's sigmoid scores, as logits)."""
+  emb = out["image_features"] = _normalize(emb)
+  e = emb.shape[-1]
+  head = module.param("zeroshot_head", nn.initializers.normal(e ** -0.5), (e, num_classes), jnp.float32)
+  t = module.param("t", nn.initializers.constant(math.log(10.0)), (1,), jnp.float32)
+  b = module.param("b", nn.initializers.constant(-10.0), (1,), jnp.float32)
+  return jnp.exp(t[0]) * emb @ head + b[0], out
 
 
 class SigLIP(nn.Module):
@@ -183,12 +205,7 @@ class SigLipZeroShotClassifier(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     emb, out = ImageTower(**self.image_cfg, dtype=self.dtype, name="img")(x)
-    emb = out["image_features"] = _normalize(emb)
-    e = emb.shape[-1]
-    head = self.param("zeroshot_head", nn.initializers.normal(e ** -0.5), (e, self.num_classes), jnp.float32)
-    t = self.param("t", nn.initializers.constant(math.log(10.0)), (1,), jnp.float32)
-    b = self.param("b", nn.initializers.constant(-10.0), (1,), jnp.float32)
-    return jnp.exp(t[0]) * emb @ head + b[0], out
+    return sigmoid_logits(self, emb, out, self.num_classes)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -244,7 +261,7 @@ def config_from_checkpoint(tree: Dict[str, np.ndarray]) -> Dict[str, Any]:
     vocab, width = tree["txt/Embed_0/embedding"].shape
     out["text"] = dict(vocab_size=int(vocab), context_length=int(tree["txt/pos_embedding"].shape[1]),
                        width=int(width), **_tower_sizes(tree, "txt/Encoder_0/"),
-                       embed_dim=int(tree["txt/head/kernel"].shape[1]))
+                       embed_dim=int(tree["txt/head/kernel"].shape[1]) if "txt/head/kernel" in tree else None)
   return out
 
 
@@ -292,7 +309,7 @@ def siglip_text_head(tree: Dict[str, np.ndarray], *, vocab: Optional[str], pad: 
   digest = zs.text_tower_digest(text)
   info["text_tower_sha256"] = digest
   key = zs.head_key(digest, text_cfg, f"siglip/pad={pad}", names, temps)
-  return zs.cached_head(head_cache_dir, key, (text_cfg["embed_dim"], len(names)), compute, info)
+  return zs.cached_head(head_cache_dir, key, (text_cfg["embed_dim"] or text_cfg["width"], len(names)), compute, info)
 
 
 # ------------------------------------------------------------------------------------------ registered families
@@ -319,6 +336,7 @@ class SigLipFamily:
   tokenizer: str  # key of siglip_tokenizer.SIGLIP_TOKENIZERS
   pad: str  # "eos" (SigLIP) | "pad" (SigLIP 2)
   file: str  # the released checkpoint's file name
+  text_head: bool = True  # False: the text tower has no `head` (So400m/16-i18n: its width is the embedding's)
 
   @property
   def image(self) -> Dict[str, Any]:
@@ -327,16 +345,18 @@ class SigLipFamily:
 
   @property
   def text(self) -> Dict[str, Any]:
-    """The text tower's sizes (its head maps to the image tower's width)."""
+    """The text tower's sizes (its head maps to the image tower's width; no head: `embed_dim` None)."""
     return _tower(self.text_variant, vocab_size=self.vocab_size, context_length=self.context_length,
-                  embed_dim=_VARIANTS[self.variant][0])
+                  embed_dim=_VARIANTS[self.variant][0] if self.text_head else None)
 
   @property
   def preprocessing(self) -> Preprocessing:
-    """big_vision's `resize(S)|value_range(-1, 1)`: bilinear to S x S, pixels scaled to [-1, 1] (zoomjax's standard
-    view resizes the short side and takes the centre square, as for every family)."""
+    """big_vision's evaluation `resize(S)|value_range(-1, 1)`: the whole image squashed to S x S (no crop, the
+    aspect ratio not kept) by `tf.image.resize`'s default bilinear without antialiasing, truncated to uint8, then
+    pixels scaled to [-1, 1]. This is the standard view (`Preprocessing.pil_view`, the evaluation job); the zoom
+    sweep's views are square crops of its own zoom grid and are unaffected."""
     return Preprocessing(input_size=self.image_size, resize_size=self.image_size, resize_method="bilinear",
-                         mean=(127.5,) * 3, std=(127.5,) * 3)
+                         mean=(127.5,) * 3, std=(127.5,) * 3, crop_mode="squash", antialias=False)
 
 
 _V1 = dict(vocab_size=32_000, tokenizer="c4_en", pad="eos")
@@ -354,6 +374,10 @@ FAMILIES: Dict[str, SigLipFamily] = {
                                         file="webli_en_so400m_384_58765454.npz", **_V1),
     "siglip_b16_i18n_256": SigLipFamily("B", 16, 256, "B", vocab_size=250_000, context_length=64, tokenizer="mc4",
                                         pad="eos", file="webli_i18n_b16_256_66117334.npz"),
+    # The SigLIP demo colab's So400m/16-i18n: mc4 vocabulary, a So400m text tower without a head (out_dim None).
+    "siglip_so400m16_i18n_256": SigLipFamily("So400m", 16, 256, "So400m", vocab_size=250_000, context_length=64,
+                                             tokenizer="mc4", pad="eos", file="webli_i18n_so400m_16_256_78061115.npz",
+                                             text_head=False),
     "siglip2_b32_256": SigLipFamily("B", 32, 256, "B", file="siglip2_b32_256.npz", **_V2),
     **{f"siglip2_b16_{s}": SigLipFamily("B", 16, s, "B", file=f"siglip2_b16_{s}.npz", **_V2)
        for s in (224, 256, 384, 512)},

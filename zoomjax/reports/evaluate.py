@@ -153,4 +153,5 @@ def _pp(r: Dict[str, Any]) -> str:
   if not pp:
     return ""
   how = "squash to" if pp.get("crop_mode") == "squash" else "resize"
-  return f"{how} {pp['resize_size']} {pp['resize_method']} -> crop {pp['input_size']}"
+  method = pp["resize_method"] + (" (TensorFlow, no antialias)" if pp.get("antialias") is False else "")
+  return f"{how} {pp['resize_size']} {method} -> crop {pp['input_size']}"

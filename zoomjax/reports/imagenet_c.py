@@ -34,6 +34,18 @@ def error_heatmap(table: np.ndarray, rows: List[str], severities: List[int], pat
   return path
 
 
+def _aggregator_table(results: Dict[str, Any]) -> str:
+  """Zoom TTA: every aggregator's scores over the same views (empty for other methods)."""
+  agg = results.get("aggregator_scores")
+  if not agg:
+    return ""
+  rows = [[html.escape(how)] + [html.escape(html.percent((s or {}).get(k)))
+                                for k in ("mean_error", "mce", "relative_mce")] for how, s in agg.items()]
+  return ("<h2>Every aggregator over the same zoom views</h2><p>The run's prediction is one of these "
+          "(<code>zoom.aggregate</code>); the others come from the same views at no extra model cost.</p>"
+          + html.html_table(["aggregator", "mean error", "mCE", "relative mCE"], rows))
+
+
 def write_report(results: Dict[str, Any], workdir: str) -> str:
   """Writes <workdir>/report.html (and its heatmap under <workdir>/report/); returns the page's path."""
   assets = os.path.join(workdir, ASSETS)
@@ -78,7 +90,7 @@ def write_report(results: Dict[str, Any], workdir: str) -> str:
           f"{html.escape(clean_text)} ({html.escape(str(clean['num_images']) if clean else '0')} images). Top-1 "
           f"errors with 95 % bootstrap "
           f"intervals; CE normalised by AlexNet's published errors (Hendrycks &amp; Dietterich, ICLR 2019).</p>"
-          + html.html_table(header, rows) + figure)
+          + html.html_table(header, rows) + figure + _aggregator_table(results))
   path = os.path.join(workdir, "report.html")
   atomic.write_text(path, html.document(title, body))
   return path

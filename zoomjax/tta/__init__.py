@@ -28,16 +28,16 @@ from zoomjax.tta.online import (BATCH_STAT_METHODS, EATA_D_MARGIN, EATA_FISHER_A
                                 adapted_arrays, bn_param_paths, entropy_margin, fisher_information, make_bn_adapt,
                                 make_eata, make_sar, make_source, make_stream_method, make_tent, restore_adapted,
                                 run_stream, sar_excluded, sharded_step, softmax_entropy)
-from zoomjax.tta.zoom_tta import AGGREGATIONS, CropsFn, aggregate, grid_views, make_zoom_tta
+from zoomjax.tta.zoom_tta import AGGREGATIONS, CropsFn, aggregate, aggregate_every, grid_views, make_zoom_tta
 
 __all__ = [
     # Methods: each constructor returns an episode (variables, image, hw, key) -> logits.
-    "make_memo", "make_baseline", "make_zoom_tta", "grid_views", "aggregate", "AGGREGATIONS",
+    "make_memo", "make_baseline", "make_zoom_tta", "grid_views", "aggregate", "aggregate_every", "AGGREGATIONS",
     # Online adaptation over a stream of batches: StreamMethod(init, step).
     "make_source", "make_bn_adapt", "make_tent", "make_eata", "make_sar", "make_stream_method", "run_stream",
     "sharded_step", "sar_excluded", "fisher_information", "softmax_entropy", "entropy_margin", "bn_param_paths",
-    "adapted_arrays", "restore_adapted", "STREAM_METHODS", "BATCH_STAT_METHODS", "ONLINE_LR", "ONLINE_MOMENTUM", "EATA_D_MARGIN",
-    "EATA_FISHER_ALPHA", "EATA_FISHER_SIZE", "SAR_RHO", "SAR_RESET_CONSTANT", "StreamMethod",
+    "adapted_arrays", "restore_adapted", "STREAM_METHODS", "BATCH_STAT_METHODS", "ONLINE_LR", "ONLINE_MOMENTUM",
+    "EATA_D_MARGIN", "EATA_FISHER_ALPHA", "EATA_FISHER_SIZE", "SAR_RHO", "SAR_RESET_CONSTANT", "StreamMethod",
     # CLIP's test-time methods: TPT, ZERO, MTA (episodes) and TDA (a StreamMethod).
     "make_tpt", "make_zero", "make_mta", "make_tda", "augment_views", "zoom_views", "make_text_side", "with_text",
     "tpt_adapt", "mta_mode", "tda_init", "tda_update", "ClipText", "TdaConfig",

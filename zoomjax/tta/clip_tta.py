@@ -7,7 +7,8 @@ like every other method of `zoomjax.tta`:
   tpt   Test-time prompt tuning (Shu et al., NeurIPS 2022): the prompt context ("a photo of a", one learnable
         vector per token) is tuned by ONE AdamW step (lr 5e-3) on the entropy of the mean softmax of the 10 %
         most confident views (lowest entropy), then the original view is classified with the tuned prompts.
-        The text tower is differentiated (zoomjax's own `clip.TextTower`, fed token embeddings).
+        The text tower is differentiated (zoomjax's own `clip.TextTower`, or CoCa's `clip_coca.CocaTextTower`,
+        fed token embeddings).
   zero  ZERO (Farina et al., NeurIPS 2024): the same views and filter, argmax per kept view, vote
         (`zoom_tta.aggregate(..., "zero")`); no gradients.
   mta   MeanShift for test-time augmentation (Zanella & Ben Ayed, CVPR 2024): the mode of the views' image
@@ -157,19 +158,28 @@ class ClipText:
   `classes` (C_kept,) are the label-space columns the prompts stand for (all C, or a dataset's mask): logits of
   the other classes are -inf. The tower's parameters travel in the episode's variables (`with_text`).
   """
-  tower: TextTower
-  tokens: np.ndarray  # (C_kept, context_length) int32
+  tower: Any  # clip.TextTower, or clip_coca.CocaTextTower (CoCa's cls-pooled tower)
+  tokens: np.ndarray  # (C_kept, L) int32, cut after the last eot (`_trim`)
   classes: np.ndarray  # (C_kept,) int32 columns of the classifier's output
   num_classes: int  # C
   n_ctx: int
   logit_scale: float = 100.0
 
 
-def make_text_side(tower: TextTower, tokenize: Callable[[Sequence[str]], np.ndarray], class_names: Sequence[str],
+def _trim(tower: Any, tokens: np.ndarray) -> np.ndarray:
+  """The prompts cut for `tower(..., trimmed=True)`: after the last eot (`clip.trim_to_eot`), or for CoCa's tower
+  one padding position further (`clip_coca.trim_tokens`); both give the untrimmed features."""
+  from zoomjax.models import clip_coca  # pylint: disable=import-outside-toplevel
+  return clip_coca.trim_tokens(tokens) if isinstance(tower, clip_coca.CocaTextTower) else trim_to_eot(tokens)
+
+
+def make_text_side(tower: Any, tokenize: Callable[[Sequence[str]], np.ndarray], class_names: Sequence[str],
                    *, ctx_init: str = TPT_CTX_INIT, mask: Optional[np.ndarray] = None,
                    logit_scale: float = 100.0) -> ClipText:
   """TPT's prompts: "<ctx_init> <name>." per class (underscores read as spaces), the first `n_ctx` tokens after
-  the start token being the learnable context (n_ctx = the tokens of `ctx_init`; 4 for "a photo of a")."""
+  the start token being the learnable context (n_ctx = the tokens of `ctx_init`; 4 for "a photo of a").
+  `tower`: `clip.TextTower` (OpenAI/open_clip ViT CLIPs, CLIP ResNets, OpenCLIP ConvNeXt and EVA-02 CLIPs) or
+  `clip_coca.CocaTextTower` (CoCa)."""
   names = [str(n).replace("_", " ") for n in class_names]
   if mask is not None and len(mask) != len(names):
     raise ValueError(f"label mask has {len(mask)} classes, the class names {len(names)}")
@@ -179,7 +189,7 @@ def make_text_side(tower: TextTower, tokenize: Callable[[Sequence[str]], np.ndar
   if n_ctx < 1:
     raise UserError(f"ctx_init={ctx_init!r}: no context tokens to learn")
   # Cut after the last eot: TPT encodes the prompts twice per image, and they are short (the same features).
-  tokens = trim_to_eot(np.asarray(tokenize([f"{ctx} {names[c]}." for c in classes]), np.int32))
+  tokens = _trim(tower, np.asarray(tokenize([f"{ctx} {names[c]}." for c in classes]), np.int32))
   return ClipText(tower, tokens, classes.astype(np.int32), len(names), n_ctx, float(logit_scale))
 
 
@@ -505,17 +515,28 @@ def make_tda(bundle: ModelBundle, views_fn: Optional[ViewsFn] = None, config: Td
 
 # ------------------------------------------------------------------------------------ in the tta job (configs/tta.py)
 
-def _families():
-  """Registered CLIP families that TPT can tune: name -> family (with `.arch` and `.activation`), text configs."""
-  from zoomjax.models import clip_archs, clip_families  # pylint: disable=import-outside-toplevel
-  fams = {n: (f, clip_archs.ARCHS[f.arch]["text"]) for n, f in clip_families.FAMILIES.items()}
-  try:
-    from zoomjax.models import clip_resnet  # pylint: disable=import-outside-toplevel
-  except ImportError:  # pragma: no cover - a build without CLIP ResNets
-    return fams
+class _TextFamily(NamedTuple):
+  """What TPT needs of a registered family: its text tower's activation and sizes (the released model's; a
+  random tower starts from them), and whether it is CoCa's cls-pooled tower (`clip_coca.CocaTextTower`)."""
+  activation: str
+  text: Dict[str, Any]
+  coca: bool = False
+
+
+def _families() -> Dict[str, _TextFamily]:
+  """Registered families whose text tower TPT tunes: OpenAI/open_clip ViT CLIPs, OpenAI's CLIP ResNets, OpenCLIP
+  ConvNeXt and EVA-02 CLIPs (all `clip.TextTower`) and CoCa (`clip_coca.CocaTextTower`)."""
+  # pylint: disable-next=import-outside-toplevel
+  from zoomjax.models import clip_archs, clip_coca, clip_convnext, clip_eva, clip_families, clip_resnet
+  fams = {n: _TextFamily(f.activation, clip_archs.ARCHS[f.arch]["text"]) for n, f in clip_families.FAMILIES.items()}
   # OpenAI's RN CLIPs share ViT-B/32's text tower layout (the embedding width comes from the head).
-  fams.update({n: (f, clip_resnet.ARCHS[f.arch].get("text", clip_archs.ARCHS["ViT-B-32"]["text"]))
+  rn_text = clip_archs.ARCHS["ViT-B-32"]["text"]
+  fams.update({n: _TextFamily(f.activation, clip_resnet.ARCHS[f.arch].get("text", rn_text))
                for n, f in clip_resnet.FAMILIES.items()})
+  for module in (clip_convnext, clip_eva):  # open_clip's text transformer, exact GELU.
+    fams.update({n: _TextFamily(f.activation, module.ARCHS[f.arch]["text"]) for n, f in module.FAMILIES.items()})
+  fams.update({n: _TextFamily("gelu", clip_coca.ARCHS[f.arch]["text"], coca=True)
+               for n, f in clip_coca.FAMILIES.items()})
   return fams
 
 
@@ -529,8 +550,13 @@ def check_model(name: str, method: str) -> None:
   if not ok:
     raise UserError(f"method={method} needs a CLIP zero-shot classifier (clip_*, openclip_*), not model {name!r}")
   if method == "tpt" and name not in _families():
-    raise UserError(f"method=tpt tunes the prompt through an OpenAI/open_clip text tower; model {name!r} has none "
-                    "zoomjax can differentiate")
+    from zoomjax.models import siglip, siglip_naflex  # pylint: disable=import-outside-toplevel
+    if name in siglip.FAMILIES or name in siglip_naflex.FAMILIES:
+      raise UserError(f"method=tpt: model {name!r} is SigLIP, not CLIP (a sigmoid head over independent class "
+                      "scores and a SentencePiece tokenizer, not a softmax over BPE prompts); TPT's prompt tuning "
+                      "is CLIP's: use method=zero, mta or tda on it")
+    raise UserError(f"method=tpt tunes the prompt through a CLIP text tower; model {name!r} has none zoomjax can "
+                    "differentiate: use method=zero, mta or tda on it")
 
 
 def _byte_tokenize(texts: Sequence[str], context_length: int) -> np.ndarray:
@@ -543,16 +569,25 @@ def _byte_tokenize(texts: Sequence[str], context_length: int) -> np.ndarray:
   return out
 
 
-def _text_for_job(config, bundle: ModelBundle) -> Tuple[TextTower, Any, Callable, Tuple[str, ...], float]:
-  """(text tower, its params, tokenize, class names, logit scale) of the job's CLIP model (TPT)."""
+def _text_for_job(config, bundle: ModelBundle, params: bool = True
+                  ) -> Tuple[Any, Any, Callable, Tuple[str, ...], float]:
+  """(text tower, its params, tokenize, class names, logit scale) of the job's CLIP model (TPT): a random tower
+  of the family's layout (random_init), else the checkpoint's own, at the top level of the state dict (OpenAI,
+  open_clip's CLIP) or under `text.*` (open_clip's CustomTextCLIP: EVA-02, CoCa). params=False: None for the
+  params (the episode's come with the bundle; a random tower is not initialised twice)."""
   from zoomjax.checkpoints import read_checkpoint  # pylint: disable=import-outside-toplevel
   from zoomjax.checkpoints import convert_clip  # pylint: disable=import-outside-toplevel
+  from zoomjax.models import clip_coca, clip_eva  # pylint: disable=import-outside-toplevel
   from zoomjax.models import clip_zero_shot as zs  # pylint: disable=import-outside-toplevel
   from zoomjax.models.clip_archs import config_from_state_dict  # pylint: disable=import-outside-toplevel
   from zoomjax.models.clip_tokenizer import ClipTokenizer  # pylint: disable=import-outside-toplevel
   m, c = config.model, config.clip
-  family, family_text = _families()[m.name]
+  family = _families()[m.name]
   activation = dict(m.overrides).get("activation", family.activation)
+
+  def make_tower(text_cfg):
+    return clip_coca.CocaTextTower(**text_cfg) if family.coca else TextTower(**text_cfg, activation=activation)
+
   random_init = bool(m.random_init)
   explicit = c.class_names not in ("", None, "openai", "zoom_paper")
   if random_init and not explicit and zs.installed_package_file(zs.METADATA_FILE) is None:
@@ -564,29 +599,38 @@ def _text_for_job(config, bundle: ModelBundle) -> Tuple[TextTower, Any, Callable
                     "classifier; give one name per output class")
   if random_init:
     embed_dim = int(np.shape(bundle.variables["params"]["zeroshot_head"])[0])
-    text_cfg = dict(family_text, **{k: v for k, v in dict(c.text).items() if v}, embed_dim=embed_dim)
+    text_cfg = dict(family.text, **{k: v for k, v in dict(c.text).items() if v}, embed_dim=embed_dim)
     if c.vocab or zs.installed_package_file(zs.VOCAB_FILE):
       tok = ClipTokenizer(zs.resolve_vocab(c.vocab), context_length=text_cfg["context_length"])
       text_cfg["vocab_size"], tokenize = tok.vocab_size, tok
     else:
       text_cfg["vocab_size"] = 258
       tokenize = functools.partial(_byte_tokenize, context_length=text_cfg["context_length"])
-    tower = TextTower(**text_cfg, activation=activation)
-    tokens = jnp.zeros((1, text_cfg["context_length"]), jnp.int32)
-    params = tower.init(jax.random.PRNGKey(int(m.seed) + 1), tokens)["params"]
-    return tower, params, tokenize, names, 100.0
+    tower = make_tower(text_cfg)
+    weights = None
+    if params:  # Jitted: one compilation instead of one per initialiser op.
+      tokens = jnp.zeros((1, text_cfg["context_length"]), jnp.int32)
+      weights = jax.jit(tower.init)(jax.random.PRNGKey(int(m.seed) + 1), tokens)["params"]
+    return tower, weights, tokenize, names, 100.0
   flat = convert_clip.strip_module_prefix(read_checkpoint(m.checkpoint))
-  if "token_embedding.weight" not in flat:
-    raise UserError(f"{m.checkpoint}: no text tower (`token_embedding.weight`); method=tpt tunes the prompt "
-                    "through it: pass the full OpenAI/open_clip CLIP checkpoint, not a built zero-shot file")
-  text_cfg = config_from_state_dict(flat, vision=False)["text"]
+  if not family.coca:
+    flat = clip_eva.lift_text_tower(flat)  # `text.*` (CustomTextCLIP) to the top level, as OpenAI's layout
+  want = "text.cls_emb" if family.coca else "token_embedding.weight"
+  if want not in flat:
+    raise UserError(f"{m.checkpoint}: no text tower (`{want}`); method=tpt tunes the prompt through it: pass "
+                    f"the full OpenAI/open_clip checkpoint of {m.name}, not a built zero-shot file")
+  if family.coca:
+    text_cfg = clip_coca.text_config(flat)
+  else:
+    text_cfg = config_from_state_dict(flat, vision=False)["text"]
   tok = ClipTokenizer(zs.resolve_vocab(c.vocab), context_length=text_cfg["context_length"])
   if tok.vocab_size != text_cfg["vocab_size"]:
     raise UserError(f"clip.vocab: {tok.vocab_size} tokens but the checkpoint's text tower embeds "
                     f"{text_cfg['vocab_size']}: pass the vocabulary the model was trained with")
-  params = convert_clip.convert_clip_text(flat, text_heads=text_cfg["num_heads"])["params"]
+  convert = convert_clip.convert_coca_text if family.coca else convert_clip.convert_clip_text
   scale = float(np.exp(np.asarray(flat["logit_scale"], np.float64))) if "logit_scale" in flat else 100.0
-  return TextTower(**text_cfg, activation=activation), params, tok, names, scale
+  converted = convert(flat, text_heads=text_cfg["num_heads"])["params"] if params else None
+  return make_tower(text_cfg), converted, tok, names, scale
 
 
 def job_load_kwargs(config) -> Dict[str, Any]:
@@ -652,7 +696,7 @@ def job_episode(config, bundle: ModelBundle, logit_mask: np.ndarray) -> EpisodeF
   if method == "tpt":
     if "clip_text" not in bundle.variables:
       raise ValueError("method=tpt: pass the bundle through clip_tta.job_bundle first (it attaches the text tower)")
-    tower, _, tokenize, names, scale = _text_for_job(config, bundle)
+    tower, _, tokenize, names, scale = _text_for_job(config, bundle, params=False)
     text = make_text_side(tower, tokenize, names, ctx_init=str(c.ctx_init), mask=logit_mask, logit_scale=scale)
     return make_tpt(bundle, text, views_fn, keep=float(c.keep), num_views=num_views, lr=float(c.lr),
                     steps=int(c.steps), logit_mask=logit_mask)

@@ -31,7 +31,7 @@ from zoomjax.models.bundle import ModelBundle
 from zoomjax.tta import augment
 from zoomjax.tta.memo import EpisodeFn, with_bn_prior
 
-__all__ = ["AGGREGATIONS", "CropsFn", "aggregate", "view_entropy", "grid_views", "make_zoom_tta"]
+__all__ = ["AGGREGATIONS", "CropsFn", "aggregate", "aggregate_every", "view_entropy", "grid_views", "make_zoom_tta"]
 
 # (canvas (Hc, Wc, 3), hw int32 (2,)) -> (V, crop, crop, 3) float32 pixels in [0, 255], e.g. the zoom-in grid.
 CropsFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -104,12 +104,24 @@ def aggregate(view_logits: jax.Array, how: str, mask: Optional[np.ndarray] = Non
   return _vote(logp, ent, keep)  # zero
 
 
+def aggregate_every(view_logits: jax.Array, mask: Optional[np.ndarray] = None, *,
+                    rho: float = TPT_RHO) -> jax.Array:
+  """(V, C) per-view logits -> (len(AGGREGATIONS),) int32: the prediction of every aggregator, in the order of
+  AGGREGATIONS. The views' forward pass is the whole cost of zoom TTA; this reads every rule off one pass, so a
+  run compares them on the same views (and the same images) at no extra model cost."""
+  return jnp.stack([jnp.argmax(aggregate(view_logits, how, mask, rho=rho)) for how in AGGREGATIONS]).astype(
+      jnp.int32)
+
+
 def make_zoom_tta(bundle: ModelBundle, crops_fn: CropsFn, how: str = "mean", *,
-                  logit_mask: Optional[np.ndarray] = None, view_chunk: int = 32, rho: float = TPT_RHO) -> EpisodeFn:
+                  logit_mask: Optional[np.ndarray] = None, view_chunk: int = 32, rho: float = TPT_RHO,
+                  every: bool = False) -> EpisodeFn:
   """`predict(variables, image, hw=None, key=None) -> (C,)` aggregated over `crops_fn`'s views (key unused).
 
   Views go through the model `view_chunk` at a time (lax.map), bounding activation memory; BatchNorm is in eval
   mode as in the zoom study. how: any name of AGGREGATIONS; rho: the fraction of views tpt and zero keep.
+  every: predict returns `(scores (C,), aggregate_every(...) (A,))`, `how`'s scores and every aggregator's
+  prediction over the same views (the `tta` job records both).
   """
   _check(how, rho)
   apply = bundle.predict_fn(with_bn_prior(bundle.module, None))
@@ -126,6 +138,7 @@ def make_zoom_tta(bundle: ModelBundle, crops_fn: CropsFn, how: str = "mean", *,
     idx = np.minimum(np.arange(n * chunk), v - 1).reshape(n, chunk)
     logits = jax.lax.map(lambda i: apply(variables, views[i]), jnp.asarray(idx))
     logits = logits.reshape(n * chunk, -1)[:v]
-    return aggregate(logits, how, mask, rho=rho)
+    scores = aggregate(logits, how, mask, rho=rho)
+    return (scores, aggregate_every(logits, mask, rho=rho)) if every else scores
 
   return predict
