@@ -39,11 +39,14 @@ VARIANTS = ("resnet50", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
             *(f"{p}efficientnet_b{i}" for p in ("", "tf_") for i in range(8)),
             "tf_efficientnet_l2_ns_475")  # L2 at 800 px needs far more than 24 GB at batch 32.
 # `--models today`: the backbones researchers evaluate today, each at its checkpoint's own input size, after the
-# ResNet-50 baseline (timm ConvNeXt-V2 and EVA-02 classifiers; OpenCLIP ConvNeXt towers and ViT-B-16-plus-240).
+# ResNet-50 baseline (timm ConvNeXt-V2 and EVA-02 classifiers; CLIP ResNets; OpenCLIP ConvNeXt, EVA-02 and CoCa
+# towers and ViT-B-16-plus-240; SigLIP, SigLIP 2 NaFlex).
 TODAY = ("resnet50", "convnextv2_tiny.fcmae_ft_in1k", "convnextv2_base.fcmae_ft_in22k_in1k_384",
          "eva02_tiny_patch14_336.mim_in22k_ft_in1k", "eva02_small_patch14_336.mim_in22k_ft_in1k",
          "eva02_base_patch14_448.mim_in22k_ft_in22k_in1k", "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k",
-         "openclip_convnext_base_w", "openclip_convnext_large_d_320", "openclip_vit_b16_plus_240")
+         "clip_rn50", "openclip_convnext_base_w", "openclip_convnext_large_d_320", "openclip_vit_b16_plus_240",
+         "openclip_eva02_b16", "openclip_eva02_l14_336", "openclip_coca_vit_b32", "openclip_coca_vit_l14",
+         "siglip_b16_224", "siglip_so400m16_i18n_256", "siglip2_b16_naflex")
 NAMED = {"families": FAMILIES, "variants": VARIANTS, "today": TODAY}
 
 

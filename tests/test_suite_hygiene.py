@@ -110,3 +110,11 @@ def test_fast_compile_sets_and_restores_the_flag():
 def test_fast_compile_fixture(fast_compile):
   del fast_compile
   assert _flag() is True
+
+
+def test_the_long_files_run_first_and_exist(request):
+  tests_dir = pathlib.Path(__file__).parent
+  assert all((tests_dir / name).is_file() for name in conftest.LONG_FILES_FIRST)
+  names = [item.path.name for item in request.session.items]
+  seen = [n for n in dict.fromkeys(names) if n in conftest.LONG_FILES_FIRST]
+  assert seen == [n for n in conftest.LONG_FILES_FIRST if n in seen]  # Collected in the listed order.
