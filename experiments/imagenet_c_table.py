@@ -9,7 +9,8 @@ A zoom TTA run records every aggregator over the same views: WORKDIR@NAME reads 
 Prints a Markdown table: per cell (clean, then each corruption at each severity run), each method's accuracy with
 its 95 % bootstrap interval, and for the later methods the paired difference to the first (bootstrap interval
 and McNemar's exact p-value over the same images); then each method's mean error, mCE and relative mCE (only
-those with --summary).
+those with --summary), with the mean error at each severity when the runs cover several. --grid prints instead
+the error table, corruptions x severities, every method's error in each cell.
 """
 import argparse
 import json
@@ -55,10 +56,34 @@ def _load(spec: str):
   return {**r, "method": f"{r['method']} {how}", "cells": cells, "scores": r["aggregator_scores"][how]}
 
 
-def main(workdirs, summary_only: bool = False):
+def _pct(x) -> str:
+  return html.MISSING if x is None else f"{100 * x:.1f}"
+
+
+def grid_table(runs) -> str:
+  """Corruptions x severities of the first run, each cell every run's error (%) joined by ' / ', then the mean
+  error per severity."""
+  r0 = runs[0]
+  severities = r0["severities"]
+  rows = []
+  for c in r0["scores"]["corruptions"]:
+    rows.append([c.replace("_", " ")] + [" / ".join(_pct((r["cells"].get(f"{c}-{s}") or {}).get("error"))
+                                                     for r in runs) for s in severities])
+  rows.append(["mean"] + [" / ".join(_pct(r["scores"]["mean_error_by_severity"].get(str(s),
+                                                     r["scores"]["mean_error_by_severity"].get(s)))
+                                     for r in runs) for s in severities])
+  return html.markdown_table(["corruption"] + [f"severity {s}" for s in severities], rows)
+
+
+def main(workdirs, summary_only: bool = False, grid: bool = False):
   runs = [_load(w) for w in workdirs]
   names = [r["method"] for r in runs]
   r0 = runs[0]
+  if grid:
+    print(f"error (%) of {' / '.join(names)}")
+    print()
+    print(grid_table(runs))
+    return
   cells = (["clean"] if "clean" in r0["cells"] else []) + [
       f"{c}-{s}" for c in r0["scores"]["corruptions"] for s in r0["severities"] if f"{c}-{s}" in r0["cells"]]
   header = ["cell"] + [f"{n} accuracy" for n in names] + [f"{n} - {names[0]}" for n in names[1:]]
@@ -81,10 +106,15 @@ def main(workdirs, summary_only: bool = False):
   if not summary_only:
     print(html.markdown_table(header, rows))
     print()
-  summary = [[n, f"{100 * r['scores']['mean_error']:.1f}", f"{100 * r['scores']['mce']:.1f}",
-              f"{100 * r['scores']['relative_mce']:.1f}" if r["scores"]["relative_mce"] is not None else html.MISSING]
-             for n, r in zip(names, runs)]
-  print(html.markdown_table(["method", "mean error (%)", "mCE (%)", "relative mCE (%)"], summary))
+  severities = r0["severities"] if len(r0["severities"]) > 1 else []
+  summary = []
+  for n, r in zip(names, runs):
+    s = r["scores"]
+    by_sev = s["mean_error_by_severity"]  # JSON keys are strings.
+    summary.append([n, _pct(s["mean_error"])] + [_pct(by_sev.get(str(k), by_sev.get(k))) for k in severities]
+                   + [_pct(s["mce"]), _pct(s["relative_mce"])])
+  print(html.markdown_table(["method", "mean error (%)"] + [f"severity {k} (%)" for k in severities]
+                            + ["mCE (%)", "relative mCE (%)"], summary))
 
 
 if __name__ == "__main__":
@@ -92,5 +122,6 @@ if __name__ == "__main__":
   parser.add_argument("workdirs", nargs="+", help="finished imagenet_c workdirs (WORKDIR@AGGREGATOR: one aggregator of a zoom TTA run); "
                       "the first is the reference")
   parser.add_argument("--summary", action="store_true", help="only the table of mean error, mCE and relative mCE")
+  parser.add_argument("--grid", action="store_true", help="only the error table, corruptions x severities")
   args = parser.parse_args()
-  main(args.workdirs, args.summary)
+  main(args.workdirs, args.summary, args.grid)

@@ -108,6 +108,27 @@ def test_rerun_reuses_every_finished_cell(grid_run):
   assert second["scores"] == first["scores"] and second["error_table"] == first["error_table"]
 
 
+def test_table_script_reads_finished_runs(grid_run, capsys):
+  """experiments/imagenet_c_table.py (the docs' tables): per-cell rows, the severity columns, the grid."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "imagenet_c_table.py")
+  spec = importlib.util.spec_from_file_location("imagenet_c_table", path)
+  table = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(table)
+  workdir, results, _ = grid_run
+  table.main([workdir, workdir])
+  out = capsys.readouterr().out
+  assert "| fog 5 |" in out and "| clean |" in out and "+0.0 points" in out  # A run against itself.
+  s = results["scores"]
+  assert f"| {100 * s['mean_error']:.1f} | " + " | ".join(
+      f"{100 * s['mean_error_by_severity'][k]:.1f}" for k in (1, 2, 3, 4, 5)) in out
+  table.main([workdir, workdir], grid=True)
+  out = capsys.readouterr().out
+  fog = [f"{100 * results['cells'][f'fog-{k}']['error']:.1f}" for k in (1, 2, 3, 4, 5)]
+  assert "| fog | " + " | ".join(f"{e} / {e}" for e in fog) + " |" in out
+  assert out.count("\n| ") == 1 + 15 + 1  # The header, 15 corruptions, the mean.
+
+
 def test_zoom_runs_score_every_aggregator(tmp_path):
   from zoomjax.jobs import imagenet_c  # pylint: disable=import-outside-toplevel
   from zoomjax.reports import imagenet_c as report  # pylint: disable=import-outside-toplevel

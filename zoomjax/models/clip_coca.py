@@ -19,7 +19,6 @@ preprocessing (bicubic short-side resize to 224, centre crop, OpenAI mean/std).
 import dataclasses
 import difflib
 import functools
-import hashlib
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -32,11 +31,11 @@ from absl import logging
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.checkpoints.convert_clip import convert_coca_text, convert_coca_zero_shot, strip_module_prefix
 from zoomjax.checkpoints.merge import check_fits
-from zoomjax.errors import UnknownNameError, UserError
+from zoomjax.errors import UnknownNameError
 from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models import registry
 from zoomjax.models.clip import Transformer, patch_tokens, zero_shot_logits
-from zoomjax.models.clip_head import attach_zero_shot_head, zero_shot_head
+from zoomjax.models.clip_head import attach_zero_shot_head, clip_tokenizer, zero_shot_head
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING, Preprocessing
 from zoomjax.models.vit import grid_for, preprocessing_at, resample_position_embedding
 
@@ -257,14 +256,7 @@ def coca_text_head(flat: Dict[str, np.ndarray], *, vocab: Optional[str] = None, 
           "templates": list(temps), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
 
   def compute() -> np.ndarray:
-    from zoomjax.models.clip_tokenizer import ClipTokenizer  # pylint: disable=import-outside-toplevel
-    vocab_path = zs.resolve_vocab(vocab)
-    tok = ClipTokenizer(vocab_path, context_length=text_cfg["context_length"])
-    if tok.vocab_size != text_cfg["vocab_size"]:
-      raise UserError(f"vocabulary {vocab_path} has {tok.vocab_size} tokens but the checkpoint's text tower "
-                      f"embeds {text_cfg['vocab_size']}: pass the vocabulary the model was trained with")
-    with open(vocab_path, "rb") as f:
-      info.update(vocab=vocab_path, vocab_sha256=hashlib.sha256(f.read()).hexdigest())
+    tok = clip_tokenizer(vocab, text_cfg, info)
     variables = convert_coca_text(text, text_heads=text_cfg["num_heads"])
     encode = jax.jit(CocaTextTower(**text_cfg).apply)
     logging.info("computing the CoCa zero-shot head: %d classes x %d templates", len(names), len(temps))

@@ -24,7 +24,7 @@ from zoomjax.checkpoints.convert_clip import strip_module_prefix
 from zoomjax.errors import UnknownNameError
 from zoomjax.models import registry
 from zoomjax.models.clip import zero_shot_logits
-from zoomjax.models.clip_head import attach_zero_shot_head, text_head
+from zoomjax.models.clip_head import attach_clip_text_head, tower_mismatch
 from zoomjax.models.convnext import CONFIGS, ConvNeXt
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING, Preprocessing
 from zoomjax.models.vit import preprocessing_at
@@ -164,14 +164,9 @@ def _prepare(name: str, family: ConvNeXtFamily, flat: Optional[Dict[str, np.ndar
   diff = [f"{k}: model {want[k]} vs checkpoint {got[k]}" for k in want if want[k] != got[k]]
   if diff:
     fits = sorted({n for n, f in FAMILIES.items() if all(ARCHS[f.arch][k] == got[k] for k in got)})
-    raise CheckpointError(f"checkpoint does not fit the model {name!r} ({family.arch} image tower): "
-                          + "; ".join(diff) + (f". It is the image tower of {', '.join(fits)}: load it under that "
-                                               "name" if fits else ""))
-  build = (functools.partial(text_head, flat, family.activation, vocab=vocab, class_names=class_names,
-                             templates=templates, head_cache_dir=head_cache_dir, checkpoint=path or "")
-           if "token_embedding.weight" in flat else None)
-  flat = attach_zero_shot_head(flat, path, overrides, build, lambda k: k.startswith("visual."),
-                               class_names=class_names, templates=templates)
+    raise tower_mismatch(name, family.arch, diff, fits)
+  flat = attach_clip_text_head(flat, path, overrides, family.activation, vocab=vocab, class_names=class_names,
+                               templates=templates, head_cache_dir=head_cache_dir)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=flat,
                            convert=functools.partial(convert_openclip_convnext, what=f"OpenCLIP {family.arch}"))
 

@@ -26,7 +26,7 @@ from zoomjax.checkpoints.convert_clip import strip_module_prefix
 from zoomjax.errors import UnknownNameError
 from zoomjax.models import registry
 from zoomjax.models.clip import zero_shot_logits
-from zoomjax.models.clip_head import attach_zero_shot_head, text_head
+from zoomjax.models.clip_head import attach_clip_text_head, tower_mismatch
 from zoomjax.models.eva import Eva
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING, Preprocessing
 from zoomjax.models.vit import grid_for, preprocessing_at, resample_position_embedding
@@ -188,14 +188,9 @@ def _prepare(name: str, family: EvaClipFamily, flat: Optional[Dict[str, np.ndarr
                   if all(ARCHS[f.arch][k] == got[k] for k in _CHECKED)
                   and (image_size is not None or ARCHS[f.arch]["image_size"] // ARCHS[f.arch]["patch_size"]
                        == got["grid"]))
-    raise CheckpointError(f"checkpoint does not fit the model {name!r} ({family.arch} image tower): "
-                          + "; ".join(diff) + (f". It is the image tower of {', '.join(fits)}: load it under that "
-                                               "name" if fits else ""))
-  build = (functools.partial(text_head, flat, family.activation, vocab=vocab, class_names=class_names,
-                             templates=templates, head_cache_dir=head_cache_dir, checkpoint=path or "")
-           if "token_embedding.weight" in flat else None)
-  flat = attach_zero_shot_head(flat, path, overrides, build, lambda k: k.startswith("visual."),
-                               class_names=class_names, templates=templates)
+    raise tower_mismatch(name, family.arch, diff, fits)
+  flat = attach_clip_text_head(flat, path, overrides, family.activation, vocab=vocab, class_names=class_names,
+                               templates=templates, head_cache_dir=head_cache_dir)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=flat,
                            convert=functools.partial(_resampled, grid=grid, what=what))
 

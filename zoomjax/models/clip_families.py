@@ -21,7 +21,7 @@ from zoomjax.checkpoints.convert_clip import convert_clip_zero_shot, strip_modul
 from zoomjax.models import registry
 from zoomjax.models.clip import ZeroShotClassifier
 from zoomjax.models.clip_archs import ARCHS, config_from_state_dict, stored_image_size
-from zoomjax.models.clip_head import attach_zero_shot_head, text_head
+from zoomjax.models.clip_head import attach_clip_text_head, tower_mismatch
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING, ZOOM_PAPER_CLIP_PREPROCESSING, Preprocessing
 from zoomjax.models.vit import grid_for, preprocessing_at, resample_position_embedding
 
@@ -95,10 +95,7 @@ def _prepare_zero_shot(name: str, family: ZeroShotFamily, flat: Optional[Dict[st
   stored = stored_image_size(flat)
   diff = [f"{k}: model {vision[k]} vs checkpoint {got[k]}" for k in _CHECKED if got[k] != vision[k]]
   if diff:
-    fits = _fits(got, stored)
-    raise CheckpointError(
-        f"checkpoint does not fit the model {name!r} ({family.arch} image tower): " + "; ".join(diff)
-        + (f". It is the image tower of {', '.join(fits)}: load it under that name" if fits else ""))
+    raise tower_mismatch(name, family.arch, diff, _fits(got, stored))
   if stored != size:
     if image_size is None:
       fits = _fits(got, stored)
@@ -108,11 +105,8 @@ def _prepare_zero_shot(name: str, family: ZeroShotFamily, flat: Optional[Dict[st
           + f"pass image_size={size} (or another multiple of {vision['patch_size']}) to resample it")
     flat["visual.positional_embedding"] = resample_position_embedding(flat["visual.positional_embedding"],
                                                                       (grid, grid))
-  build = (functools.partial(text_head, flat, activation, vocab=vocab, class_names=class_names, templates=templates,
-                             head_cache_dir=head_cache_dir, checkpoint=path or "")
-           if "token_embedding.weight" in flat else None)
-  flat = attach_zero_shot_head(flat, path, overrides, build, lambda k: k.startswith("visual."),
-                               class_names=class_names, templates=templates)
+  flat = attach_clip_text_head(flat, path, overrides, activation, vocab=vocab, class_names=class_names,
+                               templates=templates, head_cache_dir=head_cache_dir)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=flat,
                            convert=functools.partial(convert_clip_zero_shot, vision_heads=vision["num_heads"]))
 

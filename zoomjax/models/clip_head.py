@@ -5,6 +5,7 @@ L2-normalised, averaged and re-normalised: the head is the (E, C) matrix of thos
 classifier's logits are 100 * cos(image embedding, class embedding) (`clip.ZeroShotClassifier`). The named text
 data, the vocabulary and the on-disk head cache are `zoomjax.models.clip_zero_shot`.
 """
+import functools
 import hashlib
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -22,7 +23,8 @@ from zoomjax.models.clip_archs import config_from_state_dict
 from zoomjax.models.clip_zero_shot import OPENAI_IMAGENET_TEMPLATES
 from zoomjax.runtime import console
 
-__all__ = ["attach_zero_shot_head", "text_head", "zero_shot_head"]
+__all__ = ["attach_clip_text_head", "attach_zero_shot_head", "clip_tokenizer", "text_head", "tower_mismatch",
+           "zero_shot_head"]
 
 
 def zero_shot_head(encode_text: Callable[[np.ndarray], jax.Array], tokenize: Callable[[Sequence[str]], np.ndarray],
@@ -58,6 +60,20 @@ def _file_sha256(path: str) -> str:
   return h.hexdigest()
 
 
+def clip_tokenizer(vocab: Optional[str], text_cfg: Dict[str, Any], info: Dict[str, Any]):
+  """CLIP's BPE tokenizer for a text tower of config `text_cfg` (its context length), refused in one line when
+  the vocabulary's size is not the tower's embedding count; records the vocabulary's path and SHA-256 in `info`
+  (the head cache's description of how the head was made). `vocab`: see `clip_zero_shot.resolve_vocab`."""
+  from zoomjax.models.clip_tokenizer import ClipTokenizer  # pylint: disable=import-outside-toplevel
+  vocab_path = zs.resolve_vocab(vocab)
+  tok = ClipTokenizer(vocab_path, context_length=text_cfg["context_length"])
+  if tok.vocab_size != text_cfg["vocab_size"]:
+    raise UserError(f"vocabulary {vocab_path} has {tok.vocab_size} tokens but the checkpoint's text tower "
+                    f"embeds {text_cfg['vocab_size']}: pass the vocabulary the model was trained with")
+  info.update(vocab=vocab_path, vocab_sha256=_file_sha256(vocab_path))
+  return tok
+
+
 def text_head(flat: Dict[str, np.ndarray], activation: str = "quick_gelu", *, vocab: Optional[str] = None,
               class_names: Optional[str] = None, templates: Optional[str] = None,
               head_cache_dir: Optional[str] = None, use_cache: bool = True, checkpoint: str = "",
@@ -80,13 +96,7 @@ def text_head(flat: Dict[str, np.ndarray], activation: str = "quick_gelu", *, vo
           "class_names": list(names), "templates": list(temps), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
 
   def compute() -> np.ndarray:
-    from zoomjax.models.clip_tokenizer import ClipTokenizer  # pylint: disable=import-outside-toplevel
-    vocab_path = zs.resolve_vocab(vocab)
-    tok = ClipTokenizer(vocab_path, context_length=text_cfg["context_length"])
-    if tok.vocab_size != text_cfg["vocab_size"]:
-      raise UserError(f"vocabulary {vocab_path} has {tok.vocab_size} tokens but the checkpoint's text tower "
-                      f"embeds {text_cfg['vocab_size']}: pass the vocabulary the model was trained with")
-    info.update(vocab=vocab_path, vocab_sha256=_file_sha256(vocab_path))
+    tok = clip_tokenizer(vocab, text_cfg, info)
     model = TextTower(**text_cfg, activation=activation)
     variables = convert_clip_text(flat, text_heads=text_cfg["num_heads"])
     encode = jax.jit(model.apply)
@@ -123,3 +133,22 @@ def attach_zero_shot_head(flat: Dict[str, Any], path: Optional[str], overrides: 
     if overrides.setdefault("num_classes", classes) != classes:
       raise CheckpointError(f"the zero-shot head has {classes} classes, not num_classes={overrides['num_classes']}")
   return flat
+
+
+def attach_clip_text_head(flat: Dict[str, Any], path: Optional[str], overrides: Dict[str, Any], activation: str, *,
+                          vocab: Optional[str] = None, class_names: Optional[str] = None,
+                          templates: Optional[str] = None, head_cache_dir: Optional[str] = None) -> Dict[str, Any]:
+  """`attach_zero_shot_head` for an OpenAI / open_clip state dict: the head comes from its CLIP text tower
+  (`text_head` with `activation`, cached) when it has one, and its `visual.*` weights stay beside it."""
+  build = (functools.partial(text_head, flat, activation, vocab=vocab, class_names=class_names, templates=templates,
+                             head_cache_dir=head_cache_dir, checkpoint=path or "")
+           if "token_embedding.weight" in flat else None)
+  return attach_zero_shot_head(flat, path, overrides, build, lambda k: k.startswith("visual."),
+                               class_names=class_names, templates=templates)
+
+
+def tower_mismatch(name: str, tower: str, diff: Sequence[str], fits: Sequence[str] = ()) -> CheckpointError:
+  """The error for a checkpoint whose image tower is not model `name`'s (`tower` describes the model's): the
+  sizes that differ, and the registered models whose tower it is, if any, to load it under."""
+  return CheckpointError(f"checkpoint does not fit the model {name!r} ({tower} image tower): " + "; ".join(diff)
+                         + (f". It is the image tower of {', '.join(fits)}: load it under that name" if fits else ""))

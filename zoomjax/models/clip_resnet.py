@@ -28,7 +28,7 @@ from zoomjax.checkpoints.convert_clip import strip_module_prefix
 from zoomjax.checkpoints.convert_torchvision import Flat, KeyTaker, count_blocks
 from zoomjax.models import registry
 from zoomjax.models.clip import zero_shot_logits
-from zoomjax.models.clip_head import attach_zero_shot_head, text_head
+from zoomjax.models.clip_head import attach_clip_text_head, tower_mismatch
 from zoomjax.models.layers import BatchNorm
 from zoomjax.models.preprocessing import CLIP_PREPROCESSING
 from zoomjax.models.vit import preprocessing_at, resample_position_embedding
@@ -294,9 +294,7 @@ def _prepare(name: str, family: ResNetFamily, flat: Optional[Dict[str, np.ndarra
           if tuple(np.atleast_1d(got[k])) != tuple(np.atleast_1d(vision[k]))]
   if diff:
     fits = _fits(got, stored)
-    raise CheckpointError(f"checkpoint does not fit the model {name!r} ({family.arch} image tower): "
-                          + "; ".join(diff) + (f". It is the image tower of {', '.join(fits)}: load it under that "
-                                               "name" if fits else ""))
+    raise tower_mismatch(name, family.arch, diff, fits)
   if stored != size:
     if image_size is None:
       raise CheckpointError(
@@ -304,11 +302,8 @@ def _prepare(name: str, family: ResNetFamily, flat: Optional[Dict[str, np.ndarra
           f"{name!r} runs at {size} px: pass image_size={size} (or another multiple of 32) to resample it")
     flat["visual.attnpool.positional_embedding"] = resample_position_embedding(
         flat["visual.attnpool.positional_embedding"], (size // 32, size // 32))
-  build = (functools.partial(text_head, flat, family.activation, vocab=vocab, class_names=class_names,
-                             templates=templates, head_cache_dir=head_cache_dir, checkpoint=path or "")
-           if "token_embedding.weight" in flat else None)
-  flat = attach_zero_shot_head(flat, path, overrides, build, lambda k: k.startswith("visual."),
-                               class_names=class_names, templates=templates)
+  flat = attach_clip_text_head(flat, path, overrides, family.activation, vocab=vocab, class_names=class_names,
+                               templates=templates, head_cache_dir=head_cache_dir)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=flat, convert=convert_clip_resnet_zero_shot)
 
 

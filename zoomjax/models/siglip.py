@@ -37,16 +37,16 @@ from flax import traverse_util
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.models import clip_zero_shot as zs
 from zoomjax.models import registry
-from zoomjax.models.clip_head import attach_zero_shot_head, zero_shot_head
+from zoomjax.models.clip_head import attach_zero_shot_head, tower_mismatch, zero_shot_head
 from zoomjax.models.layers import Encoder1DBlock, MlpBlock
 from zoomjax.models.preprocessing import Preprocessing
 from zoomjax.models.siglip_tokenizer import SIGLIP_TOKENIZERS, SigLipTokenizer
 from zoomjax.models.vit import resample_position_embedding
 
 __all__ = ["ARCHS", "Encoder", "FAMILIES", "ImageTower", "MAPHead", "NUM_PARAMS", "SigLIP", "SigLipFamily",
-           "SigLipZeroShotClassifier", "TextTower", "big_vision_tree", "config_from_checkpoint", "convert_siglip",
-           "convert_siglip_zero_shot", "default_pad", "is_siglip_checkpoint", "sigmoid_logits", "siglip_text_head",
-           "zero_shot_tensors"]
+           "SigLipZeroShotClassifier", "TextTower", "attach_siglip_text_head", "big_vision_tree",
+           "config_from_checkpoint", "convert_siglip", "convert_siglip_zero_shot", "default_pad",
+           "is_siglip_checkpoint", "sigmoid_logits", "siglip_text_head", "zero_shot_tensors"]
 
 _EPS = 1e-6
 _BLOCK_NAMES = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
@@ -278,6 +278,19 @@ def convert_siglip_zero_shot(flat: Dict[str, np.ndarray]) -> dict:
   return {"params": traverse_util.unflatten_dict(tree, sep="/")}
 
 
+def attach_siglip_text_head(tree: Dict[str, Any], path: Optional[str], overrides: Dict[str, Any], *, pad: str,
+                            tokenizer_name: str, vocab: Optional[str] = None, class_names: Optional[str] = None,
+                            templates: Optional[str] = None, head_cache_dir: Optional[str] = None) -> Dict[str, Any]:
+  """`attach_zero_shot_head` for a big_vision SigLIP tree: the head comes from its text tower (`siglip_text_head`,
+  cached) when it has one, and every weight but the text tower's (`txt/*`) stays beside it."""
+  build = (functools.partial(siglip_text_head, tree, vocab=vocab, pad=pad, tokenizer_name=tokenizer_name,
+                             class_names=class_names, templates=templates, head_cache_dir=head_cache_dir,
+                             checkpoint=path or "")
+           if "txt/Embed_0/embedding" in tree else None)
+  return attach_zero_shot_head(tree, path, overrides, build, lambda k: not k.startswith("txt/"),
+                               class_names=class_names, templates=templates)
+
+
 def siglip_text_head(tree: Dict[str, np.ndarray], *, vocab: Optional[str], pad: str, tokenizer_name: str = "",
                      class_names: Optional[str] = None, templates: Optional[str] = None,
                      head_cache_dir: Optional[str] = None, use_cache: bool = True, checkpoint: str = "",
@@ -445,9 +458,7 @@ def _prepare(name: str, family: SigLipFamily, flat: Optional[Dict[str, np.ndarra
           if cfg["image"][k] != image[k]]
   if diff:
     fits = _fits(cfg["image"], cfg["grid"])
-    raise CheckpointError(f"checkpoint does not fit the model {name!r} (SigLIP {family.variant}/{family.patch_size} "
-                          "image tower): " + "; ".join(diff)
-                          + (f". It is the image tower of {', '.join(fits)}: load it under that name" if fits else ""))
+    raise tower_mismatch(name, f"SigLIP {family.variant}/{family.patch_size}", diff, fits)
   if cfg["grid"] != grid:
     if image_size is None:
       raise CheckpointError(
@@ -456,12 +467,8 @@ def _prepare(name: str, family: SigLipFamily, flat: Optional[Dict[str, np.ndarra
           f"image_size={size} to resample it")
     tree["img/pos_embedding"] = resample_position_embedding(tree["img/pos_embedding"], (grid, grid),
                                                             num_prefix_tokens=0)
-  build = (functools.partial(siglip_text_head, tree, vocab=vocab, pad=family.pad, tokenizer_name=family.tokenizer,
-                             class_names=class_names, templates=templates, head_cache_dir=head_cache_dir,
-                             checkpoint=path or "")
-           if "txt/Embed_0/embedding" in tree else None)
-  tree = attach_zero_shot_head(tree, path, overrides, build, lambda k: not k.startswith("txt/"),
-                               class_names=class_names, templates=templates)
+  tree = attach_siglip_text_head(tree, path, overrides, pad=family.pad, tokenizer_name=family.tokenizer, vocab=vocab,
+                                 class_names=class_names, templates=templates, head_cache_dir=head_cache_dir)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=tree, convert=convert_siglip_zero_shot)
 
 

@@ -34,10 +34,10 @@ import numpy as np
 from zoomjax.checkpoints import CheckpointError
 from zoomjax.errors import UserError
 from zoomjax.models import registry
-from zoomjax.models.clip_head import attach_zero_shot_head
+from zoomjax.models.clip_head import tower_mismatch
 from zoomjax.models.preprocessing import Preprocessing
 from zoomjax.models.siglip import (_VARIANTS, LOAD_KWARGS, Encoder, MAPHead, _tower, _tower_sizes, big_vision_tree,
-                                   convert_siglip_zero_shot, sigmoid_logits, siglip_text_head)
+                                   attach_siglip_text_head, convert_siglip_zero_shot, sigmoid_logits)
 from zoomjax.models.siglip_tokenizer import SIGLIP_TOKENIZERS
 
 __all__ = ["FAMILIES", "NUM_PARAMS", "NaFlexFamily", "NaFlexImageTower", "NaFlexZeroShotClassifier",
@@ -238,14 +238,9 @@ def _prepare(name: str, family: NaFlexFamily, flat: Optional[Dict[str, np.ndarra
   tree["img/pos_embedding"] = np.reshape(tree["img/pos_embedding"], (cfg["posemb_grid"],) * 2 + (cfg["width"],))
   diff = [f"{k}: model {image[k]} vs checkpoint {cfg[k]}" for k in cfg if cfg[k] != image[k]]
   if diff:
-    raise CheckpointError(f"checkpoint does not fit the model {name!r} (SigLIP 2 NaFlex {family.variant}/"
-                          f"{family.patch_size} image tower): " + "; ".join(diff))
-  build = (functools.partial(siglip_text_head, tree, vocab=vocab, pad="pad", tokenizer_name="gemma",
-                             class_names=class_names, templates=templates, head_cache_dir=head_cache_dir,
-                             checkpoint=path or "")
-           if "txt/Embed_0/embedding" in tree else None)
-  tree = attach_zero_shot_head(tree, path, overrides, build, lambda k: not k.startswith("txt/"),
-                               class_names=class_names, templates=templates)
+    raise tower_mismatch(name, f"SigLIP 2 NaFlex {family.variant}/{family.patch_size}", diff)
+  tree = attach_siglip_text_head(tree, path, overrides, pad="pad", tokenizer_name="gemma", vocab=vocab,
+                                 class_names=class_names, templates=templates, head_cache_dir=head_cache_dir)
   return registry.LoadPlan(overrides=overrides, preprocessing=pp, flat=tree, convert=convert_siglip_zero_shot)
 
 
