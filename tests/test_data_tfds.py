@@ -203,3 +203,20 @@ def test_imagenet_c_from_a_prepared_tfds_build(tmp_path):
   assert sorted(zip(ds.ids, ds.labels[:, 0].tolist())) == [("ILSVRC2012_val_00000001.JPEG", 999),
                                                            ("ILSVRC2012_val_00000002.JPEG", 7)]
   assert ds.read(0)["image"].dtype == np.uint8
+
+
+def test_a_missing_build_leaves_no_tfds_scratch_folder(tmp_path, monkeypatch):
+  """TFDS makes an empty `tmp*tfds` folder for each builder of an unprepared dataset and leaves it; a dataset
+  lookup removes the ones it caused, and nobody else's."""
+  import tempfile  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from zoomjax.errors import NotFoundError  # pylint: disable=import-outside-toplevel
+  scratch = tmp_path / "tmp"
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+  tfds.builder("imagenet2012_corrupted/fog_3", data_dir=tmp_path / "tfds")
+  left = os.listdir(scratch)
+  assert len(left) == 1 and left[0].endswith("tfds")  # TFDS's own behaviour, which the lookup tidies after.
+  with pytest.raises(NotFoundError, match="imagenet2012_corrupted/fog_3"):
+    zd.get_dataset("imagenet_c/fog/3", data_dir=tmp_path / "tfds")
+  assert os.listdir(scratch) == left

@@ -26,12 +26,15 @@ docs/datasets.md lists exactly which files to place where.
 Examples are ordered by id (file name or path inside the dataset), so index i means the same image on every
 machine and for every process count.
 """
+import contextlib
+import glob
 import json
 import os
 import pathlib
 import re
 import shutil
 import tarfile
+import tempfile
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -446,8 +449,9 @@ def get_dataset(name: str, *, data_dir=None, manual_dir=None, split: Optional[st
   m = _SLICE.match(split or "")
   if m is None:
     raise UserError(f"split {split!r}: use 'name', 'name[a:b]' or '[a:b]' with integer bounds")
-  ds = _get(name, data_dir=data_dir, manual_dir=manual_dir, split=m.group("split") or None, real_json=real_json,
-            variant=variant, label_space=label_space, num_workers=num_workers)
+  with _tfds_scratch_removed():
+    ds = _get(name, data_dir=data_dir, manual_dir=manual_dir, split=m.group("split") or None, real_json=real_json,
+              variant=variant, label_space=label_space, num_workers=num_workers)
   if m.group(2):
     a, b = (int(x) if x else None for x in (m.group("a"), m.group("b")))
     rows = range(len(ds))[a:b]
@@ -455,6 +459,24 @@ def get_dataset(name: str, *, data_dir=None, manual_dir=None, split: Optional[st
       raise UserError(f"split {split!r} selects no examples of the {len(ds)} in {ds.name}")
     ds = ds.subset(rows)
   return corruptions.corrupted(ds, corruption, corruption_size) if corruption else ds
+
+
+@contextlib.contextmanager
+def _tfds_scratch_removed():
+  """Removes the empty `tmp*tfds` folders TFDS leaves in the temp directory while this block runs.
+
+  Building a TFDS builder for a dataset that is not prepared makes such a folder for metadata it would fetch from
+  Google Cloud Storage, and leaves it behind even when that fetch is off (TFDS's default); every lookup of a
+  missing build would litter /tmp. Only folders new since the block began, and still empty, are removed.
+  """
+  pattern = os.path.join(tempfile.gettempdir(), "tmp*tfds")
+  before = set(glob.glob(pattern))
+  try:
+    yield
+  finally:
+    for folder in set(glob.glob(pattern)) - before:
+      with contextlib.suppress(OSError):  # Not empty (or gone): not ours to remove.
+        os.rmdir(folder)
 
 
 def _get(name, *, data_dir, manual_dir, split, real_json, variant, label_space, num_workers) -> Dataset:
