@@ -78,6 +78,8 @@ def grid_table(runs) -> str:
 def main(workdirs, summary_only: bool = False, grid: bool = False):
   runs = [_load(w) for w in workdirs]
   names = [r["method"] for r in runs]
+  if len(set(names)) < len(names):  # e.g. one method with other settings: say which workdir each column is.
+    names = [f"{n} ({os.path.basename(os.path.normpath(_split(w)[0]))})" for n, w in zip(names, workdirs)]
   r0 = runs[0]
   if grid:
     print(f"error (%) of {' / '.join(names)}")

@@ -119,6 +119,7 @@ def test_table_script_reads_finished_runs(grid_run, capsys):
   table.main([workdir, workdir])
   out = capsys.readouterr().out
   assert "| fog 5 |" in out and "| clean |" in out and "+0.0 points" in out  # A run against itself.
+  assert f"| baseline ({os.path.basename(workdir)}) accuracy |" in out  # Same method twice: named by workdir.
   s = results["scores"]
   assert f"| {100 * s['mean_error']:.1f} | " + " | ".join(
       f"{100 * s['mean_error_by_severity'][k]:.1f}" for k in (1, 2, 3, 4, 5)) in out
