@@ -121,8 +121,8 @@ def main(workdirs, summary_only: bool = False, grid: bool = False):
 
 if __name__ == "__main__":
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("workdirs", nargs="+", help="finished imagenet_c workdirs (WORKDIR@AGGREGATOR: one aggregator of a zoom TTA run); "
-                      "the first is the reference")
+  parser.add_argument("workdirs", nargs="+", help="finished imagenet_c workdirs (WORKDIR@AGGREGATOR: one "
+                      "aggregator of a zoom TTA run); the first is the reference")
   parser.add_argument("--summary", action="store_true", help="only the table of mean error, mCE and relative mCE")
   parser.add_argument("--grid", action="store_true", help="only the error table, corruptions x severities")
   args = parser.parse_args()

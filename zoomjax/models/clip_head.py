@@ -8,7 +8,7 @@ data, the vocabulary and the on-disk head cache are `zoomjax.models.clip_zero_sh
 import functools
 import hashlib
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 import jax
 import numpy as np
@@ -22,6 +22,9 @@ from zoomjax.models.clip import TextTower
 from zoomjax.models.clip_archs import config_from_state_dict
 from zoomjax.models.clip_zero_shot import OPENAI_IMAGENET_TEMPLATES
 from zoomjax.runtime import console
+
+if TYPE_CHECKING:  # Imported where used: the tokenizer's modules load only when a head is computed.
+  from zoomjax.models.clip_tokenizer import ClipTokenizer
 
 __all__ = ["attach_clip_text_head", "attach_zero_shot_head", "clip_tokenizer", "text_head", "tower_mismatch",
            "zero_shot_head"]
@@ -60,7 +63,7 @@ def _file_sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def clip_tokenizer(vocab: Optional[str], text_cfg: Dict[str, Any], info: Dict[str, Any]):
+def clip_tokenizer(vocab: Optional[str], text_cfg: Dict[str, Any], info: Dict[str, Any]) -> "ClipTokenizer":
   """CLIP's BPE tokenizer for a text tower of config `text_cfg` (its context length), refused in one line when
   the vocabulary's size is not the tower's embedding count; records the vocabulary's path and SHA-256 in `info`
   (the head cache's description of how the head was made). `vocab`: see `clip_zero_shot.resolve_vocab`."""
