@@ -57,7 +57,13 @@ def _load(spec: str):
 
 
 def _pct(x) -> str:
-  return html.MISSING if x is None else f"{100 * x:.1f}"
+  return html.percent(x, unit="")
+
+
+def _mean_error_at(scores, severity: int):
+  """The mean error at one severity (results.json stores the severities as string keys)."""
+  by_sev = scores["mean_error_by_severity"]
+  return by_sev.get(str(severity), by_sev.get(severity))
 
 
 def grid_table(runs) -> str:
@@ -69,9 +75,7 @@ def grid_table(runs) -> str:
   for c in r0["scores"]["corruptions"]:
     rows.append([c.replace("_", " ")] + [" / ".join(_pct((r["cells"].get(f"{c}-{s}") or {}).get("error"))
                                                      for r in runs) for s in severities])
-  rows.append(["mean"] + [" / ".join(_pct(r["scores"]["mean_error_by_severity"].get(str(s),
-                                                     r["scores"]["mean_error_by_severity"].get(s)))
-                                     for r in runs) for s in severities])
+  rows.append(["mean"] + [" / ".join(_pct(_mean_error_at(r["scores"], s)) for r in runs) for s in severities])
   return html.markdown_table(["corruption"] + [f"severity {s}" for s in severities], rows)
 
 
@@ -112,8 +116,7 @@ def main(workdirs, summary_only: bool = False, grid: bool = False):
   summary = []
   for n, r in zip(names, runs):
     s = r["scores"]
-    by_sev = s["mean_error_by_severity"]  # JSON keys are strings.
-    summary.append([n, _pct(s["mean_error"])] + [_pct(by_sev.get(str(k), by_sev.get(k))) for k in severities]
+    summary.append([n, _pct(s["mean_error"])] + [_pct(_mean_error_at(s, k)) for k in severities]
                    + [_pct(s["mce"]), _pct(s["relative_mce"])])
   print(html.markdown_table(["method", "mean error (%)"] + [f"severity {k} (%)" for k in severities]
                             + ["mCE (%)", "relative mCE (%)"], summary))
